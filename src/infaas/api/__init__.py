@@ -1,0 +1,1 @@
+"""HTTP API: FastAPI app factory, control-plane and data-plane routers."""

@@ -1,0 +1,67 @@
+"""Control plane: register models, read the catalogue and its status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from ..errors import PayloadTooLarge
+from .deps import Services, services, tenant
+
+router = APIRouter(prefix="/v1", tags=["control plane"])
+
+
+async def _read_limited(upload: UploadFile, limit: int, field: str) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{field} is larger than the limit of {limit} bytes", field=field)
+    return data
+
+
+@router.post("/models", summary="Register a model (ONNX) once; variants are generated and profiled in the background")
+async def register_model(
+    file: UploadFile = File(..., description="the ONNX model"),
+    name: str = Form(..., description="architecture name: letters, digits, '.', '_', '-'"),
+    task: str = Form(..., description="kind/dataset, e.g. classification/digits"),
+    accuracy: float = Form(..., description="declared accuracy, 0..1 (re-measured when validation data is given)"),
+    visibility: str = Form("private", description="private (only your tenant) or shared (every tenant)"),
+    validation: UploadFile | None = File(None, description=".npz with arrays 'inputs' and 'labels'"),
+    svc: Services = Depends(services),
+    who: str = Depends(tenant),
+):
+    limit = svc.settings.max_upload_bytes
+    data = await _read_limited(file, limit, "file")
+    val = await _read_limited(validation, limit, "validation") if validation is not None else None
+    arch, created = await run_in_threadpool(
+        lambda: svc.control.register(
+            name=name, task=task, accuracy=accuracy, data=data, tenant=who, visibility=visibility, validation=val
+        )
+    )
+    status = await run_in_threadpool(svc.control.model_status, arch.name, who)
+    return JSONResponse(status, status_code=201 if created else 200)
+
+
+@router.get("/models", summary="Architectures you can query, with their status")
+def list_models(task: str | None = None, svc: Services = Depends(services), who: str = Depends(tenant)):
+    return {"models": svc.control.models_list(who, task)}
+
+
+@router.get("/models/{name}", summary="One architecture: variants, profiles, status")
+def get_model(name: str, svc: Services = Depends(services), who: str = Depends(tenant)):
+    return svc.control.model_status(name, who)
+
+
+@router.delete("/models/{name}", status_code=204, summary="Delete an architecture you own and its variants")
+def delete_model(name: str, svc: Services = Depends(services), who: str = Depends(tenant)):
+    svc.control.delete(name, who)
+
+
+@router.get("/tasks", summary="Tasks with at least one architecture, and their input spec")
+def list_tasks(svc: Services = Depends(services), who: str = Depends(tenant)):
+    return {"tasks": svc.control.tasks(who)}
+
+
+@router.get("/workers", summary="Live workers, their replicas and load")
+def list_workers(svc: Services = Depends(services)):
+    return {"workers": [w.to_dict() for w in svc.control.store.workers()]}

@@ -1,0 +1,177 @@
+"""Data plane: the model-less ``/v1/infer`` and the Open Inference Protocol v2.
+
+Routes only decode, call ``DataPlane.infer`` and encode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..domain import Query
+from ..errors import InvalidInput, NotFound
+from . import oip
+from .deps import Services, services, tenant
+
+router = APIRouter(tags=["data plane"])
+
+_INFER_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "task": {"type": "string", "example": "classification/digits"},
+                        "architecture": {"type": "string"},
+                        "variant": {"type": "string"},
+                        "objective": {
+                            "type": "object",
+                            "properties": {
+                                "min_accuracy": {"type": "number"},
+                                "latency_ms": {"type": "number"},
+                                "max_cost": {"type": "number", "description": "dollars per query"},
+                            },
+                        },
+                        "inputs": {
+                            "description": "a list of rows for a single-input model, or a list of OIP tensors",
+                            "type": "array",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _target(doc: dict[str, Any]) -> dict[str, str]:
+    named = {k: doc[k] for k in ("variant", "architecture", "task") if doc.get(k) is not None}
+    if len(named) != 1 or not all(isinstance(v, str) for v in named.values()):
+        raise InvalidInput("name exactly one of 'variant', 'architecture' or 'task' (a string)", field="target")
+    return named
+
+
+def _target_from_name(name: str) -> dict[str, str]:
+    """OIP ``{name}``: a variant has ':' in it, a task has '/', else an architecture."""
+    if ":" in name:
+        return {"variant": name}
+    if "/" in name:
+        return {"task": name}
+    return {"architecture": name}
+
+
+def _answer_json(answer, model_name: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "outputs": oip.tensors_to_json(answer.outputs),
+        "decision": answer.decision.to_dict(),
+        "latency_ms": round(answer.latency_ms, 4),
+    }
+    if model_name is not None:
+        body["model_name"] = model_name
+        body["model_version"] = answer.decision.variant
+    return body
+
+
+@router.post("/v1/infer", summary="Model-less query: name a task, architecture or variant and an objective",
+             openapi_extra=_INFER_DOC)
+async def infer(request: Request, svc: Services = Depends(services), who: str = Depends(tenant)):
+    doc = oip.parse_json(await request.body())
+    target = _target(doc)
+    query = Query(rows=1, objective=oip.parse_objective(doc.get("objective")), tenant=who, **target)
+    inputs = doc.get("inputs")
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
+        arrays = dict(oip.tensor_from_json(t, i) for i, t in enumerate(inputs))
+    else:
+        specs = svc.data.input_specs(query)
+        if len(specs) != 1:
+            raise InvalidInput("this model has several inputs: send them as a list of named tensors", field="inputs")
+        arrays = {specs[0].name: oip.rows_to_array(inputs, specs[0].dtype)}
+    answer = await svc.data.infer(query, arrays)
+    return _answer_json(answer)
+
+
+@router.get("/v2/health/live", tags=["open inference protocol"])
+def live():
+    return {"live": True}
+
+
+@router.get("/v2/health/ready", tags=["open inference protocol"])
+def ready(svc: Services = Depends(services)):
+    _, cluster = svc.data.snapshot()
+    ok = bool(cluster.workers)
+    return JSONResponse({"ready": ok, "workers": len(cluster.workers)}, status_code=200 if ok else 503)
+
+
+@router.get("/v2", tags=["open inference protocol"])
+def server_metadata():
+    from .. import __version__
+
+    return {"name": "infaas", "version": __version__, "extensions": ["binary_tensor_data", "model_less"]}
+
+
+@router.get("/v2/models/{name:path}/ready", tags=["open inference protocol"])
+def model_ready(name: str, svc: Services = Depends(services), who: str = Depends(tenant)):
+    _metadata(name, svc, who)
+    return {"name": name, "ready": True}
+
+
+@router.get("/v2/models/{name:path}", tags=["open inference protocol"],
+            summary="Metadata of a variant, architecture or task (inputs, outputs, variants)")
+def model_metadata(name: str, svc: Services = Depends(services), who: str = Depends(tenant)):
+    return _metadata(name, svc, who)
+
+
+def _metadata(name: str, svc: Services, who: str) -> dict[str, Any]:
+    from ..selection import candidates
+
+    target = _target_from_name(name)
+    catalogue, _ = svc.data.snapshot()
+    variants = candidates(Query(rows=1, tenant=who, **target), catalogue)
+    specs = svc.data.input_specs(Query(rows=1, tenant=who, **target))
+    arch = svc.control.store.find_architecture(variants[0].architecture)
+    if arch is None:
+        raise NotFound(f"no model named {name!r}", field="name")
+    as_oip = lambda ts: [{"name": t.name, "datatype": oip.NUMPY_TO_OIP.get(t.dtype, "BYTES"), "shape": list(t.shape)} for t in ts]
+    return {
+        "name": name,
+        "versions": [v.id for v in variants],
+        "platform": "onnxruntime",
+        "inputs": as_oip(specs),
+        "outputs": as_oip(arch.outputs),
+    }
+
+
+@router.post("/v2/models/{name:path}/infer", tags=["open inference protocol"],
+             summary="OIP v2 inference; objective in parameters (min_accuracy, latency_ms, max_cost); binary extension supported")
+async def oip_infer(name: str, request: Request, svc: Services = Depends(services), who: str = Depends(tenant)):
+    body = await request.body()
+    header_len = request.headers.get(oip.BINARY_HEADER)
+    if header_len is not None:
+        try:
+            n = int(header_len)
+        except ValueError:
+            raise InvalidInput("Inference-Header-Content-Length must be an integer", field="headers") from None
+        doc, arrays = oip.parse_binary(body, n)
+    else:
+        doc = oip.parse_json(body)
+        inputs = doc.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise InvalidInput("inputs must be a non-empty list of tensors", field="inputs")
+        arrays = dict(oip.tensor_from_json(t, i) for i, t in enumerate(inputs))
+    params = doc.get("parameters") or {}
+    query = Query(rows=1, objective=oip.parse_objective(params, "parameters"), tenant=who, **_target_from_name(name))
+    answer = await svc.data.infer(query, arrays)
+    header = {"model_name": name, "model_version": answer.decision.variant, "id": doc.get("id"),
+              "parameters": {"decision": answer.decision.to_dict()}}
+    wants_binary = bool(params.get("binary_data_output")) or any(
+        (o.get("parameters") or {}).get("binary_data") for o in doc.get("outputs") or [] if isinstance(o, dict)
+    )
+    if wants_binary:
+        payload, hlen = oip.binary_response(header, answer.outputs)
+        return Response(payload, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(hlen)})
+    header["outputs"] = oip.tensors_to_json(answer.outputs)
+    return header

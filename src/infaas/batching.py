@@ -1,0 +1,47 @@
+"""Batching policy: a pure function from a profile and objectives to limits.
+
+A worker runs one batch at a time per replica. While a batch runs, new
+requests queue; the next batch takes everything queued, up to ``max_batch``
+rows ("natural" batching: it adds no delay under load and coalesces as much as
+the load allows). When the queue is empty a batch may wait up to
+``max_delay_ms`` for company, but only out of the slack the tightest objective
+leaves.
+
+A request may arrive just after a batch started, so in the worst case it waits
+for one full batch and then runs in the next one: ``2 * latency(b)``. The
+policy picks the largest profiled batch ``b`` with ``2 * latency_p99(b) <=
+objective``, and spends at most a quarter of what is left as waiting time,
+capped at ``delay_cap_ms``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .domain import Profile
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch: int
+    max_delay_ms: float
+
+
+def batch_limits(
+    profile: Profile | None,
+    variant_max_batch: int,
+    objective_ms: float | None,
+    *,
+    delay_cap_ms: float = 2.0,
+) -> BatchLimits:
+    if profile is None or objective_ms is None:
+        # Nothing to protect: take whatever is queued, never wait.
+        return BatchLimits(variant_max_batch, 0.0)
+    sizes = [b for b in profile.batch_sizes() if b <= variant_max_batch]
+    fitting = [b for b in sizes if 2 * profile.latency_at(b) <= objective_ms]
+    if not fitting:
+        # The objective is tighter than two single-row runs: never batch or wait.
+        return BatchLimits(1, 0.0)
+    b = max(fitting)
+    slack = objective_ms - 2 * profile.latency_at(b)
+    return BatchLimits(b, round(min(delay_cap_ms, slack / 4), 4))

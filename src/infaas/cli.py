@@ -1,0 +1,171 @@
+"""The ``infaas`` command: up, register, models, workers, query, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def _client(args):
+    from .client import Client
+
+    return Client(args.url)
+
+
+def cmd_up(args) -> int:
+    from .local.stack import run
+    from .settings import Settings
+
+    run(Settings.from_env(data_dir=args.data_dir, port=args.port, workers=args.workers))
+    return 0
+
+
+def cmd_register(args) -> int:
+    client = _client(args)
+    status = client.register(args.file, name=args.name, task=args.task, accuracy=args.accuracy,
+                             validation=args.validation, visibility="shared" if args.shared else "private")
+    print(f"registered {status['name']} for {status['task']}: {len(status['variants'])} variant(s) to build")
+    if args.wait:
+        final = client.wait_ready([args.name], progress=_progress_printer())
+        print()
+        _print_variants(final[args.name]["variants"])
+        return 0 if final[args.name]["status"] == "ready" else 1
+    return 0
+
+
+def _progress_printer():
+    last = [""]
+
+    def show(status: dict) -> None:
+        variants = [v for s in status.values() for v in s["variants"]]
+        done = sum(v["status"] in ("ready", "failed", "skipped") for v in variants)
+        busy = [f"{v['id']} {v['status']}" for v in variants if v["status"] in ("building", "profiling")]
+        line = f"  [{done}/{len(variants)} variants done] " + (", ".join(busy) if busy else "waiting for a worker")
+        if line != last[0]:
+            print(line, flush=True)
+            last[0] = line
+
+    return show
+
+
+def _print_variants(variants: list[dict]) -> None:
+    print(f"  {'variant':42} {'status':9} {'accuracy':>8} {'p99 b1 ms':>10} {'p99 b32 ms':>11} {'load ms':>8}")
+    for v in variants:
+        p = v.get("profile") or {}
+        lat = p.get("latency_ms", {})
+        b1 = lat.get("1", [None, None])[1]
+        b32 = lat.get("32", [None, None])[1]
+        acc = v.get("accuracy")
+        fmt = lambda x, d=3: f"{x:.{d}f}" if isinstance(x, (int, float)) else "-"
+        print(f"  {v['id']:42} {v['status']:9} {fmt(acc, 4):>8} {fmt(b1):>10} {fmt(b32):>11} {fmt(p.get('load_ms'), 1):>8}"
+              + (f"  ({v['message']})" if v.get("message") else ""))
+
+
+def cmd_models(args) -> int:
+    client = _client(args)
+    if args.name:
+        status = client.model(args.name)
+        print(f"{status['name']} ({status['task']}, {status['visibility']}): {status['status']}")
+        _print_variants(status["variants"])
+    else:
+        for m in client.models():
+            print(f"{m['name']:24} {m['task']:28} {m['status']:9} declared accuracy {m['declared_accuracy']}")
+    return 0
+
+
+def cmd_workers(args) -> int:
+    for w in _client(args).workers():
+        reps = ", ".join(f"{r['variant_id']} (q={r['queued_rows']})" for r in w["replicas"]) or "no replicas"
+        print(f"{w['id']:12} {w['hardware']:6} {w['state']:9} {w['url']:28} {reps}")
+    return 0
+
+
+def cmd_query(args) -> int:
+    if args.input:
+        x = np.load(args.input)
+    else:
+        x = np.asarray(json.loads(args.json), dtype=args.dtype)
+    outputs, decision = _client(args).infer(
+        x, task=args.task, architecture=args.architecture, variant=args.variant,
+        min_accuracy=args.min_accuracy, latency_ms=args.latency_ms, max_cost=args.max_cost,
+    )
+    print(json.dumps({"outputs": {k: v.tolist() for k, v in outputs.items()}, "decision": decision}, indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="infaas", description="Model-less inference serving.")
+    p.add_argument("--url", default=os.environ.get("INFAAS_URL", "http://127.0.0.1:8080"), help="API address (env INFAAS_URL)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the local stack and keep it running")
+    up.add_argument("--port", type=int, default=None)
+    up.add_argument("--workers", type=int, default=None, help="cpu worker processes (default 2)")
+    up.add_argument("--data-dir", default=None, help="where metadata and model files live (default .infaas-data)")
+    up.set_defaults(func=cmd_up)
+
+    reg = sub.add_parser("register", help="register an ONNX model")
+    reg.add_argument("file")
+    reg.add_argument("--name", required=True)
+    reg.add_argument("--task", required=True, help="kind/dataset, e.g. classification/digits")
+    reg.add_argument("--accuracy", type=float, required=True)
+    reg.add_argument("--validation", help=".npz with 'inputs' and 'labels' to measure accuracy per variant")
+    reg.add_argument("--shared", action="store_true", help="let every tenant query it")
+    reg.add_argument("--wait", action="store_true", help="show progress until its variants are ready")
+    reg.set_defaults(func=cmd_register)
+
+    models = sub.add_parser("models", help="list architectures, or show one with its variants")
+    models.add_argument("name", nargs="?")
+    models.set_defaults(func=cmd_models)
+
+    workers = sub.add_parser("workers", help="list live workers and their replicas")
+    workers.set_defaults(func=cmd_workers)
+
+    q = sub.add_parser("query", help="send one query")
+    target = q.add_mutually_exclusive_group(required=True)
+    target.add_argument("--task")
+    target.add_argument("--architecture")
+    target.add_argument("--variant")
+    data = q.add_mutually_exclusive_group(required=True)
+    data.add_argument("--input", help=".npy file of input rows")
+    data.add_argument("--json", help="rows as JSON, e.g. '[[0.1, 0.2, ...]]'")
+    q.add_argument("--dtype", default="float32")
+    q.add_argument("--min-accuracy", type=float)
+    q.add_argument("--latency-ms", type=float)
+    q.add_argument("--max-cost", type=float)
+    q.set_defaults(func=cmd_query)
+
+    demo = sub.add_parser("demo", help="train digits classifiers, register them, query under three objectives")
+    demo.add_argument("--workers", type=int, default=2)
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .client import ApiError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

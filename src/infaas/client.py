@@ -1,0 +1,100 @@
+"""A small Python client for the HTTP API (used by the CLI, the demo and tests)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+import httpx
+import numpy as np
+
+from .api.oip import BINARY_HEADER
+from .tensors import NUMPY_TO_OIP, OIP_TO_NUMPY
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {body.get('error')}: {body.get('message')}")
+        self.status = status
+        self.body = body
+
+
+class Client:
+    def __init__(self, url: str = "http://127.0.0.1:8080", *, timeout_s: float = 30.0, api_key: str | None = None) -> None:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=url, timeout=timeout_s, headers=headers)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _check(self, resp: httpx.Response) -> Any:
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {"error": "http", "message": resp.text[:200]}
+            raise ApiError(resp.status_code, body)
+        return resp.json() if resp.content else None
+
+    # -- control plane ------------------------------------------------------
+    def register(self, path: str, *, name: str, task: str, accuracy: float, validation: str | None = None,
+                 visibility: str = "private") -> dict[str, Any]:
+        files = {"file": (name + ".onnx", open(path, "rb").read(), "application/octet-stream")}
+        if validation:
+            files["validation"] = ("validation.npz", open(validation, "rb").read(), "application/octet-stream")
+        data = {"name": name, "task": task, "accuracy": str(accuracy), "visibility": visibility}
+        return self._check(self.http.post("/v1/models", data=data, files=files))
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._check(self.http.get("/v1/models"))["models"]
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/models/{name}"))
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self._check(self.http.get("/v1/workers"))["workers"]
+
+    def wait_ready(self, names: list[str], *, timeout_s: float = 600.0,
+                   progress: Callable[[dict[str, dict]], None] | None = None) -> dict[str, dict]:
+        """Poll until every named architecture is ready (or failed); returns their status."""
+        deadline = time.time() + timeout_s
+        while True:
+            status = {n: self.model(n) for n in names}
+            if progress:
+                progress(status)
+            if all(s["status"] in ("ready", "failed") for s in status.values()):
+                return status
+            if time.time() > deadline:
+                raise TimeoutError(f"variants not ready after {timeout_s:g} s")
+            time.sleep(0.5)
+
+    # -- data plane -----------------------------------------------------------
+    def infer(self, inputs: np.ndarray, *, task: str | None = None, architecture: str | None = None,
+              variant: str | None = None, min_accuracy: float | None = None, latency_ms: float | None = None,
+              max_cost: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Model-less query through the OIP binary extension; returns (outputs, decision)."""
+        name = variant or architecture or task
+        if sum(x is not None for x in (task, architecture, variant)) != 1:
+            raise ValueError("name exactly one of task, architecture, variant")
+        params = {k: v for k, v in (("min_accuracy", min_accuracy), ("latency_ms", latency_ms), ("max_cost", max_cost)) if v is not None}
+        arr = np.ascontiguousarray(inputs)
+        raw = arr.tobytes()
+        header = {
+            "inputs": [{"name": "input", "shape": list(arr.shape), "datatype": NUMPY_TO_OIP[arr.dtype.name],
+                        "parameters": {"binary_data_size": len(raw)}}],
+            "parameters": {**params, "binary_data_output": True},
+        }
+        head = json.dumps(header).encode()
+        resp = self.http.post(f"/v2/models/{name}/infer", content=head + raw,
+                              headers={BINARY_HEADER: str(len(head)), "content-type": "application/octet-stream"})
+        if resp.status_code >= 400:
+            self._check(resp)
+        n = int(resp.headers[BINARY_HEADER])
+        doc = json.loads(resp.content[:n])
+        offset, outputs = n, {}
+        for o in doc["outputs"]:
+            size = o["parameters"]["binary_data_size"]
+            outputs[o["name"]] = np.frombuffer(resp.content, dtype=OIP_TO_NUMPY[o["datatype"]], count=size // np.dtype(OIP_TO_NUMPY[o["datatype"]]).itemsize, offset=offset).reshape(o["shape"])
+            offset += size
+        return outputs, doc["parameters"]["decision"]

@@ -1,0 +1,1 @@
+"""The local stack: embedded adapters, worker processes, `infaas up`."""

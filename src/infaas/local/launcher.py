@@ -1,0 +1,83 @@
+"""Start `infaas up` as a child process on a free loopback port and stop it.
+
+Used by the demo, the end-to-end tests and the benchmarks, so each of them
+runs the same stack a user starts by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+from ..worker.server import free_port
+
+
+class StackProcess:
+    def __init__(self, *, workers: int = 2, data_dir: str | None = None, env: dict[str, str] | None = None,
+                 log_path: str | None = None) -> None:
+        self.workers = workers
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="infaas-")
+        self.data_dir = data_dir or self._tmp.name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env or {}
+        self.log_path = log_path or os.path.join(self.data_dir, "stack.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 90.0) -> "StackProcess":
+        env = dict(os.environ, **self.env)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "infaas.cli", "up", "--port", str(self.port), "--workers", str(self.workers),
+             "--data-dir", self.data_dir],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"infaas up exited with {self.proc.returncode}; see {self.log_path}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"stack not ready after {timeout_s:g} s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc:
+            try:  # anything left in the process group (workers) goes too
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if getattr(self, "_log", None):
+            self._log.close()
+        if self._tmp:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> "StackProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,89 @@
+"""`infaas up`: the API in this process, worker processes beside it, all on
+127.0.0.1, metadata in SQLite and model files in a folder under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ..api.app import create_app
+from ..api.deps import Services
+from ..service import ControlPlane, DataPlane
+from ..settings import Settings
+from ..worker.client import HttpWorkerClient
+from ..worker.server import free_port
+from .wiring import LocalAdapters
+
+log = logging.getLogger("infaas.local")
+
+
+def build_services(settings: Settings) -> Services:
+    adapters = LocalAdapters(settings)
+    control = ControlPlane(adapters.store, adapters.models, adapters.queue, settings)
+    data = DataPlane(adapters.store, HttpWorkerClient(timeout_s=settings.request_timeout_s), settings)
+    return Services(control, data, settings)
+
+
+class WorkerProcesses:
+    """Starts and stops local worker processes (one per core by default)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, hardware: str = "cpu", worker_id: str | None = None) -> str:
+        worker_id = worker_id or f"{hardware}-{len(self.procs) + 1}"
+        port = free_port(self.settings.host)
+        env = dict(os.environ, INFAAS_DATA_DIR=self.settings.data_dir, INFAAS_HOST=self.settings.host, OMP_NUM_THREADS="1")
+        self.procs[worker_id] = subprocess.Popen(
+            [sys.executable, "-m", "infaas.worker", "--hardware", hardware, "--port", str(port), "--worker-id", worker_id],
+            env=env,
+        )
+        return worker_id
+
+    def stop(self, worker_id: str, timeout_s: float = 15.0) -> None:
+        proc = self.procs.pop(worker_id, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)  # the worker drains, then deregisters
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for worker_id in list(self.procs):
+            self.stop(worker_id)
+
+
+def wait_for_workers(services: Services, count: int, timeout_s: float = 60.0) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if len(services.control.store.workers()) >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} worker(s) did not report within {timeout_s:g} s")
+
+
+def run(settings: Settings) -> None:
+    """Run the stack in the foreground until interrupted."""
+    import uvicorn
+
+    os.makedirs(settings.data_dir, exist_ok=True)
+    services = build_services(settings)
+    workers = WorkerProcesses(settings)
+    for _ in range(settings.workers):
+        workers.start("cpu")
+    try:
+        wait_for_workers(services, settings.workers)
+        print(f"INFaaS is up on http://{settings.host}:{settings.port} with {settings.workers} cpu worker(s); "
+              f"data in {settings.data_dir}; API docs at http://{settings.host}:{settings.port}/docs", flush=True)
+        uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    finally:
+        workers.stop_all()

@@ -1,0 +1,248 @@
+"""Variant and worker selection: a pure function over snapshots.
+
+``select(query, catalogue, cluster)`` reads nothing and sends nothing; the API,
+the AWS selector function and the simulator all call it unchanged.
+
+For each candidate variant (resolved from the named variant, architecture or
+task, and visible to the tenant) the selector predicts the latency the query
+would see:
+
+* on a loaded replica with ``q`` rows already queued, running batches of at
+  most ``B`` rows, for a query of ``r`` rows:
+  ``ceil((q + r) / B) * latency_p99(min(q + r, B))`` -- everything ahead of it
+  and the query itself, in full batches, at the profiled p99;
+* on a worker that must load it first: ``load_ms`` plus the same with ``q = 0``.
+
+Cost per query is the machine time it takes, priced by the hardware type:
+``price_per_hour / 3600 * latency_p50(b) / 1000 * r / b``.
+
+Preference, as the architecture asks: (1) a loaded replica that meets the
+objective, cheapest first; (2) a variant that can be loaded *and* answer within
+the objective, cheapest first; (3) a variant whose steady-state latency meets
+the objective even though this first query pays the load (a cold start, said so
+in the reason); otherwise ``NoFeasibleVariant`` (422) stating the best
+latency and accuracy that could be had.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from .domain import WORKER_UP, Decision, HardwareType, Query, ReplicaLoad, Variant, Worker
+from .errors import InvalidInput, NoFeasibleVariant, NotFound, Unavailable
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Ready, profiled variants, indexed the three ways a query can name them."""
+
+    variants: Mapping[str, Variant]
+    by_architecture: Mapping[str, tuple[Variant, ...]]
+    by_task: Mapping[str, tuple[Variant, ...]]
+
+    @staticmethod
+    def build(variants: Iterable[Variant]) -> "Catalogue":
+        ready = [v for v in variants if v.status == "ready" and v.profile is not None and v.accuracy is not None]
+        by_arch: dict[str, list[Variant]] = {}
+        by_task: dict[str, list[Variant]] = {}
+        for v in ready:
+            by_arch.setdefault(v.architecture, []).append(v)
+            by_task.setdefault(v.task, []).append(v)
+        return Catalogue(
+            variants={v.id: v for v in ready},
+            by_architecture={k: tuple(vs) for k, vs in by_arch.items()},
+            by_task={k: tuple(vs) for k, vs in by_task.items()},
+        )
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Live workers and their replicas at one instant, with hardware prices."""
+
+    workers: Mapping[str, Worker]
+    hardware: Mapping[str, HardwareType]
+    replicas: Mapping[str, tuple[tuple[Worker, ReplicaLoad], ...]] = field(default_factory=dict)
+    workers_by_hardware: Mapping[str, tuple[Worker, ...]] = field(default_factory=dict)
+
+    @staticmethod
+    def build(workers: Iterable[Worker], hardware: Mapping[str, HardwareType]) -> "Cluster":
+        """Only workers that are up (not draining) take new work."""
+        up = [w for w in workers if w.state == WORKER_UP]
+        replicas: dict[str, list[tuple[Worker, ReplicaLoad]]] = {}
+        by_hw: dict[str, list[Worker]] = {}
+        for w in up:
+            by_hw.setdefault(w.hardware, []).append(w)
+            for r in w.replicas:
+                replicas.setdefault(r.variant_id, []).append((w, r))
+        return Cluster(
+            workers={w.id: w for w in up},
+            hardware=dict(hardware),
+            replicas={k: tuple(v) for k, v in replicas.items()},
+            workers_by_hardware={k: tuple(v) for k, v in by_hw.items()},
+        )
+
+
+def service_ms(variant: Variant, queued_rows: int, rows: int) -> float:
+    """Predicted time until ``rows`` new rows are answered behind ``queued_rows``."""
+    assert variant.profile is not None
+    total = queued_rows + rows
+    batch = min(total, variant.max_batch)
+    return math.ceil(total / variant.max_batch) * variant.profile.latency_at(batch, "p99")
+
+
+def cost_per_query(variant: Variant, rows: int, price_per_hour: float) -> float:
+    """Dollars of machine time the query uses, at the batch it would run."""
+    assert variant.profile is not None
+    batch = min(rows, variant.max_batch)
+    runs = math.ceil(rows / variant.max_batch)
+    seconds = runs * variant.profile.latency_at(batch, "p50") / 1000.0
+    return price_per_hour / 3600.0 * seconds * rows / (runs * batch)
+
+
+def candidates(query: Query, catalogue: Catalogue) -> tuple[Variant, ...]:
+    """The variants a query may use: named ones, visible to its tenant."""
+    named = [x for x in (query.variant, query.architecture, query.task) if x]
+    if len(named) != 1:
+        raise InvalidInput("name exactly one of variant, architecture or task", field="target")
+    if query.variant:
+        found: tuple[Variant, ...] = (catalogue.variants[query.variant],) if query.variant in catalogue.variants else ()
+        what = f"variant {query.variant!r}"
+    elif query.architecture:
+        found = catalogue.by_architecture.get(query.architecture, ())
+        what = f"architecture {query.architecture!r}"
+    else:
+        found = catalogue.by_task.get(query.task or "", ())
+        what = f"task {query.task!r}"
+    visible = tuple(v for v in found if v.tenant == query.tenant or v.visibility == "shared")
+    if not visible:
+        # Same message whether it does not exist or belongs to another tenant.
+        raise NotFound(f"no ready {what}", field="target")
+    return visible
+
+
+@dataclass(frozen=True)
+class _Option:
+    tier: int
+    cost: float
+    latency_ms: float
+    variant: Variant
+    worker: Worker
+    batch: int
+    loaded: bool
+
+
+def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
+    """Choose variant, worker and batch for one query (see the module docstring)."""
+    if query.rows < 1:
+        raise InvalidInput("a query needs at least one row", field="inputs")
+    obj = query.objective
+    pool = candidates(query, catalogue)
+    accurate = [v for v in pool if obj.min_accuracy is None or (v.accuracy or 0.0) >= obj.min_accuracy]
+
+    best: _Option | None = None
+    placeable = False
+    for v in accurate:
+        # Placeable means some up worker could run it, whatever it costs: a
+        # query priced out by max_cost is unreachable (422), not unavailable.
+        if cluster.replicas.get(v.id) or cluster.workers_by_hardware.get(v.hardware):
+            placeable = True
+        price = cluster.hardware[v.hardware].price_per_hour if v.hardware in cluster.hardware else math.inf
+        cost = cost_per_query(v, query.rows, price)
+        if obj.max_cost is not None and cost > obj.max_cost:
+            continue
+        batch = min(query.rows, v.max_batch)
+        for worker, load in cluster.replicas.get(v.id, ()):
+            lat = service_ms(v, load.queued_rows, query.rows)
+            if obj.latency_ms is None or lat <= obj.latency_ms:
+                best = _better(best, _Option(1, cost, lat, v, worker, batch, True))
+        workers = cluster.workers_by_hardware.get(v.hardware, ())
+        if not workers:
+            continue
+        assert v.profile is not None
+        steady = service_ms(v, 0, query.rows)
+        cold = v.profile.load_ms + steady
+        worker = _roomiest(workers, v.id)
+        if worker is None:
+            continue
+        if obj.latency_ms is None or cold <= obj.latency_ms:
+            best = _better(best, _Option(2, cost, cold, v, worker, batch, False))
+        elif steady <= obj.latency_ms:
+            best = _better(best, _Option(3, cost, cold, v, worker, batch, False))
+
+    if best is None:
+        if not placeable and accurate:
+            hw = sorted({v.hardware for v in accurate})
+            raise Unavailable(f"no worker of hardware type {', '.join(hw)} is up", retry_after_s=2.0)
+        raise _unreachable(query, pool, cluster)
+    return _decision(best, query, cluster)
+
+
+def _better(a: _Option | None, b: _Option) -> _Option:
+    if a is None:
+        return b
+    return b if (b.tier, b.cost, b.latency_ms) < (a.tier, a.cost, a.latency_ms) else a
+
+
+def _roomiest(workers: tuple[Worker, ...], variant_id: str) -> Worker | None:
+    """The worker with the most free memory that does not hold the variant yet."""
+    free = [w for w in workers if not any(r.variant_id == variant_id for r in w.replicas)]
+    if not free:
+        return None
+    return max(free, key=lambda w: (w.memory_budget_bytes - w.memory_used_bytes, -len(w.replicas), w.id))
+
+
+def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
+    obj = query.objective
+    why = {
+        1: "loaded replica meets the objective at the lowest cost",
+        2: "no loaded replica meets the objective; cheapest variant that loads in time",
+        3: "cold start: cheapest variant whose steady latency meets the objective (this query pays its load)",
+    }[o.tier]
+    parts = [why, f"predicted {o.latency_ms:.2f} ms"]
+    if obj.latency_ms is not None:
+        parts.append(f"objective {obj.latency_ms:g} ms")
+    if obj.min_accuracy is not None:
+        parts.append(f"accuracy {o.variant.accuracy:.3f} >= {obj.min_accuracy:g}")
+    others = [w for w, _ in cluster.replicas.get(o.variant.id, ()) if w.id != o.worker.id]
+    others += [w for w in cluster.workers_by_hardware.get(o.variant.hardware, ()) if w.id != o.worker.id and w not in others]
+    return Decision(
+        variant=o.variant.id,
+        worker=o.worker.id,
+        worker_url=o.worker.url,
+        batch=o.batch,
+        predicted_latency_ms=round(o.latency_ms, 4),
+        cost_per_query=o.cost,
+        accuracy=float(o.variant.accuracy or 0.0),
+        loaded=o.loaded,
+        reason="; ".join(parts),
+        fallback_workers=tuple((w.id, w.url) for w in others[:2]),
+    )
+
+
+def _unreachable(query: Query, pool: tuple[Variant, ...], cluster: Cluster) -> NoFeasibleVariant:
+    obj = query.objective
+    best_acc = max((v.accuracy or 0.0) for v in pool)
+    accurate = [v for v in pool if obj.min_accuracy is None or (v.accuracy or 0.0) >= obj.min_accuracy]
+    fastest = min((service_ms(v, 0, query.rows) for v in (accurate or pool)), default=math.inf)
+    cheapest = min(
+        (cost_per_query(v, query.rows, cluster.hardware[v.hardware].price_per_hour) for v in (accurate or pool) if v.hardware in cluster.hardware),
+        default=math.inf,
+    )
+    reasons = []
+    if not accurate:
+        reasons.append(f"best accuracy available is {best_acc:.4f} < min_accuracy {obj.min_accuracy:g}")
+    elif obj.latency_ms is not None and fastest > obj.latency_ms:
+        reasons.append(f"fastest variant meeting the accuracy needs {fastest:.3f} ms > latency_ms {obj.latency_ms:g}")
+    if obj.max_cost is not None and cheapest > obj.max_cost:
+        reasons.append(f"cheapest variant costs {cheapest:.3g} $ per query > max_cost {obj.max_cost:g}")
+    if not reasons:
+        reasons.append("no variant meets accuracy, latency and cost together")
+    return NoFeasibleVariant(
+        "objective cannot be met: " + "; ".join(reasons),
+        field="objective",
+        best_accuracy=round(best_acc, 4),
+        best_latency_ms=round(fastest, 4) if math.isfinite(fastest) else None,
+        best_cost_per_query=cheapest if math.isfinite(cheapest) else None,
+    )

@@ -1,0 +1,353 @@
+"""The service: registration and catalogue (control plane), query answering
+(data plane). Transports (the FastAPI app, the Lambda handlers, the CLI) only
+decode, call one method here, and encode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import time
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import tensors
+from .domain import (
+    DEFAULT_TENANT,
+    READY,
+    Architecture,
+    Decision,
+    Query,
+    TensorSpec,
+    Variant,
+    check_name,
+)
+from .domain import Task as TaskName
+from .errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, WorkerFault
+from .ports import JobQueue, ModelStore
+from .selection import Catalogue, Cluster, select
+from .settings import Settings
+from .store import MetadataStore
+from .variants.generate import PLANS, generation_plan
+from .variants.jobs import build_lane
+from .variants.validate import ModelLimits, check_model
+
+
+# ---------------------------------------------------------------- control plane
+class ControlPlane:
+    def __init__(self, store: MetadataStore, models: ModelStore, queue: JobQueue, settings: Settings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store, self.models, self.queue, self.settings, self.clock = store, models, queue, settings, clock
+
+    def register(
+        self,
+        *,
+        name: str,
+        task: str,
+        accuracy: float,
+        data: bytes,
+        tenant: str = DEFAULT_TENANT,
+        visibility: str = "private",
+        validation: bytes | None = None,
+    ) -> tuple[Architecture, bool]:
+        """Register a model; returns (architecture, created). Building and
+        profiling its variants happens later, on workers, through the job queue."""
+        check_name(name, "name")
+        task_id = TaskName.parse(task).id
+        if not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy) or not 0.0 <= accuracy <= 1.0:
+            raise InvalidInput(f"accuracy must be a number between 0 and 1, got {accuracy!r}", field="accuracy")
+        if visibility not in ("private", "shared"):
+            raise InvalidInput(f"visibility must be 'private' or 'shared', got {visibility!r}", field="visibility")
+        checked = check_model(data, ModelLimits(max_bytes=self.settings.max_upload_bytes))
+
+        existing = self.store.find_architecture(name)
+        if existing is not None:
+            return self._same_or_conflict(existing, checked.sha256, tenant), False
+        self._check_task_inputs(task_id, checked.inputs)
+        val_key = None
+        if validation is not None:
+            self._check_validation(validation, checked.inputs)
+            val_key = f"architectures/{name}/{checked.sha256[:16]}.validation.npz"
+            self.models.put(val_key, validation)
+        model_key = f"architectures/{name}/{checked.sha256[:16]}.onnx"
+        self.models.put(model_key, data)
+        arch = Architecture(
+            name=name,
+            tenant=tenant,
+            task=task_id,
+            accuracy=float(accuracy),
+            sha256=checked.sha256,
+            model_key=model_key,
+            inputs=checked.inputs,
+            outputs=checked.outputs,
+            visibility=visibility,
+            validation_key=val_key,
+            created_at=self.clock(),
+            size_bytes=checked.size_bytes,
+        )
+        stored = self.store.create_architecture(arch)
+        if stored is not arch:  # lost a race with another registration of the same name
+            return self._same_or_conflict(stored, checked.sha256, tenant), False
+        for hardware in self.build_hardware():
+            for v in generation_plan(arch, hardware):
+                self.store.put_variant(v)
+            self.queue.send(build_lane(hardware), {"architecture": name, "hardware": hardware})
+        return arch, True
+
+    def build_hardware(self) -> list[str]:
+        """Hardware types that have a generation plan and a price."""
+        return [h for h in self.settings.hardware if h in PLANS]
+
+    @staticmethod
+    def _same_or_conflict(existing: Architecture, sha256: str, tenant: str) -> Architecture:
+        if existing.sha256 == sha256 and existing.tenant == tenant:
+            return existing
+        raise Conflict(
+            f"an architecture named {existing.name!r} already exists with different content; "
+            "register the new file under a new name",
+            field="name",
+        )
+
+    def _check_task_inputs(self, task: str, inputs: tuple[TensorSpec, ...]) -> None:
+        """Architectures of one task answer the same queries, so they take the same inputs."""
+        for other in self.store.architectures(task):
+            if _shape_key(other.inputs) != _shape_key(inputs):
+                raise InvalidInput(
+                    f"task {task!r} takes inputs {[t.to_dict() for t in other.inputs]}, "
+                    f"this model takes {[t.to_dict() for t in inputs]}",
+                    field="file",
+                )
+            return
+
+    @staticmethod
+    def _check_validation(blob: bytes, inputs: tuple[TensorSpec, ...]) -> None:
+        try:
+            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+                x, y = z["inputs"], z["labels"]
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise InvalidInput(
+                f"validation must be an .npz with arrays 'inputs' and 'labels': {exc}", field="validation"
+            ) from None
+        spec = inputs[0]
+        if x.ndim != len(spec.shape) or any(d > 0 and d != s for d, s in zip(spec.shape[1:], x.shape[1:])):
+            raise InvalidInput(f"validation inputs have shape {list(x.shape)}, the model takes {list(spec.shape)}", field="validation")
+        if len(x) != len(y) or len(x) == 0:
+            raise InvalidInput(f"validation has {len(x)} inputs and {len(y)} labels; need the same, non-zero", field="validation")
+        if x.dtype.kind in "fc" and not np.isfinite(x).all():
+            raise InvalidInput("validation inputs contain NaN or infinity", field="validation")
+
+    def model_status(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        arch = self.visible_architecture(name, tenant)
+        variants = self.store.variants_of(name)
+        return {**describe_architecture(arch), "status": overall_status(variants), "variants": [describe_variant(v) for v in variants]}
+
+    def visible_architecture(self, name: str, tenant: str) -> Architecture:
+        arch = self.store.find_architecture(name)
+        if arch is None or not (arch.tenant == tenant or arch.visibility == "shared"):
+            raise NotFound(f"no architecture named {name!r}", field="name")
+        return arch
+
+    def models_list(self, tenant: str = DEFAULT_TENANT, task: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for arch in self.store.architectures(task):
+            if arch.tenant == tenant or arch.visibility == "shared":
+                out.append({**describe_architecture(arch), "status": overall_status(self.store.variants_of(arch.name))})
+        return out
+
+    def tasks(self, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
+        by_task: dict[str, list[Architecture]] = {}
+        for arch in self.store.architectures():
+            if arch.tenant == tenant or arch.visibility == "shared":
+                by_task.setdefault(arch.task, []).append(arch)
+        return [
+            {"task": t, "architectures": [a.name for a in archs], "inputs": [s.to_dict() for s in archs[0].inputs]}
+            for t, archs in sorted(by_task.items())
+        ]
+
+    def delete(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
+        arch = self.visible_architecture(name, tenant)
+        if arch.tenant != tenant:
+            raise NotFound(f"no architecture named {name!r} owned by you", field="name")
+        for v in self.store.delete_architecture(name):
+            if v.model_key:
+                self.models.delete(v.model_key)
+        self.models.delete(arch.model_key)
+
+
+def _shape_key(specs: tuple[TensorSpec, ...]) -> list[tuple]:
+    return [(s.dtype, tuple(d if d > 0 else -1 for d in s.shape[1:])) for s in specs]
+
+
+def overall_status(variants: list[Variant]) -> str:
+    states = {v.status for v in variants}
+    if READY in states and states <= {READY, "skipped", "failed"}:
+        return "ready"
+    if states and states <= {"skipped", "failed"}:
+        return "failed"
+    return "building" if states else "registered"
+
+
+def describe_architecture(a: Architecture) -> dict[str, Any]:
+    return {
+        "name": a.name,
+        "task": a.task,
+        "tenant": a.tenant,
+        "visibility": a.visibility,
+        "declared_accuracy": a.accuracy,
+        "sha256": a.sha256,
+        "inputs": [t.to_dict() for t in a.inputs],
+        "outputs": [t.to_dict() for t in a.outputs],
+        "size_bytes": a.size_bytes,
+    }
+
+
+def describe_variant(v: Variant) -> dict[str, Any]:
+    d = {
+        "id": v.id,
+        "format": v.format,
+        "runtime": v.runtime,
+        "hardware": v.hardware,
+        "max_batch": v.max_batch,
+        "status": v.status,
+        "accuracy": v.accuracy,
+        "accuracy_measured": v.accuracy_measured,
+        "message": v.message,
+    }
+    if v.profile:
+        d["profile"] = v.profile.to_dict()
+    return d
+
+
+# ---------------------------------------------------------------- data plane
+def validate_inputs(arrays: Mapping[str, np.ndarray], specs: tuple[TensorSpec, ...], max_rows: int) -> tuple[dict[str, np.ndarray], int]:
+    """Check names, dtypes, shapes and values against the model's input spec.
+
+    A single unnamed or differently named tensor is accepted for a single-input
+    model. Returns the feed and its row count.
+    """
+    if len(arrays) != len(specs):
+        raise InvalidInput(f"expected {len(specs)} input tensor(s) {[s.name for s in specs]}, got {len(arrays)}", field="inputs")
+    if len(specs) == 1 and specs[0].name not in arrays:
+        arrays = {specs[0].name: next(iter(arrays.values()))}
+    feed, rows = {}, None
+    for spec in specs:
+        if spec.name not in arrays:
+            raise InvalidInput(f"missing input tensor {spec.name!r}", field="inputs")
+        a = arrays[spec.name]
+        if a.dtype.name != spec.dtype:
+            raise InvalidInput(f"input {spec.name!r} has dtype {a.dtype.name}, the model takes {spec.dtype}", field="datatype")
+        if a.ndim != len(spec.shape) or any(d > 0 and d != s for d, s in zip(spec.shape[1:], a.shape[1:])):
+            raise InvalidInput(
+                f"input {spec.name!r} has shape {list(a.shape)}, the model takes {list(spec.shape)} (-1 = any)", field="shape"
+            )
+        if spec.shape and spec.shape[0] > 0 and a.shape[0] != spec.shape[0]:
+            raise InvalidInput(f"input {spec.name!r} must have exactly {spec.shape[0]} rows", field="shape")
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            raise InvalidInput(f"input {spec.name!r} contains NaN or infinity", field="inputs")
+        n = a.shape[0] if a.ndim else 1
+        if rows is not None and n != rows:
+            raise InvalidInput("all inputs must have the same number of rows", field="shape")
+        rows = n
+        feed[spec.name] = a
+    if not rows:
+        raise InvalidInput("inputs have no rows", field="shape")
+    if rows > max_rows:
+        raise PayloadTooLarge(f"{rows} rows in one request; the limit is {max_rows}", field="inputs")
+    return feed, rows
+
+
+class WorkerClient:
+    """Sends a frame to a worker; implementations raise ``WorkerFault`` on a
+    connection failure, reset or timeout, and pass domain errors through."""
+
+    async def infer(self, url: str, variant_id: str, frame: bytes, objective_ms: float | None) -> bytes:  # pragma: no cover
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class Answer:
+    outputs: dict[str, np.ndarray]
+    decision: Decision
+    latency_ms: float
+    retried: bool
+
+
+class DataPlane:
+    """Answers queries: validate, select, dispatch, retry once elsewhere on a fault.
+
+    Holds a cached snapshot of the catalogue and the cluster, refreshed at most
+    every ``settings.snapshot_s`` (and the catalogue only when its version moved).
+    """
+
+    def __init__(self, store: MetadataStore, client: WorkerClient, settings: Settings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store, self.client, self.settings, self.clock = store, client, settings, clock
+        self._catalogue = Catalogue.build([])
+        self._catalogue_version = -1
+        self._specs: dict[str, tuple[TensorSpec, ...]] = {}
+        self._cluster = Cluster.build([], settings.hardware)
+        self._refreshed_at = -math.inf
+
+    def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
+        now = self.clock()
+        if force or now - self._refreshed_at >= self.settings.snapshot_s:
+            version = self.store.catalogue_version()
+            if version != self._catalogue_version:
+                self._catalogue = Catalogue.build(self.store.all_variants())
+                self._specs = {a.name: a.inputs for a in self.store.architectures()}
+                self._catalogue_version = version
+            self._cluster = Cluster.build(self.store.workers(), self.settings.hardware)
+            self._refreshed_at = now
+        return self._catalogue, self._cluster
+
+    def input_specs(self, query: Query) -> tuple[TensorSpec, ...]:
+        catalogue, _ = self.snapshot()
+        name = query.variant.split(":", 1)[0] if query.variant else query.architecture
+        if name is None:
+            variants = catalogue.by_task.get(query.task or "", ())
+            name = variants[0].architecture if variants else None
+        specs = self._specs.get(name or "")
+        if specs is None:
+            self.snapshot(force=True)
+            specs = self._specs.get(name or "")
+        if specs is None:
+            what = query.variant or query.architecture or query.task
+            raise NotFound(f"no ready variant, architecture or task named {what!r}", field="target")
+        return specs
+
+    async def infer(self, query: Query, arrays: Mapping[str, np.ndarray]) -> Answer:
+        t0 = time.perf_counter()
+        specs = self.input_specs(query)
+        feed, rows = validate_inputs(arrays, specs, self.settings.max_rows)
+        query = Query(rows, query.objective, query.variant, query.architecture, query.task, query.tenant)
+        catalogue, cluster = self.snapshot()
+        decision = select(query, catalogue, cluster)
+        frame = tensors.encode(feed)
+        targets = [(decision.worker, decision.worker_url), *decision.fallback_workers][:2]
+        retried = False
+        for i, (_worker_id, url) in enumerate(targets):
+            try:
+                raw = await self.client.infer(url, decision.variant, frame, query.objective.latency_ms)
+                break
+            except WorkerFault:
+                if i + 1 >= len(targets):
+                    raise
+                retried = True
+                await asyncio.sleep(0)
+        if retried:
+            decision = _moved(decision, targets[1])
+        outputs = tensors.decode(raw)
+        return Answer(outputs, decision, (time.perf_counter() - t0) * 1000, retried)
+
+
+def _moved(d: Decision, target: tuple[str, str]) -> Decision:
+    from dataclasses import replace
+
+    return replace(d, worker=target[0], worker_url=target[1], reason=d.reason + f"; retried on {target[0]} after a worker fault")

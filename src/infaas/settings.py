@@ -1,0 +1,88 @@
+"""One validated settings object per process, read once from the environment.
+
+Every setting is ``INFAAS_<NAME>``; a bad value stops the process with a
+message naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+from .domain import HardwareType
+
+DEFAULT_PRICES = "cpu=0.085,gpu=0.526,inferentia=0.7582"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def parse_prices(text: str) -> dict[str, HardwareType]:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, price = part.partition("=")
+        try:
+            value = float(price)
+        except ValueError:
+            raise SettingsError(f"INFAAS_HARDWARE_PRICES: {part!r} is not name=dollars_per_hour") from None
+        if value < 0 or not name:
+            raise SettingsError(f"INFAAS_HARDWARE_PRICES: {part!r} needs a name and a price >= 0")
+        out[name] = HardwareType(name, value)
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = ".infaas-data"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2  # local worker processes (one per core is the default shape)
+    hardware_prices: str = DEFAULT_PRICES
+    max_body_bytes: int = 8 << 20  # inference and control requests other than uploads
+    max_upload_bytes: int = 200 << 20  # model uploads
+    max_rows: int = 4096  # rows per inference request
+    heartbeat_s: float = 0.5
+    heartbeat_ttl_s: float = 3.0  # a worker silent this long is out of selection
+    snapshot_s: float = 0.2  # how often the API refreshes its view of the cluster
+    worker_memory_bytes: int = 2 << 30  # replica memory budget per worker
+    worker_threads: int = 1  # onnxruntime intra-op threads per replica
+    request_timeout_s: float = 10.0  # API -> worker
+    profile_timeout_s: float = 300.0
+    profile_memory_bytes: int = 4 << 30
+    hardware: Mapping[str, HardwareType] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.hardware:
+            object.__setattr__(self, "hardware", parse_prices(self.hardware_prices))
+
+    @staticmethod
+    def from_env(env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict = {}
+        for f in fields(Settings):
+            if f.name == "hardware":
+                continue
+            var = f"INFAAS_{f.name.upper()}"
+            if var not in env:
+                continue
+            raw = env[var]
+            kind = type(f.default)
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingsError(f"{var}={raw!r}: expected {kind.__name__}") from None
+            if kind in (int, float) and value < 0:
+                raise SettingsError(f"{var}={raw!r}: must be >= 0")
+            values[f.name] = value
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return Settings(**values)
+
+    @property
+    def db_path(self) -> str:
+        return os.path.join(self.data_dir, "metadata.sqlite3")
+
+    @property
+    def models_dir(self) -> str:
+        return os.path.join(self.data_dir, "models")

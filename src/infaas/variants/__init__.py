@@ -1,0 +1,1 @@
+"""Variant generation, profiling and the checks uploads pass first."""

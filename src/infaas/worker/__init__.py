@@ -1,0 +1,1 @@
+"""Worker: executors per runtime, dynamic batcher, replica cache, HTTP server."""

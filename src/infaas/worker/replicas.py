@@ -1,0 +1,220 @@
+"""Replicas on one worker: loading, dynamic batching, eviction.
+
+Each replica has one asyncio batcher. Requests queue; the batcher takes
+everything queued up to the batch limit (``infaas.batching``), concatenates the
+rows, runs the executor once on the compute thread pool, and hands each caller
+its own rows back. The replica cache loads variants on demand and unloads the
+least recently used idle ones when the memory budget needs room
+(``infaas.eviction``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..batching import BatchLimits, batch_limits
+from ..domain import ReplicaLoad, Variant
+from ..errors import Unavailable
+from ..eviction import Resident, choose_evictions
+from .executor import Executor
+
+log = logging.getLogger("infaas.worker")
+
+
+@dataclass
+class _Request:
+    feed: dict[str, np.ndarray]
+    rows: int
+    objective_ms: float | None
+    future: asyncio.Future
+
+
+@dataclass
+class Replica:
+    variant: Variant
+    executor: Executor
+    memory_bytes: int
+    pool: ThreadPoolExecutor
+    clock: Callable[[], float] = time.time
+    last_used: float = 0.0
+    queued_rows: int = 0
+    served_rows: int = 0
+    _queue: collections.deque = field(default_factory=collections.deque)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task | None = None
+    _latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=512))
+    _limits: dict = field(default_factory=dict)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    @property
+    def busy(self) -> bool:
+        return self.queued_rows > 0
+
+    async def infer(self, feed: dict[str, np.ndarray], rows: int, objective_ms: float | None) -> dict[str, np.ndarray]:
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(feed, rows, objective_ms, fut))
+        self.queued_rows += rows
+        self.last_used = self.clock()
+        self._wakeup.set()
+        return await fut
+
+    def limits(self, objective_ms: float | None) -> BatchLimits:
+        key = objective_ms
+        if key not in self._limits:
+            self._limits[key] = batch_limits(self.variant.profile, self.variant.max_batch, objective_ms)
+        return self._limits[key]
+
+    def _take_batch(self) -> list[_Request]:
+        objective = min((r.objective_ms for r in self._queue if r.objective_ms is not None), default=None)
+        limit = self.limits(objective).max_batch
+        batch = [self._queue.popleft()]
+        rows = batch[0].rows
+        while self._queue and rows + self._queue[0].rows <= limit:
+            req = self._queue.popleft()
+            batch.append(req)
+            rows += req.rows
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            first_obj = self._queue[0].objective_ms
+            delay = self.limits(first_obj).max_delay_ms
+            if delay > 0 and sum(r.rows for r in self._queue) < self.limits(first_obj).max_batch:
+                await asyncio.sleep(delay / 1000)
+            batch = self._take_batch()
+            t0 = time.perf_counter()
+            try:
+                if len(batch) == 1:
+                    feed = batch[0].feed
+                else:
+                    feed = {k: np.concatenate([r.feed[k] for r in batch]) for k in batch[0].feed}
+                outputs = await loop.run_in_executor(self.pool, self.executor.run, feed)
+            except Exception as exc:  # hand the error to every caller of this batch
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(exc)
+            else:
+                self._latencies.append((time.perf_counter() - t0) * 1000)
+                start = 0
+                total = sum(r.rows for r in batch)
+                for r in batch:
+                    part = {
+                        k: (v[start : start + r.rows] if v.ndim and v.shape[0] == total else v) for k, v in outputs.items()
+                    }
+                    start += r.rows
+                    if not r.future.done():
+                        r.future.set_result(part)
+            finally:
+                n = sum(r.rows for r in batch)
+                self.queued_rows -= n
+                self.served_rows += n
+
+    def load_report(self, period_s: float, served_before: int) -> ReplicaLoad:
+        lat = sorted(self._latencies)
+        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else 0.0
+        return ReplicaLoad(
+            variant_id=self.variant.id,
+            queued_rows=self.queued_rows,
+            rate_rps=(self.served_rows - served_before) / period_s if period_s > 0 else 0.0,
+            p99_ms=round(p99, 4),
+            memory_bytes=self.memory_bytes,
+            last_used=self.last_used,
+        )
+
+
+class ReplicaCache:
+    """Loaded replicas of one worker under a memory budget."""
+
+    def __init__(
+        self,
+        loader: Callable[[str], tuple[Variant, Executor]],
+        *,
+        memory_budget_bytes: int,
+        threads: int = 1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.loader = loader
+        self.memory_budget_bytes = memory_budget_bytes
+        self.clock = clock
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="compute")
+        self.replicas: dict[str, Replica] = {}
+        self._loading: dict[str, asyncio.Future] = {}
+
+    @property
+    def memory_used_bytes(self) -> int:
+        return sum(r.memory_bytes for r in self.replicas.values())
+
+    async def get(self, variant_id: str) -> Replica:
+        replica = self.replicas.get(variant_id)
+        if replica is not None:
+            return replica
+        pending = self._loading.get(variant_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut = asyncio.get_running_loop().create_future()
+        self._loading[variant_id] = fut
+        try:
+            replica = await self._load(variant_id)
+            fut.set_result(replica)
+            return replica
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: the caller re-raises it
+            raise
+        finally:
+            del self._loading[variant_id]
+
+    async def _load(self, variant_id: str) -> Replica:
+        loop = asyncio.get_running_loop()
+        variant, executor = await loop.run_in_executor(None, self.loader, variant_id)
+        need = variant.profile.peak_memory_bytes if variant.profile else 0
+        residents = [Resident(r.variant.id, r.memory_bytes, r.last_used, r.busy) for r in self.replicas.values()]
+        victims = choose_evictions(residents, self.memory_budget_bytes, need)
+        if victims is None:
+            raise Unavailable(
+                f"worker memory budget {self.memory_budget_bytes} bytes cannot fit {variant_id} ({need} bytes) "
+                "while other replicas are busy",
+                retry_after_s=1.0,
+            )
+        for vid in victims:
+            await self.unload(vid, reason="evicted (least recently used) to make room")
+        replica = Replica(variant, executor, need, self.pool, clock=self.clock, last_used=self.clock())
+        replica.start()
+        self.replicas[variant_id] = replica
+        log.info("loaded %s (%d bytes)", variant_id, need)
+        return replica
+
+    async def unload(self, variant_id: str, *, reason: str = "") -> None:
+        replica = self.replicas.pop(variant_id, None)
+        if replica is not None:
+            await replica.stop()
+            log.info("unloaded %s %s", variant_id, reason)
+
+    async def close(self) -> None:
+        for vid in list(self.replicas):
+            await self.unload(vid, reason="worker stopping")
+        self.pool.shutdown(wait=False, cancel_futures=True)
+

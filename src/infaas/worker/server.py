@@ -1,0 +1,247 @@
+"""The worker process: an HTTP server for inference, a heartbeat, a job loop.
+
+Routes (internal; only the API / selector talks to them):
+
+* ``POST /v1/infer/{variant_id}``: body is a tensor frame (``infaas.tensors``),
+  header ``x-infaas-objective-ms`` carries the tightest latency objective; the
+  answer is a frame, or JSON ``{"error", "message"}`` with the error's status.
+* ``GET /health``: id, state, replicas.
+
+The server is a bare ASGI app (no framework): this is the hot path.
+
+Run: ``python -m infaas.worker --hardware cpu --port 9001 --data-dir .infaas-data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+from .. import tensors
+from ..domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
+from ..errors import InfaasError, InvalidInput, NotFound, Unavailable
+from ..settings import Settings
+from ..variants.jobs import build_lane, run_build_job
+from ..variants.profile import ProfileLimits
+from .executor import load_executor
+from .replicas import ReplicaCache
+
+log = logging.getLogger("infaas.worker")
+
+_FRAME_HEADERS = [(b"content-type", tensors.CONTENT_TYPE.encode())]
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class WorkerAgent:
+    def __init__(self, settings: Settings, *, hardware: str, worker_id: str, url: str, local_stack=None) -> None:
+        from ..local.wiring import LocalAdapters
+
+        self.settings = settings
+        self.hardware = hardware
+        self.id = worker_id
+        self.url = url
+        self.adapters = local_stack or LocalAdapters(settings)
+        self.store = self.adapters.store
+        self.state = WORKER_UP
+        self.started_at = time.time()
+        self.cache = ReplicaCache(self._load, memory_budget_bytes=settings.worker_memory_bytes, threads=1)
+        self._served_at_last_beat: dict[str, int] = {}
+        self._last_beat = time.time()
+        self._tasks: list[asyncio.Task] = []
+        self.inflight = 0
+
+    # -- loading ---------------------------------------------------------
+    def _load(self, variant_id: str) -> tuple[Variant, Any]:
+        variant = self.store.get_variant(variant_id)
+        if variant.status != "ready" or not variant.model_key:
+            raise Unavailable(f"variant {variant_id} is {variant.status}, not ready", retry_after_s=2.0)
+        if variant.hardware != self.hardware:
+            raise InvalidInput(f"variant {variant_id} runs on {variant.hardware}, this worker is {self.hardware}", field="variant")
+        path = self.adapters.models.local_path(variant.model_key)
+        return variant, load_executor(variant, path, intra_op_threads=self.settings.worker_threads)
+
+    # -- background loops -------------------------------------------------
+    async def start(self) -> None:
+        self.heartbeat()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._heartbeat_loop()), loop.create_task(self._job_loop())]
+
+    async def stop(self) -> None:
+        """Drain: stop taking new work, finish what is queued, deregister."""
+        self.state = WORKER_DRAINING
+        self.heartbeat()
+        deadline = time.time() + 10
+        while any(r.busy for r in self.cache.replicas.values()) and time.time() < deadline:
+            await asyncio.sleep(0.01)
+        for t in self._tasks:
+            t.cancel()
+        await self.cache.close()
+        try:
+            self.store.remove_worker(self.id)
+        except InfaasError:
+            pass
+
+    def heartbeat(self) -> None:
+        now = time.time()
+        period = max(now - self._last_beat, 1e-3)
+        loads = []
+        for vid, r in self.cache.replicas.items():
+            loads.append(r.load_report(period, self._served_at_last_beat.get(vid, 0)))
+            self._served_at_last_beat[vid] = r.served_rows
+        self._last_beat = now
+        self.store.heartbeat(
+            Worker(
+                id=self.id,
+                hardware=self.hardware,
+                url=self.url,
+                state=self.state,
+                memory_budget_bytes=self.cache.memory_budget_bytes,
+                memory_used_bytes=self.cache.memory_used_bytes,
+                replicas=tuple(loads),
+                heartbeat_at=now,
+                started_at=self.started_at,
+            ),
+            ttl_s=self.settings.heartbeat_ttl_s,
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        parent = os.getppid()
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            if os.getppid() != parent:  # the stack that started us is gone: drain and exit
+                log.warning("parent process exited; worker %s stopping", self.id)
+                os.kill(os.getpid(), signal.SIGTERM)
+            try:
+                self.heartbeat()
+            except InfaasError as exc:
+                log.warning("heartbeat failed: %s", exc.message)
+
+    async def _job_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        lane = build_lane(self.hardware)
+        limits = ProfileLimits(timeout_s=self.settings.profile_timeout_s, memory_bytes=self.settings.profile_memory_bytes)
+        while self.state == WORKER_UP:
+            try:
+                msg = await loop.run_in_executor(None, lambda: self.adapters.queue.receive(lane, visibility_s=900))
+            except InfaasError:
+                msg = None
+            if msg is None:
+                await asyncio.sleep(0.25)
+                continue
+            receipt, body = msg
+            log.info("build job %s on %s", body.get("architecture"), self.hardware)
+            try:
+                await loop.run_in_executor(None, lambda: run_build_job(body, self.store, self.adapters.models, limits=limits))
+                self.adapters.queue.ack(lane, receipt)
+            except NotFound as exc:  # architecture deleted meanwhile: nothing to do
+                log.info("build job dropped: %s", exc.message)
+                self.adapters.queue.ack(lane, receipt)
+            except Exception:
+                log.exception("build job failed; it will be retried")
+
+    # -- ASGI -------------------------------------------------------------
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if scope["method"] == "POST" and path.startswith("/v1/infer/"):
+            await self._infer(scope, receive, send, path[len("/v1/infer/") :])
+        elif path == "/health":
+            body = {"worker": self.id, "state": self.state, "hardware": self.hardware, "replicas": sorted(self.cache.replicas)}
+            await _send(send, 200, _JSON_HEADERS, json.dumps(body).encode())
+        else:
+            await _send(send, 404, _JSON_HEADERS, b'{"error":"not_found","message":"no such route"}')
+
+    async def _infer(self, scope, receive, send, variant_id: str) -> None:
+        self.inflight += 1
+        try:
+            body = await _read_body(receive, self.settings.max_body_bytes)
+            objective = None
+            for k, v in scope["headers"]:
+                if k == b"x-infaas-objective-ms":
+                    objective = float(v)
+            feed = tensors.decode(body)
+            rows = next(iter(feed.values())).shape[0]
+            replica = await self.cache.get(variant_id)
+            outputs = await replica.infer(dict(feed), rows, objective)
+            await _send(send, 200, _FRAME_HEADERS, tensors.encode(outputs))
+        except InfaasError as exc:
+            await _send(send, exc.status, _JSON_HEADERS, json.dumps(exc.to_dict()).encode())
+        except Exception as exc:  # never leave the API without an answer
+            log.exception("inference failed")
+            err = {"error": "internal", "message": f"worker error: {type(exc).__name__}"}
+            await _send(send, 500, _JSON_HEADERS, json.dumps(err).encode())
+        finally:
+            self.inflight -= 1
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _read_body(receive, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise InvalidInput(f"body larger than {limit} bytes", field="body")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _send(send, status: int, headers, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m infaas.worker", description="Run one INFaaS worker process.")
+    parser.add_argument("--hardware", default="cpu", help="hardware type this worker declares (default: cpu)")
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--worker-id", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings.from_env(data_dir=args.data_dir, host=args.host)
+    port = args.port or free_port(settings.host)
+    worker_id = args.worker_id or f"{args.hardware}-{uuid.uuid4().hex[:8]}"
+    agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{settings.host}:{port}")
+    config = uvicorn.Config(agent, host=settings.host, port=port, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=10, access_log=False)
+    server = uvicorn.Server(config)
+    log.info("worker %s (%s) listening on %s:%d", worker_id, args.hardware, settings.host, port)
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

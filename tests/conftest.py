@@ -1,0 +1,45 @@
+"""Fixtures shared by every test suite.
+
+Having this file here also puts ``tests/`` on ``sys.path`` so that suites can
+``from fakes import ...``.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from fakes import FakeClock
+
+_UNIT_DIR = Path(__file__).parent / "unit"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> str:
+    return str(tmp_path / "metadata.db")
+
+
+@pytest.fixture(autouse=True)
+def _no_network_in_unit_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/unit must not touch the network: any non-Unix-socket connect fails the test."""
+    if _UNIT_DIR not in Path(str(request.node.path)).parents:
+        return
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def _guard(real):
+        def connect(self, address):
+            if self.family == getattr(socket, "AF_UNIX", object()):
+                return real(self, address)
+            pytest.fail(f"unit tests must not use the network (tried to connect to {address!r})", pytrace=True)
+
+        return connect
+
+    monkeypatch.setattr(socket.socket, "connect", _guard(real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", _guard(real_connect_ex))

@@ -1,0 +1,147 @@
+"""Shared test helpers: a clock you move by hand, and builders of domain records.
+
+Import as ``from fakes import ...`` (``tests/`` is on ``sys.path`` because
+``tests/conftest.py`` lives there).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+from infaas.domain import (
+    READY,
+    WORKER_UP,
+    Architecture,
+    HardwareType,
+    Profile,
+    ReplicaLoad,
+    TensorSpec,
+    Variant,
+    Worker,
+)
+
+# Prices chosen so cost arithmetic is easy: cpu is $0.001 per second.
+HARDWARE = {
+    "cpu": HardwareType("cpu", price_per_hour=3.6),
+    "gpu": HardwareType("gpu", price_per_hour=36.0),
+}
+
+
+class FakeClock:
+    """A callable returning epoch seconds that only moves when told to.
+
+    ``on_advance`` callbacks (given the new time) let an adapter that keeps its
+    own notion of time (a mocked cloud service) follow the fake clock.
+    """
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = float(start)
+        self.on_advance: list[Callable[[float], None]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        assert seconds >= 0, "time does not go backwards"
+        self.now += seconds
+        for callback in self.on_advance:
+            callback(self.now)
+        return self.now
+
+
+def make_profile(
+    latencies: Mapping[int, tuple[float, float]],
+    load_ms: float = 50.0,
+    hardware: str = "cpu",
+    peak_memory_bytes: int = 10 << 20,
+) -> Profile:
+    """``latencies`` maps batch size to (p50, p99) milliseconds."""
+    return Profile(
+        hardware=hardware,
+        latency_ms={int(b): (float(p50), float(p99)) for b, (p50, p99) in latencies.items()},
+        load_ms=float(load_ms),
+        peak_memory_bytes=peak_memory_bytes,
+    )
+
+
+def make_variant(
+    arch: str,
+    fmt: str = "fp32",
+    hardware: str = "cpu",
+    accuracy: float | None = 0.9,
+    profile: Profile | None = None,
+    task: str = "classification/digits",
+    tenant: str = "local",
+    visibility: str = "private",
+    status: str = READY,
+    max_batch: int = 32,
+    runtime: str = "onnxruntime",
+) -> Variant:
+    """A variant; without ``profile`` it gets one with p99 = 2 ms at batch 1, 10 ms at 32."""
+    if profile is None:
+        profile = make_profile({1: (1.0, 2.0), 32: (8.0, 10.0)}, hardware=hardware)
+    return Variant(
+        architecture=arch,
+        format=fmt,
+        runtime=runtime,
+        hardware=hardware,
+        max_batch=max_batch,
+        task=task,
+        tenant=tenant,
+        visibility=visibility,
+        status=status,
+        model_key=f"variants/{arch}/{fmt}/{hardware}/model.onnx",
+        accuracy=accuracy,
+        accuracy_measured=accuracy is not None,
+        profile=profile,
+    )
+
+
+def make_worker(
+    id: str,
+    hardware: str = "cpu",
+    replicas: Iterable[ReplicaLoad | str | Variant] = (),
+    state: str = WORKER_UP,
+    heartbeat_at: float = 0.0,
+    memory_budget_bytes: int = 2 << 30,
+    memory_used_bytes: int = 0,
+) -> Worker:
+    """A worker; ``replicas`` may be ReplicaLoads, variant ids or variants (idle, empty queue)."""
+    loads = []
+    for r in replicas:
+        if isinstance(r, Variant):
+            r = r.id
+        loads.append(r if isinstance(r, ReplicaLoad) else ReplicaLoad(variant_id=r))
+    return Worker(
+        id=id,
+        hardware=hardware,
+        url=f"http://{id}.test:8001",
+        state=state,
+        memory_budget_bytes=memory_budget_bytes,
+        memory_used_bytes=memory_used_bytes,
+        replicas=tuple(loads),
+        heartbeat_at=heartbeat_at,
+    )
+
+
+def make_architecture(
+    name: str,
+    task: str = "classification/digits",
+    tenant: str = "local",
+    accuracy: float = 0.9,
+    sha256: str = "0" * 64,
+    visibility: str = "private",
+) -> Architecture:
+    return Architecture(
+        name=name,
+        tenant=tenant,
+        task=task,
+        accuracy=accuracy,
+        sha256=sha256,
+        model_key=f"models/{tenant}/{name}/model.onnx",
+        inputs=(TensorSpec("input", "float32", (-1, 64)),),
+        outputs=(TensorSpec("probabilities", "float32", (-1, 10)),),
+        visibility=visibility,
+        created_at=1.5,
+        size_bytes=1234,
+    )
