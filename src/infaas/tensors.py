@@ -41,7 +41,7 @@ def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
     header = []
     chunks = []
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr, order="C")  # not ascontiguousarray: it turns 0-d into 1-d
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         header.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape)})

@@ -112,7 +112,7 @@ def test_lanes_are_independent(job_queue, clock):
     assert job_queue.receive("build-gpu") is None
 
 
-def test_several_messages_are_each_delivered_once_while_invisible(job_queue):
+def test_several_messages_are_each_delivered_once_while_invisible(job_queue, clock):
     for i in range(5):
         job_queue.send(LANE, {"i": i})
     assert job_queue.depth(LANE) == 5
@@ -125,4 +125,8 @@ def test_several_messages_are_each_delivered_once_while_invisible(job_queue):
 
     for receipt, _ in got[:3]:
         job_queue.ack(LANE, receipt)
+    clock.advance(61)  # the two unacked ones are visible again (depth of in-flight ones is not pinned down)
     assert job_queue.depth(LANE) == 2
+    redelivered = [job_queue.receive(LANE), job_queue.receive(LANE), job_queue.receive(LANE)]
+    assert redelivered[2] is None
+    assert sorted(m[1]["i"] for m in redelivered[:2]) == sorted(body["i"] for _, body in got[3:])

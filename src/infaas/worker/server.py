@@ -211,6 +211,7 @@ async def _read_body(receive, limit: int) -> bytes:
 
 
 async def _send(send, status: int, headers, body: bytes) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
