@@ -45,3 +45,15 @@ def batch_limits(
     b = max(fitting)
     slack = objective_ms - 2 * profile.latency_at(b)
     return BatchLimits(b, round(min(delay_cap_ms, slack / 4), 4))
+
+
+def wait_ms(limits: BatchLimits, queued_rows: int, mean_gap_ms: float) -> float:
+    """How long a batch that is not full should wait for company.
+
+    Waiting only pays when another request is likely to arrive within the
+    window: with a mean gap between arrivals longer than ``max_delay_ms`` a
+    lone request would wait for nothing, so it runs at once.
+    """
+    if queued_rows >= limits.max_batch or limits.max_delay_ms <= 0 or mean_gap_ms > limits.max_delay_ms:
+        return 0.0
+    return limits.max_delay_ms

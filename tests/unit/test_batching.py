@@ -53,3 +53,17 @@ def test_no_objective_means_the_max_batch_and_no_waiting(profile):
 
 def test_no_profile_means_the_max_batch_and_no_waiting():
     assert batch_limits(None, 16, 5.0) == BatchLimits(16, 0.0)
+
+
+def test_wait_only_when_company_is_likely():
+    from infaas.batching import BatchLimits, wait_ms
+
+    limits = BatchLimits(max_batch=8, max_delay_ms=2.0)
+    # arrivals every 0.5 ms on average: another one is likely within 2 ms -> wait the full window
+    assert wait_ms(limits, queued_rows=1, mean_gap_ms=0.5) == 2.0
+    # arrivals every 10 ms: waiting 2 ms would only add latency -> run now
+    assert wait_ms(limits, queued_rows=1, mean_gap_ms=10.0) == 0.0
+    # the batch is already full (8 >= 8): nothing to wait for
+    assert wait_ms(limits, queued_rows=8, mean_gap_ms=0.5) == 0.0
+    # a policy that allows no delay never waits
+    assert wait_ms(BatchLimits(8, 0.0), queued_rows=1, mean_gap_ms=0.1) == 0.0

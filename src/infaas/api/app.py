@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from contextlib import asynccontextmanager
@@ -11,18 +12,69 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InfaasError, TooManyRequests, Unavailable
-from . import control, data
-from .deps import Services
+from ..asgi import read_body, send_bytes
+from ..errors import InfaasError, NotFound, PayloadTooLarge, TooManyRequests, Unavailable
+from . import control, data, oip
+from .deps import Services, tenant_of
 
 log = logging.getLogger("infaas.api")
 
 
-def error_response(exc: InfaasError) -> JSONResponse:
-    headers = {}
+def error_headers(exc: InfaasError) -> dict[str, str]:
     if isinstance(exc, (Unavailable, TooManyRequests)):
-        headers["Retry-After"] = str(max(1, math.ceil(getattr(exc, "retry_after_s", 1.0))))
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+        return {"Retry-After": str(max(1, math.ceil(getattr(exc, "retry_after_s", 1.0))))}
+    return {}
+
+
+def error_response(exc: InfaasError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=error_headers(exc))
+
+
+class DataPlaneFastPath:
+    """Inference requests skip the framework's routing and dependency solving.
+
+    ``POST /v1/infer`` and ``POST /v2/models/{name}/infer`` go straight to the
+    same handlers the FastAPI routes call (``api.data.answer_*``); everything
+    else, and the OpenAPI description of these two routes, stays with FastAPI.
+    """
+
+    def __init__(self, app, services: Services) -> None:
+        self.app, self.services = app, services
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == "/v1/infer" or (path.startswith("/v2/models/") and path.endswith("/infer")):
+                return await self._infer(scope, receive, send, path)
+        return await self.app(scope, receive, send)
+
+    async def _infer(self, scope, receive, send, path: str) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = self.services.settings.max_body_bytes
+        try:
+            if int(headers.get("content-length") or 0) > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", field="body")
+            body = await read_body(receive, limit)
+            who = tenant_of(headers)
+            if path == "/v1/infer":
+                reply = await data.answer_plain(self.services, body, who)
+            else:
+                name = path[len("/v2/models/") : -len("/infer")]
+                if not name:
+                    raise NotFound("no model name in the path", field="name")
+                reply = await data.answer_oip(self.services, name, body, headers.get(oip.BINARY_HEADER), who)
+            status, media, extra, payload = 200, reply.media_type, reply.headers, reply.body
+        except InfaasError as exc:
+            status, media, extra = exc.status, "application/json", error_headers(exc)
+            payload = json.dumps(exc.to_dict()).encode()
+        except ValueError as exc:  # a malformed Content-Length
+            status, media, extra = 400, "application/json", {}
+            payload = json.dumps({"error": "invalid_input", "field": "headers", "message": str(exc)}).encode()
+        except Exception:
+            log.exception("unexpected error on POST %s", path)
+            status, media, extra = 500, "application/json", {}
+            payload = b'{"error":"internal","message":"internal error; it has been logged"}'
+        await send_bytes(send, status, media.encode(), payload, [(k.lower().encode(), v.encode()) for k, v in extra.items()])
 
 
 class BodyLimit:
@@ -109,4 +161,5 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse({"error": "internal", "message": "internal error; it has been logged"}, status_code=500)
 
     app.add_middleware(BodyLimit, limit=services.settings.max_body_bytes, upload_limit=services.settings.max_upload_bytes * 2 + (1 << 20))
+    app.add_middleware(DataPlaneFastPath, services=services)
     return app

@@ -5,6 +5,8 @@ Routes only decode, call ``DataPlane.infer`` and encode.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -76,10 +78,20 @@ def _answer_json(answer, model_name: str | None = None) -> dict[str, Any]:
     return body
 
 
-@router.post("/v1/infer", summary="Model-less query: name a task, architecture or variant and an objective",
-             openapi_extra=_INFER_DOC)
-async def infer(request: Request, svc: Services = Depends(services), who: str = Depends(tenant)):
-    doc = oip.parse_json(await request.body())
+@dataclass(frozen=True)
+class Reply:
+    body: bytes
+    media_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json(doc: Any) -> Reply:
+    return Reply(json.dumps(doc, separators=(",", ":")).encode())
+
+
+async def answer_plain(svc: Services, body: bytes, who: str) -> Reply:
+    """``POST /v1/infer``: the model-less form."""
+    doc = oip.parse_json(body)
     target = _target(doc)
     query = Query(rows=1, objective=oip.parse_objective(doc.get("objective")), tenant=who, **target)
     inputs = doc.get("inputs")
@@ -91,7 +103,56 @@ async def infer(request: Request, svc: Services = Depends(services), who: str = 
             raise InvalidInput("this model has several inputs: send them as a list of named tensors", field="inputs")
         arrays = {specs[0].name: oip.rows_to_array(inputs, specs[0].dtype)}
     answer = await svc.data.infer(query, arrays)
-    return _answer_json(answer)
+    return _json(_answer_json(answer))
+
+
+async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | None, who: str) -> Reply:
+    """``POST /v2/models/{name}/infer``: OIP v2, JSON or binary extension."""
+    if header_len is not None:
+        try:
+            n = int(header_len)
+        except ValueError:
+            raise InvalidInput("Inference-Header-Content-Length must be an integer", field="headers") from None
+        doc, arrays = oip.parse_binary(body, n)
+    else:
+        doc = oip.parse_json(body)
+        inputs = doc.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise InvalidInput("inputs must be a non-empty list of tensors", field="inputs")
+        arrays = dict(oip.tensor_from_json(t, i) for i, t in enumerate(inputs))
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput("parameters must be an object", field="parameters")
+    query = Query(rows=1, objective=oip.parse_objective(params, "parameters"), tenant=who, **_target_from_name(name))
+    answer = await svc.data.infer(query, arrays)
+    header = {"model_name": name, "model_version": answer.decision.variant, "id": doc.get("id"),
+              "parameters": {"decision": answer.decision.to_dict()}}
+    outputs = doc.get("outputs") or []
+    wants_binary = bool(params.get("binary_data_output")) or any(
+        (o.get("parameters") or {}).get("binary_data") for o in outputs if isinstance(o, dict)
+    )
+    if wants_binary:
+        payload, hlen = oip.binary_response(header, answer.outputs)
+        return Reply(payload, "application/octet-stream", {"Inference-Header-Content-Length": str(hlen)})
+    header["outputs"] = oip.tensors_to_json(answer.outputs)
+    return _json(header)
+
+
+def _response(reply: Reply) -> Response:
+    return Response(reply.body, media_type=reply.media_type, headers=reply.headers)
+
+
+@router.post("/v1/infer", summary="Model-less query: name a task, architecture or variant and an objective",
+             openapi_extra=_INFER_DOC)
+async def infer(request: Request, svc: Services = Depends(services), who: str = Depends(tenant)):
+    return _response(await answer_plain(svc, await request.body(), who))
+
+
+@router.post("/v2/models/{name:path}/infer", tags=["open inference protocol"],
+             summary="OIP v2 inference; objective in parameters (min_accuracy, latency_ms, max_cost); binary extension supported")
+async def oip_infer(name: str, request: Request, svc: Services = Depends(services), who: str = Depends(tenant)):
+    body = await request.body()
+    return _response(await answer_oip(svc, name, body, request.headers.get(oip.BINARY_HEADER), who))
 
 
 @router.get("/v2/health/live", tags=["open inference protocol"])
@@ -143,35 +204,3 @@ def _metadata(name: str, svc: Services, who: str) -> dict[str, Any]:
         "inputs": as_oip(specs),
         "outputs": as_oip(arch.outputs),
     }
-
-
-@router.post("/v2/models/{name:path}/infer", tags=["open inference protocol"],
-             summary="OIP v2 inference; objective in parameters (min_accuracy, latency_ms, max_cost); binary extension supported")
-async def oip_infer(name: str, request: Request, svc: Services = Depends(services), who: str = Depends(tenant)):
-    body = await request.body()
-    header_len = request.headers.get(oip.BINARY_HEADER)
-    if header_len is not None:
-        try:
-            n = int(header_len)
-        except ValueError:
-            raise InvalidInput("Inference-Header-Content-Length must be an integer", field="headers") from None
-        doc, arrays = oip.parse_binary(body, n)
-    else:
-        doc = oip.parse_json(body)
-        inputs = doc.get("inputs")
-        if not isinstance(inputs, list) or not inputs:
-            raise InvalidInput("inputs must be a non-empty list of tensors", field="inputs")
-        arrays = dict(oip.tensor_from_json(t, i) for i, t in enumerate(inputs))
-    params = doc.get("parameters") or {}
-    query = Query(rows=1, objective=oip.parse_objective(params, "parameters"), tenant=who, **_target_from_name(name))
-    answer = await svc.data.infer(query, arrays)
-    header = {"model_name": name, "model_version": answer.decision.variant, "id": doc.get("id"),
-              "parameters": {"decision": answer.decision.to_dict()}}
-    wants_binary = bool(params.get("binary_data_output")) or any(
-        (o.get("parameters") or {}).get("binary_data") for o in doc.get("outputs") or [] if isinstance(o, dict)
-    )
-    if wants_binary:
-        payload, hlen = oip.binary_response(header, answer.outputs)
-        return Response(payload, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(hlen)})
-    header["outputs"] = oip.tensors_to_json(answer.outputs)
-    return header

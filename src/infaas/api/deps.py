@@ -22,6 +22,11 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def tenant(request: Request) -> str:
-    """The caller's tenant. Until authentication exists every caller is the local tenant."""
+def tenant_of(headers) -> str:
+    """The caller's tenant from request headers. Until authentication exists
+    every caller is the local tenant."""
     return DEFAULT_TENANT
+
+
+def tenant(request: Request) -> str:
+    return tenant_of(request.headers)

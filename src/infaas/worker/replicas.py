@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..batching import BatchLimits, batch_limits
+from ..batching import BatchLimits, batch_limits, wait_ms
 from ..domain import ReplicaLoad, Variant
 from ..errors import Unavailable
 from ..eviction import Resident, choose_evictions
@@ -52,6 +52,8 @@ class Replica:
     _task: asyncio.Task | None = None
     _latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=512))
     _limits: dict = field(default_factory=dict)
+    _last_arrival: float = 0.0
+    mean_gap_ms: float = 1e9  # moving average of the time between arrivals
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -70,6 +72,11 @@ class Replica:
 
     async def infer(self, feed: dict[str, np.ndarray], rows: int, objective_ms: float | None) -> dict[str, np.ndarray]:
         fut = asyncio.get_running_loop().create_future()
+        now = time.perf_counter()
+        if self._last_arrival:
+            gap = (now - self._last_arrival) * 1000
+            self.mean_gap_ms = gap if self.mean_gap_ms >= 1e9 else 0.8 * self.mean_gap_ms + 0.2 * gap
+        self._last_arrival = now
         self._queue.append(_Request(feed, rows, objective_ms, fut))
         self.queued_rows += rows
         self.last_used = self.clock()
@@ -100,9 +107,8 @@ class Replica:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            first_obj = self._queue[0].objective_ms
-            delay = self.limits(first_obj).max_delay_ms
-            if delay > 0 and sum(r.rows for r in self._queue) < self.limits(first_obj).max_batch:
+            delay = wait_ms(self.limits(self._queue[0].objective_ms), self.queued_rows, self.mean_gap_ms)
+            if delay > 0:
                 await asyncio.sleep(delay / 1000)
             batch = self._take_batch()
             t0 = time.perf_counter()

@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 
 from .. import tensors
+from ..asgi import read_body, send_bytes
 from ..domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
 from ..errors import InfaasError, InvalidInput, NotFound, Unavailable
 from ..settings import Settings
@@ -36,8 +37,8 @@ from .replicas import ReplicaCache
 
 log = logging.getLogger("infaas.worker")
 
-_FRAME_HEADERS = [(b"content-type", tensors.CONTENT_TYPE.encode())]
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_FRAME = tensors.CONTENT_TYPE.encode()
+_JSON = b"application/json"
 
 
 class WorkerAgent:
@@ -159,14 +160,14 @@ class WorkerAgent:
             await self._infer(scope, receive, send, path[len("/v1/infer/") :])
         elif path == "/health":
             body = {"worker": self.id, "state": self.state, "hardware": self.hardware, "replicas": sorted(self.cache.replicas)}
-            await _send(send, 200, _JSON_HEADERS, json.dumps(body).encode())
+            await send_bytes(send, 200, _JSON, json.dumps(body).encode())
         else:
-            await _send(send, 404, _JSON_HEADERS, b'{"error":"not_found","message":"no such route"}')
+            await send_bytes(send, 404, _JSON, b'{"error":"not_found","message":"no such route"}')
 
     async def _infer(self, scope, receive, send, variant_id: str) -> None:
         self.inflight += 1
         try:
-            body = await _read_body(receive, self.settings.max_body_bytes)
+            body = await read_body(receive, self.settings.max_body_bytes)
             objective = None
             for k, v in scope["headers"]:
                 if k == b"x-infaas-objective-ms":
@@ -175,13 +176,13 @@ class WorkerAgent:
             rows = next(iter(feed.values())).shape[0]
             replica = await self.cache.get(variant_id)
             outputs = await replica.infer(dict(feed), rows, objective)
-            await _send(send, 200, _FRAME_HEADERS, tensors.encode(outputs))
+            await send_bytes(send, 200, _FRAME, tensors.encode(outputs))
         except InfaasError as exc:
-            await _send(send, exc.status, _JSON_HEADERS, json.dumps(exc.to_dict()).encode())
+            await send_bytes(send, exc.status, _JSON, json.dumps(exc.to_dict()).encode())
         except Exception as exc:  # never leave the API without an answer
             log.exception("inference failed")
             err = {"error": "internal", "message": f"worker error: {type(exc).__name__}"}
-            await _send(send, 500, _JSON_HEADERS, json.dumps(err).encode())
+            await send_bytes(send, 500, _JSON, json.dumps(err).encode())
         finally:
             self.inflight -= 1
 
@@ -195,25 +196,6 @@ class WorkerAgent:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-async def _read_body(receive, limit: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise InvalidInput(f"body larger than {limit} bytes", field="body")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _send(send, status: int, headers, body: bytes) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def free_port(host: str = "127.0.0.1") -> int:
