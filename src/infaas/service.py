@@ -10,6 +10,7 @@ import io
 import math
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -126,15 +127,23 @@ class ControlPlane:
     @staticmethod
     def _check_validation(blob: bytes, inputs: tuple[TensorSpec, ...]) -> None:
         try:
-            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            loaded = np.load(io.BytesIO(blob), allow_pickle=False)
+            if isinstance(loaded, np.ndarray):  # a .npy file: one array, not an archive
+                raise ValueError("got a single .npy array, not an .npz archive")
+            with loaded as z:
                 x, y = z["inputs"], z["labels"]
-        except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):  # npz members that are not .npy
+                raise ValueError("'inputs' and 'labels' must be .npy arrays inside the archive")
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
             raise InvalidInput(
                 f"validation must be an .npz with arrays 'inputs' and 'labels': {exc}", field="validation"
             ) from None
         spec = inputs[0]
         if x.ndim != len(spec.shape) or any(d > 0 and d != s for d, s in zip(spec.shape[1:], x.shape[1:])):
             raise InvalidInput(f"validation inputs have shape {list(x.shape)}, the model takes {list(spec.shape)}", field="validation")
+        if x.ndim == 0 or y.ndim != 1:
+            raise InvalidInput(f"validation labels must be a 1-D array, one per input row; got shape {list(y.shape)}",
+                               field="validation")
         if len(x) != len(y) or len(x) == 0:
             raise InvalidInput(f"validation has {len(x)} inputs and {len(y)} labels; need the same, non-zero", field="validation")
         if x.dtype.kind in "fc" and not np.isfinite(x).all():

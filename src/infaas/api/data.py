@@ -124,13 +124,17 @@ async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | No
     if not isinstance(params, dict):
         raise InvalidInput("parameters must be an object", field="parameters")
     query = Query(rows=1, objective=oip.parse_objective(params, "parameters"), tenant=who, **_target_from_name(name))
+    outputs = doc.get("outputs") or []
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("parameters") or {}, dict) for o in outputs
+    ):
+        raise InvalidInput("outputs must be a list of objects with an optional 'parameters' object", field="outputs")
+    wants_binary = bool(params.get("binary_data_output")) or any(
+        (o.get("parameters") or {}).get("binary_data") for o in outputs
+    )
     answer = await svc.data.infer(query, arrays)
     header = {"model_name": name, "model_version": answer.decision.variant, "id": doc.get("id"),
               "parameters": {"decision": answer.decision.to_dict()}}
-    outputs = doc.get("outputs") or []
-    wants_binary = bool(params.get("binary_data_output")) or any(
-        (o.get("parameters") or {}).get("binary_data") for o in outputs if isinstance(o, dict)
-    )
     if wants_binary:
         payload, hlen = oip.binary_response(header, answer.outputs)
         return Reply(payload, "application/octet-stream", {"Inference-Header-Content-Length": str(hlen)})

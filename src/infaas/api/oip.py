@@ -23,7 +23,7 @@ BINARY_HEADER = "inference-header-content-length"
 def parse_json(body: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise InvalidInput(f"body is not valid JSON: {exc}", field="body") from None
     if not isinstance(doc, dict):
         raise InvalidInput("body must be a JSON object", field="body")
@@ -40,7 +40,11 @@ def parse_objective(doc: Mapping[str, Any] | None, field: str = "objective") -> 
         if v is None:
             values[key] = None
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        try:
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi
+        except OverflowError:  # an integer too large for a float
+            ok = False
+        if not ok:
             raise InvalidInput(f"{field}.{key} must be a number in [{lo:g}, {hi:g}], got {v!r}", field=f"{field}.{key}")
         if key == "latency_ms" and v == 0:
             raise InvalidInput(f"{field}.latency_ms must be greater than 0", field=f"{field}.latency_ms")
@@ -98,7 +102,10 @@ def parse_binary(body: bytes, header_len: int) -> tuple[dict[str, Any], dict[str
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("inputs must be a non-empty list", field="inputs")
     for i, t in enumerate(inputs):
-        size = (t.get("parameters") or {}).get("binary_data_size") if isinstance(t, Mapping) else None
+        tparams = (t.get("parameters") or {}) if isinstance(t, Mapping) else {}
+        if not isinstance(tparams, Mapping):
+            raise InvalidInput(f"inputs[{i}].parameters must be an object", field=f"inputs[{i}].parameters")
+        size = tparams.get("binary_data_size")
         if size is None:
             name, arr = tensor_from_json(t, i)
             arrays[name] = arr

@@ -1,0 +1,61 @@
+"""Shared by the e2e fixtures and tests: the running stack and a few checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+
+from infaas import digits
+from infaas.client import Client
+from infaas.local.launcher import StackProcess
+
+ARCHITECTURES = ("logistic-regression", "mlp-32")
+READY_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Stack:
+    url: str
+    data_dir: str
+    workdir: str  # outside the data dir: model files, validation npz, stack log
+    client: Client  # infaas.client.Client (binary OIP path)
+    http: httpx.Client  # raw HTTP for JSON and malformed requests
+    data: digits.Split
+    models: dict[str, Any]  # architecture -> fitted scikit-learn estimator
+    paths: dict[str, str]  # architecture -> .onnx path
+    validation_path: str
+    status: dict[str, dict]  # architecture -> status after wait_ready
+    process: StackProcess
+
+    def expected(self, architecture: str, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.models[architecture].predict(x)).astype(np.int64)
+
+    def log_tail(self) -> str:
+        return self.process.log_tail(80)
+
+    def assert_no_internal_errors(self) -> None:
+        """The stack logs every 500 as 'unexpected error' with a traceback."""
+        try:
+            with open(self.process.log_path, "rb") as f:
+                log = f.read().decode(errors="replace")
+        except OSError:
+            return
+        assert "unexpected error" not in log and "Exception in ASGI application" not in log, log[-8000:]
+
+    def assert_serving(self) -> None:
+        """A cheap health check: one normal query answers with sklearn's labels."""
+        x = self.data.x_test[:3]
+        resp = self.http.post("/v1/infer", json={"architecture": ARCHITECTURES[0], "inputs": x.tolist()})
+        assert resp.status_code == 200, (resp.status_code, resp.text, self.log_tail())
+        label = output_data(resp.json()["outputs"], "label")
+        assert label == self.expected(ARCHITECTURES[0], x).tolist()
+
+
+def output_data(outputs: list[dict], name: str) -> list:
+    for o in outputs:
+        if o["name"] == name:
+            return o["data"]
+    raise AssertionError(f"no output {name!r} in {[o['name'] for o in outputs]}")
