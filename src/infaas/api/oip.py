@@ -31,7 +31,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
 
 
 def parse_objective(doc: Mapping[str, Any] | None, field: str = "objective") -> Objective:
-    doc = doc or {}
+    if doc is None:
+        doc = {}
     if not isinstance(doc, Mapping):
         raise InvalidInput(f"{field} must be an object", field=field)
     values: dict[str, float | None] = {}
@@ -93,7 +94,9 @@ def tensors_to_json(outputs: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
 def parse_binary(body: bytes, header_len: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """OIP binary extension: a JSON header of ``header_len`` bytes, then the
     raw bytes of each input that has ``parameters.binary_data_size``."""
-    if header_len < 0 or header_len > len(body):
+    if header_len < 0:
+        raise InvalidInput("Inference-Header-Content-Length must not be negative", field="headers")
+    if header_len > len(body):
         raise InvalidInput(f"Inference-Header-Content-Length {header_len} exceeds the body ({len(body)} bytes)", field="headers")
     doc = parse_json(body[:header_len])
     offset = header_len
@@ -114,7 +117,7 @@ def parse_binary(body: bytes, header_len: int) -> tuple[dict[str, Any], dict[str
         shape, datatype = t.get("shape"), t.get("datatype")
         if datatype not in OIP_TO_NUMPY:
             raise InvalidInput(f"{where}.datatype must be one of {sorted(OIP_TO_NUMPY)}", field=f"{where}.datatype")
-        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
             raise InvalidInput(f"{where}.shape must be a list of non-negative integers", field=f"{where}.shape")
         dtype = np.dtype(OIP_TO_NUMPY[datatype])
         if not isinstance(size, int) or size != math.prod(shape) * dtype.itemsize or offset + size > len(body):
