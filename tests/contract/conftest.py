@@ -15,6 +15,7 @@ its own time can follow the fake clock through ``env.clock.on_advance``.
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,87 @@ MODEL_STORES: dict[str, Factory] = {
 JOB_QUEUES: dict[str, Factory] = {
     "sqlite": lambda env: SqliteJobQueue(_sqlite_db(env), max_receives=MAX_RECEIVES),
 }
+
+
+# -- AWS adapters on moto --------------------------------------------------------
+#
+# Each factory enters moto's ``mock_aws()`` on the test's ExitStack, so every
+# AWS call of that test stays in memory (no network) and the mock ends with it.
+
+AWS_REGION = "us-east-1"
+_aws_sessions: list[Any] = []  # one boto3 session for the run: it caches the service models
+
+
+def _aws_client(env: Env, service: str) -> Any:
+    import boto3
+    from moto import mock_aws
+
+    # Fake credentials so that nothing can ever sign a request with real ones.
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": AWS_REGION,
+    }.items():
+        os.environ.setdefault(name, value)
+    env.stack.enter_context(mock_aws())
+    if not _aws_sessions:
+        _aws_sessions.append(boto3.session.Session(region_name=AWS_REGION))
+    return _aws_sessions[0].client(service, region_name=AWS_REGION)
+
+
+def _dynamodb_table(env: Env) -> Any:
+    from infaas.adapters.aws.dynamodb import DynamoItemTable, create_table
+
+    client = _aws_client(env, "dynamodb")
+    create_table(client, "infaas-test")
+    return DynamoItemTable("infaas-test", client=client, clock=env.clock)
+
+
+def _s3_store(env: Env) -> Any:
+    from infaas.adapters.aws.s3 import S3ModelStore, create_bucket
+
+    client = _aws_client(env, "s3")
+    create_bucket(client, "infaas-test-models")
+    return S3ModelStore("infaas-test-models", client=client, cache_dir=str(env.tmp_path / "s3-cache"))
+
+
+def _follow_fake_clock_in_moto_sqs(env: Env) -> None:
+    """moto's SQS reads the wall clock (``unix_time``/``unix_time_millis`` in
+    ``moto.sqs.models``) for visibility timeouts; point both at the test's
+    FakeClock for the duration of the test, so ``clock.advance(31)`` makes a
+    message visible again without sleeping."""
+    from unittest import mock
+
+    import moto.sqs.models as sqs_models
+
+    real_unix_time = sqs_models.unix_time
+
+    def unix_time(dt: Any = None) -> float:
+        return env.clock() if dt is None else real_unix_time(dt)
+
+    def unix_time_millis(dt: Any = None) -> float:
+        return unix_time(dt) * 1000.0
+
+    env.stack.enter_context(mock.patch.object(sqs_models, "unix_time", unix_time))
+    env.stack.enter_context(mock.patch.object(sqs_models, "unix_time_millis", unix_time_millis))
+
+
+def _sqs_queue(env: Env) -> Any:
+    from infaas.adapters.aws.sqs import SqsJobQueue, create_lane
+
+    client = _aws_client(env, "sqs")
+    _follow_fake_clock_in_moto_sqs(env)
+    urls: dict[str, str] = {}
+    for lane in ("build-cpu", "build-gpu"):  # the lanes the contract suite uses
+        urls.update(create_lane(client, lane, MAX_RECEIVES))
+    return SqsJobQueue(urls, client=client, max_receives=MAX_RECEIVES)
+
+
+ITEM_TABLES["dynamodb"] = _dynamodb_table
+MODEL_STORES["s3"] = _s3_store
+JOB_QUEUES["sqs"] = _sqs_queue
 
 
 def _build(factories: dict[str, Factory], name: str, tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
