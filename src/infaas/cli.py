@@ -44,7 +44,13 @@ def _progress_printer():
         variants = [v for s in status.values() for v in s["variants"]]
         done = sum(v["status"] in ("ready", "failed", "skipped") for v in variants)
         busy = [f"{v['id']} {v['status']}" for v in variants if v["status"] in ("building", "profiling")]
-        line = f"  [{done}/{len(variants)} variants done] " + (", ".join(busy) if busy else "waiting for a worker")
+        if busy:
+            doing = ", ".join(busy)
+        elif done == len(variants):
+            doing = "all built and profiled"
+        else:
+            doing = "waiting for a worker of the right hardware type"
+        line = f"  [{done}/{len(variants)} variants done] {doing}"
         if line != last[0]:
             print(line, flush=True)
             last[0] = line
