@@ -100,8 +100,8 @@ class ControlPlane:
         return arch, True
 
     def build_hardware(self) -> list[str]:
-        """Hardware types that have a generation plan and a price."""
-        return [h for h in self.settings.hardware if h in PLANS]
+        """Hardware types this deployment builds for (``INFAAS_BUILD_HARDWARE``) that have a plan."""
+        return [h for h in self.settings.build_hardware_types if h in PLANS]
 
     @staticmethod
     def _same_or_conflict(existing: Architecture, sha256: str, tenant: str) -> Architecture:

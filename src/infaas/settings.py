@@ -40,6 +40,8 @@ class Settings:
     port: int = 8080
     workers: int = 2  # local worker processes (one per core is the default shape)
     hardware_prices: str = DEFAULT_PRICES
+    build_hardware: str = "cpu"  # hardware types this deployment builds variants for (comma-separated)
+    backend: str = "local"  # "local" (SQLite, folder) or "aws" (DynamoDB, S3, SQS)
     max_body_bytes: int = 8 << 20  # inference and control requests other than uploads
     max_upload_bytes: int = 200 << 20  # model uploads
     max_rows: int = 4096  # rows per inference request
@@ -56,6 +58,11 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.hardware:
             object.__setattr__(self, "hardware", parse_prices(self.hardware_prices))
+        if self.backend not in ("local", "aws"):
+            raise SettingsError(f"INFAAS_BACKEND={self.backend!r}: expected 'local' or 'aws'")
+        unpriced = [h for h in self.build_hardware_types if h not in self.hardware]
+        if unpriced:
+            raise SettingsError(f"INFAAS_BUILD_HARDWARE: {unpriced} have no price in INFAAS_HARDWARE_PRICES")
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -78,6 +85,10 @@ class Settings:
             values[f.name] = value
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)
+
+    @property
+    def build_hardware_types(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in self.build_hardware.split(",") if h.strip())
 
     @property
     def db_path(self) -> str:

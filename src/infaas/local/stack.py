@@ -17,13 +17,13 @@ from ..service import ControlPlane, DataPlane
 from ..settings import Settings
 from ..worker.client import HttpWorkerClient
 from ..worker.server import free_port
-from .wiring import LocalAdapters
+from ..wiring import make_adapters
 
 log = logging.getLogger("infaas.local")
 
 
 def build_services(settings: Settings) -> Services:
-    adapters = LocalAdapters(settings)
+    adapters = make_adapters(settings)
     control = ControlPlane(adapters.store, adapters.models, adapters.queue, settings)
     data = DataPlane(adapters.store, HttpWorkerClient(timeout_s=settings.request_timeout_s), settings)
     return Services(control, data, settings)

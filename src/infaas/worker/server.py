@@ -30,6 +30,7 @@ from ..asgi import read_body, send_bytes
 from ..domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
 from ..errors import InfaasError, InvalidInput, NotFound, Unavailable
 from ..settings import Settings
+from ..wiring import make_adapters
 from ..variants.jobs import build_lane, run_build_job
 from ..variants.profile import ProfileLimits
 from .executor import load_executor
@@ -42,14 +43,12 @@ _JSON = b"application/json"
 
 
 class WorkerAgent:
-    def __init__(self, settings: Settings, *, hardware: str, worker_id: str, url: str, local_stack=None) -> None:
-        from ..local.wiring import LocalAdapters
-
+    def __init__(self, settings: Settings, *, hardware: str, worker_id: str, url: str, adapters=None) -> None:
         self.settings = settings
         self.hardware = hardware
         self.id = worker_id
         self.url = url
-        self.adapters = local_stack or LocalAdapters(settings)
+        self.adapters = adapters or make_adapters(settings)
         self.store = self.adapters.store
         self.state = WORKER_UP
         self.started_at = time.time()
