@@ -274,7 +274,7 @@ def http_request(port: int, path: str, body: bytes, extra_headers: dict[str, str
     return "\r\n".join(head).encode("latin-1") + body
 
 
-def infaas_request(port: int, variant_id: str, row: np.ndarray) -> bytes:
+def infaas_request(port: int, variant_id: str, row: np.ndarray, api_key: str) -> bytes:
     """OIP binary extension, as ``infaas.client.Client.infer`` builds it."""
     arr = np.ascontiguousarray(row, dtype=np.float32)
     raw = arr.tobytes()
@@ -284,7 +284,8 @@ def infaas_request(port: int, variant_id: str, row: np.ndarray) -> bytes:
         "parameters": {"binary_data_output": True},
     }).encode()
     path = f"/v2/models/{urllib.parse.quote(variant_id, safe=':')}/infer"
-    return http_request(port, path, header + raw, {"Inference-Header-Content-Length": str(len(header))})
+    return http_request(port, path, header + raw, {"Inference-Header-Content-Length": str(len(header)),
+                                                   "Authorization": f"Bearer {api_key}"})
 
 
 def baseline_request(port: int, row: np.ndarray) -> bytes:
@@ -530,7 +531,7 @@ def main() -> int:
         with open(val_path, "wb") as f:
             f.write(digits.validation_npz(data))
 
-        client = Client(stack.url)
+        client = Client(stack.url, api_key=stack.api_key)
         client.register(trained.path, name=ARCHITECTURE, task=digits.TASK, accuracy=round(trained.val_accuracy, 4),
                         validation=val_path)
         print("  registered; waiting while the workers build and profile its variants ...", flush=True)
@@ -562,7 +563,7 @@ def main() -> int:
         check_same_outputs(client, baseline, variant_id, model_path, data.x_test[:20])
 
         row = data.x_test[:1].astype(np.float32)
-        requests = {"INFaaS": (stack.port, stack.proc.pid, infaas_request(stack.port, variant_id, row)),
+        requests = {"INFaaS": (stack.port, stack.proc.pid, infaas_request(stack.port, variant_id, row, stack.api_key)),
                     "baseline": (baseline.port, baseline.proc.pid, baseline_request(baseline.port, row))}
         results: list[tuple[Result, Result]] = []
         for conc, warm, max_s, max_n in RUNS:

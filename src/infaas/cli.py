@@ -13,7 +13,7 @@ import numpy as np
 def _client(args):
     from .client import Client
 
-    return Client(args.url)
+    return Client(args.url, api_key=args.api_key)
 
 
 def cmd_up(args) -> int:
@@ -103,6 +103,33 @@ def cmd_query(args) -> int:
     return 0
 
 
+def _local_store(args):
+    from .local.wiring import LocalAdapters
+    from .settings import Settings
+
+    return LocalAdapters(Settings.from_env(data_dir=args.data_dir)).store
+
+
+def cmd_tenants(args) -> int:
+    """Keys are managed on the machine that holds the metadata store, not over HTTP."""
+    from . import identity
+
+    store = _local_store(args)
+    if args.action == "create":
+        key_id, key = identity.create_key(store, args.tenant, identity.parse_scopes(args.scopes))
+        print(f"created key {key_id} for tenant {args.tenant} with scopes {args.scopes}")
+        print("the key is shown only this once; keep it secret:")
+        print(key)
+    elif args.action == "list":
+        for k in store.keys(args.tenant):
+            state = "revoked" if k.get("revoked") else "active"
+            print(f"{k['key_id']}  {k['tenant']:20} {','.join(k['scopes']):24} {state}")
+    elif args.action == "revoke":
+        identity.revoke_key(store, args.key_id)
+        print(f"revoked key {args.key_id}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import main as demo_main
 
@@ -112,6 +139,7 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infaas", description="Model-less inference serving.")
     p.add_argument("--url", default=os.environ.get("INFAAS_URL", "http://127.0.0.1:8080"), help="API address (env INFAAS_URL)")
+    p.add_argument("--api-key", default=os.environ.get("INFAAS_API_KEY"), help="API key (env INFAAS_API_KEY)")
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start the local stack and keep it running")
@@ -151,6 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-cost", type=float)
     q.set_defaults(func=cmd_query)
 
+    ten = sub.add_parser("tenants", help="create, list and revoke API keys (on the machine holding the store)")
+    ten_sub = ten.add_subparsers(dest="action", required=True)
+    create = ten_sub.add_parser("create", help="create a key for a tenant; prints it once")
+    create.add_argument("tenant")
+    create.add_argument("--scopes", default="query,register", help="comma-separated: query, register, admin")
+    lst = ten_sub.add_parser("list", help="list keys (ids, tenants, scopes; never secrets)")
+    lst.add_argument("tenant", nargs="?")
+    rev = ten_sub.add_parser("revoke", help="revoke a key by id")
+    rev.add_argument("key_id")
+    for sp in (create, lst, rev):
+        sp.add_argument("--data-dir", default=None, help="the stack's data dir (default .infaas-data)")
+    ten.set_defaults(func=cmd_tenants)
+
     demo = sub.add_parser("demo", help="train digits classifiers, register them, query under three objectives")
     demo.add_argument("--workers", type=int, default=2)
     demo.set_defaults(func=cmd_demo)
@@ -159,12 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .client import ApiError
+    from .errors import InfaasError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except InfaasError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

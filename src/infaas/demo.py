@@ -41,7 +41,6 @@ def main(workers: int = 2) -> int:
     with tempfile.TemporaryDirectory(prefix="infaas-demo-") as tmp:
         print(f"1/5 starting the local stack ({workers} cpu workers) on 127.0.0.1 ...", flush=True)
         stack = StackProcess(workers=workers, data_dir=os.path.join(tmp, "data"))
-        os.makedirs(stack.data_dir)
         with stack:
             print(f"    up at {stack.url} (API docs at {stack.url}/docs)")
             print("2/5 training classifiers on scikit-learn's digits data set ...", flush=True)
@@ -53,7 +52,7 @@ def main(workers: int = 2) -> int:
             for t in trained:
                 print(f"    {t.name:22} validation accuracy {t.val_accuracy:.4f}")
 
-            client = Client(stack.url)
+            client = Client(stack.url, api_key=stack.api_key)
             print("3/5 registering them through the HTTP API ...", flush=True)
             for t in trained:
                 s = client.register(t.path, name=t.name, task=digits.TASK, accuracy=round(t.val_accuracy, 4), validation=val_path)

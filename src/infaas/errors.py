@@ -93,6 +93,10 @@ class TooManyRequests(InfaasError):
     status = 429
     code = "rate_limited"
 
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s
+
 
 class WorkerFault(InfaasError):
     """A worker failed to answer (connection refused, reset, timeout) (502)."""

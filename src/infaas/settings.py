@@ -42,6 +42,9 @@ class Settings:
     hardware_prices: str = DEFAULT_PRICES
     build_hardware: str = "cpu"  # hardware types this deployment builds variants for (comma-separated)
     backend: str = "local"  # "local" (SQLite, folder) or "aws" (DynamoDB, S3, SQS)
+    auth: str = "keys"  # "keys": every request needs an API key; "off": one local tenant, all scopes
+    tenant_rps: float = 1000.0  # requests per second per tenant (0 = unlimited)
+    tenant_burst: float = 2000.0  # requests a tenant may send at once above its rate
     max_body_bytes: int = 8 << 20  # inference and control requests other than uploads
     max_upload_bytes: int = 200 << 20  # model uploads
     max_rows: int = 4096  # rows per inference request
@@ -58,6 +61,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.hardware:
             object.__setattr__(self, "hardware", parse_prices(self.hardware_prices))
+        if self.auth not in ("keys", "off"):
+            raise SettingsError(f"INFAAS_AUTH={self.auth!r}: expected 'keys' or 'off'")
         if self.backend not in ("local", "aws"):
             raise SettingsError(f"INFAAS_BACKEND={self.backend!r}: expected 'local' or 'aws'")
         unpriced = [h for h in self.build_hardware_types if h not in self.hardware]

@@ -12,6 +12,7 @@ same on SQLite and DynamoDB:
 | catalogue    | ``META``           | ``CATALOGUE`` |               |                 |
 | event        | ``EVENTS``         | time#id       |               |                 |
 | policy state | ``STATE#<name>``   | ``S``         |               |                 |
+| API key      | ``KEY#<key id>``   | ``K``         | ``KEYS``      | tenant#key id   |
 
 Registration is a conditional create of the architecture item; worker items
 carry ``expires_at`` (heartbeat + TTL) so a dead worker disappears by itself.
@@ -149,6 +150,18 @@ class MetadataStore:
 
     def remove_worker(self, worker_id: str) -> None:
         self.table.delete(f"WORKER#{worker_id}", "W")
+
+    # -- API keys (only hashes of secrets; see identity.py) ------------------
+    def put_key(self, key_id: str, record: dict[str, Any]) -> None:
+        self.table.put({"pk": f"KEY#{key_id}", "sk": "K", "gsi1pk": "KEYS",
+                        "gsi1sk": f"{record['tenant']}#{key_id}", "body": {**record, "key_id": key_id}})
+
+    def get_key(self, key_id: str) -> dict[str, Any] | None:
+        item = self.table.get(f"KEY#{key_id}", "K")
+        return item["body"] if item else None
+
+    def keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        return [i["body"] for i in self.table.query_index("KEYS", f"{tenant}#" if tenant else "")]
 
     # -- events and policy state -------------------------------------------
     def record_event(self, kind: str, reason: str, **data: Any) -> None:

@@ -33,8 +33,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
         with open(validation_path, "wb") as f:
             f.write(digits.validation_npz(data))
 
-        client = Client(proc.url, timeout_s=30.0)
-        http = httpx.Client(base_url=proc.url, timeout=30.0)
+        client = Client(proc.url, timeout_s=30.0, api_key=proc.api_key)
+        http = httpx.Client(base_url=proc.url, timeout=30.0, headers={"authorization": f"Bearer {proc.api_key}"})
         for t in trained:
             reg = client.register(t.path, name=t.name, task=digits.TASK, accuracy=round(t.val_accuracy, 4),
                                   validation=validation_path)

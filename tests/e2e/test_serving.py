@@ -320,7 +320,7 @@ def test_concurrent_single_row_requests_each_get_their_own_answer(stack: Stack, 
 
     async def fire() -> list[tuple[int, int, str]]:
         limits = httpx.Limits(max_connections=N_CONCURRENT, max_keepalive_connections=N_CONCURRENT)
-        async with httpx.AsyncClient(base_url=stack.url, timeout=30.0, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=30.0, limits=limits, headers=stack.http.headers) as client:
             start = asyncio.Event()
 
             async def one(i: int):

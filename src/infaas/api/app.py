@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..asgi import read_body, send_bytes
 from ..errors import InfaasError, NotFound, PayloadTooLarge, TooManyRequests, Unavailable
 from . import control, data, oip
-from .deps import Services, tenant_of
+from .deps import Services
 
 log = logging.getLogger("infaas.api")
 
@@ -55,7 +55,7 @@ class DataPlaneFastPath:
             if int(headers.get("content-length") or 0) > limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", field="body")
             body = await read_body(receive, limit)
-            who = tenant_of(headers)
+            who = self.services.principal(headers.get("authorization"), "query").tenant
             if path == "/v1/infer":
                 reply = await data.answer_plain(self.services, body, who)
             else:

@@ -7,7 +7,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ..errors import PayloadTooLarge
-from .deps import Services, services, tenant
+from ..identity import Principal
+from .deps import Services, require, services
 
 router = APIRouter(prefix="/v1", tags=["control plane"])
 
@@ -28,8 +29,9 @@ async def register_model(
     visibility: str = Form("private", description="private (only your tenant) or shared (every tenant)"),
     validation: UploadFile | None = File(None, description=".npz with arrays 'inputs' and 'labels'"),
     svc: Services = Depends(services),
-    who: str = Depends(tenant),
+    caller: Principal = Depends(require("register")),
 ):
+    who = caller.tenant
     limit = svc.settings.max_upload_bytes
     data = await _read_limited(file, limit, "file")
     val = await _read_limited(validation, limit, "validation") if validation is not None else None
@@ -43,25 +45,25 @@ async def register_model(
 
 
 @router.get("/models", summary="Architectures you can query, with their status")
-def list_models(task: str | None = None, svc: Services = Depends(services), who: str = Depends(tenant)):
-    return {"models": svc.control.models_list(who, task)}
+def list_models(task: str | None = None, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return {"models": svc.control.models_list(caller.tenant, task)}
 
 
 @router.get("/models/{name}", summary="One architecture: variants, profiles, status")
-def get_model(name: str, svc: Services = Depends(services), who: str = Depends(tenant)):
-    return svc.control.model_status(name, who)
+def get_model(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return svc.control.model_status(name, caller.tenant)
 
 
 @router.delete("/models/{name}", status_code=204, summary="Delete an architecture you own and its variants")
-def delete_model(name: str, svc: Services = Depends(services), who: str = Depends(tenant)):
-    svc.control.delete(name, who)
+def delete_model(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("register"))):
+    svc.control.delete(name, caller.tenant)
 
 
 @router.get("/tasks", summary="Tasks with at least one architecture, and their input spec")
-def list_tasks(svc: Services = Depends(services), who: str = Depends(tenant)):
-    return {"tasks": svc.control.tasks(who)}
+def list_tasks(svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return {"tasks": svc.control.tasks(caller.tenant)}
 
 
-@router.get("/workers", summary="Live workers, their replicas and load")
-def list_workers(svc: Services = Depends(services)):
+@router.get("/workers", summary="Live workers, their replicas and load (admin)")
+def list_workers(svc: Services = Depends(services), _caller: Principal = Depends(require("admin"))):
     return {"workers": [w.to_dict() for w in svc.control.store.workers()]}

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse, Response
 from ..domain import Query
 from ..errors import InvalidInput, NotFound
 from . import oip
-from .deps import Services, services, tenant
+from ..identity import Principal
+from .deps import Services, require, services
 
 router = APIRouter(tags=["data plane"])
 
@@ -148,15 +149,16 @@ def _response(reply: Reply) -> Response:
 
 @router.post("/v1/infer", summary="Model-less query: name a task, architecture or variant and an objective",
              openapi_extra=_INFER_DOC)
-async def infer(request: Request, svc: Services = Depends(services), who: str = Depends(tenant)):
-    return _response(await answer_plain(svc, await request.body(), who))
+async def infer(request: Request, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return _response(await answer_plain(svc, await request.body(), caller.tenant))
 
 
 @router.post("/v2/models/{name:path}/infer", tags=["open inference protocol"],
              summary="OIP v2 inference; objective in parameters (min_accuracy, latency_ms, max_cost); binary extension supported")
-async def oip_infer(name: str, request: Request, svc: Services = Depends(services), who: str = Depends(tenant)):
+async def oip_infer(name: str, request: Request, svc: Services = Depends(services),
+                    caller: Principal = Depends(require("query"))):
     body = await request.body()
-    return _response(await answer_oip(svc, name, body, request.headers.get(oip.BINARY_HEADER), who))
+    return _response(await answer_oip(svc, name, body, request.headers.get(oip.BINARY_HEADER), caller.tenant))
 
 
 @router.get("/v2/health/live", tags=["open inference protocol"])
@@ -179,15 +181,15 @@ def server_metadata():
 
 
 @router.get("/v2/models/{name:path}/ready", tags=["open inference protocol"])
-def model_ready(name: str, svc: Services = Depends(services), who: str = Depends(tenant)):
-    _metadata(name, svc, who)
+def model_ready(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    _metadata(name, svc, caller.tenant)
     return {"name": name, "ready": True}
 
 
 @router.get("/v2/models/{name:path}", tags=["open inference protocol"],
             summary="Metadata of a variant, architecture or task (inputs, outputs, variants)")
-def model_metadata(name: str, svc: Services = Depends(services), who: str = Depends(tenant)):
-    return _metadata(name, svc, who)
+def model_metadata(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return _metadata(name, svc, caller.tenant)
 
 
 def _metadata(name: str, svc: Services, who: str) -> dict[str, Any]:

@@ -1,12 +1,14 @@
-"""What routes share: the services of this process and the caller's tenant."""
+"""What routes share: the services of this process and the caller's identity."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from fastapi import Request
 
-from ..domain import DEFAULT_TENANT
+from ..identity import Authenticator, Principal
+from ..ratelimit import RateLimiter
 from ..service import ControlPlane, DataPlane
 from ..settings import Settings
 
@@ -16,17 +18,30 @@ class Services:
     control: ControlPlane
     data: DataPlane
     settings: Settings
+    auth: Authenticator = field(default=None)  # type: ignore[assignment]
+    limiter: RateLimiter = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.auth is None:
+            self.auth = Authenticator(self.control.store, enabled=self.settings.auth == "keys")
+        if self.limiter is None:
+            self.limiter = RateLimiter(self.settings.tenant_rps, self.settings.tenant_burst)
+
+    def principal(self, authorization: str | None, scope: str) -> Principal:
+        """Authenticate, authorise ``scope``, and count the request against the tenant's rate."""
+        who = self.auth(authorization).require(scope)
+        self.limiter.check(who.tenant)
+        return who
 
 
 def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def tenant_of(headers) -> str:
-    """The caller's tenant from request headers. Until authentication exists
-    every caller is the local tenant."""
-    return DEFAULT_TENANT
+def require(scope: str) -> Callable[[Request], Principal]:
+    """A dependency that yields the caller's Principal if it holds ``scope``."""
 
+    def dependency(request: Request) -> Principal:
+        return services(request).principal(request.headers.get("authorization"), scope)
 
-def tenant(request: Request) -> str:
-    return tenant_of(request.headers)
+    return dependency

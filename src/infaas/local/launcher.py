@@ -29,8 +29,21 @@ class StackProcess:
         self.env = env or {}
         self.log_path = log_path or os.path.join(self.data_dir, "stack.log")
         self.proc: subprocess.Popen | None = None
+        self.api_key: str | None = None
+
+    def create_key(self, tenant: str = "local", scopes: tuple[str, ...] = ("query", "register", "admin")) -> str:
+        """A key straight in the stack's store (what `infaas tenants create` does)."""
+        from ..identity import create_key
+        from ..settings import Settings
+        from .wiring import LocalAdapters
+
+        _, key = create_key(LocalAdapters(Settings(data_dir=self.data_dir)).store, tenant, scopes)
+        return key
 
     def start(self, timeout_s: float = 90.0) -> "StackProcess":
+        """Start the stack; ``api_key`` then holds an admin key of the local tenant."""
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.api_key = self.create_key()
         env = dict(os.environ, **self.env)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(

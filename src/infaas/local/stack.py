@@ -84,6 +84,10 @@ def run(settings: Settings) -> None:
         wait_for_workers(services, settings.workers)
         print(f"INFaaS is up on http://{settings.host}:{settings.port} with {settings.workers} cpu worker(s); "
               f"data in {settings.data_dir}; API docs at http://{settings.host}:{settings.port}/docs", flush=True)
+        if settings.auth == "keys" and not services.control.store.keys():
+            print("No API key exists yet. Create the first one (shown once) in another terminal with:\n"
+                  f"  infaas tenants create <tenant> --scopes query,register,admin --data-dir {settings.data_dir}\n"
+                  "then send it as 'Authorization: Bearer <key>' (the CLI reads INFAAS_API_KEY).", flush=True)
         uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning", access_log=False)
     finally:
         workers.stop_all()
