@@ -28,9 +28,9 @@ from .domain import (
     check_name,
 )
 from .domain import Task as TaskName
-from .errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, WorkerFault
+from .errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, WorkerFault
 from .ports import JobQueue, ModelStore
-from .selection import Catalogue, Cluster, select
+from .selection import Catalogue, Cluster, candidates, select
 from .settings import Settings
 from .store import MetadataStore
 from .variants.generate import PLANS, generation_plan
@@ -180,7 +180,7 @@ class ControlPlane:
     def delete(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
         arch = self.visible_architecture(name, tenant)
         if arch.tenant != tenant:
-            raise NotFound(f"no architecture named {name!r} owned by you", field="name")
+            raise Forbidden(f"architecture {name!r} is shared by another tenant; only its owner may delete it", field="name")
         for v in self.store.delete_architecture(name):
             if v.model_key:
                 self.models.delete(v.model_key)
@@ -317,18 +317,21 @@ class DataPlane:
         return self._catalogue, self._cluster
 
     def input_specs(self, query: Query) -> tuple[TensorSpec, ...]:
+        """The input spec of what the query names, if the tenant may use it.
+
+        Goes through ``selection.candidates`` so that a name that does not
+        exist and another tenant's private model fail with the same 404.
+        """
         catalogue, _ = self.snapshot()
-        name = query.variant.split(":", 1)[0] if query.variant else query.architecture
-        if name is None:
-            variants = catalogue.by_task.get(query.task or "", ())
-            name = variants[0].architecture if variants else None
-        specs = self._specs.get(name or "")
+        try:
+            arch = candidates(query, catalogue)[0].architecture
+        except NotFound:
+            catalogue, _ = self.snapshot(force=True)  # registered a moment ago?
+            arch = candidates(query, catalogue)[0].architecture
+        specs = self._specs.get(arch)
         if specs is None:
             self.snapshot(force=True)
-            specs = self._specs.get(name or "")
-        if specs is None:
-            what = query.variant or query.architecture or query.task
-            raise NotFound(f"no ready variant, architecture or task named {what!r}", field="target")
+            specs = self._specs[arch]
         return specs
 
     async def infer(self, query: Query, arrays: Mapping[str, np.ndarray]) -> Answer:
