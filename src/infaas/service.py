@@ -5,7 +5,6 @@ decode, call one method here, and encode.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
 import time
@@ -303,6 +302,7 @@ class DataPlane:
         self._specs: dict[str, tuple[TensorSpec, ...]] = {}
         self._cluster = Cluster.build([], settings.hardware)
         self._refreshed_at = -math.inf
+        self._suspect_until: dict[str, float] = {}  # worker id -> time it may be selected again
 
     def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
         now = self.clock()
@@ -312,7 +312,8 @@ class DataPlane:
                 self._catalogue = Catalogue.build(self.store.all_variants())
                 self._specs = {a.name: a.inputs for a in self.store.architectures()}
                 self._catalogue_version = version
-            self._cluster = Cluster.build(self.store.workers(), self.settings.hardware)
+            healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]
+            self._cluster = Cluster.build(healthy, self.settings.hardware)
             self._refreshed_at = now
         return self._catalogue, self._cluster
 
@@ -334,6 +335,12 @@ class DataPlane:
             specs = self._specs[arch]
         return specs
 
+    def suspect(self, worker_id: str) -> None:
+        """Keep a worker that just failed out of selection for ``suspect_s``
+        (it may be dead; its record expires within ``heartbeat_ttl_s``)."""
+        self._suspect_until[worker_id] = self.clock() + self.settings.suspect_s
+        self._refreshed_at = -math.inf
+
     async def infer(self, query: Query, arrays: Mapping[str, np.ndarray]) -> Answer:
         t0 = time.perf_counter()
         specs = self.input_specs(query)
@@ -344,15 +351,15 @@ class DataPlane:
         frame = tensors.encode(feed)
         targets = [(decision.worker, decision.worker_url), *decision.fallback_workers][:2]
         retried = False
-        for i, (_worker_id, url) in enumerate(targets):
+        for i, (worker_id, url) in enumerate(targets):
             try:
                 raw = await self.client.infer(url, decision.variant, frame, query.objective.latency_ms)
                 break
             except WorkerFault:
+                self.suspect(worker_id)
                 if i + 1 >= len(targets):
                     raise
                 retried = True
-                await asyncio.sleep(0)
         if retried:
             decision = _moved(decision, targets[1])
         outputs = tensors.decode(raw)

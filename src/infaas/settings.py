@@ -43,13 +43,14 @@ class Settings:
     build_hardware: str = "cpu"  # hardware types this deployment builds variants for (comma-separated)
     backend: str = "local"  # "local" (SQLite, folder) or "aws" (DynamoDB, S3, SQS)
     auth: str = "keys"  # "keys": every request needs an API key; "off": one local tenant, all scopes
-    tenant_rps: float = 1000.0  # requests per second per tenant (0 = unlimited)
-    tenant_burst: float = 2000.0  # requests a tenant may send at once above its rate
+    tenant_rps: float = 5000.0  # requests per second per tenant (0 = unlimited); above one machine's capacity
+    tenant_burst: float = 10000.0  # requests a tenant may send at once above its rate
     max_body_bytes: int = 8 << 20  # inference and control requests other than uploads
     max_upload_bytes: int = 200 << 20  # model uploads
     max_rows: int = 4096  # rows per inference request
     heartbeat_s: float = 0.5
     heartbeat_ttl_s: float = 3.0  # a worker silent this long is out of selection
+    suspect_s: float = 2.0  # a worker that just failed a request is out of selection this long
     snapshot_s: float = 0.2  # how often the API refreshes its view of the cluster
     worker_memory_bytes: int = 2 << 30  # replica memory budget per worker
     worker_threads: int = 1  # onnxruntime intra-op threads per replica

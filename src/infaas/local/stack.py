@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from ..api.app import create_app
@@ -35,9 +36,12 @@ class WorkerProcesses:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.procs: dict[str, subprocess.Popen] = {}
+        self.hardware: dict[str, str] = {}
+        self.restarts = 0
 
     def start(self, hardware: str = "cpu", worker_id: str | None = None) -> str:
         worker_id = worker_id or f"{hardware}-{len(self.procs) + 1}"
+        self.hardware[worker_id] = hardware
         port = free_port(self.settings.host)
         env = dict(os.environ, INFAAS_DATA_DIR=self.settings.data_dir, INFAAS_HOST=self.settings.host, OMP_NUM_THREADS="1")
         self.procs[worker_id] = subprocess.Popen(
@@ -61,6 +65,30 @@ class WorkerProcesses:
         for worker_id in list(self.procs):
             self.stop(worker_id)
 
+    def restart_dead(self, store) -> list[str]:
+        """Restart workers that exited on their own (crash, kill). Their record is
+        removed first, so selection stops sending them work at once instead of
+        waiting for the heartbeat to expire."""
+        restarted = []
+        for worker_id, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                continue
+            log.warning("worker %s exited with %s; restarting it", worker_id, proc.returncode)
+            try:
+                store.remove_worker(worker_id)
+            except Exception:  # the store may be briefly busy; the record expires anyway
+                pass
+            del self.procs[worker_id]
+            self.start(self.hardware[worker_id], worker_id)
+            self.restarts += 1
+            restarted.append(worker_id)
+        return restarted
+
+
+def supervise(workers: WorkerProcesses, store, period_s: float, stop: threading.Event) -> None:
+    while not stop.wait(period_s):
+        workers.restart_dead(store)
+
 
 def wait_for_workers(services: Services, count: int, timeout_s: float = 60.0) -> None:
     deadline = time.time() + timeout_s
@@ -80,6 +108,8 @@ def run(settings: Settings) -> None:
     workers = WorkerProcesses(settings)
     for _ in range(settings.workers):
         workers.start("cpu")
+    stop = threading.Event()
+    threading.Thread(target=supervise, args=(workers, services.control.store, 0.5, stop), daemon=True).start()
     try:
         wait_for_workers(services, settings.workers)
         print(f"INFaaS is up on http://{settings.host}:{settings.port} with {settings.workers} cpu worker(s); "
@@ -90,4 +120,5 @@ def run(settings: Settings) -> None:
                   "then send it as 'Authorization: Bearer <key>' (the CLI reads INFAAS_API_KEY).", flush=True)
         uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning", access_log=False)
     finally:
+        stop.set()
         workers.stop_all()
