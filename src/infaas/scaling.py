@@ -1,0 +1,320 @@
+"""Autoscaling policy: a pure function from a snapshot to a plan.
+
+``plan(snapshot, state) -> (ScalingPlan, PolicyState)`` reads nothing and
+writes nothing. The local control loop, the AWS autoscaler function and the
+simulator call it with the same snapshot types; the state travels through the
+metadata store between calls (a Lambda remembers nothing).
+
+It is built from small steps, each a function tested alone:
+
+1. ``estimate_demand``: rows/s per variant, rising at once, falling slowly
+   (``max(observed, decay * previous)``), so one quiet period does not undo
+   a scale-up.
+2. ``replicas_needed``: ``ceil(demand / (throughput(B) * target_utilisation))``,
+   where ``throughput(B) = B * 1000 / p50(B)`` rows/s at the variant's max batch.
+3. ``apply_hysteresis``: more replicas at once; fewer only after
+   ``scale_down_periods`` consecutive periods asking for fewer and
+   ``cooldown_s`` since the variant last changed; a variant with no demand for
+   ``idle_unload_s`` goes to zero.
+4. ``choose_hardware`` (upgrade / downgrade): a hot variant moves to the same
+   architecture and format on another hardware type when running it there
+   would cost less than ``1 / move_ratio`` of running it here (the original
+   INFaaS moved when replication cost more than 1.5x the upgrade).
+5. ``place``: replicas onto workers of their hardware type, keeping existing
+   placements, filling the least utilised worker first, never two replicas of
+   one variant on one worker, each worker at most ``target_utilisation``
+   busy and within its memory.
+6. ``workers_needed``: per hardware type, what the placement needs, within
+   ``min_workers`` / ``max_workers`` and the hourly budget; fewer workers only
+   after ``scale_down_periods`` periods and ``cooldown_s``, and the emptiest
+   worker is drained first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+from .domain import WORKER_UP, HardwareType, Variant, Worker
+
+
+@dataclass(frozen=True)
+class ScalingParams:
+    period_s: float = 2.0  # how often the policy runs
+    target_utilisation: float = 0.7  # share of profiled throughput a replica or worker is planned to use
+    demand_decay: float = 0.8  # per period, how slowly the demand estimate falls
+    scale_down_periods: int = 5  # consecutive periods asking for less before removing anything
+    cooldown_s: float = 10.0  # after a change of a variant or a worker count, no removal for this long
+    idle_unload_s: float = 60.0  # a variant with no demand this long loses its last replica
+    move_ratio: float = 1.5  # move to other hardware when it is this many times cheaper
+    min_workers: Mapping[str, int] = field(default_factory=dict)
+    max_workers: Mapping[str, int] = field(default_factory=dict)
+    budget_per_hour: float | None = None  # dollars per hour for all workers together
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    now: float
+    workers: tuple[Worker, ...]
+    variants: Mapping[str, Variant]  # ready, profiled
+    hardware: Mapping[str, HardwareType]
+    desired_workers: Mapping[str, int]
+    params: ScalingParams = ScalingParams()
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    demand_rps: Mapping[str, float] = field(default_factory=dict)  # variant -> estimate
+    replicas: Mapping[str, int] = field(default_factory=dict)  # variant -> target replicas
+    lower_periods: Mapping[str, int] = field(default_factory=dict)  # variant or "hw:<type>" -> count
+    changed_at: Mapping[str, float] = field(default_factory=dict)  # variant or "hw:<type>" -> time
+    last_demand_at: Mapping[str, float] = field(default_factory=dict)  # variant -> last time with demand
+
+    def to_dict(self) -> dict:
+        return {k: dict(getattr(self, k)) for k in self.__dataclass_fields__}
+
+    @staticmethod
+    def from_dict(d: Mapping | None) -> "PolicyState":
+        d = d or {}
+        return PolicyState(**{k: dict(d.get(k, {})) for k in PolicyState.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class ScalingPlan:
+    desired_workers: dict[str, int]
+    assignments: dict[str, tuple[str, ...]]  # worker id -> variant ids it should hold
+    drain: tuple[str, ...]  # workers to drain and release
+    reasons: tuple[str, ...]  # one line per change, for the event log
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.reasons)
+
+
+# -- step 1 --------------------------------------------------------------------
+def observed_demand(workers: tuple[Worker, ...], period_s: float) -> dict[str, float]:
+    """Rows/s per variant: what replicas served plus what waits in their queues."""
+    out: dict[str, float] = {}
+    for w in workers:
+        for r in w.replicas:
+            out[r.variant_id] = out.get(r.variant_id, 0.0) + r.rate_rps + r.queued_rows / period_s
+    return out
+
+
+def estimate_demand(observed: Mapping[str, float], previous: Mapping[str, float], decay: float) -> dict[str, float]:
+    keys = set(observed) | set(previous)
+    est = {k: max(observed.get(k, 0.0), decay * previous.get(k, 0.0)) for k in keys}
+    return {k: v for k, v in est.items() if v >= 0.01}
+
+
+# -- step 2 --------------------------------------------------------------------
+def replica_throughput(v: Variant) -> float:
+    assert v.profile is not None
+    return v.profile.throughput_rps(v.max_batch)
+
+
+def replicas_needed(v: Variant, demand_rps: float, target_utilisation: float) -> int:
+    if demand_rps <= 0:
+        return 0
+    return max(1, math.ceil(demand_rps / (replica_throughput(v) * target_utilisation)))
+
+
+# -- step 3 --------------------------------------------------------------------
+def apply_hysteresis(
+    key: str, current: int, wanted: int, now: float, state: PolicyState, params: ScalingParams
+) -> tuple[int, int, bool]:
+    """(new target, periods-asking-for-less, changed). Up at once; down slowly."""
+    lower = state.lower_periods.get(key, 0)
+    if wanted > current:
+        return wanted, 0, True
+    if wanted == current:
+        return current, 0, False
+    lower += 1
+    cooled = now - state.changed_at.get(key, -math.inf) >= params.cooldown_s
+    if lower >= params.scale_down_periods and cooled:
+        return wanted, 0, True
+    return current, lower, False
+
+
+# -- step 4 --------------------------------------------------------------------
+def running_cost(v: Variant, demand_rps: float, hardware: Mapping[str, HardwareType], target_utilisation: float) -> float:
+    """Dollars per hour to serve ``demand_rps`` with replicas of ``v`` (a replica is priced as a share of its worker)."""
+    if v.hardware not in hardware:
+        return math.inf
+    return replicas_needed(v, demand_rps, target_utilisation) * hardware[v.hardware].price_per_hour
+
+
+def choose_hardware(
+    v: Variant, demand_rps: float, variants: Mapping[str, Variant], hardware: Mapping[str, HardwareType],
+    up_types: set[str], params: ScalingParams,
+) -> Variant:
+    """The same architecture and format on another hardware type, if it is
+    ``move_ratio`` times cheaper for this demand and has workers that can run it."""
+    here = running_cost(v, demand_rps, hardware, params.target_utilisation)
+    best = v
+    for other in variants.values():
+        if (other.architecture, other.format) != (v.architecture, v.format) or other.hardware == v.hardware:
+            continue
+        if other.hardware not in up_types and params.max_workers.get(other.hardware, 0) <= 0:
+            continue
+        there = running_cost(other, demand_rps, hardware, params.target_utilisation)
+        if there * params.move_ratio < here and there < running_cost(best, demand_rps, hardware, params.target_utilisation):
+            best = other
+    return best
+
+
+# -- step 5 --------------------------------------------------------------------
+def place(
+    targets: Mapping[str, int], variants: Mapping[str, Variant], demand: Mapping[str, float],
+    workers: tuple[Worker, ...], current: Mapping[str, tuple[str, ...]], target_utilisation: float,
+) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
+    """Assign replicas to workers; returns (assignments, replicas left unplaced per hardware type).
+
+    Keeps replicas where they are when the target still wants them, then adds
+    the rest to the least utilised worker of the right type that has room.
+    """
+    util: dict[str, float] = {w.id: 0.0 for w in workers}
+    mem: dict[str, int] = {w.id: 0 for w in workers}
+    held: dict[str, list[str]] = {w.id: [] for w in workers}
+    by_id = {w.id: w for w in workers}
+
+    def share(vid: str) -> float:
+        v = variants[vid]
+        return demand.get(vid, 0.0) / max(targets[vid], 1) / replica_throughput(v)
+
+    def fits(w: Worker, vid: str) -> bool:
+        need = variants[vid].profile.peak_memory_bytes if variants[vid].profile else 0
+        return (
+            vid not in held[w.id]
+            and util[w.id] + share(vid) <= max(target_utilisation, share(vid))
+            and mem[w.id] + need <= w.memory_budget_bytes
+        )
+
+    def put(w: Worker, vid: str) -> None:
+        held[w.id].append(vid)
+        util[w.id] += share(vid)
+        mem[w.id] += variants[vid].profile.peak_memory_bytes if variants[vid].profile else 0
+
+    remaining = dict(targets)
+    for wid, vids in sorted(current.items()):
+        for vid in vids:
+            if wid in by_id and remaining.get(vid, 0) > 0 and fits(by_id[wid], vid):
+                put(by_id[wid], vid)
+                remaining[vid] -= 1
+    unplaced: dict[str, int] = {}
+    for vid in sorted(remaining, key=lambda x: -demand.get(x, 0.0)):
+        for _ in range(remaining[vid]):
+            options = [w for w in workers if w.hardware == variants[vid].hardware and fits(w, vid)]
+            if not options:
+                hw = variants[vid].hardware
+                unplaced[hw] = unplaced.get(hw, 0) + 1
+                continue
+            put(min(options, key=lambda w: (util[w.id], len(held[w.id]), w.id)), vid)
+    return {wid: tuple(sorted(v)) for wid, v in held.items()}, unplaced
+
+
+# -- step 6 --------------------------------------------------------------------
+def workers_needed(live: int, busy: int, unplaced: int, hardware: str, params: ScalingParams) -> int:
+    """Workers of one type: the busy ones plus one per replica without room,
+    within ``min_workers`` and ``max_workers`` (default: no more than live)."""
+    lo = params.min_workers.get(hardware, 0)
+    hi = params.max_workers.get(hardware, max(lo, live))
+    wanted = live + unplaced if unplaced else busy
+    return max(lo, min(hi, wanted))
+
+
+def within_budget(desired: Mapping[str, int], hardware: Mapping[str, HardwareType], budget: float | None) -> dict[str, int]:
+    """Trim the most expensive types first until the fleet's hourly price fits the budget."""
+    out = dict(desired)
+    if budget is None:
+        return out
+    cost = lambda d: sum(n * hardware[h].price_per_hour for h, n in d.items() if h in hardware)
+    for h in sorted(out, key=lambda x: -hardware[x].price_per_hour if x in hardware else 0):
+        while cost(out) > budget and out[h] > 0:
+            out[h] -= 1
+    return out
+
+
+def _idle_worker(workers: list[Worker], assignments: Mapping[str, tuple[str, ...]]) -> Worker:
+    return min(workers, key=lambda w: (len(assignments.get(w.id, ())), sum(r.queued_rows for r in w.replicas), w.id))
+
+
+# -- the policy ------------------------------------------------------------------
+def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ...]]) -> tuple[ScalingPlan, PolicyState]:
+    """One control period. ``current`` is the previous plan's assignments."""
+    p = snap.params
+    up = tuple(w for w in snap.workers if w.state == WORKER_UP)
+    reasons: list[str] = []
+    observed = observed_demand(up, p.period_s)
+    demand = estimate_demand(observed, state.demand_rps, p.demand_decay)
+    last_demand = {**state.last_demand_at, **{k: snap.now for k, v in observed.items() if v > 0}}
+    up_types = {w.hardware for w in up}
+
+    # Which variant serves each demand (upgrade / downgrade), and how many replicas.
+    targets: dict[str, int] = {}
+    lower = dict(state.lower_periods)
+    changed_at = dict(state.changed_at)
+    served_demand: dict[str, float] = {}
+    for vid in sorted(set(demand) | set(state.replicas)):
+        v = snap.variants.get(vid)
+        if v is None:
+            continue
+        rate = demand.get(vid, 0.0)
+        chosen = choose_hardware(v, rate, snap.variants, snap.hardware, up_types, p) if rate > 0 else v
+        if chosen.id != vid:
+            reasons.append(f"move {vid} -> {chosen.id}: {rate:.0f} rows/s cost "
+                           f"{running_cost(chosen, rate, snap.hardware, p.target_utilisation):.3f} $/h there vs "
+                           f"{running_cost(v, rate, snap.hardware, p.target_utilisation):.3f} $/h here")
+            changed_at[vid] = changed_at[chosen.id] = snap.now
+            targets[chosen.id] = max(targets.get(chosen.id, 0), replicas_needed(chosen, rate, p.target_utilisation))
+            served_demand[chosen.id] = served_demand.get(chosen.id, 0.0) + rate
+            continue
+        have = state.replicas.get(vid, sum(vid in vs for vs in current.values()))
+        if snap.now - last_demand.get(vid, -math.inf) >= p.idle_unload_s:
+            wanted = 0  # no request for idle_unload_s: unload its last replica
+        else:  # a quiet variant keeps one replica until then
+            wanted = max(1 if have else 0, replicas_needed(v, rate, p.target_utilisation))
+        new, lower[vid], changed = apply_hysteresis(vid, have, wanted, snap.now, replace(state, changed_at=changed_at), p)
+        if changed:
+            changed_at[vid] = snap.now
+            reasons.append(f"replicas of {vid}: {have} -> {new} (demand {rate:.1f} rows/s, "
+                           f"{replica_throughput(v):.0f} rows/s per replica at {p.target_utilisation:.0%})")
+        if new > 0:
+            targets[vid] = max(targets.get(vid, 0), new)
+            served_demand[vid] = served_demand.get(vid, 0.0) + rate
+
+    assignments, unplaced = place(targets, snap.variants, served_demand, up, current, p.target_utilisation)
+
+    # Worker counts per hardware type.
+    desired: dict[str, int] = {}
+    drain: list[str] = []
+    for hw in sorted(set(snap.desired_workers) | set(p.min_workers) | set(unplaced) | up_types):
+        live = [w for w in up if w.hardware == hw]
+        have = snap.desired_workers.get(hw, len(live))
+        busy = sum(1 for w in live if assignments.get(w.id))
+        wanted = workers_needed(len(live), busy, unplaced.get(hw, 0), hw, p)
+        key = f"hw:{hw}"
+        new, lower[key], changed = apply_hysteresis(key, have, wanted, snap.now, replace(state, changed_at=changed_at), p)
+        if changed:
+            changed_at[key] = snap.now
+            why = f"{unplaced.get(hw, 0)} replica(s) without room" if new > have else f"{len(live) - busy} idle worker(s)"
+            reasons.append(f"{hw} workers: {have} -> {new} ({why})")
+        desired[hw] = new
+        pool = list(live)
+        for _ in range(len(live) - new):  # drain the emptiest first
+            victim = _idle_worker(pool, assignments)
+            pool.remove(victim)
+            drain.append(victim.id)
+            assignments.pop(victim.id, None)
+    budgeted = within_budget(desired, snap.hardware, p.budget_per_hour)
+    if budgeted != desired:
+        reasons.append(f"hourly budget {p.budget_per_hour} $ caps workers at {budgeted}")
+    new_state = PolicyState(
+        demand_rps=demand,
+        replicas=targets,
+        lower_periods={k: v for k, v in lower.items() if v},
+        changed_at=changed_at,
+        last_demand_at={k: t for k, t in last_demand.items() if snap.now - t < 10 * p.idle_unload_s},
+    )
+    return ScalingPlan(budgeted, assignments, tuple(drain), tuple(reasons)), new_state
