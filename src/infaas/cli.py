@@ -90,6 +90,17 @@ def cmd_workers(args) -> int:
     return 0
 
 
+def cmd_events(args) -> int:
+    import time as _time
+
+    for e in _client(args).events():
+        when = _time.strftime("%H:%M:%S", _time.localtime(e["at"]))
+        print(f"{when} {e['kind']:8} {e['reason']}")
+        if args.verbose:
+            print("         " + json.dumps(e["data"], sort_keys=True))
+    return 0
+
+
 def cmd_query(args) -> int:
     if args.input:
         x = np.load(args.input)
@@ -164,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     workers = sub.add_parser("workers", help="list live workers and their replicas")
     workers.set_defaults(func=cmd_workers)
+
+    ev = sub.add_parser("events", help="autoscaling decisions and their reasons (admin key)")
+    ev.add_argument("-v", "--verbose", action="store_true", help="also print each decision's inputs")
+    ev.set_defaults(func=cmd_events)
 
     q = sub.add_parser("query", help="send one query")
     target = q.add_mutually_exclusive_group(required=True)

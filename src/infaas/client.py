@@ -55,6 +55,9 @@ class Client:
     def workers(self) -> list[dict[str, Any]]:
         return self._check(self.http.get("/v1/workers"))["workers"]
 
+    def events(self, since: float = 0.0) -> list[dict[str, Any]]:
+        return self._check(self.http.get("/v1/events", params={"since": since}))["events"]
+
     def wait_ready(self, names: list[str], *, timeout_s: float = 600.0,
                    progress: Callable[[dict[str, dict]], None] | None = None) -> dict[str, dict]:
         """Poll until every named architecture is ready (or failed); returns their status."""

@@ -96,11 +96,18 @@ class JobQueue(Protocol):
 
 @runtime_checkable
 class Fleet(Protocol):
-    """Workers of one deployment, one group per hardware type."""
+    """Workers of one deployment, one group per hardware type.
+
+    ``set_desired`` only ever adds capacity it is asked for; removing a worker
+    is ``drain``: it stops taking new work, finishes what it has, deregisters,
+    and only then is its machine (or process) released.
+    """
 
     def desired(self) -> dict[str, int]: ...
 
     def set_desired(self, hardware: str, count: int) -> None: ...
+
+    def drain(self, worker_id: str) -> None: ...
 
 
 @runtime_checkable

@@ -33,6 +33,17 @@ def parse_prices(text: str) -> dict[str, HardwareType]:
     return out
 
 
+def parse_counts(text: str, var: str) -> dict[str, int]:
+    """``cpu=1,gpu=0`` -> {"cpu": 1, "gpu": 0}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, n = part.partition("=")
+        if not name or not n.isdigit():
+            raise SettingsError(f"{var}: {part!r} is not hardware=count")
+        out[name] = int(n)
+    return out
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: str = ".infaas-data"
@@ -51,6 +62,15 @@ class Settings:
     heartbeat_s: float = 0.5
     heartbeat_ttl_s: float = 3.0  # a worker silent this long is out of selection
     suspect_s: float = 2.0  # a worker that just failed a request is out of selection this long
+    autoscale: str = "on"  # "on": the control loop adds and removes replicas and workers; "off": fixed
+    scale_period_s: float = 2.0  # control loop period
+    scale_target_utilisation: float = 0.7  # share of profiled throughput planned per replica and worker
+    scale_down_periods: int = 5  # consecutive periods asking for less before removing
+    scale_cooldown_s: float = 10.0  # no removal this soon after a change
+    scale_idle_unload_s: float = 60.0  # a variant unused this long loses its last replica
+    min_workers: str = ""  # per hardware type, e.g. "cpu=1"; default: cpu = workers
+    max_workers: str = ""  # per hardware type, e.g. "cpu=4"; default: cpu = max(workers, 2 x cores)
+    budget_per_hour: float = 0.0  # dollars per hour for all workers; 0 = no cap
     snapshot_s: float = 0.2  # how often the API refreshes its view of the cluster
     worker_memory_bytes: int = 2 << 30  # replica memory budget per worker
     worker_threads: int = 1  # onnxruntime intra-op threads per replica
@@ -62,6 +82,10 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.hardware:
             object.__setattr__(self, "hardware", parse_prices(self.hardware_prices))
+        if self.autoscale not in ("on", "off"):
+            raise SettingsError(f"INFAAS_AUTOSCALE={self.autoscale!r}: expected 'on' or 'off'")
+        if not 0 < self.scale_target_utilisation <= 1:
+            raise SettingsError(f"INFAAS_SCALE_TARGET_UTILISATION={self.scale_target_utilisation}: expected 0 < x <= 1")
         if self.auth not in ("keys", "off"):
             raise SettingsError(f"INFAAS_AUTH={self.auth!r}: expected 'keys' or 'off'")
         if self.backend not in ("local", "aws"):
@@ -91,6 +115,24 @@ class Settings:
             values[f.name] = value
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)
+
+    def scaling_params(self):
+        """The autoscaling policy's parameters (``infaas.scaling.ScalingParams``)."""
+        from .scaling import ScalingParams
+
+        cores = os.cpu_count() or 1
+        lo = parse_counts(self.min_workers, "INFAAS_MIN_WORKERS") or {"cpu": self.workers}
+        hi = parse_counts(self.max_workers, "INFAAS_MAX_WORKERS") or {"cpu": max(self.workers, 2 * cores)}
+        return ScalingParams(
+            period_s=self.scale_period_s,
+            target_utilisation=self.scale_target_utilisation,
+            scale_down_periods=self.scale_down_periods,
+            cooldown_s=self.scale_cooldown_s,
+            idle_unload_s=self.scale_idle_unload_s,
+            min_workers=lo,
+            max_workers=hi,
+            budget_per_hour=self.budget_per_hour or None,
+        )
 
     @property
     def build_hardware_types(self) -> tuple[str, ...]:

@@ -67,3 +67,8 @@ def list_tasks(svc: Services = Depends(services), caller: Principal = Depends(re
 @router.get("/workers", summary="Live workers, their replicas and load (admin)")
 def list_workers(svc: Services = Depends(services), _caller: Principal = Depends(require("admin"))):
     return {"workers": [w.to_dict() for w in svc.control.store.workers()]}
+
+
+@router.get("/events", summary="Autoscaling decisions with their inputs and reasons (admin)")
+def list_events(since: float = 0.0, svc: Services = Depends(services), _caller: Principal = Depends(require("admin"))):
+    return {"events": svc.control.store.events(since)}

@@ -13,6 +13,7 @@ import threading
 import time
 
 from ..api.app import create_app
+from ..autoscaler import Autoscaler
 from ..api.deps import Services
 from ..service import ControlPlane, DataPlane
 from ..settings import Settings
@@ -38,9 +39,11 @@ class WorkerProcesses:
         self.procs: dict[str, subprocess.Popen] = {}
         self.hardware: dict[str, str] = {}
         self.restarts = 0
+        self._draining: list[subprocess.Popen] = []
+        self.lock = threading.RLock()  # the supervisor and the control loop both change the set
 
     def start(self, hardware: str = "cpu", worker_id: str | None = None) -> str:
-        worker_id = worker_id or f"{hardware}-{len(self.procs) + 1}"
+        worker_id = worker_id or self._next_id(hardware)
         self.hardware[worker_id] = hardware
         port = free_port(self.settings.host)
         env = dict(os.environ, INFAAS_DATA_DIR=self.settings.data_dir, INFAAS_HOST=self.settings.host, OMP_NUM_THREADS="1")
@@ -64,6 +67,11 @@ class WorkerProcesses:
     def stop_all(self) -> None:
         for worker_id in list(self.procs):
             self.stop(worker_id)
+        for proc in self._draining:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     def restart_dead(self, store) -> list[str]:
         """Restart workers that exited on their own (crash, kill). Their record is
@@ -85,9 +93,48 @@ class WorkerProcesses:
         return restarted
 
 
+    # -- the Fleet port (infaas.ports.Fleet) ----------------------------------
+    def desired(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for worker_id in self.procs:
+            out[self.hardware[worker_id]] = out.get(self.hardware[worker_id], 0) + 1
+        return out
+
+    def set_desired(self, hardware: str, count: int) -> None:
+        """Start workers up to ``count``; fewer is done by ``drain``, one chosen worker at a time."""
+        while self.desired().get(hardware, 0) < count:
+            worker_id = self.start(hardware, self._next_id(hardware))
+            log.info("started worker %s", worker_id)
+
+    def drain(self, worker_id: str) -> None:
+        """SIGTERM: the worker stops taking work, finishes its queue, deregisters, exits."""
+        proc = self.procs.pop(worker_id, None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            self._draining.append(proc)
+            log.info("draining worker %s", worker_id)
+        self._draining = [p for p in self._draining if p.poll() is None]
+
+    def _next_id(self, hardware: str) -> str:
+        n = 1
+        while f"{hardware}-{n}" in self.procs:
+            n += 1
+        return f"{hardware}-{n}"
+
+
 def supervise(workers: WorkerProcesses, store, period_s: float, stop: threading.Event) -> None:
     while not stop.wait(period_s):
-        workers.restart_dead(store)
+        with workers.lock:
+            workers.restart_dead(store)
+
+
+def control_loop(autoscaler, period_s: float, stop: threading.Event) -> None:
+    while not stop.wait(period_s):
+        try:
+            with autoscaler.fleet.lock:
+                autoscaler.run_once()
+        except Exception:  # a failed period is logged; the next one starts from the store again
+            log.exception("autoscaler period failed")
 
 
 def wait_for_workers(services: Services, count: int, timeout_s: float = 60.0) -> None:
@@ -112,6 +159,9 @@ def run(settings: Settings) -> None:
     threading.Thread(target=supervise, args=(workers, services.control.store, 0.5, stop), daemon=True).start()
     try:
         wait_for_workers(services, settings.workers)
+        if settings.autoscale == "on":
+            scaler = Autoscaler(services.control.store, workers, settings.scaling_params(), settings.hardware)
+            threading.Thread(target=control_loop, args=(scaler, settings.scale_period_s, stop), daemon=True).start()
         print(f"INFaaS is up on http://{settings.host}:{settings.port} with {settings.workers} cpu worker(s); "
               f"data in {settings.data_dir}; API docs at http://{settings.host}:{settings.port}/docs", flush=True)
         if settings.auth == "keys" and not services.control.store.keys():
