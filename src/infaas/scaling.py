@@ -7,7 +7,8 @@ metadata store between calls (a Lambda remembers nothing).
 
 It is built from small steps, each a function tested alone:
 
-1. ``estimate_demand``: rows/s per variant, rising at once, falling slowly
+1. ``observed_demand`` then ``estimate_demand``: rows/s per variant arriving
+   (served, plus queue growth, plus the backlog spread over ten periods), rising at once, falling slowly
    (``max(observed, decay * previous)``), so one quiet period does not undo
    a scale-up.
 2. ``replicas_needed``: ``ceil(demand / (throughput(B) * target_utilisation))``,
@@ -70,6 +71,7 @@ class PolicyState:
     lower_periods: Mapping[str, int] = field(default_factory=dict)  # variant or "hw:<type>" -> count
     changed_at: Mapping[str, float] = field(default_factory=dict)  # variant or "hw:<type>" -> time
     last_demand_at: Mapping[str, float] = field(default_factory=dict)  # variant -> last time with demand
+    queued_rows: Mapping[str, int] = field(default_factory=dict)  # variant -> rows queued last period
 
     def to_dict(self) -> dict:
         return {k: dict(getattr(self, k)) for k in self.__dataclass_fields__}
@@ -93,12 +95,30 @@ class ScalingPlan:
 
 
 # -- step 1 --------------------------------------------------------------------
-def observed_demand(workers: tuple[Worker, ...], period_s: float) -> dict[str, float]:
-    """Rows/s per variant: what replicas served plus what waits in their queues."""
+BACKLOG_PERIODS = 10  # a queue is planned to drain within this many periods
+
+
+def queued_rows(workers: tuple[Worker, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for w in workers:
+        for r in w.replicas:
+            out[r.variant_id] = out.get(r.variant_id, 0) + r.queued_rows
+    return out
+
+
+def observed_demand(workers: tuple[Worker, ...], period_s: float, previous_queued: Mapping[str, int]) -> dict[str, float]:
+    """Rows/s per variant arriving: served + queue growth + the backlog drained over ``BACKLOG_PERIODS``.
+
+    Counting the queue's level every period (instead of its growth) would
+    count the same waiting rows again and again and keep a cleared overload alive.
+    """
     out: dict[str, float] = {}
     for w in workers:
         for r in w.replicas:
-            out[r.variant_id] = out.get(r.variant_id, 0.0) + r.rate_rps + r.queued_rows / period_s
+            out[r.variant_id] = out.get(r.variant_id, 0.0) + r.rate_rps
+    for vid, q in queued_rows(workers).items():
+        growth = max(0, q - previous_queued.get(vid, 0)) / period_s
+        out[vid] = out.get(vid, 0.0) + growth + q / (BACKLOG_PERIODS * period_s)
     return out
 
 
@@ -246,7 +266,7 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
     p = snap.params
     up = tuple(w for w in snap.workers if w.state == WORKER_UP)
     reasons: list[str] = []
-    observed = observed_demand(up, p.period_s)
+    observed = observed_demand(up, p.period_s, state.queued_rows)
     demand = estimate_demand(observed, state.demand_rps, p.demand_decay)
     last_demand = {**state.last_demand_at, **{k: snap.now for k, v in observed.items() if v > 0}}
     up_types = {w.hardware for w in up}
@@ -275,6 +295,8 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
             wanted = 0  # no request for idle_unload_s: unload its last replica
         else:  # a quiet variant keeps one replica until then
             wanted = max(1 if have else 0, replicas_needed(v, rate, p.target_utilisation))
+        if v.hardware in p.max_workers:  # one replica per worker: no more than the fleet can hold
+            wanted = min(wanted, max(p.max_workers[v.hardware], 1))
         new, lower[vid], changed = apply_hysteresis(vid, have, wanted, snap.now, replace(state, changed_at=changed_at), p)
         if changed:
             changed_at[vid] = snap.now
@@ -316,5 +338,6 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
         lower_periods={k: v for k, v in lower.items() if v},
         changed_at=changed_at,
         last_demand_at={k: t for k, t in last_demand.items() if snap.now - t < 10 * p.idle_unload_s},
+        queued_rows=queued_rows(up),
     )
     return ScalingPlan(budgeted, assignments, tuple(drain), tuple(reasons)), new_state

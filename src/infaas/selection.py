@@ -20,8 +20,11 @@ Preference, as the architecture asks: (1) a loaded replica that meets the
 objective, cheapest first; (2) a variant that can be loaded *and* answer within
 the objective, cheapest first; (3) a variant whose steady-state latency meets
 the objective even though this first query pays the load (a cold start, said so
-in the reason); otherwise ``NoFeasibleVariant`` (422) stating the best
-latency and accuracy that could be had.
+in the reason); (4) over capacity -- replicas that would meet the objective
+but for their queues -- the shortest wait, said so in the reason, rather than
+refusing work the autoscaler is about to make room for; otherwise
+``NoFeasibleVariant`` (422) stating the best latency and accuracy that could
+be had: no variant meets the objective even with an empty queue.
 """
 
 from __future__ import annotations
@@ -157,6 +160,8 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
             lat = service_ms(v, load.queued_rows, query.rows)
             if obj.latency_ms is None or lat <= obj.latency_ms:
                 best = _better(best, _Option(1, cost, lat, v, worker, batch, True))
+            elif service_ms(v, 0, query.rows) <= obj.latency_ms:  # only its queue is in the way
+                best = _better(best, _Option(4, cost, lat, v, worker, batch, True))
         workers = cluster.workers_by_hardware.get(v.hardware, ())
         if not workers:
             continue
@@ -182,7 +187,12 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
 def _better(a: _Option | None, b: _Option) -> _Option:
     if a is None:
         return b
-    return b if (b.tier, b.cost, b.latency_ms) < (a.tier, a.cost, a.latency_ms) else a
+    return b if _rank(b) < _rank(a) else a
+
+
+def _rank(o: _Option) -> tuple:
+    """Cheapest first within a tier; over capacity (tier 4), the shortest wait first."""
+    return (o.tier, o.latency_ms, o.cost) if o.tier == 4 else (o.tier, o.cost, o.latency_ms)
 
 
 def _roomiest(workers: tuple[Worker, ...], variant_id: str) -> Worker | None:
@@ -199,6 +209,8 @@ def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
         1: "loaded replica meets the objective at the lowest cost",
         2: "no loaded replica meets the objective; cheapest variant that loads in time",
         3: "cold start: cheapest variant whose steady latency meets the objective (this query pays its load)",
+        4: "over capacity: every replica's queue breaks the objective; the shortest wait was chosen "
+           "(the autoscaler adds replicas)",
     }[o.tier]
     parts = [why, f"predicted {o.latency_ms:.2f} ms"]
     if obj.latency_ms is not None:

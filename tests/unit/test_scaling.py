@@ -31,11 +31,13 @@ PARAMS = ScalingParams(period_s=1.0, target_utilisation=0.7, scale_down_periods=
 
 
 # -- step 1: demand ------------------------------------------------------------
-def test_observed_demand_sums_served_and_queued_rows():
+def test_observed_demand_counts_served_rows_queue_growth_and_backlog():
     w1 = make_worker("w1", replicas=[ReplicaLoad(V.id, queued_rows=10, rate_rps=100.0)])
     w2 = make_worker("w2", replicas=[ReplicaLoad(V.id, queued_rows=0, rate_rps=50.0)])
-    # 100 + 10 / 0.5 s + 50 + 0 = 170 rows/s
-    assert observed_demand((w1, w2), period_s=0.5) == {V.id: 170.0}
+    # served 100 + 50; queue grew 0 -> 10 rows in 0.5 s: + 20; backlog 10 rows over 10 periods of 0.5 s: + 2
+    assert observed_demand((w1, w2), 0.5, {}) == {V.id: 172.0}
+    # the same 10 rows still queued next period: no growth, only the backlog term (+ 2)
+    assert observed_demand((w1, w2), 0.5, {V.id: 10}) == {V.id: 152.0}
 
 
 def test_demand_rises_at_once_and_falls_slowly():

@@ -310,3 +310,20 @@ def test_decision_has_a_reason_and_up_to_two_fallback_workers_of_the_same_hardwa
     # Another replica holder first, then another worker of the same hardware; never the chosen one or a gpu.
     assert d.fallback_workers == (("w3", w3.url), ("w2", w2.url))
     assert "fallback_workers" not in d.to_dict() and d.to_dict()["reason"] == d.reason
+
+
+def test_over_capacity_serves_the_shortest_queue_instead_of_refusing():
+    """Every replica's queue breaks the objective, but an empty one would not:
+    the query is served where it waits least (tier 4), not refused with 422."""
+    v = make_variant("mlp")  # p99 2 ms at batch 1, 10 ms at 32
+    busy = make_worker("w1", replicas=[ReplicaLoad(v.id, queued_rows=320)])
+    busier = make_worker("w2", replicas=[ReplicaLoad(v.id, queued_rows=640)])
+    # w1: ceil(321 / 32) = 11 batches * p99(32) 10 ms = 110 ms; w2: ceil(641 / 32) = 21 * 10 = 210 ms
+    q = Query(rows=1, architecture="mlp", objective=Objective(latency_ms=50.0))
+    d = select(q, Catalogue.build([v]), Cluster.build([busy, busier], HARDWARE))
+    assert d.worker == "w1" and d.predicted_latency_ms == 110.0
+    assert d.reason.startswith("over capacity")
+    # An objective no variant meets even with an empty queue is still a 422: 1 ms < p99(1) = 2 ms.
+    with pytest.raises(NoFeasibleVariant):
+        select(Query(rows=1, architecture="mlp", objective=Objective(latency_ms=1.0)),
+               Catalogue.build([v]), Cluster.build([busy, busier], HARDWARE))
