@@ -245,16 +245,21 @@ class Worker:
     replicas: tuple[ReplicaLoad, ...] = ()
     heartbeat_at: float = 0.0
     started_at: float = 0.0
+    # Runtimes that work on this worker (onnxruntime providers, "neuron"); empty
+    # from workers older than this field, which are taken at their word.
+    runtimes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["replicas"] = [dataclasses.asdict(r) for r in self.replicas]
+        d["runtimes"] = list(self.runtimes)
         return d
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> "Worker":
         d = dict(d)
         d["replicas"] = tuple(ReplicaLoad(**r) for r in d.get("replicas", ()))
+        d["runtimes"] = tuple(d.get("runtimes", ()))
         return Worker(**d)
 
 

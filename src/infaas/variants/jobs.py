@@ -14,7 +14,7 @@ from ..domain import BUILDING, FAILED, PROFILING, READY, SKIPPED, Profile, Varia
 from ..errors import InfaasError
 from ..ports import ModelStore
 from ..store import MetadataStore
-from .generate import NotApplicable, build_variant, generation_plan
+from .generate import NotApplicable, build_variant, generation_plan, torchscript_key, variant_suffix
 from .profile import ProfileLimits, profile_in_subprocess
 
 log = logging.getLogger("infaas.build")
@@ -25,7 +25,7 @@ def build_lane(hardware: str) -> str:
 
 
 def variant_key(variant: Variant) -> str:
-    return f"variants/{variant.architecture}/{variant.id.replace(':', '_')}.onnx"
+    return f"variants/{variant.architecture}/{variant.id.replace(':', '_')}{variant_suffix(variant)}"
 
 
 def run_build_job(
@@ -35,11 +35,15 @@ def run_build_job(
     *,
     limits: ProfileLimits = ProfileLimits(),
     clock: Callable[[], float] = time.time,
+    cache_dir: str | None = None,
 ) -> list[Variant]:
-    """Build and profile the variants named by ``body`` ({architecture, hardware})."""
+    """Build and profile the variants named by ``body`` ({architecture, hardware}).
+    ``cache_dir`` keeps what runtimes build on first load (TensorRT engines)."""
     arch = store.get_architecture(body["architecture"])
     original = models.local_path(arch.model_key)
     validation = models.local_path(arch.validation_key) if arch.validation_key else None
+    ts_key = torchscript_key(arch)
+    owner_torchscript = models.local_path(ts_key) if models.exists(ts_key) else None
     done = []
     for planned in generation_plan(arch, body["hardware"]):
         current = {v.id: v for v in store.variants_of(arch.name)}.get(planned.id, planned)
@@ -49,9 +53,10 @@ def run_build_job(
         v = store.put_variant(dataclasses.replace(current, status=BUILDING, message=""))
         try:
             key = variant_key(v)
-            models.put(key, build_variant(v, original))
+            models.put(key, build_variant(v, original, torchscript_path=owner_torchscript))
             v = store.put_variant(dataclasses.replace(v, status=PROFILING, model_key=key))
-            result = profile_in_subprocess(models.local_path(key), v.to_dict(), arch.inputs, validation, limits)
+            result = profile_in_subprocess(models.local_path(key), v.to_dict(), arch.inputs, validation, limits,
+                                           cache_dir=cache_dir)
             profile = Profile(
                 hardware=v.hardware,
                 latency_ms={int(b): (p50, p99) for b, (p50, p99) in result["latency_ms"].items()},

@@ -74,8 +74,10 @@ def predicted_labels(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
     return values[0].reshape(len(values[0]), -1)[:, 0]
 
 
-def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None, limits: ProfileLimits) -> dict:
-    """Runs in the child process."""
+def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None, limits: ProfileLimits,
+            cache_dir: str | None = None) -> dict:
+    """Runs in the child process. Accuracy is measured for every variant, so
+    reduced-precision ones (int8, fp16) get their own figure, not the original's."""
     from ..domain import Variant
     from ..worker.executor import load_executor
 
@@ -86,7 +88,7 @@ def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: s
             val_x, val_y = z["inputs"], z["labels"]
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    ex = load_executor(v, path)
+    ex = load_executor(v, path, cache_dir=cache_dir)
     ex.run(sample_inputs(specs, 1, val_x))
     load_ms = (time.perf_counter() - t0) * 1000
     latency: dict[str, list[float]] = {}
@@ -113,9 +115,12 @@ def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: s
 
 
 def profile_in_subprocess(
-    path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None = None, limits: ProfileLimits = ProfileLimits()
+    path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None = None, limits: ProfileLimits = ProfileLimits(),
+    *, cache_dir: str | None = None,
 ) -> dict:
-    """Profile in a child process under a time and address-space limit."""
+    """Profile in a child process under a time and address-space limit (the
+    address-space limit for CPU variants only: CUDA and the Neuron runtime
+    reserve far more address space than they use)."""
     request = json.dumps(
         {
             "path": path,
@@ -124,11 +129,14 @@ def profile_in_subprocess(
             "validation": validation,
             "budget_s": limits.budget_s,
             "min_runs": limits.min_runs,
+            "cache_dir": cache_dir,
         }
     )
+    cpu_only = variant.get("hardware", "cpu") == "cpu"
 
     def set_limits() -> None:  # runs in the child before exec
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        if cpu_only:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
     try:
@@ -155,7 +163,7 @@ def _main() -> None:
     req = json.loads(sys.stdin.read())
     specs = [TensorSpec.from_dict(s) for s in req["specs"]]
     limits = ProfileLimits(budget_s=req["budget_s"], min_runs=req["min_runs"])
-    result = measure(req["path"], req["variant"], specs, req["validation"], limits)
+    result = measure(req["path"], req["variant"], specs, req["validation"], limits, req.get("cache_dir"))
     print(json.dumps(result))
 
 
