@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit up bench clean
+.PHONY: demo test test-unit up bench clean synth layers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .infaas-data build
+
+# The AWS deployment (docs/aws.md). `synth` needs no AWS account and no network:
+# it writes the CloudFormation template to cdk.out/ and runs cdk-nag on it.
+# `layers` builds the Lambda dependencies layer under build/layers/ without
+# Docker (pip --platform manylinux2014_x86_64, binary wheels only).
+synth: $(STAMP)
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(BIN)/python cdk/app.py
+	@echo "template: cdk.out/Infaas.template.json"
+
+layers: $(STAMP)
+	$(BIN)/python layers/build.py --check

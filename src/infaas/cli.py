@@ -101,6 +101,43 @@ def cmd_events(args) -> int:
     return 0
 
 
+def _job_line(s: dict) -> str:
+    eta = f", about {s['eta_s']:.0f} s left" if s.get("eta_s") else ""
+    return f"job {s['id']} {s['state']}: {s['done']} done, {s['failed']} failed, {s['left']} left of {s['items']} items{eta}"
+
+
+def cmd_jobs(args) -> int:
+    client = _client(args)
+    if args.action == "submit":
+        target = {k: getattr(args, k) for k in ("task", "architecture", "variant") if getattr(args, k)}
+        objective = {k: v for k, v in (("min_accuracy", args.min_accuracy), ("max_cost", args.max_cost)) if v is not None}
+        s = client.submit_job(input=args.input, output=args.output, objective=objective, deadline_s=args.deadline_s, **target)
+        print(f"submitted job {s['id']}: {s['items']} items ({s['rows']} rows) on {s['variant']}")
+        print(s["id"] if args.quiet else f"follow it with: infaas jobs wait {s['id']}")
+        return 0
+    if args.action == "status":
+        s = client.job(args.job_id)
+        print(_job_line(s))
+        for f in s["failures"]:
+            print(f"  failed: {f['name']}: {f['error']}")
+        return 0
+    if args.action == "cancel":
+        print(_job_line(client.cancel_job(args.job_id)))
+        return 0
+    width = 40
+
+    def bar(s: dict) -> None:
+        total = max(s["items"], 1)
+        filled = int(width * (s["done"] + s["failed"]) / total)
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {_job_line(s)}", end="", flush=True)
+
+    s = client.wait_job(args.job_id, progress=bar)
+    print()
+    for f in s["failures"]:
+        print(f"  failed: {f['name']}: {f['error']}")
+    return 0 if s["state"] == "done" else 1
+
+
 def cmd_query(args) -> int:
     if args.input:
         x = np.load(args.input)
@@ -175,6 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     workers = sub.add_parser("workers", help="list live workers and their replicas")
     workers.set_defaults(func=cmd_workers)
+
+    jobs = sub.add_parser("jobs", help="offline (batch) jobs: submit, status, wait, cancel")
+    jsub = jobs.add_subparsers(dest="action", required=True)
+    submit = jsub.add_parser("submit", help="submit a job; prints its id at once")
+    submit.add_argument("--input", required=True, help="folder under the offline root, or s3://bucket/prefix")
+    submit.add_argument("--output", required=True, help="folder under the offline root, or s3://bucket/prefix")
+    jt = submit.add_mutually_exclusive_group(required=True)
+    jt.add_argument("--task")
+    jt.add_argument("--architecture")
+    jt.add_argument("--variant")
+    submit.add_argument("--min-accuracy", type=float)
+    submit.add_argument("--max-cost", type=float, help="dollars per row")
+    submit.add_argument("--deadline-s", type=float)
+    submit.add_argument("-q", "--quiet", action="store_true", help="print only the job id on the last line")
+    for name in ("status", "wait", "cancel"):
+        jsub.add_parser(name).add_argument("job_id")
+    jobs.set_defaults(func=cmd_jobs)
 
     ev = sub.add_parser("events", help="autoscaling decisions and their reasons (admin key)")
     ev.add_argument("-v", "--verbose", action="store_true", help="also print each decision's inputs")

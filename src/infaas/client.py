@@ -72,6 +72,29 @@ class Client:
                 raise TimeoutError(f"variants not ready after {timeout_s:g} s")
             time.sleep(0.5)
 
+    # -- offline jobs -------------------------------------------------------------
+    def submit_job(self, **job: Any) -> dict[str, Any]:
+        return self._check(self.http.post("/v1/jobs", json=job))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/jobs/{job_id}"))
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self._check(self.http.post(f"/v1/jobs/{job_id}/cancel"))
+
+    def wait_job(self, job_id: str, *, timeout_s: float = 3600.0,
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        deadline = time.time() + timeout_s
+        while True:
+            status = self.job(job_id)
+            if progress:
+                progress(status)
+            if status["state"] != "running":
+                return status
+            if time.time() > deadline:
+                raise TimeoutError(f"job {job_id} not finished after {timeout_s:g} s")
+            time.sleep(0.5)
+
     # -- data plane -----------------------------------------------------------
     def infer(self, inputs: np.ndarray, *, task: str | None = None, architecture: str | None = None,
               variant: str | None = None, min_accuracy: float | None = None, latency_ms: float | None = None,

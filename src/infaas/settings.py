@@ -71,6 +71,10 @@ class Settings:
     min_workers: str = ""  # per hardware type, e.g. "cpu=1"; default: cpu = workers
     max_workers: str = ""  # per hardware type, e.g. "cpu=4"; default: cpu = max(workers, 2 x cores)
     budget_per_hour: float = 0.0  # dollars per hour for all workers; 0 = no cap
+    offline_root: str = ""  # local folders offline jobs may read and write; default <data_dir>/offline
+    offline_max_files: int = 100_000  # input files per job
+    offline_visibility_s: float = 30.0  # an item a worker took and did not finish is retried after this
+    offline_quiet_s: float = 0.2  # a worker runs offline items only after this long without online requests
     snapshot_s: float = 0.2  # how often the API refreshes its view of the cluster
     worker_memory_bytes: int = 2 << 30  # replica memory budget per worker
     worker_threads: int = 1  # onnxruntime intra-op threads per replica
@@ -137,6 +141,10 @@ class Settings:
     @property
     def build_hardware_types(self) -> tuple[str, ...]:
         return tuple(h.strip() for h in self.build_hardware.split(",") if h.strip())
+
+    @property
+    def offline_root_dir(self) -> str:
+        return self.offline_root or os.path.join(self.data_dir, "offline")
 
     @property
     def db_path(self) -> str:

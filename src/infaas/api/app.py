@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..asgi import read_body, send_bytes
 from ..errors import InfaasError, NotFound, PayloadTooLarge, TooManyRequests, Unavailable
-from . import control, data, oip
+from . import control, data, jobs, oip
 from .deps import Services
 
 log = logging.getLogger("infaas.api")
@@ -135,6 +135,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.include_router(control.router)
     app.include_router(data.router)
+    app.include_router(jobs.router)
 
     @app.exception_handler(InfaasError)
     async def _domain(_request: Request, exc: InfaasError):

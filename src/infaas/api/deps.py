@@ -8,6 +8,7 @@ from typing import Callable
 from fastapi import Request
 
 from ..identity import Authenticator, Principal
+from ..offline import JobService
 from ..ratelimit import RateLimiter
 from ..service import ControlPlane, DataPlane
 from ..settings import Settings
@@ -20,8 +21,12 @@ class Services:
     settings: Settings
     auth: Authenticator = field(default=None)  # type: ignore[assignment]
     limiter: RateLimiter = field(default=None)  # type: ignore[assignment]
+    jobs: JobService = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if self.jobs is None:
+            self.jobs = JobService(self.control.store, self.control.queue, self.settings,
+                                   catalogue=lambda: self.data.snapshot(force=True)[0])
         if self.auth is None:
             self.auth = Authenticator(self.control.store, enabled=self.settings.auth == "keys")
         if self.limiter is None:

@@ -21,19 +21,25 @@ import logging
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .. import tensors
+from .. import offline, tensors
 from ..asgi import read_body, send_bytes
+from ..autoscaler import assignments_for
 from ..domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
 from ..errors import InfaasError, InvalidInput, NotFound, Unavailable
 from ..settings import Settings
 from ..wiring import make_adapters
+from ..variants.hardware import missing_runtimes, probe_runtimes
 from ..variants.jobs import build_lane, run_build_job
 from ..variants.profile import ProfileLimits
 from .executor import load_executor
+from .reconcile import Loaded, reconcile
 from .replicas import ReplicaCache
 
 log = logging.getLogger("infaas.worker")
@@ -57,6 +63,12 @@ class WorkerAgent:
         self._last_beat = time.time()
         self._tasks: list[asyncio.Task] = []
         self.inflight = 0
+        self.last_online = -1e9  # time.monotonic() of the last online request
+        # What really works here (a worker declared gpu without CUDA reports only the CPU provider),
+        # and what it lacks to take build jobs for its hardware type.
+        self.runtimes = probe_runtimes(hardware)
+        self.missing_runtimes = missing_runtimes(hardware, self.runtimes)
+        self.cache_dir = os.path.join(settings.data_dir, "cache")  # TensorRT engines and the like
 
     # -- loading ---------------------------------------------------------
     def _load(self, variant_id: str) -> tuple[Variant, Any]:
@@ -66,13 +78,30 @@ class WorkerAgent:
         if variant.hardware != self.hardware:
             raise InvalidInput(f"variant {variant_id} runs on {variant.hardware}, this worker is {self.hardware}", field="variant")
         path = self.adapters.models.local_path(variant.model_key)
-        return variant, load_executor(variant, path, intra_op_threads=self.settings.worker_threads)
+        return variant, load_executor(variant, path, intra_op_threads=self.settings.worker_threads, cache_dir=self.cache_dir)
 
     # -- background loops -------------------------------------------------
     async def start(self) -> None:
         self.heartbeat()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._heartbeat_loop()), loop.create_task(self._job_loop())]
+        self._tasks = [loop.create_task(self._heartbeat_loop()), loop.create_task(self._job_loop()),
+                       loop.create_task(self._offline_loop())]
+        try:  # SIGUSR1: drain (the AWS drain watcher sends it before stopping the machine)
+            loop.add_signal_handler(signal.SIGUSR1, self.drain)
+        except (NotImplementedError, RuntimeError, ValueError):  # no signals here (not the main thread)
+            pass
+
+    def drain(self) -> None:
+        """Stop taking new work but keep serving: selectors drop a worker that
+        is not ``up`` from their next snapshot, so queries already routed here
+        finish while no new ones arrive. Stopping (SIGTERM) comes later."""
+        if self.state == WORKER_UP:
+            log.info("worker %s draining", self.id)
+        self.state = WORKER_DRAINING
+        try:
+            self.heartbeat()
+        except InfaasError as exc:
+            log.warning("heartbeat failed: %s", exc.message)
 
     async def stop(self) -> None:
         """Drain: stop taking new work, finish what is queued, deregister."""
@@ -108,6 +137,7 @@ class WorkerAgent:
                 replicas=tuple(loads),
                 heartbeat_at=now,
                 started_at=self.started_at,
+                runtimes=self.runtimes,
             ),
             ttl_s=self.settings.heartbeat_ttl_s,
         )
@@ -121,13 +151,76 @@ class WorkerAgent:
                 os.kill(os.getpid(), signal.SIGTERM)
             try:
                 self.heartbeat()
+                await self._reconcile()
             except InfaasError as exc:
                 log.warning("heartbeat failed: %s", exc.message)
+
+    async def _reconcile(self) -> None:
+        """Load assigned replicas ahead of traffic; unload unassigned idle ones."""
+        if self.state != WORKER_UP:
+            return
+        loaded = {vid: Loaded(r.busy, r.last_used) for vid, r in self.cache.replicas.items()}
+        grace = max(5.0, 3 * self.settings.scale_period_s)
+        to_load, to_unload = reconcile(assignments_for(self.store, self.id), loaded, time.time(), grace)
+        for vid in to_unload:
+            await self.cache.unload(vid, reason="no longer assigned by the autoscaler")
+        for vid in to_load:
+            try:
+                await self.cache.get(vid)
+            except InfaasError as exc:
+                log.warning("could not load assigned %s: %s", vid, exc.message)
+
+    def _online_idle(self) -> bool:
+        """No online request in flight, queued, or in the last ``offline_quiet_s``:
+        only then may offline work use the core. A worker with steady online
+        traffic leaves offline work to idle workers."""
+        return (self.inflight == 0 and time.monotonic() - self.last_online >= self.settings.offline_quiet_s
+                and not any(r.busy for r in self.cache.replicas.values()))
+
+    async def _offline_loop(self) -> None:
+        """Offline items on spare capacity only: online queries keep priority,
+        between items and between batches of one item."""
+        loop = asyncio.get_running_loop()
+
+        def executor_for(variant_id: str):
+            return asyncio.run_coroutine_threadsafe(self.cache.get(variant_id), loop).result().executor
+
+        def lowest_priority() -> None:  # the offline thread yields the core to the API and online work
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except OSError:
+                pass
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline", initializer=lowest_priority)
+
+        while self.state == WORKER_UP:
+            if not self._online_idle():
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                msg = await loop.run_in_executor(
+                    pool, lambda: self.adapters.queue.receive(offline.LANE, visibility_s=self.settings.offline_visibility_s))
+            except InfaasError:
+                msg = None
+            if msg is None:
+                await asyncio.sleep(0.2)
+                continue
+            receipt, body = msg
+            try:
+                await loop.run_in_executor(pool, lambda: offline.run_item(
+                    body, self.store, self.settings, executor_for, may_run=self._online_idle))
+                await loop.run_in_executor(pool, self.adapters.queue.ack, offline.LANE, receipt)
+            except Exception:  # not acknowledged: retried after the visibility timeout, then dead-lettered
+                log.exception("offline item %s/%s failed; it will be retried", body.get("job"), body.get("item"))
 
     async def _job_loop(self) -> None:
         loop = asyncio.get_running_loop()
         lane = build_lane(self.hardware)
         limits = ProfileLimits(timeout_s=self.settings.profile_timeout_s, memory_bytes=self.settings.profile_memory_bytes)
+        if self.missing_runtimes:  # never take a job this machine cannot build: it waits for a worker that can
+            log.warning("worker %s is declared %s but lacks %s (has %s): not taking %s jobs",
+                        self.id, self.hardware, ", ".join(self.missing_runtimes), ", ".join(self.runtimes) or "nothing", lane)
+            return
         while self.state == WORKER_UP:
             try:
                 msg = await loop.run_in_executor(None, lambda: self.adapters.queue.receive(lane, visibility_s=900))
@@ -139,7 +232,8 @@ class WorkerAgent:
             receipt, body = msg
             log.info("build job %s on %s", body.get("architecture"), self.hardware)
             try:
-                await loop.run_in_executor(None, lambda: run_build_job(body, self.store, self.adapters.models, limits=limits))
+                await loop.run_in_executor(None, lambda: run_build_job(body, self.store, self.adapters.models, limits=limits,
+                                                                         cache_dir=self.cache_dir))
                 self.adapters.queue.ack(lane, receipt)
             except NotFound as exc:  # architecture deleted meanwhile: nothing to do
                 log.info("build job dropped: %s", exc.message)
@@ -165,6 +259,7 @@ class WorkerAgent:
 
     async def _infer(self, scope, receive, send, variant_id: str) -> None:
         self.inflight += 1
+        self.last_online = time.monotonic()
         try:
             body = await read_body(receive, self.settings.max_body_bytes)
             objective = None
@@ -215,6 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env(data_dir=args.data_dir, host=args.host)
+    # Offline work runs in a thread beside the event loop that answers online
+    # queries: hand the interpreter over every 0.5 ms rather than every 5 ms.
+    sys.setswitchinterval(0.0005)
     port = args.port or free_port(settings.host)
     worker_id = args.worker_id or f"{args.hardware}-{uuid.uuid4().hex[:8]}"
     agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{settings.host}:{port}")

@@ -1,0 +1,53 @@
+"""Offline jobs: submit, list, status, cancel. See ``infaas.offline``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from ..identity import Principal
+from . import oip
+from .deps import Services, require, services
+
+router = APIRouter(prefix="/v1/jobs", tags=["offline jobs"])
+
+_SUBMIT_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object",
+            "properties": {
+                "input": {"type": "string", "description": "folder under the offline root, or s3://bucket/prefix"},
+                "output": {"type": "string", "description": "folder under the offline root, or s3://bucket/prefix"},
+                "task": {"type": "string"}, "architecture": {"type": "string"}, "variant": {"type": "string"},
+                "objective": {"type": "object", "properties": {"min_accuracy": {"type": "number"},
+                                                               "max_cost": {"type": "number"}}},
+                "deadline_s": {"type": "number"},
+            },
+            "required": ["input", "output"],
+        }}},
+    }
+}
+
+
+@router.post("", summary="Submit an offline job; answers at once with its id", openapi_extra=_SUBMIT_DOC)
+async def submit(request: Request, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    doc = oip.parse_json(await request.body())
+    status = await run_in_threadpool(svc.jobs.submit, doc, caller.tenant)
+    return JSONResponse(status, status_code=201)
+
+
+@router.get("", summary="Your jobs")
+def list_jobs(svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return {"jobs": svc.jobs.jobs(caller.tenant)}
+
+
+@router.get("/{job_id}", summary="Items done, failed (with errors) and left; estimated time to finish")
+def job_status(job_id: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return svc.jobs.status(job_id, caller.tenant)
+
+
+@router.post("/{job_id}/cancel", summary="Cancel a job; items not yet started are dropped")
+def cancel(job_id: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return svc.jobs.cancel(job_id, caller.tenant)
