@@ -168,7 +168,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         assert v.profile is not None
         steady = service_ms(v, 0, query.rows)
         cold = v.profile.load_ms + steady
-        worker = _roomiest(workers, v.id)
+        worker = _roomiest(workers, v)
         if worker is None:
             continue
         if obj.latency_ms is None or cold <= obj.latency_ms:
@@ -195,9 +195,11 @@ def _rank(o: _Option) -> tuple:
     return (o.tier, o.latency_ms, o.cost) if o.tier == 4 else (o.tier, o.cost, o.latency_ms)
 
 
-def _roomiest(workers: tuple[Worker, ...], variant_id: str) -> Worker | None:
-    """The worker with the most free memory that does not hold the variant yet."""
-    free = [w for w in workers if not any(r.variant_id == variant_id for r in w.replicas)]
+def _roomiest(workers: tuple[Worker, ...], variant: Variant) -> Worker | None:
+    """The worker with the most free memory that can run the variant and does not hold it yet."""
+    from .variants.hardware import can_run  # a gpu worker without CUDA never gets a gpu variant
+
+    free = [w for w in workers if can_run(w, variant) and not any(r.variant_id == variant.id for r in w.replicas)]
     if not free:
         return None
     return max(free, key=lambda w: (w.memory_budget_bytes - w.memory_used_bytes, -len(w.replicas), w.id))

@@ -149,9 +149,18 @@ class ControlPlane:
             raise InvalidInput("validation inputs contain NaN or infinity", field="validation")
 
     def model_status(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        from .variants.hardware import waiting_reason
+
         arch = self.visible_architecture(name, tenant)
         variants = self.store.variants_of(name)
-        return {**describe_architecture(arch), "status": overall_status(variants), "variants": [describe_variant(v) for v in variants]}
+        described = [describe_variant(v) for v in variants]
+        if any(v.status == "pending" for v in variants):
+            workers = self.store.workers()
+            for d, v in zip(described, variants):
+                reason = waiting_reason(v, workers)
+                if reason:
+                    d["message"] = f"waiting: {reason}"
+        return {**describe_architecture(arch), "status": overall_status(variants), "variants": described}
 
     def visible_architecture(self, name: str, tenant: str) -> Architecture:
         arch = self.store.find_architecture(name)

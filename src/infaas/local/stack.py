@@ -168,7 +168,10 @@ def run(settings: Settings) -> None:
             print("No API key exists yet. Create the first one (shown once) in another terminal with:\n"
                   f"  infaas tenants create <tenant> --scopes query,register,admin --data-dir {settings.data_dir}\n"
                   "then send it as 'Authorization: Bearer <key>' (the CLI reads INFAAS_API_KEY).", flush=True)
-        uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+        # Keep idle client connections longer than clients keep them (httpx: 5 s), so a
+        # client never reuses a connection the server is closing at that moment.
+        uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                    timeout_keep_alive=65)
     finally:
         stop.set()
         workers.stop_all()

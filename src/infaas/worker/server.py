@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     worker_id = args.worker_id or f"{args.hardware}-{uuid.uuid4().hex[:8]}"
     agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{settings.host}:{port}")
     config = uvicorn.Config(agent, host=settings.host, port=port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=10, access_log=False)
+                            timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65)
     server = uvicorn.Server(config)
     log.info("worker %s (%s) listening on %s:%d", worker_id, args.hardware, settings.host, port)
     server.run()
