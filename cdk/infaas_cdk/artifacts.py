@@ -1,0 +1,73 @@
+"""What the stack ships, located (and staged) at synth time, without Docker.
+
+* Function code: ``functions/<name>/`` plus the ``infaas`` package, copied to
+  ``build/functions/<name>/`` on every synth (well under a megabyte).
+* The dependencies layer: ``build/layers/deps/`` from ``make layers``
+  (``layers/build.py``).
+* Worker bundles: ``build/worker/<hardware>/`` from ``python worker_ami/build_bundle.py``
+  (``worker_ami/build_bundle.py``): the install script, the systemd units and
+  a wheelhouse, downloaded to the instance at boot.
+
+A fresh clone has no layer and no bundle yet; synthesis still works (tests and
+``make synth`` need nothing downloaded) with placeholder folders and a
+warning. ``-c infaas:require_artifacts=true`` -- the README's deploy command --
+turns a missing artifact into an error instead, so nothing half-built is ever
+deployed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .config import ROOT
+
+BUILD = ROOT / "build"
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+
+
+class MissingArtifact(RuntimeError):
+    pass
+
+
+def stage_function(name: str) -> Path:
+    """``build/functions/<name>``: the handler's folder and the ``infaas`` package."""
+    out = BUILD / "functions" / name
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(ROOT / "functions" / name, out, ignore=_IGNORE)
+    shutil.copytree(ROOT / "src" / "infaas", out / "infaas", ignore=_IGNORE)
+    return out
+
+
+def _placeholder(name: str, note: str) -> Path:
+    folder = BUILD / "placeholder" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "NOT_BUILT.txt").write_text(note + "\n")
+    return folder
+
+
+def layer_dir(require: bool) -> tuple[Path, bool]:
+    """The built layer folder (with ``python/`` inside), or a placeholder."""
+    built = BUILD / "layers" / "deps"
+    if (built / "python").is_dir() and (built / "manifest.json").is_file():
+        return built, True
+    note = "The Lambda dependencies layer is not built: run `make layers` before `cdk deploy`."
+    if require:
+        raise MissingArtifact(note)
+    folder = _placeholder("layer", note)
+    (folder / "python").mkdir(exist_ok=True)
+    return folder, False
+
+
+def worker_bundle(hardware: str, require: bool) -> tuple[Path, bool]:
+    """``build/worker/<hardware>`` (install script, units, wheelhouse), or a
+    placeholder whose install script stops with a message."""
+    built = BUILD / "worker" / hardware
+    if (built / "wheelhouse").is_dir() and (built / "install.sh").is_file():
+        return built, True
+    note = f"The {hardware} worker bundle is not built: run `python worker_ami/build_bundle.py` before `cdk deploy`."
+    if require:
+        raise MissingArtifact(note)
+    folder = _placeholder(f"worker-{hardware}", note)
+    (folder / "install.sh").write_text(f"#!/bin/bash\necho '{note}' >&2\nexit 1\n")
+    return folder, False

@@ -1,0 +1,127 @@
+"""Worker fleets: one Auto Scaling group per hardware type, each from a launch template.
+
+A worker machine is built at boot by user data on a stock image (see
+``worker_ami/README.md`` for the choice): it downloads its hardware type's
+bundle (install script, systemd units, a wheelhouse) from the CDK asset
+bucket through the S3 gateway endpoint, writes ``/etc/infaas/worker.env``
+(region, table, bucket, queue prefix, group), and runs the install script,
+which starts ``infaas-worker.service`` and ``infaas-drain.service``.
+
+Every group has the termination lifecycle hook ``infaas-drain``: a leaving
+instance waits (up to the hook's timeout) while its drain watcher drains the
+worker, then completes the action (``infaas.adapters.aws.fleet``).
+"""
+
+from __future__ import annotations
+
+from aws_cdk import (Annotations, Aws, Duration, Stack, Tags, aws_autoscaling as autoscaling, aws_ec2 as ec2,
+                     aws_iam as iam, aws_s3_assets as s3_assets)
+from constructs import Construct
+
+from .artifacts import worker_bundle
+from .config import WORKER_PORT, DeployConfig, FleetConfig, hardware_prices
+from .data import Data
+from .network import Network
+
+HOOK_NAME = "infaas-drain"  # = infaas.adapters.aws.fleet.HOOK_NAME
+DRAIN_TIMEOUT = Duration.minutes(2)
+
+
+class Fleets(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, data: Data, network: Network,
+                 prefix: str) -> None:
+        super().__init__(scope, id)
+        self.role = iam.Role(self, "WorkerRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+                             description="infaas workers: table, model bucket, build lanes, their own drain")
+        data.table.grant_read_write_data(self.role)
+        data.bucket.grant_read_write(self.role)
+        for lane in [*data.lanes.values(), data.offline_lane]:
+            lane.grant_consume_messages(self.role)
+
+        self.group_names = {hw: f"{prefix}-workers-{hw}" for hw in config.fleets}
+        group_arns = [
+            f"arn:{Aws.PARTITION}:autoscaling:{Aws.REGION}:{Aws.ACCOUNT_ID}:autoScalingGroup:*:autoScalingGroupName/{n}"
+            for n in self.group_names.values()
+        ]
+        self.group_arns = group_arns
+        self.role.add_to_policy(iam.PolicyStatement(actions=["autoscaling:CompleteLifecycleAction"],
+                                                    resources=group_arns))
+
+        self.groups: dict[str, autoscaling.AutoScalingGroup] = {}
+        self.launch_templates: dict[str, ec2.LaunchTemplate] = {}
+        for hw, fleet in config.fleets.items():
+            self._group(hw, fleet, config, data, network)
+
+    def _group(self, hw: str, fleet: FleetConfig, config: DeployConfig, data: Data, network: Network) -> None:
+        path, built = worker_bundle(hw, config.require_artifacts)
+        if not built:
+            Annotations.of(self).add_warning_v2(
+                f"infaas:worker-bundle-{hw}", f"The {hw} worker bundle is a placeholder: run "
+                "`python worker_ami/build_bundle.py` before deploying.")
+        bundle = s3_assets.Asset(self, f"Bundle-{hw}", path=str(path))
+        bundle.grant_read(self.role)
+
+        env = {
+            **data.adapter_environment(),
+            "AWS_REGION": Aws.REGION,
+            "AWS_DEFAULT_REGION": Aws.REGION,
+            "INFAAS_HARDWARE": hw,
+            "INFAAS_PORT": str(WORKER_PORT),
+            "INFAAS_GROUP": self.group_names[hw],
+            "INFAAS_HARDWARE_PRICES": hardware_prices(config),
+            "INFAAS_BUILD_HARDWARE": config.build_hardware,
+            "INFAAS_HEARTBEAT_S": "2",
+            "INFAAS_HEARTBEAT_TTL_S": "10",
+            "INFAAS_QUEUE_WAIT_S": "10",
+            "INFAAS_DATA_DIR": "/var/lib/infaas",
+            "INFAAS_MODEL_CACHE_DIR": "/var/cache/infaas",
+        }
+        user_data = ec2.UserData.for_linux()
+        zip_path = user_data.add_s3_download_command(bucket=bundle.bucket, bucket_key=bundle.s3_object_key,
+                                                     local_file="/opt/infaas/bundle.zip")
+        user_data.add_commands(
+            "set -euo pipefail",
+            "mkdir -p /etc/infaas /opt/infaas/bundle",
+            f"python3 -m zipfile -e {zip_path} /opt/infaas/bundle",
+            "cat > /etc/infaas/worker.env <<'EOF'",
+            *[f"{k}={v}" for k, v in env.items()],
+            "EOF",
+            f"bash /opt/infaas/bundle/install.sh {hw}",
+        )
+        machine_image = (ec2.MachineImage.from_ssm_parameter(fleet.ami_parameter, os=ec2.OperatingSystemType.LINUX)
+                         if fleet.ami_parameter else ec2.MachineImage.latest_amazon_linux2023())
+        template = ec2.LaunchTemplate(
+            self, f"Template-{hw}",
+            instance_type=ec2.InstanceType(fleet.instance_type),
+            machine_image=machine_image,
+            role=self.role,
+            security_group=network.worker_sg,
+            user_data=user_data,
+            require_imdsv2=True,
+            http_put_response_hop_limit=1,
+            detailed_monitoring=True,
+            block_devices=[ec2.BlockDevice(device_name=fleet.root_device, volume=ec2.BlockDeviceVolume.ebs(
+                fleet.root_gb, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3, delete_on_termination=True))],
+        )
+        group = autoscaling.AutoScalingGroup(
+            self, f"Group-{hw}",
+            auto_scaling_group_name=self.group_names[hw],
+            vpc=network.vpc,
+            vpc_subnets=network.subnets,
+            launch_template=template,
+            min_capacity=fleet.min_size,
+            max_capacity=fleet.max_size,
+            health_checks=autoscaling.HealthChecks.ec2(grace_period=Duration.minutes(10)),
+            group_metrics=[autoscaling.GroupMetrics.all()],
+        )
+        group.add_lifecycle_hook(
+            "Drain", lifecycle_hook_name=HOOK_NAME,
+            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_TERMINATING,
+            heartbeat_timeout=DRAIN_TIMEOUT, default_result=autoscaling.DefaultResult.CONTINUE,
+        )
+        Tags.of(group).add("infaas:hardware", hw)
+        self.groups[hw] = group
+        self.launch_templates[hw] = template
+
+    def group_names_json(self) -> str:
+        return Stack.of(self).to_json_string(self.group_names)

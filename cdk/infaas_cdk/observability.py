@@ -1,0 +1,88 @@
+"""Observability: one CloudWatch dashboard, and alarms an operator should see.
+
+The dashboard shows the query path (API requests and errors, selector
+latency per hardware type, worker faults), the functions (invocations,
+errors, duration), the fleets (in-service instances per group), the build
+lanes and their dead-letter queues, and the table's throttling.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, aws_apigateway as apigw, aws_cloudwatch as cw, aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from .config import DeployConfig
+from .data import Data
+from .fleets import Fleets
+
+MINUTE = Duration.minutes(1)
+
+
+class Observability(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, data: Data, fleets: Fleets,
+                 rest_api: apigw.RestApi, functions: dict[str, lambda_.Function], prefix: str) -> None:
+        super().__init__(scope, id)
+        hardware = list(config.fleets)
+        self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"{prefix}-overview",
+                                      default_interval=Duration.hours(3))
+        api_metric = lambda name, stat="Sum": cw.Metric(  # noqa: E731
+            namespace="AWS/ApiGateway", metric_name=name, statistic=stat, period=MINUTE,
+            dimensions_map={"ApiName": rest_api.rest_api_name, "Stage": rest_api.deployment_stage.stage_name})
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="API requests and errors", width=12,
+                           left=[api_metric("Count"), api_metric("4XXError"), api_metric("5XXError")]),
+            cw.GraphWidget(title="API latency (p50, p99)", width=12,
+                           left=[api_metric("Latency", "p50"), api_metric("Latency", "p99")]),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Query latency p99 by hardware (ms)", width=12, left=[
+                cw.Metric(namespace="Infaas", metric_name="QueryLatency", dimensions_map={"Hardware": hw},
+                          statistic="p99", period=MINUTE, label=hw) for hw in hardware]),
+            cw.GraphWidget(title="Queries by hardware; worker faults", width=12, left=[
+                cw.Metric(namespace="Infaas", metric_name="Queries", dimensions_map={"Hardware": hw},
+                          statistic="Sum", period=MINUTE, label=hw) for hw in hardware],
+                right=[cw.Metric(namespace="Infaas", metric_name="WorkerFaults",
+                                 dimensions_map={"service": "infaas-selector"}, statistic="Sum", period=MINUTE)]),
+        )
+        self.dashboard.add_widgets(*[
+            cw.GraphWidget(title=f"{name} function", width=8,
+                           left=[fn.metric_invocations(period=MINUTE), fn.metric_errors(period=MINUTE)],
+                           right=[fn.metric_duration(period=MINUTE, statistic="p99")])
+            for name, fn in functions.items()
+        ])
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Workers in service by hardware", width=12, left=[
+                cw.Metric(namespace="AWS/AutoScaling", metric_name="GroupInServiceInstances",
+                          dimensions_map={"AutoScalingGroupName": fleets.group_names[hw]}, statistic="Maximum",
+                          period=MINUTE, label=hw) for hw in hardware]),
+            cw.GraphWidget(title="Build lanes: waiting, dead-lettered", width=12,
+                           left=[q.metric_approximate_number_of_messages_visible(period=MINUTE, label=f"build-{hw}")
+                                 for hw, q in data.lanes.items()],
+                           right=[q.metric_approximate_number_of_messages_visible(period=MINUTE, label=f"dlq-{hw}")
+                                  for hw, q in data.dead_letters.items()]),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Metadata table: throttled requests", width=12, left=[
+                data.table.metric_throttled_requests_for_operations(
+                    operations=[dynamodb.Operation.GET_ITEM, dynamodb.Operation.QUERY, dynamodb.Operation.PUT_ITEM,
+                                dynamodb.Operation.UPDATE_ITEM], period=MINUTE)]),
+        )
+
+        # operator alarms (shown on the dashboard; subscribe a topic to act on them)
+        self.operator_alarms = [
+            cw.Alarm(self, f"DeadLetters-{hw}", alarm_name=f"{prefix}-dead-letters-{hw}",
+                     alarm_description=f"build jobs for {hw} failed {3} times and were dead-lettered",
+                     metric=q.metric_approximate_number_of_messages_visible(period=Duration.minutes(5),
+                                                                            statistic="Maximum"),
+                     threshold=1, evaluation_periods=1,
+                     comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                     treat_missing_data=cw.TreatMissingData.NOT_BREACHING)
+            for hw, q in data.dead_letters.items()
+        ]
+        self.operator_alarms.append(cw.Alarm(
+            self, "Api5xx", alarm_name=f"{prefix}-api-5xx", alarm_description="API answers 5xx",
+            metric=api_metric("5XXError"), threshold=5, evaluation_periods=5, datapoints_to_alarm=3,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING))
+        self.dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", width=24, alarms=self.operator_alarms))

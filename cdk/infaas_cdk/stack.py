@@ -1,0 +1,42 @@
+"""The stack: network, data, functions, API, fleets, autoscaling, observability."""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from .api import Api
+from .autoscaling import Autoscaling
+from .config import DeployConfig
+from .data import Data
+from .fleets import Fleets
+from .functions import Functions
+from .network import Network
+from .nag import acknowledge
+from .observability import Observability
+
+
+class InfaasStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, prefix: str = "infaas", **kwargs) -> None:
+        super().__init__(scope, id, description="infaas: model-less inference serving (API, workers, autoscaler)",
+                         **kwargs)
+        self.config = config
+        self.network = Network(self, "Network", config=config)
+        self.data = Data(self, "Data", config=config, prefix=prefix)
+        self.functions = Functions(self, "Functions", config=config, data=self.data, network=self.network)
+        self.api = Api(self, "Api", config=config, frontend=self.functions.frontend, selector=self.functions.selector)
+        self.fleets = Fleets(self, "Fleets", config=config, data=self.data, network=self.network, prefix=prefix)
+        self.autoscaling = Autoscaling(self, "Autoscaling", config=config, data=self.data, fleets=self.fleets,
+                                       autoscaler=self.functions.autoscaler, prefix=prefix)
+        self.observability = Observability(
+            self, "Observability", config=config, data=self.data, fleets=self.fleets, rest_api=self.api.rest_api,
+            functions={"frontend": self.functions.frontend, "selector": self.functions.selector,
+                       "autoscaler": self.functions.autoscaler},
+            prefix=prefix)
+
+        CfnOutput(self, "ApiUrl", value=self.api.rest_api.url, description="base URL; sign requests with SigV4")
+        CfnOutput(self, "TableName", value=self.data.table.table_name)
+        CfnOutput(self, "BucketName", value=self.data.bucket.bucket_name)
+        CfnOutput(self, "QueuePrefix", value=self.data.queue_prefix)
+        CfnOutput(self, "Dashboard", value=self.observability.dashboard.dashboard_name)
+        acknowledge(self)

@@ -1,0 +1,133 @@
+"""Lambda: one control period of the autoscaler over the worker groups.
+
+Invoked by EventBridge on every state change of a scaling alarm ("CloudWatch
+Alarm State Change": query latency per hardware type, build backlog per
+hardware type) and on a one-minute schedule, because an alarm action fires
+only on a change and an alarm that stays in ALARM must keep scaling. Every
+invocation does the same, whatever woke it: ``infaas.autoscaler.Autoscaler
+.run_once`` -- read the workers' heartbeats, the ready variants and the policy
+state from the store, call the pure ``scaling.plan``, raise group capacities,
+drain the workers the plan releases (``AsgFleet.drain``: the instance leaves
+through the group's termination hook after its worker drained), and save the
+new state with a conditional write, so two overlapping invocations cannot
+both act.
+
+Two things come from AWS rather than from settings, read afresh each time:
+
+* each hardware type's bounds are its Auto Scaling group's ``MinSize`` and
+  ``MaxSize`` (one source of truth, set by ``cdk deploy``);
+* a hardware type with build jobs waiting or running in its lane
+  (``build-<hardware>``) keeps at least one worker, so a fleet at zero (the
+  default for GPU and Inferentia) starts a machine to build and profile the
+  variants of a newly registered model, and does not release it mid-build.
+
+Environment (validated once per container): ``INFAAS_FLEET_GROUPS`` (JSON
+``{hardware: group name}``) and the ``INFAAS_*`` variables of the adapters
+and of the scaling policy (``INFAAS_SCALE_*``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+import logging
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from infaas.adapters.aws import metrics as names
+from infaas.adapters.aws._sdk import sdk_errors
+from infaas.adapters.aws.fleet import AsgFleet
+from infaas.adapters.aws.sqs import queue_urls_by_name
+from infaas.autoscaler import Autoscaler
+from infaas.settings import Settings, SettingsError
+from infaas.variants.jobs import build_lane
+from infaas.wiring import make_adapters
+
+logger = Logger()
+# the package's own loggers (infaas.*) log through Powertools too: JSON, with the correlation id
+logging.getLogger("infaas")
+copy_config_to_registered_loggers(source_logger=logger, include={"infaas"})
+metrics = Metrics()
+
+
+def fleet_groups(env: Mapping[str, str]) -> dict[str, str]:
+    raw = env.get("INFAAS_FLEET_GROUPS", "")
+    try:
+        groups = json.loads(raw)
+    except ValueError:
+        raise SettingsError(f"INFAAS_FLEET_GROUPS={raw!r}: expected a JSON object {{hardware: group name}}") from None
+    if not isinstance(groups, dict) or not groups or not all(isinstance(v, str) for v in groups.values()):
+        raise SettingsError(f"INFAAS_FLEET_GROUPS={raw!r}: expected a non-empty JSON object {{hardware: group name}}")
+    return {str(k): v for k, v in groups.items()}
+
+
+class AwsAutoscaler:
+    """``Autoscaler`` with the bounds and build floors of this period."""
+
+    def __init__(self, settings: Settings, adapters: Any, fleet: AsgFleet) -> None:
+        self.settings, self.adapters, self.fleet = settings, adapters, fleet
+        queue = adapters.queue
+        self.sqs = queue.client
+        self._lane_url = queue_urls_by_name(self.sqs, adapters.resources.queue_prefix) \
+            if adapters.resources.queue_urls is None else adapters.resources.queue_urls.__getitem__
+
+    def build_jobs(self, hardware: str) -> int:
+        """Build jobs waiting or running (in flight) in the hardware type's lane."""
+        with sdk_errors(f"reading the build lane of {hardware}"):
+            attributes = self.sqs.get_queue_attributes(
+                QueueUrl=self._lane_url(build_lane(hardware)),
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+        return sum(int(v) for v in attributes.values())
+
+    def params(self):
+        groups = self.fleet.states()
+        base = self.settings.scaling_params()
+        floors = {hw: min(1, g.max_size) if self.build_jobs(hw) else 0 for hw, g in groups.items()}
+        return dataclasses.replace(
+            base,
+            min_workers={hw: max(g.min_size, floors[hw]) for hw, g in groups.items()},
+            max_workers={hw: g.max_size for hw, g in groups.items()},
+        )
+
+    def run_once(self):
+        params = self.params()
+        plan = Autoscaler(self.adapters.store, self.fleet, params, self.settings.hardware).run_once()
+        for hw, n in (plan.desired_workers.items() if plan else ()):
+            with single_metric(name=names.DESIRED_WORKERS, unit=MetricUnit.Count, value=n,
+                               namespace=metrics.namespace) as m:
+                m.add_dimension(name="Hardware", value=hw)
+        return plan, params
+
+
+def build(env: Mapping[str, str] | None = None) -> AwsAutoscaler:
+    env = os.environ if env is None else env
+    settings = Settings.from_env(env)
+    return AwsAutoscaler(settings, make_adapters(settings), AsgFleet(fleet_groups(env)))
+
+
+AUTOSCALER = build()
+
+
+@logger.inject_lambda_context(log_event=True)
+@metrics.log_metrics
+def handler(event, context):
+    logger.append_keys(trigger=event.get("detail-type", "direct") if isinstance(event, dict) else "direct")
+    plan, params = AUTOSCALER.run_once()
+    if plan is None:
+        return {"applied": False, "reason": "another invocation applied a plan meanwhile"}
+    result = {
+        "applied": True,
+        "desired_workers": plan.desired_workers,
+        "drain": list(plan.drain),
+        "reasons": list(plan.reasons),
+        "min_workers": dict(params.min_workers),
+        "max_workers": dict(params.max_workers),
+    }
+    logger.info("control period", extra=result)
+    return result

@@ -1,0 +1,79 @@
+"""Lambda: the data-plane API (``/v1/infer``, Open Inference Protocol ``/v2/*``).
+
+The hot path is API Gateway -> this function -> a worker on the private
+network: the function runs in the VPC (the workers' security group admits
+only this function's), parses and validates the query, selects a variant and
+a worker (``infaas.selection``), sends the rows to the worker and, on a
+worker fault, retries once on another worker (``DataPlane.infer``). No other
+Lambda is called on a query.
+
+The catalogue and the cluster view are cached per container and refreshed
+every ``INFAAS_SNAPSHOT_S`` (the catalogue only when its version moved), so a
+warm container answers with one DynamoDB read per refresh, not per query.
+Each answer is measured in embedded metric format (``QueryLatency`` and
+``Queries`` per hardware type, ``WorkerFaults``, ``Rejected``): the
+autoscaler's latency alarms read them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from mangum import Mangum
+
+from infaas.adapters.aws import metrics as names
+from infaas.adapters.aws.wiring import ApiGatewayIdentity, lambda_services
+from infaas.api.app import create_app
+from infaas.errors import InfaasError
+from infaas.service import DataPlane
+from infaas.settings import Settings
+from infaas.worker.client import HttpWorkerClient
+from infaas.wiring import make_adapters
+
+logger = Logger()
+# the package's own loggers (infaas.*) log through Powertools too: JSON, with the correlation id
+logging.getLogger("infaas")
+copy_config_to_registered_loggers(source_logger=logger, include={"infaas"})
+metrics = Metrics()
+
+
+def _hardware(variant_id: str) -> str:
+    parts = variant_id.split(":")  # architecture:format:hardware:bN
+    return parts[2] if len(parts) > 2 else "unknown"
+
+
+class MeasuredDataPlane(DataPlane):
+    """The data plane, with one metric line per answer (EMF on stdout)."""
+
+    async def infer(self, query, arrays):
+        try:
+            answer = await super().infer(query, arrays)
+        except InfaasError as exc:
+            with single_metric(name=names.REJECTED, unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as m:
+                m.add_dimension(name="Reason", value=exc.code)
+            raise
+        hardware = _hardware(answer.decision.variant)
+        with single_metric(name=names.QUERY_LATENCY, unit=MetricUnit.Milliseconds, value=answer.latency_ms,
+                           namespace=metrics.namespace) as m:
+            m.add_dimension(name="Hardware", value=hardware)
+        with single_metric(name=names.QUERIES, unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as m:
+            m.add_dimension(name="Hardware", value=hardware)
+        if answer.retried:
+            metrics.add_metric(name=names.WORKER_FAULTS, unit=MetricUnit.Count, value=1)
+        return answer
+
+
+SETTINGS = Settings.from_env()
+ADAPTERS = make_adapters(SETTINGS)  # the role only allows reading the table: the store is all this function uses
+DATA = MeasuredDataPlane(ADAPTERS.store, HttpWorkerClient(timeout_s=SETTINGS.request_timeout_s), SETTINGS)
+ASGI = Mangum(ApiGatewayIdentity(create_app(lambda_services(SETTINGS, ADAPTERS, DATA))), lifespan="off")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+def handler(event, context):
+    return ASGI(event, context)

@@ -1,0 +1,56 @@
+"""The docker-free layer build and Lambda's size limit (acceptance 4).
+
+The layer is built by ``layers/build.py`` (``make layers``); this module
+builds it when it is missing or stale (a few seconds with pip's cache, pip
+downloads from the package index otherwise) and then measures what Lambda
+would unzip: each function's code plus its layer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def layers():
+    spec = importlib.util.spec_from_file_location("infaas_layers_build", ROOT / "layers" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.build()
+    return module
+
+
+def test_each_function_plus_its_layers_fits_lambdas_unzipped_limit(layers):
+    sizes = layers.sizes()
+    assert set(sizes) == {"frontend", "selector", "autoscaler"}
+    for name, s in sizes.items():
+        assert s["function"] > 0 and s["layers"] > 10_000_000, (name, s)
+        assert s["total"] < 250 * 1000 * 1000, (name, s)
+
+
+def test_the_layer_holds_binary_wheels_for_the_lambda_runtime(layers):
+    python = layers.OUT / "python"
+    manifest = json.loads((layers.OUT / "manifest.json").read_text())
+    assert manifest["python"] == "3.12" and manifest["platform"] == "manylinux2014_x86_64"
+    for package in ("numpy", "onnx", "fastapi", "pydantic_core", "mangum", "aws_lambda_powertools", "multipart"):
+        assert (python / package).is_dir(), package
+    extensions = list((python / "numpy").rglob("*.so"))
+    assert extensions and all("cpython-312-x86_64-linux-gnu" in p.name for p in extensions
+                              if "cpython" in p.name)
+    assert not (python / "onnx" / "backend" / "test").exists()  # pruned: ~60 MB of sample models
+    assert not (python / "boto3").exists()  # the runtime provides it
+
+
+def test_the_function_code_is_the_handler_folder_plus_the_package(synthesized):
+    assets = [p for p in synthesized.outdir.iterdir() if p.is_dir() and p.name.startswith("asset.")]
+    handlers = [p for p in assets if (p / "handler.py").is_file()]
+    assert len(handlers) == 3
+    for folder in handlers:
+        assert (folder / "infaas" / "service.py").is_file()
+        assert not list(folder.rglob("__pycache__"))

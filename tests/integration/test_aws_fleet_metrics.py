@@ -1,0 +1,241 @@
+"""The fleet (Auto Scaling), metrics (CloudWatch) and wiring adapters on moto,
+and the autoscaler function driven by EventBridge events."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import time
+
+import pytest
+
+from aws_support import LambdaContext, load_function
+from infaas.adapters.aws.fleet import AsgFleet, DrainWatcher
+from infaas.adapters.aws.metrics import CloudWatchMetrics, EmfMetrics
+from infaas.adapters.aws.wiring import AwsAdapters, AwsResources, IamAuthenticator, tenant_of_arn
+from infaas.domain import Worker
+from infaas.errors import InvalidInput, Unauthenticated
+from infaas.settings import Settings, SettingsError
+
+
+@pytest.fixture(scope="module")
+def groups(deployment):
+    """One group per hardware type, from launch templates, as the stack declares them."""
+    ec2, autoscaling = deployment.client("ec2"), deployment.client("autoscaling")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    names = {}
+    for hardware, (desired, max_size) in {"cpu": (2, 3), "gpu": (0, 2), "inferentia": (0, 1)}.items():
+        template = f"{deployment.prefix}-{hardware}"
+        ec2.create_launch_template(LaunchTemplateName=template,
+                                   LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"})
+        names[hardware] = f"{deployment.prefix}-workers-{hardware}"
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=names[hardware], MinSize=0, MaxSize=max_size, DesiredCapacity=desired,
+            LaunchTemplate={"LaunchTemplateName": template, "Version": "$Latest"},
+            AvailabilityZones=["us-east-1a"],
+        )
+    return names
+
+
+@pytest.fixture
+def fleet(groups, deployment):
+    return AsgFleet(groups, client=deployment.client("autoscaling"))
+
+
+def _reset(fleet: AsgFleet, counts: dict[str, int]) -> None:
+    for hw, n in counts.items():
+        fleet.client.set_desired_capacity(AutoScalingGroupName=fleet.groups[hw], DesiredCapacity=n)
+
+
+def test_fleet_reports_one_group_per_hardware_type(fleet):
+    _reset(fleet, {"cpu": 2, "gpu": 0, "inferentia": 0})
+    assert fleet.desired() == {"cpu": 2, "gpu": 0, "inferentia": 0}
+    states = fleet.states()
+    assert len(states["cpu"].in_service) == 2 and states["gpu"].max_size == 2
+
+
+def test_set_desired_only_adds_capacity_within_the_maximum(fleet):
+    _reset(fleet, {"cpu": 1, "gpu": 0})
+    fleet.set_desired("gpu", 1)
+    assert fleet.desired()["gpu"] == 1
+    fleet.set_desired("gpu", 0)  # lower: left to drain()
+    assert fleet.desired()["gpu"] == 1
+    fleet.set_desired("cpu", 10)  # above the maximum: the maximum
+    assert fleet.desired()["cpu"] == 3
+
+
+def test_drain_releases_that_instance_and_lowers_the_count(fleet):
+    _reset(fleet, {"cpu": 2})
+    before = fleet.state("cpu")
+    victim = before.in_service[0]
+    fleet.drain(victim)
+    after = fleet.state("cpu")
+    assert after.desired == 1
+    assert victim not in after.in_service
+    fleet.drain("i-notinanygroup")  # unknown: nothing happens
+    assert fleet.state("cpu").desired == 1
+
+
+def test_unknown_hardware_type_is_not_found(fleet):
+    from infaas.errors import NotFound
+
+    with pytest.raises(NotFound):
+        fleet.set_desired("tpu", 1)
+
+
+def test_drain_watcher_drains_before_completing_the_lifecycle_action():
+    steps: list[str] = []
+    states = iter([None, "InService", "Terminated"])
+    watcher = DrainWatcher(
+        read_target_state=lambda: next(states),
+        signal_worker=lambda sig: steps.append(f"signal {signal.Signals(sig).name}"),
+        stop_worker=lambda: steps.append("stop"),
+        complete=lambda: steps.append("complete"),
+        drain_s=7.0,
+        sleep=lambda s: steps.append(f"sleep {s:g}"),
+    )
+    watcher.run()
+    assert steps == ["sleep 5", "sleep 5", "signal SIGUSR1", "sleep 7", "stop", "complete"]
+
+
+def test_complete_drain_sends_a_valid_lifecycle_request():
+    """moto has no CompleteLifecycleAction: botocore's Stubber checks the request
+    against the service model instead."""
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("autoscaling", region_name="us-east-1")
+    with Stubber(client) as stub:
+        stub.add_response("complete_lifecycle_action", {}, {
+            "AutoScalingGroupName": "g", "LifecycleHookName": "infaas-drain", "InstanceId": "i-1",
+            "LifecycleActionResult": "CONTINUE"})
+        AsgFleet({"cpu": "g"}, client=client).complete_drain("g", "i-1")
+        stub.assert_no_pending_responses()
+
+
+# -- metrics ------------------------------------------------------------------------
+def test_emf_lines_are_embedded_metric_format():
+    out = io.StringIO()
+    EmfMetrics("Infaas", default_dimensions={"service": "t"}, stream=out, clock=lambda: 1700000000.5).put(
+        "QueryLatency", 3.5, unit="Milliseconds", dimensions={"Hardware": "cpu"})
+    doc = json.loads(out.getvalue())
+    assert doc["_aws"] == {"Timestamp": 1700000000500, "CloudWatchMetrics": [
+        {"Namespace": "Infaas", "Dimensions": [["Hardware", "service"]], "Metrics": [{"Name": "QueryLatency", "Unit": "Milliseconds"}]}]}
+    assert doc["QueryLatency"] == 3.5 and doc["Hardware"] == "cpu"
+
+
+def test_put_metric_data_reaches_cloudwatch(deployment):
+    cloudwatch = deployment.client("cloudwatch")
+    namespace = f"{deployment.prefix}/Test"
+    m = CloudWatchMetrics(namespace, client=cloudwatch, batch=2)
+    m.put("Queries", 1, unit="Count", dimensions={"Hardware": "cpu"})
+    m.put("Queries", 2, unit="Count", dimensions={"Hardware": "cpu"})  # fills the batch: sent
+    m.put("Queries", 4, unit="Count", dimensions={"Hardware": "gpu"})
+    assert m.flush() == 1
+    listed = cloudwatch.list_metrics(Namespace=namespace)["Metrics"]
+    assert sorted(d["Value"] for x in listed for d in x["Dimensions"]) == ["cpu", "gpu"]
+    stats = cloudwatch.get_metric_statistics(
+        Namespace=namespace, MetricName="Queries", Dimensions=[{"Name": "Hardware", "Value": "cpu"}],
+        StartTime=time.time() - 600, EndTime=time.time() + 60, Period=60, Statistics=["Sum"])
+    assert sum(p["Sum"] for p in stats["Datapoints"]) == 3
+
+
+@pytest.mark.parametrize("bad", [dict(unit="Msec"), dict(value=float("nan")), dict(value=True)])
+def test_metrics_refuse_bad_values(bad):
+    args = {"value": 1.0, "unit": "Count", **bad}
+    with pytest.raises(InvalidInput):
+        EmfMetrics(stream=io.StringIO()).put("X", args["value"], unit=args["unit"])
+
+
+# -- wiring ---------------------------------------------------------------------------
+def test_resources_name_the_missing_variable():
+    with pytest.raises(SettingsError, match="INFAAS_TABLE"):
+        AwsResources.from_env({"INFAAS_BUCKET": "b", "INFAAS_QUEUE_PREFIX": "p-"})
+    with pytest.raises(SettingsError, match="INFAAS_QUEUE_PREFIX"):
+        AwsResources.from_env({"INFAAS_TABLE": "t", "INFAAS_BUCKET": "b"})
+    with pytest.raises(SettingsError, match="INFAAS_QUEUE_WAIT_S"):
+        AwsResources.from_env({"INFAAS_TABLE": "t", "INFAAS_BUCKET": "b", "INFAAS_QUEUE_PREFIX": "p-",
+                               "INFAAS_QUEUE_WAIT_S": "30"})
+
+
+def test_aws_adapters_work_against_the_deployment(deployment):
+    adapters = AwsAdapters(Settings.from_env(), AwsResources.from_env())
+    adapters.models.put("probe/hello.txt", b"hi")
+    assert adapters.models.get("probe/hello.txt") == b"hi"
+    adapters.queue.send("build-gpu", {"architecture": "x", "hardware": "gpu"})
+    receipt, body = adapters.queue.receive("build-gpu", visibility_s=1)
+    adapters.queue.ack("build-gpu", receipt)
+    assert body == {"architecture": "x", "hardware": "gpu"}
+    assert adapters.store.catalogue_version() >= 0
+
+
+@pytest.mark.parametrize("arn, tenant", [
+    ("arn:aws:iam::123456789012:user/teams/alice", "alice"),
+    ("arn:aws:sts::123456789012:assumed-role/ml-team/session-1", "ml-team"),
+    ("arn:aws:iam::123456789012:root", "123456789012"),
+    ("arn:aws:iam::123456789012:user/bob+ci@example.com", "bob-ci-example.com"),
+])
+def test_tenant_is_the_iam_principal_name(arn, tenant):
+    assert tenant_of_arn(arn) == tenant
+    assert IamAuthenticator()(f"aws-iam {arn}").tenant == tenant
+
+
+def test_requests_without_an_iam_identity_are_refused():
+    with pytest.raises(Unauthenticated):
+        IamAuthenticator()("Bearer infaas_0123456789abcdef_secretsecretsecretsecret")
+
+
+# -- the autoscaler function ------------------------------------------------------------
+ALARM_EVENT = {
+    "version": "0", "id": "e1", "detail-type": "CloudWatch Alarm State Change", "source": "aws.cloudwatch",
+    "account": "123456789012", "region": "us-east-1", "resources": ["arn:aws:cloudwatch:us-east-1:123456789012:alarm:x"],
+    "detail": {"alarmName": "x", "state": {"value": "ALARM"}, "previousState": {"value": "OK"}},
+}
+SCHEDULE_EVENT = {"version": "0", "id": "e2", "detail-type": "Scheduled Event", "source": "aws.events",
+                  "account": "123456789012", "region": "us-east-1", "resources": [], "detail": {}}
+
+
+@pytest.fixture
+def autoscaler(groups, deployment, monkeypatch):
+    monkeypatch.setenv("INFAAS_FLEET_GROUPS", json.dumps(groups))
+    monkeypatch.setenv("INFAAS_SCALE_COOLDOWN_S", "0")
+    monkeypatch.setenv("INFAAS_SCALE_DOWN_PERIODS", "1")
+    return load_function("autoscaler")
+
+
+def test_autoscaler_starts_a_gpu_worker_for_waiting_build_jobs(autoscaler, fleet, deployment, capsys):
+    _reset(fleet, {"cpu": 1, "gpu": 0, "inferentia": 0})
+    before = set(fleet.state("gpu").in_service)  # moto may keep an instance an earlier test left
+    adapters = AwsAdapters(Settings.from_env(), AwsResources.from_env())
+    adapters.queue.send("build-gpu", {"architecture": "resnet", "hardware": "gpu"})
+    result = autoscaler.handler(ALARM_EVENT, LambdaContext())
+    assert result["applied"] and result["min_workers"]["gpu"] == 1
+    assert fleet.desired()["gpu"] == 1
+    # metrics in embedded metric format on stdout (Powertools), one line per hardware type
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert any(line.get("DesiredWorkers") == [1.0] and line.get("Hardware") == "gpu" for line in lines)
+    # the package's own loggers (infaas.autoscaler, infaas.fleet) log as Powertools JSON, with the
+    # invocation's request id and keys
+    import logging
+
+    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+    # (each function loaded in this process copies its Powertools config onto the logger)
+    handler = next(h for h in logging.getLogger("infaas").handlers if isinstance(h.formatter, LambdaPowertoolsFormatter))
+    record = logging.LogRecord("infaas.autoscaler", logging.INFO, __file__, 1, "scaling: x", None, None)
+    doc = json.loads(handler.formatter.format(record))
+    assert doc["message"] == "scaling: x" and doc["name"] == "infaas.autoscaler" and "function_request_id" in doc
+    # the build ran (job acked): the floor goes, and the idle gpu worker is drained
+    receipt, _ = adapters.queue.receive("build-gpu", visibility_s=1)
+    adapters.queue.ack("build-gpu", receipt)
+    (instance,) = set(fleet.state("gpu").in_service) - before
+    adapters.store.heartbeat(Worker(id=instance, hardware="gpu", url="http://10.0.0.9:9000", heartbeat_at=time.time(),
+                                    started_at=time.time() - 600), ttl_s=60)
+    for _ in range(4):  # scale-down waits scale_down_periods consecutive periods
+        result = autoscaler.handler(SCHEDULE_EVENT, LambdaContext())
+        if fleet.desired()["gpu"] == 0:
+            break
+    assert fleet.desired()["gpu"] == 0, result
+    assert instance not in fleet.state("gpu").in_service
+    adapters.store.remove_worker(instance)
