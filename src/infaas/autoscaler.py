@@ -37,6 +37,16 @@ def assignments_for(store: MetadataStore, worker_id: str) -> tuple[str, ...] | N
     return tuple(state.get("assignments", {}).get(worker_id, ()))
 
 
+def placement_changes(before: Mapping[str, tuple[str, ...]], after: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """One line per replica the plan assigns or takes away, for the event log."""
+    lines = []
+    for wid in sorted(set(before) | set(after)):
+        old, new = set(before.get(wid, ())), set(after.get(wid, ()))
+        lines += [f"assign {v} to {wid}" for v in sorted(new - old)]
+        lines += [f"unassign {v} from {wid}" for v in sorted(old - new)]
+    return lines
+
+
 class Autoscaler:
     def __init__(self, store: MetadataStore, fleet: Fleet, params: ScalingParams,
                  hardware: Mapping[str, HardwareType], clock: Callable[[], float] = time.time) -> None:
@@ -65,6 +75,9 @@ class Autoscaler:
                 self.fleet.set_desired(hw, n)
         for worker_id in result.drain:
             self.fleet.drain(worker_id)
+        moves = placement_changes(previous, result.assignments)
+        if moves:
+            result = ScalingPlan(result.desired_workers, result.assignments, result.drain, (*result.reasons, *moves))
         if result.changed:
             self.store.record_event(
                 "scaling",

@@ -185,3 +185,13 @@ def test_idle_variant_keeps_one_replica_until_idle_unload():
     # t=20, 21, 22 are the 3 periods asking for less, so the replica goes at t=22 (index 21)
     assert held.index(False) == 21, held
     assert not any(held[21:])
+
+
+def test_placement_changes_are_listed_for_the_event_log():
+    from infaas.autoscaler import placement_changes
+
+    before = {"w1": ("a", "b"), "w2": ("a",)}
+    after = {"w1": ("a",), "w2": ("a", "c"), "w3": ("b",)}
+    assert placement_changes(before, after) == [
+        "unassign b from w1", "assign c to w2", "assign b to w3",
+    ]
