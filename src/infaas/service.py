@@ -5,6 +5,8 @@ decode, call one method here, and encode.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import io
 import math
 import time
@@ -288,6 +290,79 @@ class WorkerClient:
         return None
 
 
+class Coalescer:
+    """Joins concurrent queries for one variant on one worker into one worker call.
+
+    At most ``max_inflight`` calls per (worker, variant) are on the wire; the
+    queries that arrive meanwhile wait and leave together in the next call, up
+    to ``max_rows`` rows (the variant's max batch). Each caller gets its own
+    rows back, or its own error. Under load this turns N worker round trips
+    into one; a lone query goes out at once.
+    """
+
+    def __init__(self, client: WorkerClient, url: str, variant_id: str, max_rows: int, max_inflight: int = 2) -> None:
+        self.client, self.url, self.variant_id = client, url, variant_id
+        self.max_rows, self.max_inflight = max(1, max_rows), max_inflight
+        self.waiting: collections.deque = collections.deque()  # (feed, rows, objective_ms, future)
+        self.inflight = 0
+
+    async def infer(self, feed: dict[str, np.ndarray], rows: int, objective_ms: float | None) -> dict[str, np.ndarray]:
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting.append((feed, rows, objective_ms, fut))
+        if self.inflight < self.max_inflight:
+            self.inflight += 1
+            asyncio.get_running_loop().create_task(self._drain())
+        return await fut
+
+    def _take(self) -> list:
+        batch = [self.waiting.popleft()]
+        rows = batch[0][1]
+        while self.waiting and rows + self.waiting[0][1] <= self.max_rows:
+            batch.append(self.waiting.popleft())
+            rows += batch[-1][1]
+        return batch
+
+    async def _call(self, batch: list) -> dict[str, np.ndarray]:
+        feed = batch[0][0] if len(batch) == 1 else {k: np.concatenate([b[0][k] for b in batch]) for k in batch[0][0]}
+        objectives = [b[2] for b in batch if b[2] is not None]
+        raw = await self.client.infer(self.url, self.variant_id, tensors.encode(feed), min(objectives) if objectives else None)
+        return tensors.decode(raw)
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                batch = self._take()
+                try:
+                    outputs = await self._call(batch)
+                except WorkerFault as exc:  # every caller sees it, and may retry on another worker
+                    for b in batch:
+                        if not b[3].done():
+                            b[3].set_exception(exc)
+                    continue
+                except Exception as exc:
+                    if len(batch) == 1:
+                        batch[0][3].done() or batch[0][3].set_exception(exc)
+                        continue
+                    # one caller's rows may be what the worker refused: the joint call's
+                    # callers go again one by one, each to its own answer or error
+                    for b in batch:
+                        try:
+                            result = await self._call([b])
+                        except Exception as err:
+                            b[3].done() or b[3].set_exception(err)
+                        else:
+                            b[3].done() or b[3].set_result(result)
+                    continue
+                total, start = sum(b[1] for b in batch), 0
+                for _, n, _, fut in batch:
+                    if not fut.done():
+                        fut.set_result({k: (v[start : start + n] if v.ndim and v.shape[0] == total else v)
+                                        for k, v in outputs.items()})
+                    start += n
+        finally:
+            self.inflight -= 1
+
+
 @dataclass
 class Answer:
     outputs: dict[str, np.ndarray]
@@ -312,6 +387,7 @@ class DataPlane:
         self._cluster = Cluster.build([], settings.hardware)
         self._refreshed_at = -math.inf
         self._suspect_until: dict[str, float] = {}  # worker id -> time it may be selected again
+        self._coalescers: dict[tuple[str, str], Coalescer] = {}
 
     def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
         now = self.clock()
@@ -357,12 +433,12 @@ class DataPlane:
         query = Query(rows, query.objective, query.variant, query.architecture, query.task, query.tenant)
         catalogue, cluster = self.snapshot()
         decision = select(query, catalogue, cluster)
-        frame = tensors.encode(feed)
         targets = [(decision.worker, decision.worker_url), *decision.fallback_workers][:2]
         retried = False
+        max_rows = catalogue.variants[decision.variant].max_batch
         for i, (worker_id, url) in enumerate(targets):
             try:
-                raw = await self.client.infer(url, decision.variant, frame, query.objective.latency_ms)
+                outputs = await self._coalescer(url, decision.variant, max_rows).infer(feed, rows, query.objective.latency_ms)
                 break
             except WorkerFault:
                 self.suspect(worker_id)
@@ -371,8 +447,16 @@ class DataPlane:
                 retried = True
         if retried:
             decision = _moved(decision, targets[1])
-        outputs = tensors.decode(raw)
         return Answer(outputs, decision, (time.perf_counter() - t0) * 1000, retried)
+
+    def _coalescer(self, url: str, variant_id: str, max_rows: int) -> Coalescer:
+        key = (url, variant_id)
+        c = self._coalescers.get(key)
+        if c is None:
+            if len(self._coalescers) > 4096:  # workers come and go: forget idle ones
+                self._coalescers = {k: v for k, v in self._coalescers.items() if v.inflight or v.waiting}
+            c = self._coalescers[key] = Coalescer(self.client, url, variant_id, max_rows)
+        return c
 
 
 def _moved(d: Decision, target: tuple[str, str]) -> Decision:

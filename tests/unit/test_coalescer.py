@@ -1,0 +1,65 @@
+"""The data plane's coalescer: concurrent queries for one variant share one
+worker call, and each caller gets its own rows (or its own error) back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from infaas import tensors
+from infaas.errors import InvalidInput, WorkerFault
+from infaas.service import Coalescer, WorkerClient
+
+
+class Worker(WorkerClient):
+    """A worker that doubles its input, refuses rows containing -1, and records each call's row count."""
+
+    def __init__(self, fault: bool = False) -> None:
+        self.calls: list[int] = []
+        self.fault = fault
+
+    async def infer(self, url, variant_id, frame, objective_ms):
+        x = tensors.decode(frame)["x"]
+        self.calls.append(len(x))
+        await asyncio.sleep(0)  # on the wire: other callers run meanwhile
+        if self.fault:
+            raise WorkerFault("connection reset")
+        if (x == -1).any():
+            raise InvalidInput("model refused a row", field="inputs")
+        return tensors.encode({"y": x * 2, "n": np.array(len(x))})
+
+
+def _run(worker, feeds, max_rows=32):
+    c = Coalescer(worker, "http://w", "v", max_rows=max_rows, max_inflight=1)
+
+    async def main():
+        return await asyncio.gather(*(c.infer({"x": f}, len(f), None) for f in feeds), return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def test_concurrent_callers_share_calls_and_get_their_own_rows():
+    feeds = [np.full((1 + i % 3, 2), float(i), np.float32) for i in range(20)]
+    worker = Worker()
+    results = _run(worker, feeds)
+    for f, r in zip(feeds, results):
+        np.testing.assert_array_equal(r["y"], f * 2)  # its own rows, in order
+    assert sum(worker.calls) == sum(len(f) for f in feeds)
+    assert len(worker.calls) < len(feeds)  # fewer calls than callers
+    assert max(worker.calls) <= 32  # never more rows per call than the variant's max batch
+
+
+def test_a_refused_row_fails_only_its_own_caller():
+    feeds = [np.full((1, 2), float(i), np.float32) for i in range(6)]
+    feeds[3] = np.full((1, 2), -1.0, np.float32)
+    results = _run(Worker(), feeds)
+    assert isinstance(results[3], InvalidInput)
+    for i in (0, 1, 2, 4, 5):
+        np.testing.assert_array_equal(results[i]["y"], feeds[i] * 2)
+
+
+def test_a_worker_fault_reaches_every_caller_of_the_call():
+    results = _run(Worker(fault=True), [np.ones((1, 2), np.float32)] * 4)
+    assert all(isinstance(r, WorkerFault) for r in results)
