@@ -14,6 +14,7 @@ every store keeps them the same way (SQLite rows, DynamoDB items, JSON).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -187,8 +188,8 @@ class Variant:
     profile: Profile | None = None
     message: str = ""  # why it failed or was skipped
 
-    @property
-    def id(self) -> str:
+    @functools.cached_property
+    def id(self) -> str:  # computed once per record: selection reads it on every candidate
         return variant_id(self.architecture, self.runtime, self.format, self.hardware, self.max_batch)
 
     def to_dict(self) -> dict[str, Any]:

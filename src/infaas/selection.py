@@ -35,6 +35,7 @@ from typing import Iterable, Mapping
 
 from .domain import WORKER_UP, Decision, HardwareType, Query, ReplicaLoad, Variant, Worker
 from .errors import InvalidInput, NoFeasibleVariant, NotFound, Unavailable
+from .worker.executor import required_runtimes
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Catalogue:
     variants: Mapping[str, Variant]
     by_architecture: Mapping[str, tuple[Variant, ...]]
     by_task: Mapping[str, tuple[Variant, ...]]
+    # Per (query shape, prices): the candidates that meet accuracy, sorted by cost, with
+    # their steady and cold latencies. Filled as queries arrive; the snapshot is immutable.
+    _ranked: dict = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def build(variants: Iterable[Variant]) -> "Catalogue":
@@ -67,7 +71,8 @@ class Cluster:
     workers: Mapping[str, Worker]
     hardware: Mapping[str, HardwareType]
     replicas: Mapping[str, tuple[tuple[Worker, ReplicaLoad], ...]] = field(default_factory=dict)
-    workers_by_hardware: Mapping[str, tuple[Worker, ...]] = field(default_factory=dict)
+    workers_by_hardware: Mapping[str, tuple[Worker, ...]] = field(default_factory=dict)  # roomiest first
+    held: Mapping[str, frozenset[str]] = field(default_factory=dict)  # worker id -> variant ids loaded
 
     @staticmethod
     def build(workers: Iterable[Worker], hardware: Mapping[str, HardwareType]) -> "Cluster":
@@ -79,11 +84,13 @@ class Cluster:
             by_hw.setdefault(w.hardware, []).append(w)
             for r in w.replicas:
                 replicas.setdefault(r.variant_id, []).append((w, r))
+        roomy = lambda w: (-(w.memory_budget_bytes - w.memory_used_bytes), len(w.replicas), w.id)
         return Cluster(
             workers={w.id: w for w in up},
             hardware=dict(hardware),
             replicas={k: tuple(v) for k, v in replicas.items()},
-            workers_by_hardware={k: tuple(v) for k, v in by_hw.items()},
+            workers_by_hardware={k: tuple(sorted(v, key=roomy)) for k, v in by_hw.items()},
+            held={w.id: frozenset(r.variant_id for r in w.replicas) for w in up},
         )
 
 
@@ -118,7 +125,10 @@ def candidates(query: Query, catalogue: Catalogue) -> tuple[Variant, ...]:
     else:
         found = catalogue.by_task.get(query.task or "", ())
         what = f"task {query.task!r}"
-    visible = tuple(v for v in found if v.tenant == query.tenant or v.visibility == "shared")
+    key = ("visible", query.variant, query.architecture, query.task, query.tenant)
+    visible = catalogue._ranked.get(key)
+    if visible is None:
+        visible = catalogue._ranked[key] = tuple(v for v in found if v.tenant == query.tenant or v.visibility == "shared")
     if not visible:
         # Same message whether it does not exist or belongs to another tenant.
         raise NotFound(f"no ready {what}", field="target")
@@ -136,47 +146,74 @@ class _Option:
     loaded: bool
 
 
+def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, cluster: Cluster) -> list[tuple]:
+    """Candidates meeting the accuracy floor as (cost, variant, steady_ms, cold_ms), cheapest first.
+
+    Memoised on the catalogue snapshot per query shape and prices, so a
+    decision scans a short sorted list instead of re-deriving every profile.
+    """
+    key = (query.variant, query.architecture, query.task, query.tenant, query.objective.min_accuracy, query.rows,
+           tuple(sorted((h, t.price_per_hour) for h, t in cluster.hardware.items())))
+    hit = catalogue._ranked.get(key)
+    if hit is not None:
+        return hit
+    floor = query.objective.min_accuracy
+    entries = []
+    for v in pool:
+        if floor is not None and (v.accuracy or 0.0) < floor:
+            continue
+        price = cluster.hardware[v.hardware].price_per_hour if v.hardware in cluster.hardware else math.inf
+        steady = service_ms(v, 0, query.rows)
+        entries.append((cost_per_query(v, query.rows, price), v, steady, v.profile.load_ms + steady))
+    entries.sort(key=lambda e: (e[0], e[2]))
+    if len(catalogue._ranked) > 50_000:
+        catalogue._ranked.clear()
+    catalogue._ranked[key] = entries
+    return entries
+
+
 def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
     """Choose variant, worker and batch for one query (see the module docstring)."""
     if query.rows < 1:
         raise InvalidInput("a query needs at least one row", field="inputs")
     obj = query.objective
     pool = candidates(query, catalogue)
-    accurate = [v for v in pool if obj.min_accuracy is None or (v.accuracy or 0.0) >= obj.min_accuracy]
+    ranked = _ranked(query, pool, catalogue, cluster)
+    limit = math.inf if obj.latency_ms is None else obj.latency_ms
+    max_cost = math.inf if obj.max_cost is None else obj.max_cost
 
+    # Tiers 1 and 4: replicas already loaded.
     best: _Option | None = None
-    placeable = False
-    for v in accurate:
-        # Placeable means some up worker could run it, whatever it costs: a
-        # query priced out by max_cost is unreachable (422), not unavailable.
-        if cluster.replicas.get(v.id) or cluster.workers_by_hardware.get(v.hardware):
-            placeable = True
-        price = cluster.hardware[v.hardware].price_per_hour if v.hardware in cluster.hardware else math.inf
-        cost = cost_per_query(v, query.rows, price)
-        if obj.max_cost is not None and cost > obj.max_cost:
-            continue
-        batch = min(query.rows, v.max_batch)
+    for cost, v, steady, _cold in ranked:
+        if cost > max_cost or (best is not None and best.tier == 1 and cost > best.cost):
+            break  # sorted by cost: nothing further can be a cheaper loaded replica
         for worker, load in cluster.replicas.get(v.id, ()):
-            lat = service_ms(v, load.queued_rows, query.rows)
-            if obj.latency_ms is None or lat <= obj.latency_ms:
+            batch = min(query.rows, v.max_batch)
+            lat = steady if load.queued_rows == 0 else service_ms(v, load.queued_rows, query.rows)
+            if lat <= limit:
                 best = _better(best, _Option(1, cost, lat, v, worker, batch, True))
-            elif service_ms(v, 0, query.rows) <= obj.latency_ms:  # only its queue is in the way
+            elif steady <= limit:  # only its queue is in the way
                 best = _better(best, _Option(4, cost, lat, v, worker, batch, True))
-        workers = cluster.workers_by_hardware.get(v.hardware, ())
-        if not workers:
-            continue
-        assert v.profile is not None
-        steady = service_ms(v, 0, query.rows)
-        cold = v.profile.load_ms + steady
-        worker = _roomiest(workers, v)
-        if worker is None:
-            continue
-        if obj.latency_ms is None or cold <= obj.latency_ms:
-            best = _better(best, _Option(2, cost, cold, v, worker, batch, False))
-        elif steady <= obj.latency_ms:
-            best = _better(best, _Option(3, cost, cold, v, worker, batch, False))
+
+    # Tiers 2 and 3: load a variant on a worker that can run it, cheapest first.
+    if best is None or best.tier != 1:
+        for cost, v, steady, cold in ranked:
+            if cost > max_cost or (best is not None and best.tier == 2 and cost > best.cost):
+                break
+            worker = _roomiest(cluster, v)
+            if worker is None:
+                continue
+            batch = min(query.rows, v.max_batch)
+            if cold <= limit:
+                best = _better(best, _Option(2, cost, cold, v, worker, batch, False))
+            elif steady <= limit:
+                best = _better(best, _Option(3, cost, cold, v, worker, batch, False))
 
     if best is None:
+        accurate = [e[1] for e in ranked]
+        # Placeable means some up worker could run it, whatever it costs: a
+        # query priced out by max_cost is unreachable (422), not unavailable.
+        placeable = any(cluster.replicas.get(v.id) or cluster.workers_by_hardware.get(v.hardware) for v in accurate)
         if not placeable and accurate:
             hw = sorted({v.hardware for v in accurate})
             raise Unavailable(f"no worker of hardware type {', '.join(hw)} is up", retry_after_s=2.0)
@@ -195,14 +232,30 @@ def _rank(o: _Option) -> tuple:
     return (o.tier, o.latency_ms, o.cost) if o.tier == 4 else (o.tier, o.cost, o.latency_ms)
 
 
-def _roomiest(workers: tuple[Worker, ...], variant: Variant) -> Worker | None:
-    """The worker with the most free memory that can run the variant and does not hold it yet."""
-    from .variants.hardware import can_run  # a gpu worker without CUDA never gets a gpu variant
+_RUNTIMES: dict[tuple[str, str], frozenset[str] | None] = {}
 
-    free = [w for w in workers if can_run(w, variant) and not any(r.variant_id == variant.id for r in w.replicas)]
-    if not free:
-        return None
-    return max(free, key=lambda w: (w.memory_budget_bytes - w.memory_used_bytes, -len(w.replicas), w.id))
+
+def _runs(worker: Worker, variant: Variant) -> bool:
+    """``variants.hardware.can_run``, with the runtimes a variant needs memoised."""
+    if not worker.runtimes:
+        return True  # a worker that reports no runtimes is taken at its word
+    key = (variant.runtime, variant.hardware)
+    if key not in _RUNTIMES:
+        try:
+            _RUNTIMES[key] = frozenset(required_runtimes(variant.runtime, variant.hardware))
+        except Exception:
+            _RUNTIMES[key] = None
+    need = _RUNTIMES[key]
+    return need is not None and need <= set(worker.runtimes)
+
+
+def _roomiest(cluster: Cluster, variant: Variant) -> Worker | None:
+    """The worker with the most free memory that can run the variant and does
+    not hold it yet (a gpu worker without CUDA never gets a gpu variant)."""
+    for w in cluster.workers_by_hardware.get(variant.hardware, ()):
+        if variant.id not in cluster.held[w.id] and _runs(w, variant):
+            return w
+    return None
 
 
 def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
@@ -219,8 +272,13 @@ def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
         parts.append(f"objective {obj.latency_ms:g} ms")
     if obj.min_accuracy is not None:
         parts.append(f"accuracy {o.variant.accuracy:.3f} >= {obj.min_accuracy:g}")
-    others = [w for w, _ in cluster.replicas.get(o.variant.id, ()) if w.id != o.worker.id]
-    others += [w for w in cluster.workers_by_hardware.get(o.variant.hardware, ()) if w.id != o.worker.id and w not in others]
+    # Where to retry on a fault: another replica of the variant, else another worker that can load it.
+    others: list[Worker] = []
+    for w in (*(w for w, _ in cluster.replicas.get(o.variant.id, ())), *cluster.workers_by_hardware.get(o.variant.hardware, ())):
+        if len(others) == 2:
+            break
+        if w.id != o.worker.id and all(w.id != x.id for x in others) and _runs(w, o.variant):
+            others.append(w)
     return Decision(
         variant=o.variant.id,
         worker=o.worker.id,
