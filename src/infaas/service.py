@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import io
 import math
 import time
@@ -37,6 +38,8 @@ from .store import MetadataStore
 from .variants.generate import PLANS, generation_plan
 from .variants.jobs import build_lane
 from .variants.validate import ModelLimits, check_model
+
+log = logging.getLogger("infaas.service")
 
 
 # ---------------------------------------------------------------- control plane
@@ -388,19 +391,39 @@ class DataPlane:
         self._refreshed_at = -math.inf
         self._suspect_until: dict[str, float] = {}  # worker id -> time it may be selected again
         self._coalescers: dict[tuple[str, str], Coalescer] = {}
+        self._refreshing = False
 
     def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
+        """The cached snapshot. A stale one is refreshed in a thread while queries
+        go on with the current one, so a query never waits for the store; a
+        forced refresh (or the first one) happens at once."""
         now = self.clock()
-        if force or now - self._refreshed_at >= self.settings.snapshot_s:
-            version = self.store.catalogue_version()
-            if version != self._catalogue_version:
-                self._catalogue = Catalogue.build(self.store.all_variants())
-                self._specs = {a.name: a.inputs for a in self.store.architectures()}
-                self._catalogue_version = version
-            healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]
-            self._cluster = Cluster.build(healthy, self.settings.hardware)
-            self._refreshed_at = now
+        if force or self._refreshed_at == -math.inf:
+            self._refresh(now)
+        elif now - self._refreshed_at >= self.settings.snapshot_s and not self._refreshing:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside the event loop (a thread, a Lambda handler)
+                self._refresh(now)
+            else:
+                self._refreshing = True
+                loop.run_in_executor(None, self._refresh, now).add_done_callback(self._refreshed)
         return self._catalogue, self._cluster
+
+    def _refreshed(self, fut) -> None:
+        self._refreshing = False
+        if fut.exception() is not None:  # the store was busy: the next query tries again
+            log.warning("snapshot refresh failed: %s", fut.exception())
+
+    def _refresh(self, now: float) -> None:
+        version = self.store.catalogue_version()
+        if version != self._catalogue_version:
+            catalogue = Catalogue.build(self.store.all_variants())
+            self._specs = {a.name: a.inputs for a in self.store.architectures()}
+            self._catalogue, self._catalogue_version = catalogue, version
+        healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]
+        self._cluster = Cluster.build(healthy, self.settings.hardware)
+        self._refreshed_at = now
 
     def input_specs(self, query: Query) -> tuple[TensorSpec, ...]:
         """The input spec of what the query names, if the tenant may use it.
@@ -423,8 +446,11 @@ class DataPlane:
     def suspect(self, worker_id: str) -> None:
         """Keep a worker that just failed out of selection for ``suspect_s``
         (it may be dead; its record expires within ``heartbeat_ttl_s``)."""
-        self._suspect_until[worker_id] = self.clock() + self.settings.suspect_s
-        self._refreshed_at = -math.inf
+        now = self.clock()
+        self._suspect_until[worker_id] = now + self.settings.suspect_s
+        # drop it from the snapshot at once, without a store read
+        self._cluster = Cluster.build([w for w in self._cluster.workers.values() if w.id != worker_id],
+                                      self.settings.hardware)
 
     async def infer(self, query: Query, arrays: Mapping[str, np.ndarray]) -> Answer:
         t0 = time.perf_counter()

@@ -149,8 +149,8 @@ class WorkerAgent:
             if os.getppid() != parent:  # the stack that started us is gone: drain and exit
                 log.warning("parent process exited; worker %s stopping", self.id)
                 os.kill(os.getpid(), signal.SIGTERM)
-            try:
-                self.heartbeat()
+            try:  # store I/O off the event loop: a busy store must not stall online queries
+                await asyncio.get_running_loop().run_in_executor(None, self.heartbeat)
                 await self._reconcile()
             except InfaasError as exc:
                 log.warning("heartbeat failed: %s", exc.message)
@@ -161,7 +161,8 @@ class WorkerAgent:
             return
         loaded = {vid: Loaded(r.busy, r.last_used) for vid, r in self.cache.replicas.items()}
         grace = max(5.0, 3 * self.settings.scale_period_s)
-        to_load, to_unload = reconcile(assignments_for(self.store, self.id), loaded, time.time(), grace)
+        assigned = await asyncio.get_running_loop().run_in_executor(None, assignments_for, self.store, self.id)
+        to_load, to_unload = reconcile(assigned, loaded, time.time(), grace)
         for vid in to_unload:
             await self.cache.unload(vid, reason="no longer assigned by the autoscaler")
         for vid in to_load:
