@@ -59,3 +59,14 @@ def output_data(outputs: list[dict], name: str) -> list:
         if o["name"] == name:
             return o["data"]
     raise AssertionError(f"no output {name!r} in {[o['name'] for o in outputs]}")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a process (the stack's worker processes), from /proc."""
+    import os
+
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            out += [int(p) for p in f.read().split()]
+    return out

@@ -19,18 +19,12 @@ from infaas import digits
 from infaas.client import ApiError, Client
 from infaas.local.launcher import StackProcess
 
+from e2e_support import child_pids
+
 pytestmark = pytest.mark.e2e
 
 N_FILES = 5000  # input files, 2 rows each: 10,000 rows
 ONLINE_OBJECTIVE_MS = 25.0
-
-
-def _worker_pids(stack: StackProcess) -> list[int]:
-    pids = []
-    for task in os.listdir(f"/proc/{stack.proc.pid}/task"):
-        with open(f"/proc/{stack.proc.pid}/task/{task}/children") as f:
-            pids += [int(p) for p in f.read().split()]
-    return pids
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +84,7 @@ def test_job_survives_a_killed_worker_with_every_output_exactly_once(offline_sta
     during = _online_probe(stack, data.x_test, 3.0)  # online traffic while the job runs
     status = client.job(job["id"])
     assert 0 < status["done"] < N_FILES, status  # killed in the middle of the job
-    victim = _worker_pids(stack)[0]
+    victim = child_pids(stack.proc.pid)[0]
     os.kill(victim, signal.SIGKILL)
 
     final = client.wait_job(job["id"], timeout_s=240)

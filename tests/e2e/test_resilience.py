@@ -20,19 +20,13 @@ from infaas import digits
 from infaas.client import Client
 from infaas.local.launcher import StackProcess
 
+from e2e_support import child_pids
+
 pytestmark = pytest.mark.e2e
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            out += [int(p) for p in f.read().split()]
-    return out
-
-
 def _worker_pid(stack: StackProcess, worker_id: str) -> int:
-    for pid in _children(stack.proc.pid):
+    for pid in child_pids(stack.proc.pid):
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             if f"--worker-id\0{worker_id}\0".encode() in f.read() + b"\0":
                 return pid
