@@ -28,7 +28,10 @@ OUT = ROOT / "build" / "worker"
 PYTHON_VERSION = "3.12"
 # Amazon Linux 2023 has glibc 2.34 and Ubuntu 24.04 2.39: wheels up to manylinux_2_34 run on both.
 PLATFORMS = ("manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux2014_x86_64")
-EXTRA = {"cpu": [], "gpu": ["onnxruntime-gpu"], "inferentia": []}
+# What each hardware type's executors need beyond the core (docs/hardware.md): the CUDA
+# build of onnxruntime and the TensorRT 10 libraries its TensorRT provider loads; onnx2torch
+# for Inferentia2 variants converted from ONNX (torch-neuronx itself is on the Neuron image).
+EXTRA = {"cpu": [], "gpu": ["onnxruntime-gpu", "tensorrt-cu12-libs>=10,<11"], "inferentia": ["onnx2torch>=1.5.15"]}
 
 
 def requirements() -> list[str]:

@@ -37,11 +37,16 @@ case "$HW" in
   *) echo "unknown hardware type $HW" >&2; exit 1 ;;
 esac
 
-"$VENV/bin/pip" install --no-index --find-links "$WHEELS" "infaas[aws]"
+EXTRAS=aws
+[ "$HW" = inferentia ] && EXTRAS=aws,inferentia
+"$VENV/bin/pip" install --no-index --find-links "$WHEELS" "infaas[$EXTRAS]"
 if [ "$HW" = gpu ]; then
   # onnxruntime and onnxruntime-gpu provide the same module and must not be installed together.
   "$VENV/bin/pip" uninstall -y onnxruntime
-  "$VENV/bin/pip" install --no-index --find-links "$WHEELS" onnxruntime-gpu
+  "$VENV/bin/pip" install --no-index --find-links "$WHEELS" onnxruntime-gpu "tensorrt-cu12-libs>=10,<11"
+  # The TensorRT provider loads libnvinfer from the pip package's folder.
+  TRT_LIBS="$("$VENV/bin/python" -c 'import os, tensorrt_libs; print(os.path.dirname(tensorrt_libs.__file__))')"
+  echo "LD_LIBRARY_PATH=$TRT_LIBS" >> "$ENV_FILE"
 fi
 
 id infaas >/dev/null 2>&1 || useradd --system --home-dir /var/lib/infaas --shell /usr/sbin/nologin infaas
