@@ -1,4 +1,4 @@
-"""The ``infaas`` command: up, register, models, workers, query, demo."""
+"""The ``infaas`` command: up, register, models, workers, query, demo, sim."""
 
 from __future__ import annotations
 
@@ -184,6 +184,13 @@ def cmd_demo(args) -> int:
     return demo_main(workers=args.workers)
 
 
+def cmd_sim(args) -> int:
+    """``infaas sim compare``: replay recorded traces against a simulated cluster, once per policy."""
+    from .sim.cli import compare_main
+
+    return compare_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infaas", description="Model-less inference serving.")
     p.add_argument("--url", default=os.environ.get("INFAAS_URL", "http://127.0.0.1:8080"), help="API address (env INFAAS_URL)")
@@ -264,6 +271,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train digits classifiers, register them, query under three objectives")
     demo.add_argument("--workers", type=int, default=2)
     demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("sim", help="trace-driven simulator: compare serving policies (docs/evaluation.md)")
+    sim_sub = sim.add_subparsers(dest="action", required=True)
+    cmp_ = sim_sub.add_parser("compare", help="replay a workload once per policy and write the report")
+    which = cmp_.add_mutually_exclusive_group(required=True)
+    which.add_argument("--workload", help="a folder under <data>/traces, e.g. zipf_exponential")
+    which.add_argument("--all", action="store_true", help="every workload under <data>/traces")
+    cmp_.add_argument("--mode", choices=("cloud", "fixed", "both"), default="both",
+                      help="cloud: autoscaling with prices; fixed: the Proteus 40-device set-up (default both)")
+    cmp_.add_argument("--fixed-cluster", action="store_true", help="same as --mode fixed")
+    cmp_.add_argument("--seed", type=int, default=0)
+    cmp_.add_argument("--duration", type=float, default=None, help="replay only the first this many seconds")
+    cmp_.add_argument("--policies", default=None, help="comma-separated subset (default: all of the mode)")
+    cmp_.add_argument("--data", default=None, help="the Proteus data folder (default ../shared/data/proteus)")
+    cmp_.add_argument("--doc", default="docs/evaluation.md", help="report page to update")
+    cmp_.add_argument("--img", default="docs/img", help="folder for the plots")
+    cmp_.add_argument("--no-report", action="store_true", help="print the table only")
+    sim.set_defaults(func=cmd_sim)
     return p
 
 

@@ -20,7 +20,10 @@ It is built from small steps, each a function tested alone:
 4. ``choose_hardware`` (upgrade / downgrade): a hot variant moves to the same
    architecture and format on another hardware type when running it there
    would cost less than ``1 / move_ratio`` of running it here (the original
-   INFaaS moved when replication cost more than 1.5x the upgrade).
+   INFaaS moved when replication cost more than 1.5x the upgrade), and, when
+   ``latency_ms`` (the service's latency objective) is set, only to a variant
+   whose profiled batch-1 latency meets it -- a move to a variant the
+   selector can never use for those queries would be undone at once.
 5. ``place``: replicas onto workers of their hardware type, keeping existing
    placements, filling the least utilised worker first, never two replicas of
    one variant on one worker, each worker at most ``target_utilisation``
@@ -29,6 +32,26 @@ It is built from small steps, each a function tested alone:
    ``min_workers`` / ``max_workers`` and the hourly budget; fewer workers only
    after ``scale_down_periods`` periods and ``cooldown_s``, and the emptiest
    worker is drained first.
+
+A *pinned* fleet (``fill_fleet_ms`` set, and hardware types whose
+``min_workers`` equals ``max_workers``: machines paid for whether used or
+not) replaces steps 2-4 for those types with ``fill_fleet``. Each task's
+demand (the sum over its variants, sized for its recent peak, remembered
+with a half-life of ``peak_halflife_s`` so that the fleet does not switch
+variants at every burst edge) is served by replicas at the batch the
+objective ``fill_fleet_ms`` allows, as accurate as the fleet can hold: the
+selector fills a task's most accurate replicas first (on a fleet priced at
+zero, equal cost goes to accuracy), and a local search that starts from what
+runs now moves a replica only for a clear gain in accuracy delivered. A
+worker of a pinned type whose loaded replicas are no longer assigned, are
+busy, and leave no memory for its new assignment is drained: its replacement
+starts empty (a busy replica is never evicted, and the selector keeps a
+replica busy while it is the best one loaded).
+
+(``latency_ms`` and the pinned fleet were added after the trace-driven
+simulator, ``infaas.sim``, showed moves to variants that can never meet the
+objective, and a fixed fleet filled on first come by cold starts; see
+docs/evaluation.md.)
 """
 
 from __future__ import annotations
@@ -52,6 +75,9 @@ class ScalingParams:
     min_workers: Mapping[str, int] = field(default_factory=dict)
     max_workers: Mapping[str, int] = field(default_factory=dict)
     budget_per_hour: float | None = None  # dollars per hour for all workers together
+    latency_ms: float | None = None  # the latency objective queries ask for; hardware moves keep to it
+    fill_fleet_ms: float | None = None  # fill pinned types (min == max workers) for this objective; None: off
+    peak_halflife_s: float = 300.0  # pinned fleet: how slowly a task's remembered peak demand fades
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,7 @@ class PolicyState:
     changed_at: Mapping[str, float] = field(default_factory=dict)  # variant or "hw:<type>" -> time
     last_demand_at: Mapping[str, float] = field(default_factory=dict)  # variant -> last time with demand
     queued_rows: Mapping[str, int] = field(default_factory=dict)  # variant -> rows queued last period
+    peak_rps: Mapping[str, float] = field(default_factory=dict)  # task -> remembered peak demand (pinned fleet)
 
     def to_dict(self) -> dict:
         return {k: dict(getattr(self, k)) for k in self.__dataclass_fields__}
@@ -178,6 +205,9 @@ def choose_hardware(
             continue
         if other.hardware not in up_types and params.max_workers.get(other.hardware, 0) <= 0:
             continue
+        if params.latency_ms is not None and other.profile is not None \
+                and other.profile.latency_at(1, "p99") > params.latency_ms:
+            continue  # the selector would never send those queries there
         there = running_cost(other, demand_rps, hardware, params.target_utilisation)
         if there * params.move_ratio < here and there < running_cost(best, demand_rps, hardware, params.target_utilisation):
             best = other
@@ -234,6 +264,173 @@ def place(
     return {wid: tuple(sorted(v)) for wid, v in held.items()}, unplaced
 
 
+# -- step 4b: a pinned fleet ----------------------------------------------------------
+def pinned_types(params: ScalingParams) -> set[str]:
+    if params.fill_fleet_ms is None:
+        return set()
+    return {hw for hw, n in params.min_workers.items() if n > 0 and params.max_workers.get(hw) == n}
+
+
+def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], workers: tuple[Worker, ...],
+               objective_ms: float, target_utilisation: float, current: Mapping[str, int] | None = None,
+               min_gain: float = 0.002) -> tuple[dict[str, int], dict[str, float]]:
+    """Replicas per variant serving each task's demand (rows/s) on ``workers``, a fleet of fixed size.
+
+    A replica of ``v`` carries ``throughput(B) * target_utilisation`` rows/s, ``B`` being the batch
+    the objective allows (``batching.batch_limits``); variants that cannot batch within the objective
+    (``2 * p99(1) > objective``) are not used. A replica takes a worker, or its share of the worker's
+    memory if that is smaller. The selector fills a task's most accurate replicas first, so replicas
+    ``R`` *deliver* ``sum(accuracy x rows/s)`` of the demand poured into them in accuracy order
+    (rows without room deliver nothing).
+
+    Local search from ``current`` (replicas per variant now): while a move raises what the fleet
+    delivers by at least ``min_gain`` of the total demand, take the best -- one more replica where
+    a worker is free, or one replica swapped for another on the same hardware type (any task's) --;
+    so a steady demand keeps its replicas, a burst trades accuracy for room and a lull trades back.
+    Replicas that then deliver nothing are dropped; workers left over get more replicas -- of what
+    they hold now if the task still uses it, else of the task's most accurate variant with room --,
+    to the task with the least capacity for its demand (headroom). Returns (replicas per variant,
+    rows/s per task left without room).
+    """
+    from .batching import batch_limits
+
+    current = current or {}
+    budget: dict[str, int] = {}
+    slots: dict[str, float] = {}
+    hosts: dict[str, int] = {}
+    for w in workers:
+        slots[w.hardware] = slots.get(w.hardware, 0.0) + 1.0
+        hosts[w.hardware] = hosts.get(w.hardware, 0) + 1
+        budget[w.hardware] = max(budget.get(w.hardware, 0), w.memory_budget_bytes)
+    opts: dict[str, list[tuple[Variant, float, float, float]]] = {}  # task -> (variant, thr, accuracy, worker share)
+    for v in variants.values():
+        if v.hardware not in slots or v.profile is None or 2 * v.profile.latency_at(1, "p99") > objective_ms:
+            continue
+        b = batch_limits(v.profile, v.max_batch, objective_ms).max_batch
+        thr = b * 1000.0 / v.profile.latency_at(b, "p50") * target_utilisation
+        share = min(1.0, v.profile.peak_memory_bytes / budget[v.hardware]) if budget[v.hardware] else 1.0
+        opts.setdefault(v.task, []).append((v, thr, float(v.accuracy or 0.0), share))
+    tasks = sorted((t for t in demand if demand[t] > 0 and t in opts), key=lambda t: (-demand[t], t))
+    for t in tasks:
+        opts[t].sort(key=lambda o: (-o[2], -o[1], o[0].id))  # most accurate first
+    info = {o[0].id: o for t in tasks for o in opts[t]}
+    task_of = {o[0].id: t for t in tasks for o in opts[t]}
+    left = dict(slots)
+    out: dict[str, int] = {}
+    total = sum(demand[t] for t in tasks)
+
+    def use(vid: str) -> float:  # workers one replica takes
+        return 1.0 if info[vid][3] >= 1.0 else max(info[vid][3], 1.0 / hosts[info[vid][0].hardware])
+
+    def room(vid: str, freed: str | None = None) -> bool:
+        hw = info[vid][0].hardware
+        free = left[hw] + (use(freed) if freed else 0.0)
+        return free + 1e-9 >= use(vid) and out.get(vid, 0) < hosts[hw]
+
+    def delivered(t: str, extra: str | None = None, less: str | None = None) -> float:
+        rest, got = demand[t], 0.0
+        for v, thr, acc, _ in opts[t]:
+            n = out.get(v.id, 0) + (v.id == extra) - (v.id == less)
+            if n > 0 and rest > 0:
+                served = min(rest, n * thr)
+                got += served * acc
+                rest -= served
+        return got
+
+    def apply(add: str, drop: str | None) -> None:
+        out[add] = out.get(add, 0) + 1
+        left[info[add][0].hardware] -= use(add)
+        if drop:
+            out[drop] -= 1
+            left[info[drop][0].hardware] += use(drop)
+
+    for vid, n in sorted(current.items()):  # what runs now, as far as it still fits
+        if vid in info:
+            for _ in range(n):
+                if room(vid):
+                    apply(vid, None)
+    by_hw: dict[str, list[str]] = {}
+    for t in tasks:
+        for o in opts[t]:
+            by_hw.setdefault(o[0].hardware, []).append(o[0].id)
+    base = {t: delivered(t) for t in tasks}
+    while True:
+        best = None
+        for hw, vids in by_hw.items():
+            held = [d for d in vids if out.get(d, 0) > 0]
+            for add in vids:
+                t = task_of[add]
+                for drop in [None, *held]:
+                    if drop == add or not room(add, drop):
+                        continue
+                    if drop is None:
+                        gain = delivered(t, extra=add) - base[t]
+                    elif task_of[drop] == t:
+                        gain = delivered(t, extra=add, less=drop) - base[t]
+                    else:
+                        d = task_of[drop]
+                        if sum(out.get(o[0].id, 0) for o in opts[d]) <= 1:
+                            continue  # every task keeps a replica
+                        gain = delivered(t, extra=add) - base[t] + delivered(d, less=drop) - base[d]
+                    if gain >= min_gain * total and (best is None or gain > best[0]):
+                        best = (gain, add, drop)
+        if best is None:
+            break
+        _, add, drop = best
+        apply(add, drop)
+        for t in {task_of[add], task_of[drop] if drop else task_of[add]}:
+            base[t] = delivered(t)
+    for t in tasks:  # replicas that deliver nothing (more accurate ones carry the demand) make room
+        for v, thr, _, _ in reversed(opts[t]):
+            while out.get(v.id, 0) and sum(o[1] * out.get(o[0].id, 0) for o in opts[t] if o[0].id != v.id) \
+                    + thr * (out[v.id] - 1) >= demand[t] - 1e-9 and delivered(t, less=v.id) >= delivered(t) - 1e-9 \
+                    and sum(out.get(o[0].id, 0) for o in opts[t]) > 1:
+                out[v.id] -= 1
+                left[v.hardware] += use(v.id)
+    for t in tasks:  # a task without a replica (no room at all) is short in full
+        if not any(out.get(o[0].id, 0) for o in opts[t]):
+            room_any = [o for o in opts[t] if room(o[0].id)]
+            if room_any:
+                apply(max(room_any, key=lambda o: (o[1], o[2]))[0].id, None)
+    cap = {t: sum(o[1] * out.get(o[0].id, 0) for o in opts[t]) for t in tasks}
+    short = {t: demand[t] - cap[t] for t in tasks if cap[t] < demand[t] - 1e-9}
+    while True:  # headroom on the workers left over
+        best = None
+        for t in tasks:
+            free = [o for o in opts[t] if room(o[0].id)]
+            if free:
+                key = (cap[t] / demand[t], t)
+                if best is None or key < best[0]:
+                    best = (key, t, max(free, key=lambda o: (current.get(o[0].id, 0) > out.get(o[0].id, 0), o[2], o[1])))
+        if best is None:
+            break
+        _, t, o = best
+        apply(o[0].id, None)
+        cap[t] += o[1]
+    return {k: n for k, n in out.items() if n > 0}, short
+
+
+def switch_drains(workers: tuple[Worker, ...], assignments: Mapping[str, tuple[str, ...]],
+                  variants: Mapping[str, Variant], pinned: set[str]) -> list[str]:
+    """Workers of pinned types that cannot load their assignment beside busy replicas no longer assigned."""
+    out = []
+    for w in workers:
+        if w.hardware not in pinned:
+            continue
+        want = set(assignments.get(w.id, ()))
+        loaded = {r.variant_id: r for r in w.replicas}
+        stale = [r for vid, r in loaded.items() if vid not in want]
+        missing = [vid for vid in want if vid not in loaded]
+        if not stale or not missing:
+            continue
+        busy = sum(r.memory_bytes for r in stale if r.queued_rows > 0)
+        kept = sum(r.memory_bytes for vid, r in loaded.items() if vid in want)
+        need = sum(variants[v].profile.peak_memory_bytes for v in missing if variants[v].profile)
+        if busy and kept + busy + need > w.memory_budget_bytes:
+            out.append(w.id)
+    return out
+
+
 # -- step 6 --------------------------------------------------------------------
 def workers_needed(live: int, busy: int, unplaced: int, hardware: str, params: ScalingParams) -> int:
     """Workers of one type: the busy ones plus one per replica without room,
@@ -276,9 +473,37 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
     lower = dict(state.lower_periods)
     changed_at = dict(state.changed_at)
     served_demand: dict[str, float] = {}
+    pinned = pinned_types(p)
+    if pinned:  # step 4b: the pinned types' replicas, per task
+        by_task: dict[str, float] = {}
+        for vid, rate in demand.items():
+            v = snap.variants.get(vid)
+            if v is not None and v.hardware in pinned:
+                by_task[v.task] = by_task.get(v.task, 0.0) + rate
+        fleet = tuple(w for w in up if w.hardware in pinned)
+        fade = 0.5 ** (p.period_s / p.peak_halflife_s)
+        peak = {t: max(by_task.get(t, 0.0), fade * state.peak_rps.get(t, 0.0)) for t in set(by_task) | set(state.peak_rps)}
+        peak = {t: r for t, r in peak.items() if r >= 0.01}
+        held: dict[str, int] = {}
+        for w in fleet:
+            for r in w.replicas:
+                held[r.variant_id] = held.get(r.variant_id, 0) + 1
+        sized = {t: max(by_task.get(t, 0.0), peak.get(t, 0.0)) for t in by_task}  # room for the recent peak
+        pinned_targets, short = fill_fleet(sized, {k: v for k, v in snap.variants.items() if v.hardware in pinned},
+                                           fleet, p.fill_fleet_ms, p.target_utilisation, held)
+        for vid, n in sorted(pinned_targets.items()):
+            if state.replicas.get(vid, 0) != n:
+                changed_at[vid] = snap.now
+                reasons.append(f"fleet: {vid} {state.replicas.get(vid, 0)} -> {n} replicas")
+            targets[vid] = n
+            v = snap.variants[vid]
+            served_demand[vid] = by_task.get(v.task, 0.0) * n / max(1, sum(
+                m for o, m in pinned_targets.items() if snap.variants[o].task == v.task))
+        for t, rate in sorted(short.items()):
+            reasons.append(f"fleet: no room for {rate:.0f} rows/s of {t}")
     for vid in sorted(set(demand) | set(state.replicas)):
         v = snap.variants.get(vid)
-        if v is None:
+        if v is None or v.hardware in pinned:
             continue
         rate = demand.get(vid, 0.0)
         chosen = choose_hardware(v, rate, snap.variants, snap.hardware, up_types, p) if rate > 0 else v
@@ -307,6 +532,10 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
             served_demand[vid] = served_demand.get(vid, 0.0) + rate
 
     assignments, unplaced = place(targets, snap.variants, served_demand, up, current, p.target_utilisation)
+    switched = switch_drains(up, assignments, snap.variants, pinned) if pinned else []
+    for wid in switched:
+        assignments.pop(wid, None)
+        reasons.append(f"drain {wid} to switch its variant (busy replicas no longer assigned)")
 
     # Worker counts per hardware type.
     desired: dict[str, int] = {}
@@ -323,12 +552,13 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
             why = f"{unplaced.get(hw, 0)} replica(s) without room" if new > have else f"{len(live) - busy} idle worker(s)"
             reasons.append(f"{hw} workers: {have} -> {new} ({why})")
         desired[hw] = new
-        pool = list(live)
+        pool = [w for w in live if w.id not in switched]
         for _ in range(len(live) - new):  # drain the emptiest first
             victim = _idle_worker(pool, assignments)
             pool.remove(victim)
             drain.append(victim.id)
             assignments.pop(victim.id, None)
+    drain.extend(switched)
     budgeted = within_budget(desired, snap.hardware, p.budget_per_hour)
     if budgeted != desired:
         reasons.append(f"hourly budget {p.budget_per_hour} $ caps workers at {budgeted}")
@@ -339,5 +569,6 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
         changed_at=changed_at,
         last_demand_at={k: t for k, t in last_demand.items() if snap.now - t < 10 * p.idle_unload_s},
         queued_rows=queued_rows(up),
+        peak_rps=peak if pinned else {},
     )
     return ScalingPlan(budgeted, assignments, tuple(drain), tuple(reasons)), new_state

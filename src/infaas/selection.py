@@ -11,7 +11,12 @@ would see:
   most ``B`` rows, for a query of ``r`` rows:
   ``ceil((q + r) / B) * latency_p99(min(q + r, B))`` -- everything ahead of it
   and the query itself, in full batches, at the profiled p99;
-* on a worker that must load it first: ``load_ms`` plus the same with ``q = 0``.
+* on a worker that must load it first: ``load_ms`` plus the same with ``q = 0``;
+* plus the worker's *backlog*: a worker runs one batch at a time for all its
+  replicas (its compute pool has one thread), so what its other replicas have
+  queued runs first -- ``sum of ceil(q_o / B_o) * latency_p99(min(q_o, B_o))``
+  over them (``backlog_ms``). A cold start loads while that backlog runs:
+  ``max(load_ms, backlog) + steady``.
 
 Cost per query is the machine time it takes, priced by the hardware type:
 ``price_per_hour / 3600 * latency_p50(b) / 1000 * r / b``.
@@ -25,6 +30,18 @@ but for their queues -- the shortest wait, said so in the reason, rather than
 refusing work the autoscaler is about to make room for; otherwise
 ``NoFeasibleVariant`` (422) stating the best latency and accuracy that could
 be had: no variant meets the objective even with an empty queue.
+
+Within a tier, options of equal cost go to the more accurate variant, then
+the faster one: on hardware priced at zero (a fleet paid for up front) the
+selector serves the most accurate variant that meets the objective. A cold
+start goes to a worker that can make room without evicting a replica that
+has work queued (the worker would answer 503 for that) or was used in the
+last ``COLD_S`` seconds (that would thrash warm replicas): the least busy
+such worker, then the roomiest.
+
+(The backlog term, the room check and the accuracy tie-break came from the
+trace-driven simulator, ``infaas.sim``: predictions that ignored co-located
+replicas missed the objective for most requests; see docs/evaluation.md.)
 """
 
 from __future__ import annotations
@@ -147,7 +164,8 @@ class _Option:
 
 
 def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, cluster: Cluster) -> list[tuple]:
-    """Candidates meeting the accuracy floor as (cost, variant, steady_ms, cold_ms), cheapest first.
+    """Candidates meeting the accuracy floor as (cost, variant, steady_ms, cold_ms), cheapest first
+    (equal cost: the more accurate, then the faster).
 
     Memoised on the catalogue snapshot per query shape and prices, so a
     decision scans a short sorted list instead of re-deriving every profile.
@@ -165,7 +183,7 @@ def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, clust
         price = cluster.hardware[v.hardware].price_per_hour if v.hardware in cluster.hardware else math.inf
         steady = service_ms(v, 0, query.rows)
         entries.append((cost_per_query(v, query.rows, price), v, steady, v.profile.load_ms + steady))
-    entries.sort(key=lambda e: (e[0], e[2]))
+    entries.sort(key=lambda e: (e[0], -(e[1].accuracy or 0.0), e[2]))
     if len(catalogue._ranked) > 50_000:
         catalogue._ranked.clear()
     catalogue._ranked[key] = entries
@@ -184,12 +202,16 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
 
     # Tiers 1 and 4: replicas already loaded.
     best: _Option | None = None
+    backlog = _BACKLOG  # worker record -> ms of work its replicas have queued (memoised per record)
     for cost, v, steady, _cold in ranked:
         if cost > max_cost or (best is not None and best.tier == 1 and cost > best.cost):
             break  # sorted by cost: nothing further can be a cheaper loaded replica
         for worker, load in cluster.replicas.get(v.id, ()):
             batch = min(query.rows, v.max_batch)
             lat = steady if load.queued_rows == 0 else service_ms(v, load.queued_rows, query.rows)
+            ahead = _backlog(worker, catalogue, backlog)
+            if ahead:  # what the worker's other replicas have queued runs first
+                lat += ahead - (service_ms(v, 0, load.queued_rows) if load.queued_rows else 0.0)
             if lat <= limit:
                 best = _better(best, _Option(1, cost, lat, v, worker, batch, True))
             elif steady <= limit:  # only its queue is in the way
@@ -200,10 +222,13 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         for cost, v, steady, cold in ranked:
             if cost > max_cost or (best is not None and best.tier == 2 and cost > best.cost):
                 break
-            worker = _roomiest(cluster, v)
+            worker = _roomiest(cluster, v, catalogue, backlog)
             if worker is None:
                 continue
             batch = min(query.rows, v.max_batch)
+            ahead = _backlog(worker, catalogue, backlog)
+            if ahead > v.profile.load_ms:  # the load overlaps the backlog; the first batch waits for both
+                cold = ahead + steady
             if cold <= limit:
                 best = _better(best, _Option(2, cost, cold, v, worker, batch, False))
             elif steady <= limit:
@@ -228,8 +253,53 @@ def _better(a: _Option | None, b: _Option) -> _Option:
 
 
 def _rank(o: _Option) -> tuple:
-    """Cheapest first within a tier; over capacity (tier 4), the shortest wait first."""
-    return (o.tier, o.latency_ms, o.cost) if o.tier == 4 else (o.tier, o.cost, o.latency_ms)
+    """Cheapest first within a tier (equal cost: the more accurate, then the faster);
+    over capacity (tier 4), the shortest wait first."""
+    acc = -(o.variant.accuracy or 0.0)
+    return (o.tier, o.latency_ms, o.cost, acc) if o.tier == 4 else (o.tier, o.cost, acc, o.latency_ms)
+
+
+def backlog_ms(worker: Worker, variants: Mapping[str, Variant]) -> float:
+    """Time to run what every replica of ``worker`` has queued, in full batches at the profiled p99."""
+    total = 0.0
+    for r in worker.replicas:
+        if r.queued_rows > 0:
+            v = variants.get(r.variant_id)
+            if v is not None and v.profile is not None:
+                total += service_ms(v, 0, r.queued_rows)
+    return total
+
+
+# Memos keyed by the identity of immutable snapshot records (a heartbeat makes a new
+# Worker record, a snapshot a new tuple of workers), holding the record so its id
+# cannot be reused while the entry lives; cleared when they grow large.
+_BACKLOG: dict[int, tuple[Worker, float]] = {}
+_ROOMIEST: dict[tuple[int, str], tuple[tuple, Worker | None]] = {}
+
+
+def _backlog(worker: Worker, catalogue: Catalogue, cache: dict) -> float:
+    hit = cache.get(id(worker))
+    if hit is not None and hit[0] is worker:
+        return hit[1]
+    b = backlog_ms(worker, catalogue.variants) if worker.replicas else 0.0
+    if len(cache) > 100_000:
+        cache.clear()
+    cache[id(worker)] = (worker, b)
+    return b
+
+
+COLD_S = 10.0  # a replica unused this long (by its worker's last heartbeat) may be evicted for a cold start
+
+
+def _can_make_room(w: Worker, variant: Variant) -> bool:
+    """Whether the variant fits in free memory, or after evicting replicas that are idle and
+    have not been used for ``COLD_S`` (the worker evicts idle ones least recently used first,
+    ``eviction.choose_evictions``; a replica in use a moment ago is not thrown out for a cold start)."""
+    need = variant.profile.peak_memory_bytes if variant.profile else 0
+    if w.memory_used_bytes + need <= w.memory_budget_bytes:
+        return True
+    cold = sum(r.memory_bytes for r in w.replicas if r.queued_rows <= 0 and w.heartbeat_at - r.last_used >= COLD_S)
+    return w.memory_used_bytes - cold + need <= w.memory_budget_bytes
 
 
 _RUNTIMES: dict[tuple[str, str], frozenset[str] | None] = {}
@@ -249,13 +319,30 @@ def _runs(worker: Worker, variant: Variant) -> bool:
     return need is not None and need <= set(worker.runtimes)
 
 
-def _roomiest(cluster: Cluster, variant: Variant) -> Worker | None:
-    """The worker with the most free memory that can run the variant and does
-    not hold it yet (a gpu worker without CUDA never gets a gpu variant)."""
-    for w in cluster.workers_by_hardware.get(variant.hardware, ()):
-        if variant.id not in cluster.held[w.id] and _runs(w, variant):
-            return w
-    return None
+def _roomiest(cluster: Cluster, variant: Variant, catalogue: Catalogue | None = None,
+              cache: dict[str, float] | None = None) -> Worker | None:
+    """Among the workers that can run the variant (a gpu worker without CUDA never gets
+    a gpu variant), do not hold it yet and can make room for it: the least busy, then
+    the one with the most free memory."""
+    workers = cluster.workers_by_hardware.get(variant.hardware, ())
+    key = (id(workers), variant.id)
+    hit = _ROOMIEST.get(key)
+    if hit is not None and hit[0] is workers and catalogue is not None:
+        return hit[1]
+    best, best_busy = None, math.inf
+    for w in workers:  # roomiest first
+        if variant.id in cluster.held.get(w.id, ()) or not _runs(w, variant) or not _can_make_room(w, variant):
+            continue
+        busy = _backlog(w, catalogue, cache) if catalogue is not None and cache is not None else 0.0
+        if busy < best_busy:
+            best, best_busy = w, busy
+            if busy == 0.0:
+                break
+    if catalogue is not None:
+        if len(_ROOMIEST) > 100_000:
+            _ROOMIEST.clear()
+        _ROOMIEST[key] = (workers, best)
+    return best
 
 
 def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:

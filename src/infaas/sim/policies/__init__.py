@@ -1,0 +1,1 @@
+"""Serving policies over the simulator's interface (``base.Policy``)."""

@@ -1,0 +1,171 @@
+"""The product's own policy, driven unchanged.
+
+* Every request: ``infaas.selection.select(query, catalogue, cluster)``. The
+  catalogue is built once (``Catalogue.build``). The cluster is a
+  ``selection.Cluster`` built with ``Cluster.build`` from ``Worker`` records
+  whenever machines or replicas appear or go; between rebuilds the record of
+  each worker whose queues moved is replaced, in the snapshot's maps, by a
+  fresh one (the same objects ``Cluster.build`` would hold), so the selector
+  sees every queue as of the request: the router knows what it dispatched.
+  (The live API refreshes its snapshot every 0.2 s from 0.5 s heartbeats;
+  every simulated policy routes on current queues, so the comparison is
+  like for like.)
+* Every ``params.period_s``: ``infaas.scaling.plan(Snapshot, PolicyState,
+  current)`` exactly as ``autoscaler.Autoscaler.run_once`` calls it (workers
+  with their replica loads over the period, ready variants, prices, the
+  fleet's desired counts, the previous assignments joined with what is
+  loaded); then the fleet is set to the desired counts, the drained workers
+  drain, and each worker reconciles toward its assignment with the worker's
+  own ``worker.reconcile.reconcile`` (grace ``max(5, 3 * period)`` s).
+
+The functions are looked up on their modules at each call
+(``selection.select``, ``scaling.plan``), so the production code is what
+runs; ``tests/unit/test_sim.py`` proves it by wrapping them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from ... import scaling, selection
+from ...domain import WORKER_DRAINING, WORKER_UP, HardwareType, Objective, Query, ReplicaLoad, Worker
+from ...errors import InfaasError
+from ...worker.reconcile import Loaded, reconcile
+from ..engine import DRAINING, UP, Machine, Refused, Simulator
+from .base import Policy
+
+
+class Ours(Policy):
+    name = "ours"
+
+    def __init__(self, params: scaling.ScalingParams, *, hardware: Mapping[str, HardwareType] | None = None,
+                 initial: Mapping[str, int] | None = None, name: str = "ours") -> None:
+        """``hardware``: the prices the product is configured with (default: the simulated ones);
+        ``initial``: machines up before the first request (default ``params.min_workers``)."""
+        self.name = name
+        self.params = params
+        self.period_s = params.period_s
+        self.hardware_view = hardware
+        self.initial = dict(initial if initial is not None else params.min_workers)
+        self.state = scaling.PolicyState()
+        self.assignments: dict[str, tuple[str, ...]] | None = None
+        self.plans = 0
+        self.select_calls = 0
+
+    # -- setup -----------------------------------------------------------------------------------------
+    def start(self, sim: Simulator) -> None:
+        self.hardware = dict(self.hardware_view or sim.spec.hardware)
+        self.catalogue = selection.Catalogue.build(sim.variant_list)
+        self.variants = dict(self.catalogue.variants)
+        self.task_vids = {t: tuple(v.id for v in vs) for t, vs in self.catalogue.by_task.items()}
+        self.queries: dict[tuple, Query] = {}
+        self._cluster: selection.Cluster | None = None
+        self._version = -1
+        self._pos: dict[str, int] = {}
+        for hw, n in sorted(self.initial.items()):
+            for _ in range(n):
+                sim.launch(hw, ready=True)
+
+    # -- snapshots -------------------------------------------------------------------------------------
+    @staticmethod
+    def worker_record(m: Machine, now_s: float, *, rate_period_s: float | None = None) -> Worker:
+        reps = []
+        used = 0
+        for r in m.replicas.values():
+            used += r.info.memory  # a replica still loading holds its memory ...
+            if not r.ready:
+                continue  # ... but is not in the worker's list of replicas yet
+            rate = 0.0
+            if rate_period_s:
+                rate = r.served / rate_period_s
+            reps.append(ReplicaLoad(r.vid, queued_rows=r.queued, rate_rps=rate, memory_bytes=r.info.memory,
+                                    last_used=r.last_used / 1000.0))
+        return Worker(id=m.id, hardware=m.hw, url=f"sim://{m.id}", state=WORKER_UP if m.state == UP else WORKER_DRAINING,
+                      memory_budget_bytes=m.budget, memory_used_bytes=used, replicas=tuple(reps), heartbeat_at=now_s,
+                      started_at=m.up_at / 1000.0)
+
+    def cluster(self, sim: Simulator) -> selection.Cluster:
+        """The selector's snapshot, current as of now (see the module docstring)."""
+        now = sim.now
+        if sim.version != self._version or self._cluster is None:
+            workers = [self.worker_record(m, now / 1000.0) for m in sim.up_machines()]
+            self._cluster = selection.Cluster.build(workers, self.hardware)
+            self._version = sim.version
+            self._pos = {w.id: k for ws in self._cluster.workers_by_hardware.values() for k, w in enumerate(ws)}
+            sim.dirty.clear()
+            return self._cluster
+        if sim.dirty:
+            cl = self._cluster
+            workers, by_hw, reps = cl.workers, cl.workers_by_hardware, cl.replicas
+            for m in sim.dirty:
+                if m.id not in workers:
+                    continue
+                w = self.worker_record(m, now / 1000.0)
+                workers[m.id] = w  # type: ignore[index]
+                ws = list(by_hw[m.hw])
+                ws[self._pos[m.id]] = w
+                by_hw[m.hw] = tuple(ws)  # type: ignore[index]
+                for load in w.replicas:
+                    reps[load.variant_id] = tuple(  # type: ignore[index]
+                        (w, load) if old.id == m.id else (old, ol) for old, ol in reps[load.variant_id])
+            sim.dirty.clear()
+        return self._cluster
+
+    # -- per request -----------------------------------------------------------------------------------
+    def route(self, sim: Simulator, i: int) -> tuple[str, str]:
+        w = sim.workload
+        task = sim.task_of[i]
+        tenant = int(w.tenant[i])
+        key = (task, tenant, sim.objective[i])
+        q = self.queries.get(key)
+        if q is None:
+            t = w.tenants[tenant]
+            q = self.queries[key] = Query(rows=1, objective=Objective(min_accuracy=t.min_accuracy, latency_ms=sim.objective[i]),
+                                          task=task, tenant=t.name)
+        self.select_calls += 1
+        try:
+            d = selection.select(q, self.catalogue, self.cluster(sim))
+        except InfaasError as exc:
+            raise Refused(type(exc).__name__) from None
+        return d.variant, d.worker
+
+    # -- every period ----------------------------------------------------------------------------------
+    def control(self, sim: Simulator) -> None:
+        now_s = sim.now / 1000.0
+        p = self.params
+        machines = [m for ms in sim.alive.values() for m in ms if m.state in (UP, DRAINING)]
+        workers = tuple(self.worker_record(m, now_s, rate_period_s=p.period_s) for m in machines)
+        for m in machines:
+            for r in m.replicas.values():
+                r.served = 0
+        live = {w.id for w in workers}
+        previous = {wid: vs for wid, vs in (self.assignments or {}).items() if wid in live}
+        actual = {w.id: tuple(r.variant_id for r in w.replicas) for w in workers}
+        current = {wid: tuple(sorted(set(previous.get(wid, ())) | set(actual.get(wid, ())))) for wid in live}
+        hws = set(self.hardware) | set(p.min_workers) | set(p.max_workers)
+        desired = {hw: sim.desired(hw) for hw in sorted(hws) if sim.desired(hw) or hw in p.min_workers}
+        snap = scaling.Snapshot(now_s, workers, self.variants, self.hardware, desired, p)
+        result, self.state = scaling.plan(snap, self.state, current)
+        self.plans += 1
+        self.assignments = dict(result.assignments)
+        for hw, n in result.desired_workers.items():
+            if n != desired.get(hw):
+                sim.set_desired(hw, n)
+        for wid in result.drain:
+            sim.drain(wid)
+        self.reconcile(sim)
+
+    def reconcile(self, sim: Simulator) -> None:
+        """Each up worker loads what it is assigned and unloads what it is not (idle, past the grace period)."""
+        if self.assignments is None:
+            return
+        now_s = sim.now / 1000.0
+        grace = max(5.0, 3 * self.params.period_s)
+        for m in sim.up_machines():
+            loaded = {vid: Loaded(r.busy, r.last_used / 1000.0) for vid, r in m.replicas.items()}
+            to_load, to_unload = reconcile(self.assignments.get(m.id, ()), loaded, now_s, grace)
+            for vid in to_unload:
+                sim.unload(m, vid)
+            for vid in to_load:
+                if vid in sim.info:
+                    sim.load(m, vid)

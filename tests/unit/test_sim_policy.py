@@ -1,0 +1,206 @@
+"""Policy changes the simulator led to (selection.py, scaling.py), the baseline policies, the MILP
+lower bound and the data mapping. Arithmetic beside each assertion.
+
+Prices (``fakes.HARDWARE``): cpu $3.6/h = $0.001/s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from fakes import HARDWARE, make_profile, make_variant, make_worker
+
+from infaas.domain import HardwareType, Objective, Query, ReplicaLoad
+from infaas.scaling import PolicyState, ScalingParams, Snapshot, choose_hardware, fill_fleet, plan, switch_drains
+from infaas.selection import Catalogue, Cluster, backlog_ms, select
+from infaas.sim import data
+from infaas.sim.engine import ClusterSpec, Simulator, VariantInfo
+from infaas.sim.metrics import evaluate
+from infaas.sim.policies.clipper import Clipper
+from infaas.sim.policies.infaas import INFaaS
+from infaas.sim.policies.optimum import lower_bound
+from infaas.sim.policies.static import Static
+
+TASK = "classification/digits"
+P = make_profile({1: (4.0, 5.0), 8: (10.0, 12.0)}, load_ms=50)  # p99: 5 ms at 1, 12 ms at 8
+A = make_variant("a", accuracy=0.90, profile=P, max_batch=8, visibility="shared")
+B = make_variant("b", accuracy=0.95, profile=P, max_batch=8, visibility="shared")
+
+
+def q(**objective) -> Query:
+    return Query(rows=1, task=TASK, objective=Objective(**objective), tenant="t")
+
+
+# -- selection ---------------------------------------------------------------------------------------------
+def test_backlog_of_other_replicas_on_the_worker_counts_in_the_prediction():
+    # w1 holds a (idle) and b with 16 rows queued: ceil(16 / 8) = 2 batches * p99(8) 12 ms = 24 ms run first
+    w1 = make_worker("w1", replicas=[ReplicaLoad(A.id, queued_rows=0), ReplicaLoad(B.id, queued_rows=16)])
+    assert backlog_ms(w1, {A.id: A, B.id: B}) == 24.0
+    d = select(Query(rows=1, variant=A.id, tenant="t"), Catalogue.build([A, B]), Cluster.build([w1], HARDWARE))
+    assert d.predicted_latency_ms == 5.0 + 24.0  # its own batch (p99(1) = 5) behind the worker's backlog
+    # with a 20 ms objective the replica no longer meets it: the idle worker w2 gets a cold start instead
+    w2 = make_worker("w2")
+    d = select(Query(rows=1, variant=A.id, tenant="t", objective=Objective(latency_ms=20.0)),
+               Catalogue.build([A, B]), Cluster.build([w1, w2], HARDWARE))
+    assert (d.worker, d.loaded) == ("w2", False)
+
+
+def test_equal_cost_goes_to_the_more_accurate_variant():
+    free = {"cpu": HardwareType("cpu", 0.0)}  # a fleet paid for up front: every option costs 0
+    w = make_worker("w1", replicas=[ReplicaLoad(A.id), ReplicaLoad(B.id)])
+    d = select(q(latency_ms=100.0), Catalogue.build([A, B]), Cluster.build([w], free))
+    assert d.variant == B.id  # 0.95 beats 0.90 at equal cost (and equal latency)
+
+
+def test_a_cold_start_never_evicts_a_busy_or_recently_used_replica():
+    # the worker's memory holds exactly one model
+    full = lambda used: make_worker("w1", memory_budget_bytes=10 << 20, memory_used_bytes=10 << 20,  # noqa: E731
+                                    replicas=[ReplicaLoad(A.id, queued_rows=used[0], memory_bytes=10 << 20, last_used=used[1])])
+    cat = Catalogue.build([A, B])
+    query = Query(rows=1, variant=B.id, tenant="t", objective=Objective(latency_ms=100.0))
+    # busy (3 rows queued): no room -> no worker can take it (422, not a doomed load)
+    with pytest.raises(Exception):
+        select(query, cat, Cluster.build([dataclasses.replace(full((3, 0.0)), heartbeat_at=100.0)], HARDWARE))
+    # idle but used 2 s ago: still warm, not evicted
+    with pytest.raises(Exception):
+        select(query, cat, Cluster.build([dataclasses.replace(full((0, 98.0)), heartbeat_at=100.0)], HARDWARE))
+    # idle for 30 s: evicted for the cold start
+    d = select(query, cat, Cluster.build([dataclasses.replace(full((0, 70.0)), heartbeat_at=100.0)], HARDWARE))
+    assert (d.variant, d.worker, d.loaded) == (B.id, "w1", False)
+
+
+# -- scaling -----------------------------------------------------------------------------------------------
+def test_hardware_moves_keep_to_the_latency_objective():
+    cpu = make_variant("big", hardware="cpu", profile=make_profile({1: (10, 12), 32: (320, 330)}))
+    gpu = make_variant("big", hardware="gpu", profile=make_profile({1: (100, 120), 32: (140, 150)}, hardware="gpu"))
+    variants = {cpu.id: cpu, gpu.id: gpu}
+    # 5600 rows/s: cpu 80 replicas * 3.6 = 288 $/h, gpu 25 * 36 = 900: no move anyway; make gpu cheap
+    hw = {"cpu": HARDWARE["cpu"], "gpu": HardwareType("gpu", 3.6)}
+    assert choose_hardware(cpu, 5600.0, variants, hw, {"cpu"}, ScalingParams(max_workers={"gpu": 4})) == gpu
+    # gpu's batch-1 p99 (120 ms) breaks a 50 ms objective: the selector could never use it -> no move
+    assert choose_hardware(cpu, 5600.0, variants, hw, {"cpu"}, ScalingParams(max_workers={"gpu": 4}, latency_ms=50.0)) == cpu
+
+
+def _slot_variant(arch, acc, p50_by_batch, task=TASK):
+    """A variant that takes a whole worker (peak memory = the worker budget, as in the fixed-cluster mode)."""
+    prof = make_profile({b: (p, p) for b, p in p50_by_batch.items()}, peak_memory_bytes=2 << 30)
+    return make_variant(arch, accuracy=acc, profile=prof, max_batch=max(p50_by_batch), task=task)
+
+
+BIG = _slot_variant("big", 1.00, {1: 50.0})  # 20 rows/s per worker, 14 at 70 %
+SMALL = _slot_variant("small", 0.80, {1: 10.0, 8: 40.0})  # 8 rows in 40 ms: 200 rows/s, 140 at 70 %
+FLEET = tuple(make_worker(f"w{i}") for i in range(4))
+
+
+def test_fill_fleet_serves_with_the_most_accurate_variant_when_it_fits():
+    out, short = fill_fleet({TASK: 20.0}, {BIG.id: BIG, SMALL.id: SMALL}, FLEET, 300.0, 0.7)
+    # 20 rows/s need ceil(20 / 14) = 2 workers of big; the other 2 workers carry more big (headroom)
+    assert out == {BIG.id: 4} and short == {}
+
+
+def test_fill_fleet_trades_accuracy_for_room_when_demand_rises():
+    out, short = fill_fleet({TASK: 200.0}, {BIG.id: BIG, SMALL.id: SMALL}, FLEET, 300.0, 0.7)
+    # 4 workers of big carry 56 rows/s only; small carries 140 each: 1 small + 3 big = 182 < 200,
+    # 2 small + 2 big = 308 >= 200: the 200 rows/s are served, the first 28 of them by big
+    assert short == {} and out == {SMALL.id: 2, BIG.id: 2}
+
+
+def test_fill_fleet_keeps_what_runs_for_a_small_gain():
+    # demand 10 rows/s: 3 small + 1 big running serve it all on big (14 >= 10) already
+    out, _ = fill_fleet({TASK: 10.0}, {BIG.id: BIG, SMALL.id: SMALL}, FLEET, 300.0, 0.7,
+                        current={SMALL.id: 3, BIG.id: 1})
+    assert out == {SMALL.id: 3, BIG.id: 1}  # nothing to gain by moving: nothing moves
+
+
+def test_fill_fleet_never_uses_a_variant_that_cannot_batch_within_the_objective():
+    slow = _slot_variant("slow", 0.99, {1: 200.0})  # 2 * 200 > 300
+    out, _ = fill_fleet({TASK: 5.0}, {slow.id: slow, SMALL.id: SMALL}, FLEET, 300.0, 0.7)
+    assert slow.id not in out
+
+
+def test_a_pinned_fleet_is_filled_and_a_busy_stale_replica_is_switched_by_draining():
+    params = ScalingParams(min_workers={"cpu": 4}, max_workers={"cpu": 4}, fill_fleet_ms=300.0, period_s=1.0)
+    # all 4 workers hold small; w3 is busy. Demand: 4 * 2.5 served + 4 rows queued in 1 s + 4 / 10 backlog = 14.4 rows/s
+    ws = [make_worker(f"w{i}", replicas=[ReplicaLoad(SMALL.id, rate_rps=2.5, queued_rows=4 if i == 3 else 0,
+                                                     memory_bytes=2 << 30)], memory_used_bytes=2 << 30) for i in range(4)]
+    snap = Snapshot(10.0, tuple(ws), {BIG.id: BIG, SMALL.id: SMALL}, HARDWARE, {"cpu": 4}, params)
+    result, state = plan(snap, PolicyState(), {w.id: (SMALL.id,) for w in ws})
+    # 2 big (2 * 14 = 28 >= 14.4) serve everything at accuracy 1.0; the 2 spare workers keep small (headroom
+    # that needs no switch); placement keeps small where it is (w0, w1), big goes to w2 and w3
+    assert state.replicas == {BIG.id: 2, SMALL.id: 2}
+    assert result.assignments["w2"] == (BIG.id,) and result.desired_workers == {"cpu": 4}
+    assert result.drain == ("w3",)  # busy with a variant no longer assigned, no memory beside it: drained
+    assert state.peak_rps[TASK] == pytest.approx(14.4)  # the peak the fleet keeps room for
+    assert switch_drains(tuple(ws), {**result.assignments, "w3": (BIG.id,)}, {BIG.id: BIG, SMALL.id: SMALL},
+                         {"cpu"}) == ["w3"]
+
+
+# -- baselines, bound, data -------------------------------------------------------------------------------------
+SPEC = ClusterSpec(hardware={"cpu": HardwareType("cpu", 3.6)}, start_s={"cpu": 1.0}, memory_bytes={"cpu": 4 << 30},
+                   jitter=False)
+
+
+@pytest.mark.parametrize("policy", [Clipper(), Static(), Static(sizing="peak"),
+                                    INFaaS(initial={"cpu": 1}, max_workers={"cpu": 4})])
+def test_baselines_serve_a_small_trace(policy):
+    w = data.synthetic_workload({TASK: 100.0}, 6.0, seed=5)
+    sim = Simulator(w, [A, B], policy, SPEC).run()
+    res = evaluate(sim, policy.name)[0]
+    assert res.requests == len(w) and res.violation_rate < 0.5 and res.cost > 0
+
+
+def test_clipper_sizes_for_the_mean_and_adapts_its_batch():
+    w = data.synthetic_workload({TASK: 300.0}, 6.0, seed=6)
+    p = Clipper()
+    sim = Simulator(w, [A, B], p, SPEC).run()
+    reps = p.by_task[TASK]
+    # one variant (b is as cheap and more accurate... both cost the same per row: cheapest by id -> a);
+    # mean 300 rows/s / (8 rows per 10 ms = 800 rows/s) -> 1 replica at 100 % utilisation
+    assert len(reps) == 1 and reps[0].cap > 1  # AIMD grew the batch limit from 1
+
+
+def test_lower_bound_milp_by_hand():
+    cpu = make_variant("m", hardware="cpu", accuracy=0.9, visibility="shared",
+                       profile=make_profile({1: (20.0, 20.0)}), max_batch=1)  # 50 rows/s per machine
+    gpu = make_variant("m", hardware="gpu", accuracy=0.9, visibility="shared",
+                       profile=make_profile({1: (2.5, 2.5)}, hardware="gpu"), max_batch=1)  # 400 rows/s
+    infos = [VariantInfo(v, k) for k, v in enumerate([cpu, gpu])]
+    prices = {"cpu": 1.0, "gpu": 5.0}
+    w = data.explicit_workload([(i * 10.0, TASK) for i in range(1000)])  # 100 rows/s for 10 s
+    lb = lower_bound(w, infos, prices, window_s=10.0)
+    # 100 rows/s: 2 cpu ($2/h) beat 1 gpu ($5/h); 10 s of $2/h
+    assert lb.cost == pytest.approx(2.0 * 10 / 3600) and lb.machines == {"cpu": [2], "gpu": [0]}
+    w = data.explicit_workload([(i * 10 / 3.0, TASK) for i in range(3000)])  # 300 rows/s
+    lb = lower_bound(w, infos, prices, window_s=10.0)
+    assert lb.machines == {"cpu": [0], "gpu": [1]}  # 6 cpu ($6/h) cost more than 1 gpu ($5/h)
+
+
+needs_data = pytest.mark.skipif(not (data.data_dir() / "aggregate_profiled.csv").exists(), reason="Proteus data not here")
+
+
+@needs_data
+def test_proteus_profiles_map_to_priced_hardware_types():
+    vs = data.proteus_variants()
+    assert {v.hardware for v in vs} == {"cpu", "gpu-pascal", "gpu-ampere"}
+    assert len({v.architecture for v in vs}) == 46 and len({v.task for v in vs}) == 9
+    r50 = next(v for v in vs if v.architecture == "resnet50_v1" and v.hardware == "cpu")
+    # p50 / p90 of batch 1 from the csv; 2 * p90(2) = 385 > 300: max batch 1 for a 300 ms objective
+    assert r50.profile.latency_ms[1] == pytest.approx((96.9, 97.4), abs=0.1) and r50.max_batch == 1
+    assert r50.accuracy == pytest.approx(0.9765, abs=1e-4)
+    assert r50.profile.load_ms == pytest.approx(300 + 25.6e6 * 4 / 250e3, abs=1)  # 300 ms + 102 MB at 250 MB/s
+    fixed = data.proteus_variants(fixed_cluster=True, max_batch=8)
+    assert {v.hardware for v in fixed} == {"cpu", "vpu", "gpu-pascal", "gpu-ampere"}
+    assert max(v.max_batch for v in fixed) <= 8
+
+
+@needs_data
+def test_proteus_traces_with_tenants_and_warmup():
+    w = data.proteus_workload("zipf_exponential", seed=1)
+    assert 70_000 < len(w) < 80_000 and len(w.tasks) == 9 and set(w.latency_ms.tolist()) == {300.0}
+    shares = [float((w.tenant == k).mean()) for k in range(3)]
+    assert shares == pytest.approx([0.4, 0.3, 0.3], abs=0.01)
+    warm = w.head(100.0).with_warmup(20.0)
+    assert warm.warmup == int((w.arrival_ms < 20_000).sum()) and warm.t0_ms == 20_000.0
+    assert warm.duration_s == pytest.approx(w.head(100.0).duration_s)
