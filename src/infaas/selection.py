@@ -90,9 +90,13 @@ class Cluster:
     replicas: Mapping[str, tuple[tuple[Worker, ReplicaLoad], ...]] = field(default_factory=dict)
     workers_by_hardware: Mapping[str, tuple[Worker, ...]] = field(default_factory=dict)  # roomiest first
     held: Mapping[str, frozenset[str]] = field(default_factory=dict)  # worker id -> variant ids loaded
+    # (worker id, variant id) -> rows this selector has sent there and not yet seen answered.
+    # Heartbeats are up to a period old; what the selector itself dispatched it knows now.
+    pending: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     @staticmethod
-    def build(workers: Iterable[Worker], hardware: Mapping[str, HardwareType]) -> "Cluster":
+    def build(workers: Iterable[Worker], hardware: Mapping[str, HardwareType],
+              pending: Mapping[tuple[str, str], int] | None = None) -> "Cluster":
         """Only workers that are up (not draining) take new work."""
         up = [w for w in workers if w.state == WORKER_UP]
         replicas: dict[str, list[tuple[Worker, ReplicaLoad]]] = {}
@@ -108,6 +112,7 @@ class Cluster:
             replicas={k: tuple(v) for k, v in replicas.items()},
             workers_by_hardware={k: tuple(sorted(v, key=roomy)) for k, v in by_hw.items()},
             held={w.id: frozenset(r.variant_id for r in w.replicas) for w in up},
+            pending=pending if pending is not None else {},
         )
 
 
@@ -208,7 +213,8 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
             break  # sorted by cost: nothing further can be a cheaper loaded replica
         for worker, load in cluster.replicas.get(v.id, ()):
             batch = min(query.rows, v.max_batch)
-            lat = steady if load.queued_rows == 0 else service_ms(v, load.queued_rows, query.rows)
+            queued = max(load.queued_rows, cluster.pending.get((worker.id, v.id), 0))
+            lat = steady if queued == 0 else service_ms(v, queued, query.rows)
             ahead = _backlog(worker, catalogue, backlog)
             if ahead:  # what the worker's other replicas have queued runs first
                 lat += ahead - (service_ms(v, 0, load.queued_rows) if load.queued_rows else 0.0)

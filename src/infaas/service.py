@@ -392,6 +392,7 @@ class DataPlane:
         self._suspect_until: dict[str, float] = {}  # worker id -> time it may be selected again
         self._coalescers: dict[tuple[str, str], Coalescer] = {}
         self._refreshing = False
+        self._pending: dict[tuple[str, str], int] = {}  # (worker, variant) -> rows sent, not yet answered
 
     def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
         """The cached snapshot. A stale one is refreshed in a thread while queries
@@ -422,7 +423,7 @@ class DataPlane:
             self._specs = {a.name: a.inputs for a in self.store.architectures()}
             self._catalogue, self._catalogue_version = catalogue, version
         healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]
-        self._cluster = Cluster.build(healthy, self.settings.hardware)
+        self._cluster = Cluster.build(healthy, self.settings.hardware, self._pending)
         self._refreshed_at = now
 
     def input_specs(self, query: Query) -> tuple[TensorSpec, ...]:
@@ -450,7 +451,7 @@ class DataPlane:
         self._suspect_until[worker_id] = now + self.settings.suspect_s
         # drop it from the snapshot at once, without a store read
         self._cluster = Cluster.build([w for w in self._cluster.workers.values() if w.id != worker_id],
-                                      self.settings.hardware)
+                                      self.settings.hardware, self._pending)
 
     async def infer(self, query: Query, arrays: Mapping[str, np.ndarray]) -> Answer:
         t0 = time.perf_counter()
@@ -463,6 +464,8 @@ class DataPlane:
         retried = False
         max_rows = catalogue.variants[decision.variant].max_batch
         for i, (worker_id, url) in enumerate(targets):
+            key = (worker_id, decision.variant)
+            self._pending[key] = self._pending.get(key, 0) + rows
             try:
                 outputs = await self._coalescer(url, decision.variant, max_rows).infer(feed, rows, query.objective.latency_ms)
                 break
@@ -471,6 +474,12 @@ class DataPlane:
                 if i + 1 >= len(targets):
                     raise
                 retried = True
+            finally:
+                left = self._pending[key] - rows
+                if left:
+                    self._pending[key] = left
+                else:
+                    del self._pending[key]
         if retried:
             decision = _moved(decision, targets[1])
         return Answer(outputs, decision, (time.perf_counter() - t0) * 1000, retried)

@@ -327,3 +327,20 @@ def test_over_capacity_serves_the_shortest_queue_instead_of_refusing():
     with pytest.raises(NoFeasibleVariant):
         select(Query(rows=1, architecture="mlp", objective=Objective(latency_ms=1.0)),
                Catalogue.build([v]), Cluster.build([busy, busier], HARDWARE))
+
+
+def test_rows_this_selector_has_in_flight_spread_load_between_heartbeats():
+    """Both replicas report empty queues (the last heartbeat), but this selector
+    has 64 rows outstanding on w1: the next query goes to w2."""
+    v = make_variant("mlp")
+    w1 = make_worker("w1", replicas=[ReplicaLoad(v.id)])
+    w2 = make_worker("w2", replicas=[ReplicaLoad(v.id)])
+    q = Query(rows=1, architecture="mlp")
+    pending = {("w1", v.id): 64}
+    # w1: ceil(65 / 32) = 3 batches * p99(32) 10 ms = 30 ms; w2: p99(1) = 2 ms
+    d = select(q, Catalogue.build([v]), Cluster.build([w1, w2], HARDWARE, pending))
+    assert d.worker == "w2" and d.predicted_latency_ms == 2.0
+    pending[("w1", v.id)] = 0
+    pending[("w2", v.id)] = 64  # the mapping is live: the selector's counts as they are now
+    d = select(q, Catalogue.build([v]), Cluster.build([w1, w2], HARDWARE, pending))
+    assert d.worker == "w1"
