@@ -177,10 +177,9 @@ def test_lower_bound_milp_by_hand():
     assert lb.machines == {"cpu": [0], "gpu": [1]}  # 6 cpu ($6/h) cost more than 1 gpu ($5/h)
 
 
-needs_data = pytest.mark.skipif(not (data.data_dir() / "aggregate_profiled.csv").exists(), reason="Proteus data not here")
+# The next tests read the Proteus data in place from ../shared/data/proteus (INFAAS_PROTEUS_DIR).
 
 
-@needs_data
 def test_proteus_profiles_map_to_priced_hardware_types():
     vs = data.proteus_variants()
     assert {v.hardware for v in vs} == {"cpu", "gpu-pascal", "gpu-ampere"}
@@ -195,7 +194,6 @@ def test_proteus_profiles_map_to_priced_hardware_types():
     assert max(v.max_batch for v in fixed) <= 8
 
 
-@needs_data
 def test_proteus_traces_with_tenants_and_warmup():
     w = data.proteus_workload("zipf_exponential", seed=1)
     assert 70_000 < len(w) < 80_000 and len(w.tasks) == 9 and set(w.latency_ms.tolist()) == {300.0}
