@@ -13,7 +13,7 @@ import math
 import time
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -495,6 +495,4 @@ class DataPlane:
 
 
 def _moved(d: Decision, target: tuple[str, str]) -> Decision:
-    from dataclasses import replace
-
     return replace(d, worker=target[0], worker_url=target[1], reason=d.reason + f"; retried on {target[0]} after a worker fault")

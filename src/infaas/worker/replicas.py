@@ -84,10 +84,12 @@ class Replica:
         return await fut
 
     def limits(self, objective_ms: float | None) -> BatchLimits:
-        key = objective_ms
-        if key not in self._limits:
-            self._limits[key] = batch_limits(self.variant.profile, self.variant.max_batch, objective_ms)
-        return self._limits[key]
+        hit = self._limits.get(objective_ms)
+        if hit is None:
+            if len(self._limits) >= 256:  # objectives come from clients: keep the memo bounded
+                self._limits.clear()
+            hit = self._limits[objective_ms] = batch_limits(self.variant.profile, self.variant.max_batch, objective_ms)
+        return hit
 
     def _take_batch(self) -> list[_Request]:
         objective = min((r.objective_ms for r in self._queue if r.objective_ms is not None), default=None)

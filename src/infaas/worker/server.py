@@ -198,13 +198,8 @@ class WorkerAgent:
             if not self._online_idle():
                 await asyncio.sleep(0.01)
                 continue
-            try:
-                msg = await loop.run_in_executor(
-                    pool, lambda: self.adapters.queue.receive(offline.LANE, visibility_s=self.settings.offline_visibility_s))
-            except InfaasError:
-                msg = None
+            msg = await self._receive(offline.LANE, self.settings.offline_visibility_s, pool, idle_s=0.2)
             if msg is None:
-                await asyncio.sleep(0.2)
                 continue
             receipt, body = msg
             try:
@@ -213,6 +208,18 @@ class WorkerAgent:
                 await loop.run_in_executor(pool, self.adapters.queue.ack, offline.LANE, receipt)
             except Exception:  # not acknowledged: retried after the visibility timeout, then dead-lettered
                 log.exception("offline item %s/%s failed; it will be retried", body.get("job"), body.get("item"))
+
+    async def _receive(self, lane: str, visibility_s: float, pool, *, idle_s: float):
+        """One message from ``lane`` (store I/O off the event loop), or None after
+        waiting ``idle_s`` when the lane is empty or the queue is briefly unavailable."""
+        try:
+            msg = await asyncio.get_running_loop().run_in_executor(
+                pool, lambda: self.adapters.queue.receive(lane, visibility_s=visibility_s))
+        except InfaasError:
+            msg = None
+        if msg is None:
+            await asyncio.sleep(idle_s)
+        return msg
 
     async def _job_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -223,22 +230,18 @@ class WorkerAgent:
                         self.id, self.hardware, ", ".join(self.missing_runtimes), ", ".join(self.runtimes) or "nothing", lane)
             return
         while self.state == WORKER_UP:
-            try:
-                msg = await loop.run_in_executor(None, lambda: self.adapters.queue.receive(lane, visibility_s=900))
-            except InfaasError:
-                msg = None
+            msg = await self._receive(lane, 900.0, None, idle_s=0.25)
             if msg is None:
-                await asyncio.sleep(0.25)
                 continue
             receipt, body = msg
             log.info("build job %s on %s", body.get("architecture"), self.hardware)
             try:
                 await loop.run_in_executor(None, lambda: run_build_job(body, self.store, self.adapters.models, limits=limits,
                                                                          cache_dir=self.cache_dir))
-                self.adapters.queue.ack(lane, receipt)
+                await loop.run_in_executor(None, self.adapters.queue.ack, lane, receipt)
             except NotFound as exc:  # architecture deleted meanwhile: nothing to do
                 log.info("build job dropped: %s", exc.message)
-                self.adapters.queue.ack(lane, receipt)
+                await loop.run_in_executor(None, self.adapters.queue.ack, lane, receipt)
             except Exception:
                 log.exception("build job failed; it will be retried")
 
