@@ -38,16 +38,23 @@ NUMPY_TO_OIP = {v: k for k, v in OIP_TO_NUMPY.items()}
 
 
 def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
+    return b"".join(encode_parts(tensors))
+
+
+def encode_parts(tensors: Mapping[str, np.ndarray]) -> list:
+    """The frame as a list of buffers: its header, then each tensor's memory as
+    it is (no copy when the array is already C-contiguous little-endian), for a
+    vectored write of a large frame."""
     header = []
-    chunks = []
+    chunks: list = []
     for name, arr in tensors.items():
         arr = np.asarray(arr, order="C")  # not ascontiguousarray: it turns 0-d into 1-d
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         header.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape)})
-        chunks.append(arr.tobytes())
+        chunks.append(memoryview(arr.reshape(-1).view(np.uint8)))
     head = json.dumps(header, separators=(",", ":")).encode()
-    return b"".join([_LEN.pack(len(head)), head, *chunks])
+    return [_LEN.pack(len(head)) + head, *chunks]
 
 
 def decode(frame: bytes | memoryview) -> dict[str, np.ndarray]:

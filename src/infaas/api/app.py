@@ -12,10 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..asgi import read_body, send_bytes
-from ..errors import InfaasError, NotFound, PayloadTooLarge, TooManyRequests, Unavailable
+from ..errors import InfaasError, NotFound, TooManyRequests, Unavailable
 from . import control, data, jobs, oip
 from .deps import Services
+from .hotpath import serve_asgi
 
 log = logging.getLogger("infaas.api")
 
@@ -30,51 +30,64 @@ def error_response(exc: InfaasError) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=error_headers(exc))
 
 
-class DataPlaneFastPath:
-    """Inference requests skip the framework's routing and dependency solving.
+class DataRoutes:
+    """The inference routes, as one handler shared by the lean HTTP path
+    (``api.hotpath``) and the ASGI fast path below: ``POST /v1/infer`` and
+    ``POST /v2/models/{name}/infer`` call the same functions the FastAPI routes
+    call (``api.data.answer_*``)."""
 
-    ``POST /v1/infer`` and ``POST /v2/models/{name}/infer`` go straight to the
-    same handlers the FastAPI routes call (``api.data.answer_*``); everything
-    else, and the OpenAPI description of these two routes, stays with FastAPI.
-    """
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.limit = services.settings.max_body_bytes
 
-    def __init__(self, app, services: Services) -> None:
-        self.app, self.services = app, services
+    def match(self, path: str):
+        if path == "/v1/infer" or (path.startswith("/v2/models/") and path.endswith("/infer")):
+            return self.answer
+        return None
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
-            if path == "/v1/infer" or (path.startswith("/v2/models/") and path.endswith("/infer")):
-                return await self._infer(scope, receive, send, path)
-        return await self.app(scope, receive, send)
-
-    async def _infer(self, scope, receive, send, path: str) -> None:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        limit = self.services.settings.max_body_bytes
+    async def answer(self, path: str, headers: list, body: bytes) -> tuple[int, bytes, list, bytes]:
+        authorization = binary = None
+        for k, v in headers:
+            if k == b"authorization":
+                authorization = v.decode("latin-1")
+            elif k == b"inference-header-content-length":
+                binary = v.decode("latin-1")
         try:
-            if int(headers.get("content-length") or 0) > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", field="body")
-            body = await read_body(receive, limit)
-            who = self.services.principal(headers.get("authorization"), "query").tenant
+            who = self.services.principal(authorization, "query").tenant
             if path == "/v1/infer":
                 reply = await data.answer_plain(self.services, body, who)
             else:
                 name = path[len("/v2/models/") : -len("/infer")]
                 if not name:
                     raise NotFound("no model name in the path", field="name")
-                reply = await data.answer_oip(self.services, name, body, headers.get(oip.BINARY_HEADER), who)
-            status, media, extra, payload = 200, reply.media_type, reply.headers, reply.body
+                reply = await data.answer_oip(self.services, name, body, binary, who)
+            return 200, reply.media_bytes, reply.header_pairs, reply.body
         except InfaasError as exc:
-            status, media, extra = exc.status, "application/json", error_headers(exc)
-            payload = json.dumps(exc.to_dict()).encode()
-        except ValueError as exc:  # a malformed Content-Length
-            status, media, extra = 400, "application/json", {}
-            payload = json.dumps({"error": "invalid_input", "field": "headers", "message": str(exc)}).encode()
+            extra = [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
+            return exc.status, b"application/json", extra, json.dumps(exc.to_dict()).encode()
         except Exception:
             log.exception("unexpected error on POST %s", path)
-            status, media, extra = 500, "application/json", {}
-            payload = b'{"error":"internal","message":"internal error; it has been logged"}'
-        await send_bytes(send, status, media.encode(), payload, [(k.lower().encode(), v.encode()) for k, v in extra.items()])
+            return 500, b"application/json", [], b'{"error":"internal","message":"internal error; it has been logged"}'
+
+
+class DataPlaneFastPath:
+    """Inference requests skip the framework's routing and dependency solving.
+
+    Requests that did not take the lean HTTP path (``api.hotpath``: pipelined
+    ones, another ASGI server, the test client) come here; everything else,
+    and the OpenAPI description of these two routes, stays with FastAPI.
+    """
+
+    def __init__(self, app, services: Services) -> None:
+        self.app, self.routes = app, DataRoutes(services)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            handler = self.routes.match(path)
+            if handler is not None:
+                return await serve_asgi(handler, path, scope, receive, send, self.routes.limit)
+        return await self.app(scope, receive, send)
 
 
 class BodyLimit:

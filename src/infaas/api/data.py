@@ -67,10 +67,16 @@ def _target_from_name(name: str) -> dict[str, str]:
     return {"architecture": name}
 
 
+def decision_dict(d) -> dict[str, Any]:
+    """``Decision.to_dict()`` without ``dataclasses.asdict``'s deep copy (every answer carries one)."""
+    return {"variant": d.variant, "worker": d.worker, "batch": d.batch, "predicted_latency_ms": d.predicted_latency_ms,
+            "cost_per_query": d.cost_per_query, "accuracy": d.accuracy, "loaded": d.loaded, "reason": d.reason}
+
+
 def _answer_json(answer, model_name: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "outputs": oip.tensors_to_json(answer.outputs),
-        "decision": answer.decision.to_dict(),
+        "decision": decision_dict(answer.decision),
         "latency_ms": round(answer.latency_ms, 4),
     }
     if model_name is not None:
@@ -84,6 +90,17 @@ class Reply:
     body: bytes
     media_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def media_bytes(self) -> bytes:
+        return _MEDIA.get(self.media_type) or self.media_type.encode()
+
+    @property
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        return [(k.lower().encode(), v.encode()) for k, v in self.headers.items()] if self.headers else []
+
+
+_MEDIA = {"application/json": b"application/json", "application/octet-stream": b"application/octet-stream"}
 
 
 def _json(doc: Any) -> Reply:
@@ -135,7 +152,7 @@ async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | No
     )
     answer = await svc.data.infer(query, arrays)
     header = {"model_name": name, "model_version": answer.decision.variant, "id": doc.get("id"),
-              "parameters": {"decision": answer.decision.to_dict()}}
+              "parameters": {"decision": decision_dict(answer.decision)}}
     if wants_binary:
         payload, hlen = oip.binary_response(header, answer.outputs)
         return Reply(payload, "application/octet-stream", {"Inference-Header-Content-Length": str(hlen)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,6 +15,9 @@ from ..service import ControlPlane, DataPlane
 from ..settings import Settings
 
 
+PRINCIPAL_CACHE_S = 0.5
+
+
 @dataclass
 class Services:
     control: ControlPlane
@@ -22,6 +26,8 @@ class Services:
     auth: Authenticator = field(default=None)  # type: ignore[assignment]
     limiter: RateLimiter = field(default=None)  # type: ignore[assignment]
     jobs: JobService = field(default=None)  # type: ignore[assignment]
+
+    _principals: dict = field(default_factory=dict, repr=False)  # authorization header -> (until, Principal)
 
     def __post_init__(self) -> None:
         if self.jobs is None:
@@ -33,8 +39,23 @@ class Services:
             self.limiter = RateLimiter(self.settings.tenant_rps, self.settings.tenant_burst)
 
     def principal(self, authorization: str | None, scope: str) -> Principal:
-        """Authenticate, authorise ``scope``, and count the request against the tenant's rate."""
-        who = self.auth(authorization).require(scope)
+        """Authenticate, authorise ``scope``, and count the request against the tenant's rate.
+
+        A header that authenticated within the last ``PRINCIPAL_CACHE_S`` is not
+        parsed and hashed again (every query carries one); a revocation still
+        takes effect within the authenticator's cache time plus that.
+        """
+        now = time.monotonic()
+        hit = self._principals.get(authorization) if authorization else None
+        if hit is not None and now < hit[0]:
+            who = hit[1]
+        else:
+            who = self.auth(authorization)
+            if authorization:
+                if len(self._principals) > 10_000:
+                    self._principals.clear()
+                self._principals[authorization] = (now + PRINCIPAL_CACHE_S, who)
+        who.require(scope)
         self.limiter.check(who.tenant)
         return who
 

@@ -24,9 +24,13 @@ from ..batching import BatchLimits, batch_limits, wait_ms
 from ..domain import ReplicaLoad, Variant
 from ..errors import Unavailable
 from ..eviction import Resident, choose_evictions
+from ..service import efficient_batch
 from .executor import Executor
 
 log = logging.getLogger("infaas.worker")
+
+
+INLINE_MS = 0.5  # batches predicted to run within this (profiled p99) run on the event loop
 
 
 @dataclass
@@ -88,8 +92,18 @@ class Replica:
         if hit is None:
             if len(self._limits) >= 256:  # objectives come from clients: keep the memo bounded
                 self._limits.clear()
-            hit = self._limits[objective_ms] = batch_limits(self.variant.profile, self.variant.max_batch, objective_ms)
+            hit = batch_limits(self.variant.profile, self.variant.max_batch, objective_ms)
+            knee = efficient_batch(self.variant)
+            if hit.max_batch > knee:  # a larger batch would only add waiting, not save machine time
+                hit = BatchLimits(knee, hit.max_delay_ms)
+            self._limits[objective_ms] = hit
         return hit
+
+    def _inline(self, rows: int) -> bool:
+        """Whether a batch is quick enough to run on the event loop itself: handing
+        it to the compute thread and back costs more than a tiny model's run."""
+        profile = self.variant.profile
+        return profile is not None and self.variant.hardware == "cpu" and profile.latency_at(rows, "p99") <= INLINE_MS
 
     def _take_batch(self) -> list[_Request]:
         objective = min((r.objective_ms for r in self._queue if r.objective_ms is not None), default=None)
@@ -119,7 +133,10 @@ class Replica:
                     feed = batch[0].feed
                 else:
                     feed = {k: np.concatenate([r.feed[k] for r in batch]) for k in batch[0].feed}
-                outputs = await loop.run_in_executor(self.pool, self.executor.run, feed)
+                if self._inline(sum(r.rows for r in batch)):
+                    outputs = self.executor.run(feed)
+                else:
+                    outputs = await loop.run_in_executor(self.pool, self.executor.run, feed)
             except Exception as exc:  # hand the error to every caller of this batch
                 for r in batch:
                     if not r.future.done():

@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import offline, tensors
-from ..asgi import read_body, send_bytes
+from ..api.hotpath import hot_protocol, serve_asgi
+from ..asgi import send_bytes
 from ..autoscaler import assignments_for
 from ..domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
 from ..errors import InfaasError, InvalidInput, NotFound, Unavailable
@@ -69,6 +70,8 @@ class WorkerAgent:
         self.runtimes = probe_runtimes(hardware)
         self.missing_runtimes = missing_runtimes(hardware, self.runtimes)
         self.cache_dir = os.path.join(settings.data_dir, "cache")  # TensorRT engines and the like
+        # the API joins queries into one call up to max_body_bytes of tensors; the frame adds its header
+        self.limit = 2 * settings.max_body_bytes
 
     # -- loading ---------------------------------------------------------
     def _load(self, variant_id: str) -> tuple[Variant, Any]:
@@ -254,33 +257,42 @@ class WorkerAgent:
             return
         path = scope["path"]
         if scope["method"] == "POST" and path.startswith("/v1/infer/"):
-            await self._infer(scope, receive, send, path[len("/v1/infer/") :])
+            await serve_asgi(self.answer_infer, path, scope, receive, send, self.limit)
         elif path == "/health":
             body = {"worker": self.id, "state": self.state, "hardware": self.hardware, "replicas": sorted(self.cache.replicas)}
             await send_bytes(send, 200, _JSON, json.dumps(body).encode())
         else:
             await send_bytes(send, 404, _JSON, b'{"error":"not_found","message":"no such route"}')
 
-    async def _infer(self, scope, receive, send, variant_id: str) -> None:
+    # the lean HTTP path (api.hotpath) serves this route; ``limit`` and ``match`` make the agent its routes
+    def match(self, path: str):
+        return self.answer_infer if path.startswith("/v1/infer/") else None
+
+    async def answer_infer(self, path: str, headers: list, body: bytes) -> tuple[int, bytes, list, bytes]:
         self.inflight += 1
         self.last_online = time.monotonic()
         try:
-            body = await read_body(receive, self.settings.max_body_bytes)
             objective = None
-            for k, v in scope["headers"]:
+            for k, v in headers:
                 if k == b"x-infaas-objective-ms":
-                    objective = float(v)
+                    try:
+                        objective = float(v)
+                    except ValueError:
+                        raise InvalidInput("x-infaas-objective-ms must be a number", field="headers") from None
             feed = tensors.decode(body)
-            rows = next(iter(feed.values())).shape[0]
-            replica = await self.cache.get(variant_id)
-            outputs = await replica.infer(dict(feed), rows, objective)
-            await send_bytes(send, 200, _FRAME, tensors.encode(outputs))
+            if not feed:
+                raise InvalidInput("tensor frame has no tensors", field="body")
+            first = next(iter(feed.values()))
+            rows = first.shape[0] if first.ndim else 1
+            replica = await self.cache.get(path[len("/v1/infer/") :])
+            outputs = await replica.infer(feed, rows, objective)
+            return 200, _FRAME, [], tensors.encode(outputs)
         except InfaasError as exc:
-            await send_bytes(send, exc.status, _JSON, json.dumps(exc.to_dict()).encode())
+            return exc.status, _JSON, [], json.dumps(exc.to_dict()).encode()
         except Exception as exc:  # never leave the API without an answer
             log.exception("inference failed")
             err = {"error": "internal", "message": f"worker error: {type(exc).__name__}"}
-            await send_bytes(send, 500, _JSON, json.dumps(err).encode())
+            return 500, _JSON, [], json.dumps(err).encode()
         finally:
             self.inflight -= 1
 
@@ -321,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     worker_id = args.worker_id or f"{args.hardware}-{uuid.uuid4().hex[:8]}"
     agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{settings.host}:{port}")
     config = uvicorn.Config(agent, host=settings.host, port=port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65)
+                            timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65,
+                            http=hot_protocol(agent))
     server = uvicorn.Server(config)
     log.info("worker %s (%s) listening on %s:%d", worker_id, args.hardware, settings.host, port)
     server.run()

@@ -1,0 +1,128 @@
+"""A quick look at the data plane alone: INFaaS next to the FastAPI baseline.
+
+    .venv/bin/python bench/quick.py [tiny] [squeeze] [--fastapi] [--seconds 3]
+
+Re-uses the pieces of ``bench/run.py`` (client, requests, models) and keeps the
+stack's data under ``bench/.work/quick-data`` so later runs skip building and
+profiling the variants. For iterating on the hot path; ``make bench`` is the
+measurement of record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as B  # noqa: E402
+
+from infaas import digits  # noqa: E402
+from infaas.client import Client  # noqa: E402
+from infaas.local.launcher import StackProcess  # noqa: E402
+
+
+def _leaders(root: int) -> str:
+    """CPU seconds of each process of a tree, for a per-process share."""
+    out = {}
+    for pid, f in B._procs_of(root).items():
+        out[pid] = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def show(label: str, r: B.Result, before: dict, after: dict) -> None:
+    per = ", ".join(f"{(after[p] - before.get(p, 0)) / r.wall_s * 100:.0f}%" for p in sorted(after))
+    print(f"{label:22} c={r.concurrency:<3} {r.ok:>7,} ok {r.bad} bad  p50 {r.pct(50):7.3f}  p99 {r.pct(99):8.3f} ms  "
+          f"{r.rps:8,.1f} req/s  client {r.cpu_share * 100:3.0f}%  server {r.server_share * 100:3.0f}% "
+          f"[{per}]  machine {r.machine_share * 100:3.0f}%", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("models", nargs="*", default=["tiny"])
+    p.add_argument("--fastapi", action="store_true")
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--conc", default="1,32")
+    p.add_argument("--profile", default="", help="a folder: py-spy records each INFaaS process (py-spy on PATH)")
+    args = p.parse_args()
+    data_dir = os.path.join(B.WORK, "quick-data")
+    os.makedirs(data_dir, exist_ok=True)
+    stack = StackProcess(workers=B.WORKERS, data_dir=data_dir, log_path=os.path.join(B.WORK, "quick-stack.log"))
+    fastapi = None
+    try:
+        stack.start()
+        client = Client(stack.url, api_key=stack.api_key, timeout_s=120.0)
+        data = digits.split()
+        tiny_path = os.path.join(B.WORK, "quick-tiny.onnx")
+        sq_path = os.path.join(B.WORK, "quick-squeeze.onnx")
+        if not os.path.exists(sq_path):
+            B.build_squeezenet(sq_path)
+        if not os.path.exists(tiny_path):
+            t = digits.train(os.path.join(B.WORK, "quick-models"), names=[B.TINY], data=data)[0]
+            shutil.copyfile(t.path, tiny_path)
+        names = {"tiny": B.TINY, "squeeze": B.SQUEEZE}
+        for key in args.models:
+            try:
+                if key == "tiny":
+                    client.register(tiny_path, name=B.TINY, task=digits.TASK, accuracy=0.9)
+                else:
+                    client.register(sq_path, name=B.SQUEEZE, task=B.SQUEEZE_TASK, accuracy=0.5)
+            except Exception as exc:  # already there
+                print("register:", exc)
+        client.wait_ready([names[k] for k in args.models], timeout_s=300)
+        rng = np.random.default_rng(1)
+        inputs = {"tiny": data.x_test[:1].astype(np.float32), "squeeze": rng.random((1, 3, 224, 224), dtype=np.float32)}
+        chosen = {}
+        from infaas.local.wiring import LocalAdapters
+        from infaas.settings import Settings
+
+        adapters = LocalAdapters(Settings(data_dir=data_dir))
+        for key in args.models:
+            _, d = client.infer(inputs[key], architecture=names[key])
+            chosen[key] = d["variant"]
+            path = os.path.join(B.WORK, f"quick-{key}.variant.onnx")
+            shutil.copyfile(adapters.models.local_path(adapters.store.get_variant(d["variant"]).model_key), path)
+        if args.fastapi:
+            port = B._free_port()
+            fastapi = B.Server("fastapi", [sys.executable, os.path.join(B.ROOT, "bench", "baseline_server.py"),
+                                           *(f"{k}={os.path.join(B.WORK, f'quick-{k}.variant.onnx')}" for k in args.models),
+                                           "--port", str(port)], os.path.join(B.WORK, "quick-fastapi.log"),
+                               health=f"http://127.0.0.1:{port}/health")
+            fastapi.port = port
+            fastapi.start().wait_ready(30)
+        for key in args.models:
+            for conc in (int(c) for c in args.conc.split(",")):
+                systems = [("infaas", stack.port, stack.proc.pid,
+                            B.infaas_request(stack.port, chosen[key], inputs[key], stack.api_key))]
+                if fastapi:
+                    systems.append(("fastapi", fastapi.port, fastapi.pid,
+                                    B.raw_request(fastapi.port, f"/{key}/infer", inputs[key])))
+                for name, port, root, req in systems:
+                    spies = []
+                    if args.profile and name == "infaas":
+                        import subprocess
+
+                        os.makedirs(args.profile, exist_ok=True)
+                        spies = [subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(int(args.seconds)),
+                                                   "-r", "200", "-f", "raw", "-o",
+                                                   os.path.join(args.profile, f"{key}-c{conc}-{pid}.txt")],
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 for pid in B._procs_of(root)]
+                        time.sleep(0.5)
+                    before = _leaders(root)
+                    r = B.run_client(B.measure(name, port, root, req, conc, 0.5, args.seconds, 1_000_000))
+                    show(f"{name} {key}", r, before, _leaders(root))
+                    for spy in spies:
+                        spy.wait()
+    finally:
+        if fastapi:
+            fastapi.stop()
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
