@@ -260,7 +260,7 @@ def validate_inputs(arrays: Mapping[str, np.ndarray], specs: tuple[TensorSpec, .
         if spec.name not in arrays:
             raise InvalidInput(f"missing input tensor {spec.name!r}", field="inputs")
         a = arrays[spec.name]
-        if a.dtype.name != spec.dtype:
+        if tensors.dtype_name(a.dtype) != spec.dtype:
             raise InvalidInput(f"input {spec.name!r} has dtype {a.dtype.name}, the model takes {spec.dtype}", field="datatype")
         if a.ndim != len(spec.shape) or any(d > 0 and d != s for d, s in zip(spec.shape[1:], a.shape[1:])):
             raise InvalidInput(
@@ -334,6 +334,16 @@ class Coalescer:
         self.inflight = 0
 
     async def infer(self, feed: dict[str, np.ndarray], rows: int, objective_ms: float | None) -> dict[str, np.ndarray]:
+        if not self.waiting and self.inflight < self.max_inflight:
+            # Nobody to wait for and a call free: this caller makes the call itself (no task, no future).
+            self.inflight += 1
+            try:
+                return await self._call([(feed, rows, objective_ms, None, 0)])
+            finally:
+                self.inflight -= 1
+                if self.waiting and self.inflight < self.max_inflight:  # they queued behind this call
+                    self.inflight += 1
+                    asyncio.get_running_loop().create_task(self._drain())
         fut = asyncio.get_running_loop().create_future()
         nbytes = 0
         for a in feed.values():

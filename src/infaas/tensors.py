@@ -35,6 +35,20 @@ OIP_TO_NUMPY = {
     "FP64": "float64",
 }
 NUMPY_TO_OIP = {v: k for k, v in OIP_TO_NUMPY.items()}
+# numpy's ``dtype.name`` is computed in Python on every access: the hot path looks names up here
+_NAMES = {np.dtype(n): n for n in OIP_TO_NUMPY.values()}
+_DTYPES = {n: np.dtype(n) for n in OIP_TO_NUMPY.values()}
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """``dtype.name``, from a table for the dtypes tensors travel as."""
+    name = _NAMES.get(dtype)
+    return name if name is not None else dtype.name
+
+
+def compact_json(doc) -> bytes:
+    return _COMPACT.encode(doc).encode()
 
 
 def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
@@ -51,9 +65,9 @@ def encode_parts(tensors: Mapping[str, np.ndarray]) -> list:
         arr = np.asarray(arr, order="C")  # not ascontiguousarray: it turns 0-d into 1-d
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
-        header.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape)})
+        header.append({"name": name, "dtype": dtype_name(arr.dtype), "shape": list(arr.shape)})
         chunks.append(memoryview(arr.reshape(-1).view(np.uint8)))
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = compact_json(header)
     return [_LEN.pack(len(head)) + head, *chunks]
 
 
@@ -77,7 +91,7 @@ def decode(frame: bytes | memoryview) -> dict[str, np.ndarray]:
             name, dtype_name, dims = spec["name"], spec["dtype"], spec["shape"]
             if not isinstance(name, str) or not isinstance(dims, list) or dtype_name not in NUMPY_TO_OIP:
                 raise ValueError(f"need a string name, a list shape and one of {sorted(NUMPY_TO_OIP)} as dtype")
-            dtype = np.dtype(dtype_name)
+            dtype = _DTYPES[dtype_name]
             shape = tuple(int(s) for s in dims)
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"bad tensor description in frame header: {exc}", field="body") from None

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..domain import Query
+from ..tensors import compact_json
 from ..errors import InvalidInput, NotFound
 from . import oip
 from ..identity import Principal
@@ -104,7 +105,7 @@ _MEDIA = {"application/json": b"application/json", "application/octet-stream": b
 
 
 def _json(doc: Any) -> Reply:
-    return Reply(json.dumps(doc, separators=(",", ":")).encode())
+    return Reply(compact_json(doc))
 
 
 async def answer_plain(svc: Services, body: bytes, who: str) -> Reply:

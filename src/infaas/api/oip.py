@@ -15,7 +15,7 @@ import numpy as np
 
 from ..domain import Objective
 from ..errors import InvalidInput
-from ..tensors import NUMPY_TO_OIP, OIP_TO_NUMPY
+from ..tensors import NUMPY_TO_OIP, OIP_TO_NUMPY, compact_json, dtype_name
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -33,7 +33,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
 def parse_objective(doc: Mapping[str, Any] | None, field: str = "objective") -> Objective:
     if doc is None:
         doc = {}
-    if not isinstance(doc, Mapping):
+    if not isinstance(doc, (dict, Mapping)):
         raise InvalidInput(f"{field} must be an object", field=field)
     values: dict[str, float | None] = {}
     for key, lo, hi in (("min_accuracy", 0.0, 1.0), ("latency_ms", 0.0, 3.6e6), ("max_cost", 0.0, 1e6)):
@@ -55,7 +55,7 @@ def parse_objective(doc: Mapping[str, Any] | None, field: str = "objective") -> 
 
 def tensor_from_json(t: Any, index: int) -> tuple[str, np.ndarray]:
     where = f"inputs[{index}]"
-    if not isinstance(t, Mapping):
+    if not isinstance(t, (dict, Mapping)):
         raise InvalidInput(f"{where} must be an object with name, shape, datatype, data", field=where)
     name, shape, datatype = t.get("name"), t.get("shape"), t.get("datatype")
     if not isinstance(name, str):
@@ -86,7 +86,7 @@ def rows_to_array(rows: Any, dtype: str) -> np.ndarray:
 
 def tensors_to_json(outputs: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
     return [
-        {"name": k, "shape": list(v.shape), "datatype": NUMPY_TO_OIP.get(v.dtype.name, "BYTES"), "data": v.ravel().tolist()}
+        {"name": k, "shape": list(v.shape), "datatype": NUMPY_TO_OIP.get(dtype_name(v.dtype), "BYTES"), "data": v.ravel().tolist()}
         for k, v in outputs.items()
     ]
 
@@ -105,8 +105,8 @@ def parse_binary(body: bytes, header_len: int) -> tuple[dict[str, Any], dict[str
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("inputs must be a non-empty list", field="inputs")
     for i, t in enumerate(inputs):
-        tparams = (t.get("parameters") or {}) if isinstance(t, Mapping) else {}
-        if not isinstance(tparams, Mapping):
+        tparams = (t.get("parameters") or {}) if isinstance(t, dict) else {}  # parsed JSON: dicts
+        if not isinstance(tparams, dict):
             raise InvalidInput(f"inputs[{i}].parameters must be an object", field=f"inputs[{i}].parameters")
         size = tparams.get("binary_data_size")
         if size is None:
@@ -136,8 +136,8 @@ def binary_response(header: dict[str, Any], outputs: Mapping[str, np.ndarray]) -
     for k, v in outputs.items():
         raw = np.ascontiguousarray(v).tobytes()
         header["outputs"].append(
-            {"name": k, "shape": list(v.shape), "datatype": NUMPY_TO_OIP.get(v.dtype.name, "BYTES"), "parameters": {"binary_data_size": len(raw)}}
+            {"name": k, "shape": list(v.shape), "datatype": NUMPY_TO_OIP.get(dtype_name(v.dtype), "BYTES"), "parameters": {"binary_data_size": len(raw)}}
         )
         chunks.append(raw)
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = compact_json(header)
     return head + b"".join(chunks), len(head)

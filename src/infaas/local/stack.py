@@ -28,7 +28,8 @@ log = logging.getLogger("infaas.local")
 def build_services(settings: Settings) -> Services:
     adapters = make_adapters(settings)
     control = ControlPlane(adapters.store, adapters.models, adapters.queue, settings)
-    data = DataPlane(adapters.store, HttpWorkerClient(timeout_s=settings.request_timeout_s), settings)
+    # workers started here also listen on a local socket (WorkerProcesses.start): the client prefers it
+    data = DataPlane(adapters.store, HttpWorkerClient(timeout_s=settings.request_timeout_s, local_sockets=True), settings)
     return Services(control, data, settings)
 
 
@@ -49,7 +50,8 @@ class WorkerProcesses:
         port = free_port(self.settings.host)
         env = dict(os.environ, INFAAS_DATA_DIR=self.settings.data_dir, INFAAS_HOST=self.settings.host, OMP_NUM_THREADS="1")
         self.procs[worker_id] = subprocess.Popen(
-            [sys.executable, "-m", "infaas.worker", "--hardware", hardware, "--port", str(port), "--worker-id", worker_id],
+            [sys.executable, "-m", "infaas.worker", "--hardware", hardware, "--port", str(port), "--worker-id", worker_id,
+             "--local-socket"],
             env=env,
         )
         return worker_id

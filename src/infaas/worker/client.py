@@ -21,10 +21,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import socket
+import sys
 from urllib.parse import urlsplit
 
 from .. import errors, tensors
 from ..service import WorkerClient
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def local_address(port: int) -> str:
+    """Where a worker on this machine listening on ``port`` also takes connections
+    (a Linux abstract socket; ``python -m infaas.worker --local-socket``)."""
+    return f"\0infaas-worker-{port}"
 
 _BY_CODE = {
     cls.code: cls
@@ -141,8 +151,12 @@ class _Conn(asyncio.Protocol):
 class HttpWorkerClient(WorkerClient):
     takes_parts = True
 
-    def __init__(self, timeout_s: float = 10.0, max_idle_per_worker: int = 64) -> None:
+    def __init__(self, timeout_s: float = 10.0, max_idle_per_worker: int = 64, local_sockets: bool = False) -> None:
         self.timeout_s = timeout_s
+        # a worker on this machine may also listen on a local socket (``local_address``):
+        # tried first for loopback URLs, TCP when there is none
+        self.local_sockets = local_sockets and sys.platform.startswith("linux")
+        self._no_local: set[tuple[str, int]] = set()
         self.max_idle = max_idle_per_worker
         self._idle: dict[tuple[str, int], collections.deque] = collections.defaultdict(collections.deque)
         self._addrs: dict[str, tuple[str, int]] = {}
@@ -186,6 +200,21 @@ class HttpWorkerClient(WorkerClient):
         raise cls(doc.get("message", "worker rejected the request"), field=doc.get("field"))
 
     async def _connect(self, addr, loop) -> _Conn:
+        if self.local_sockets and addr[0] in _LOOPBACK and addr not in self._no_local:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                sock.connect(local_address(addr[1]))  # a local connect completes at once (or refuses)
+            except BlockingIOError:  # its backlog is full: TCP this time
+                sock.close()
+            except OSError:  # no local socket: this worker speaks TCP only
+                sock.close()
+                if len(self._no_local) > 4096:
+                    self._no_local.clear()
+                self._no_local.add(addr)
+            else:
+                _, conn = await loop.create_unix_connection(lambda: _Conn(loop), sock=sock)
+                return conn
         _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Conn(loop), *addr), self.timeout_s)
         return conn
 
