@@ -78,6 +78,7 @@ class ScalingParams:
     latency_ms: float | None = None  # the latency objective queries ask for; hardware moves keep to it
     fill_fleet_ms: float | None = None  # fill pinned types (min == max workers) for this objective; None: off
     peak_halflife_s: float = 300.0  # pinned fleet: how slowly a task's remembered peak demand fades
+    worker_release_s: float = 60.0  # a worker type shrinks only after asking for fewer this long
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def choose_hardware(
     """The same architecture and format on another hardware type, if it is
     ``move_ratio`` times cheaper for this demand and has workers that can run it."""
     here = running_cost(v, demand_rps, hardware, params.target_utilisation)
-    best = v
+    best, best_cost = v, here
     for other in variants.values():
         if (other.architecture, other.format) != (v.architecture, v.format) or other.hardware == v.hardware:
             continue
@@ -209,8 +210,8 @@ def choose_hardware(
                 and other.profile.latency_at(1, "p99") > params.latency_ms:
             continue  # the selector would never send those queries there
         there = running_cost(other, demand_rps, hardware, params.target_utilisation)
-        if there * params.move_ratio < here and there < running_cost(best, demand_rps, hardware, params.target_utilisation):
-            best = other
+        if there * params.move_ratio < here and there < best_cost:
+            best, best_cost = other, there
     return best
 
 
@@ -252,15 +253,31 @@ def place(
             if wid in by_id and remaining.get(vid, 0) > 0 and fits(by_id[wid], vid):
                 put(by_id[wid], vid)
                 remaining[vid] -= 1
-    unplaced: dict[str, int] = {}
+    homeless: dict[str, list[str]] = {}
     for vid in sorted(remaining, key=lambda x: -demand.get(x, 0.0)):
         for _ in range(remaining[vid]):
             options = [w for w in workers if w.hardware == variants[vid].hardware and fits(w, vid)]
             if not options:
-                hw = variants[vid].hardware
-                unplaced[hw] = unplaced.get(hw, 0) + 1
+                homeless.setdefault(variants[vid].hardware, []).append(vid)
                 continue
-            put(min(options, key=lambda w: (util[w.id], len(held[w.id]), w.id)), vid)
+            put(min(options, key=lambda w: (-util[w.id], w.id)), vid)  # best fit: the busiest with room
+    # New workers for the replicas without room, packed the same way (first fit, largest share first).
+    unplaced: dict[str, int] = {}
+    for hw, vids in homeless.items():
+        bins: list[tuple[list[str], list[float]]] = []  # (variants, [utilisation, memory])
+        for vid in sorted(vids, key=lambda x: -share(x)):
+            need = variants[vid].profile.peak_memory_bytes if variants[vid].profile else 0
+            budget = max((w.memory_budget_bytes for w in workers if w.hardware == hw), default=None)
+            for held_here, used in bins:
+                if vid not in held_here and used[0] + share(vid) <= target_utilisation \
+                        and (budget is None or used[1] + need <= budget):
+                    held_here.append(vid)
+                    used[0] += share(vid)
+                    used[1] += need
+                    break
+            else:
+                bins.append(([vid], [share(vid), need]))
+        unplaced[hw] = len(bins)
     return {wid: tuple(sorted(v)) for wid, v in held.items()}, unplaced
 
 
@@ -441,15 +458,32 @@ def workers_needed(live: int, busy: int, unplaced: int, hardware: str, params: S
     return max(lo, min(hi, wanted))
 
 
-def within_budget(desired: Mapping[str, int], hardware: Mapping[str, HardwareType], budget: float | None) -> dict[str, int]:
-    """Trim the most expensive types first until the fleet's hourly price fits the budget."""
+def within_budget(desired: Mapping[str, int], hardware: Mapping[str, HardwareType], budget: float | None,
+                  minimum: Mapping[str, int] | None = None, rows_per_s: Mapping[str, float] | None = None) -> dict[str, int]:
+    """Trim workers until the fleet's hourly price fits the budget.
+
+    Never below ``minimum`` per type. The worker given up each time is of the type whose
+    workers serve the fewest rows per dollar (``rows_per_s``: the demand planned onto each
+    type), so a tight budget keeps the capacity that answers the most queries; without
+    demand figures, the most expensive type goes first.
+    """
     out = dict(desired)
     if budget is None:
         return out
-    cost = lambda d: sum(n * hardware[h].price_per_hour for h, n in d.items() if h in hardware)
-    for h in sorted(out, key=lambda x: -hardware[x].price_per_hour if x in hardware else 0):
-        while cost(out) > budget and out[h] > 0:
-            out[h] -= 1
+    minimum = minimum or {}
+    price = lambda h: hardware[h].price_per_hour if h in hardware else 0.0
+    cost = lambda d: sum(n * price(h) for h, n in d.items())
+
+    def value(h: str) -> tuple:
+        if rows_per_s is None:
+            return (-price(h), h)
+        return (rows_per_s.get(h, 0.0) / max(out[h], 1) / max(price(h), 1e-9), h)
+
+    while cost(out) > budget:
+        spare = [h for h in out if out[h] > minimum.get(h, 0) and price(h) > 0]
+        if not spare:
+            break
+        out[min(spare, key=value)] -= 1
     return out
 
 
@@ -546,7 +580,8 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
         busy = sum(1 for w in live if assignments.get(w.id))
         wanted = workers_needed(len(live), busy, unplaced.get(hw, 0), hw, p)
         key = f"hw:{hw}"
-        new, lower[key], changed = apply_hysteresis(key, have, wanted, snap.now, replace(state, changed_at=changed_at), p)
+        slow = replace(p, scale_down_periods=max(p.scale_down_periods, math.ceil(p.worker_release_s / p.period_s)))
+        new, lower[key], changed = apply_hysteresis(key, have, wanted, snap.now, replace(state, changed_at=changed_at), slow)
         if changed:
             changed_at[key] = snap.now
             why = f"{unplaced.get(hw, 0)} replica(s) without room" if new > have else f"{len(live) - busy} idle worker(s)"
@@ -559,7 +594,12 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
             drain.append(victim.id)
             assignments.pop(victim.id, None)
     drain.extend(switched)
-    budgeted = within_budget(desired, snap.hardware, p.budget_per_hour)
+    planned_rows: dict[str, float] = {}
+    for vid, rate in served_demand.items():
+        v = snap.variants.get(vid)
+        if v is not None:
+            planned_rows[v.hardware] = planned_rows.get(v.hardware, 0.0) + rate
+    budgeted = within_budget(desired, snap.hardware, p.budget_per_hour, p.min_workers, planned_rows)
     if budgeted != desired:
         reasons.append(f"hourly budget {p.budget_per_hour} $ caps workers at {budgeted}")
     new_state = PolicyState(

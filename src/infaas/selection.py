@@ -27,7 +27,10 @@ the objective, cheapest first; (3) a variant whose steady-state latency meets
 the objective even though this first query pays the load (a cold start, said so
 in the reason); (4) over capacity -- replicas that would meet the objective
 but for their queues -- the shortest wait, said so in the reason, rather than
-refusing work the autoscaler is about to make room for; otherwise
+refusing work the autoscaler is about to make room for -- or, where the
+deployment asks for it (``Cluster.refuse_late``), refused with 503 and
+Retry-After: under overload a late answer also makes every query queued behind
+it late, and refusing it keeps the rest within their objective; otherwise
 ``NoFeasibleVariant`` (422) stating the best latency and accuracy that could
 be had: no variant meets the objective even with an empty queue.
 
@@ -93,10 +96,13 @@ class Cluster:
     # (worker id, variant id) -> rows this selector has sent there and not yet seen answered.
     # Heartbeats are up to a period old; what the selector itself dispatched it knows now.
     pending: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # Admission: refuse (503) a query every replica would answer later than its objective,
+    # instead of queueing it late (tier 4). A deployment setting (INFAAS_REFUSE_LATE).
+    refuse_late: bool = False
 
     @staticmethod
     def build(workers: Iterable[Worker], hardware: Mapping[str, HardwareType],
-              pending: Mapping[tuple[str, str], int] | None = None) -> "Cluster":
+              pending: Mapping[tuple[str, str], int] | None = None, *, refuse_late: bool = False) -> "Cluster":
         """Only workers that are up (not draining) take new work."""
         up = [w for w in workers if w.state == WORKER_UP]
         replicas: dict[str, list[tuple[Worker, ReplicaLoad]]] = {}
@@ -113,6 +119,7 @@ class Cluster:
             workers_by_hardware={k: tuple(sorted(v, key=roomy)) for k, v in by_hw.items()},
             held={w.id: frozenset(r.variant_id for r in w.replicas) for w in up},
             pending=pending if pending is not None else {},
+            refuse_late=refuse_late,
         )
 
 
@@ -240,6 +247,11 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
             elif steady <= limit:
                 best = _better(best, _Option(3, cost, cold, v, worker, batch, False))
 
+    if best is not None and best.tier == 4 and cluster.refuse_late:
+        # Every replica would answer late: queueing it would make the queries behind it late too.
+        raise Unavailable(f"over capacity: the shortest wait for a variant meeting the objective is "
+                          f"{best.latency_ms:.0f} ms > latency_ms {limit:g}; retry later (the autoscaler adds replicas)",
+                          retry_after_s=max(1.0, round(best.latency_ms / 1000.0, 1)), field="objective")
     if best is None:
         accurate = [e[1] for e in ranked]
         # Placeable means some up worker could run it, whatever it costs: a

@@ -27,7 +27,7 @@ from infaas.scaling import (
 
 V = make_variant("mlp")
 PARAMS = ScalingParams(period_s=1.0, target_utilisation=0.7, scale_down_periods=3, cooldown_s=5.0,
-                       idle_unload_s=20.0, min_workers={"cpu": 1}, max_workers={"cpu": 4})
+                       idle_unload_s=20.0, min_workers={"cpu": 1}, max_workers={"cpu": 4}, worker_release_s=3.0)
 
 
 # -- step 1: demand ------------------------------------------------------------
@@ -96,7 +96,7 @@ def test_hot_variant_moves_to_cheaper_hardware_and_back():
 
 
 # -- step 5: placement ---------------------------------------------------------------
-def test_placement_keeps_replicas_spreads_new_ones_and_reports_missing_room():
+def test_placement_keeps_replicas_and_reports_missing_room():
     a, b = make_variant("a"), make_variant("b")
     variants = {a.id: a, b.id: b}
     w1, w2 = make_worker("w1"), make_worker("w2")
@@ -109,6 +109,42 @@ def test_placement_keeps_replicas_spreads_new_ones_and_reports_missing_room():
     assert assignments == {"w1": (a.id,)} and unplaced == {"cpu": 1}  # never two replicas on one worker
 
 
+def test_new_replicas_go_to_the_busiest_worker_with_room_and_homeless_ones_are_packed():
+    """Best fit: a new replica joins the busiest worker that has room (so the
+    emptiest can be released); replicas without room are counted in new workers,
+    packed the same way, not one worker each."""
+    a, b, c = make_variant("a"), make_variant("b"), make_variant("c")
+    variants = {x.id: x for x in (a, b, c)}
+    w1, w2 = make_worker("w1"), make_worker("w2")
+    # a: 2000 rows/s = 0.5 of a worker, on w1; b: 400 rows/s = 0.1 -> w1 (0.5), not the empty w2
+    assignments, unplaced = place({a.id: 1, b.id: 1}, variants, {a.id: 2000.0, b.id: 400.0}, (w1, w2), {"w1": (a.id,)}, 0.7)
+    assert assignments == {"w1": (a.id, b.id), "w2": ()} and unplaced == {}
+    # one worker, full (a at 0.7): b and c (0.1 each) have no room -> one new worker holds both
+    assignments, unplaced = place({a.id: 1, b.id: 1, c.id: 1}, variants, {a.id: 2800.0, b.id: 400.0, c.id: 400.0},
+                                  (w1,), {"w1": (a.id,)}, 0.7)
+    assert assignments == {"w1": (a.id,)} and unplaced == {"cpu": 1}
+    # two replicas of one variant never share a worker: 3 replicas of b at 0.1 each need 3 workers
+    assignments, unplaced = place({a.id: 1, b.id: 3}, variants, {a.id: 2800.0, b.id: 1200.0}, (w1,), {"w1": (a.id,)}, 0.7)
+    assert unplaced == {"cpu": 3}
+
+
+def test_a_worker_type_shrinks_only_after_worker_release_s():
+    """Releasing a machine and starting another soon after costs its start time and minimum
+    billing: the count falls only after asking for fewer for ``worker_release_s``."""
+    clock = FakeClock(0.0)
+    params = ScalingParams(period_s=1.0, scale_down_periods=2, cooldown_s=0.0, worker_release_s=6.0,
+                           min_workers={"cpu": 1}, max_workers={"cpu": 4})
+    ws = [make_worker("w1", replicas=[ReplicaLoad(V.id, rate_rps=100.0)]), make_worker("w2")]
+    state, current, desired, counts = PolicyState(), {}, {"cpu": 2}, []
+    for _ in range(8):
+        p, state = plan(Snapshot(clock(), tuple(ws), {V.id: V}, HARDWARE, desired, params), state, current)
+        current, desired = p.assignments, p.desired_workers
+        counts.append(desired["cpu"])
+        clock.advance(1)
+    # w2 is idle from the start: 6 periods asking for 1 (t = 0..5), released at the 6th
+    assert counts == [2, 2, 2, 2, 2, 1, 1, 1], counts
+
+
 def test_workers_needed_and_budget():
     p = ScalingParams(min_workers={"cpu": 1}, max_workers={"cpu": 4})
     assert workers_needed(live=2, busy=2, unplaced=3, hardware="cpu", params=p) == 4  # 2 + 3 = 5, capped at 4
@@ -117,6 +153,11 @@ def test_workers_needed_and_budget():
     # budget 40 $/h: 2 gpu (72) + 3 cpu (10.8) = 82.8 -> drop gpus first: 1 gpu + 3 cpu = 46.8 -> 0 gpu = 10.8
     assert within_budget({"cpu": 3, "gpu": 2}, HARDWARE, 40.0) == {"cpu": 3, "gpu": 0}
     assert within_budget({"cpu": 3, "gpu": 2}, HARDWARE, None) == {"cpu": 3, "gpu": 2}
+    # never below the minimum: at most one gpu must stay, so cpus go
+    assert within_budget({"cpu": 3, "gpu": 2}, HARDWARE, 40.0, {"gpu": 1}) == {"cpu": 1, "gpu": 1}
+    # with the demand planned per type: a gpu worker serving 6000 rows/s (6000 / 36 = 167 rows/s per $)
+    # is worth more than a cpu worker serving 100 (100 / 3.6 = 28): cpus go first
+    assert within_budget({"cpu": 3, "gpu": 1}, HARDWARE, 40.0, {}, {"cpu": 300.0, "gpu": 6000.0}) == {"cpu": 1, "gpu": 1}
 
 
 # -- the whole policy over control periods -------------------------------------------

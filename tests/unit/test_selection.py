@@ -329,6 +329,22 @@ def test_over_capacity_serves_the_shortest_queue_instead_of_refusing():
                Catalogue.build([v]), Cluster.build([busy, busier], HARDWARE))
 
 
+def test_refuse_late_answers_503_instead_of_queueing_a_query_every_replica_would_answer_late():
+    """With the deployment's ``refuse_late`` on, the same over-capacity query is refused
+    (503 with Retry-After, the predicted wait in the message); a replica that meets the
+    objective still serves."""
+    v = make_variant("mlp")
+    busy = make_worker("w1", replicas=[ReplicaLoad(v.id, queued_rows=320)])  # 110 ms predicted, as above
+    q = Query(rows=1, architecture="mlp", objective=Objective(latency_ms=50.0))
+    with pytest.raises(Unavailable) as exc:
+        select(q, Catalogue.build([v]), Cluster.build([busy], HARDWARE, refuse_late=True))
+    assert "110 ms > latency_ms 50" in str(exc.value) and exc.value.retry_after_s >= 1.0
+    # 320 queued rows -> 110 ms; an objective of 200 ms is met: served, not refused
+    d = select(Query(rows=1, architecture="mlp", objective=Objective(latency_ms=200.0)),
+               Catalogue.build([v]), Cluster.build([busy], HARDWARE, refuse_late=True))
+    assert d.worker == "w1" and d.predicted_latency_ms == 110.0
+
+
 def test_rows_this_selector_has_in_flight_spread_load_between_heartbeats():
     """Both replicas report empty queues (the last heartbeat), but this selector
     has 64 rows outstanding on w1: the next query goes to w2."""

@@ -38,12 +38,20 @@ REFERENCE = {
 }
 
 
-def cloud_policies(objective_ms: float = OBJECTIVE_MS) -> dict[str, Callable]:
+BUDGET_FROM = ("clipper", "static")  # ours-budget gets the hourly spend of the cheaper of these
+
+
+def cloud_policies(objective_ms: float = OBJECTIVE_MS, budget_per_hour: float | None = None) -> dict[str, Callable]:
+    """The cloud set-up's policies. Ours runs with ``refuse_late`` (a deployment setting): a query
+    every replica would answer late is refused (503) instead of queued behind the others."""
+    ours = lambda name, **kw: Ours(ScalingParams(min_workers=CLOUD_MIN, max_workers=CLOUD_MAX, latency_ms=objective_ms, **kw),
+                                   name=name, refuse_late=True)
     return {
-        "ours": lambda: Ours(ScalingParams(min_workers=CLOUD_MIN, max_workers=CLOUD_MAX, latency_ms=objective_ms)),
+        "ours": lambda: ours("ours"),
         # the same, configured to remember demand longer (half-life ~45 s instead of ~6 s) for bursty traffic
-        "ours-memory": lambda: Ours(ScalingParams(min_workers=CLOUD_MIN, max_workers=CLOUD_MAX, latency_ms=objective_ms,
-                                                  demand_decay=0.97), name="ours-memory"),
+        "ours-memory": lambda: ours("ours-memory", demand_decay=0.97),
+        # the same, given the money of the cheapest mean-sized baseline as its hourly budget
+        "ours-budget": lambda: ours("ours-budget", budget_per_hour=budget_per_hour),
         "infaas": lambda: INFaaS(initial=CLOUD_MIN, max_workers=CLOUD_MAX),
         "clipper": lambda: Clipper(pick="floor"),
         "static": lambda: Static(pick="floor"),
@@ -96,13 +104,26 @@ def compare(name: str, *, mode: str = "cloud", seed: int = 0, duration_s: float 
     setup = runner.fixed_setup(path=path) if mode == "fixed" else runner.cloud_setup(path=path)
     table = fixed_policies() if mode == "fixed" else cloud_policies()
     names = policies or list(table)
-    results, series = [], {}
-    for pname in names:
-        res, ser, _ = runner.run(w, setup, table[pname](), seed=seed)
+    # ours-budget runs last: its budget is the hourly spend of the baselines it is held against.
+    order = sorted(names, key=lambda n: n == "ours-budget")
+    runs: dict[str, tuple[Result, object]] = {}
+    for pname in order:
+        if pname == "ours-budget":
+            for ref in BUDGET_FROM:
+                if ref not in runs:
+                    res, ser, _ = runner.run(w, setup, table[ref](), seed=seed)
+                    runs[ref] = (res, None)  # measured for the budget only, not reported
+            budget = min(runs[r][0].cost / (runs[r][0].duration_s / 3600.0) for r in BUDGET_FROM)
+            policy = cloud_policies(budget_per_hour=budget)[pname]()
+            progress(f"  {pname:18} budget ${budget:.3f}/h (the spend of the cheaper of {', '.join(BUDGET_FROM)})")
+        else:
+            policy = table[pname]()
+        res, ser, _ = runner.run(w, setup, policy, seed=seed)
         progress(f"  {pname:18} violations {res.violation_rate:7.2%}  cost ${res.cost:8.3f}  accuracy {res.mean_accuracy:5.1f}"
                  f"  ({res.wall_s:.1f} s)")
-        results.append(res)
-        series[pname] = ser
+        runs[pname] = (res, ser)
+    results = [runs[n][0] for n in names]
+    series = {n: runs[n][1] for n in names}
     lb = None
     if mode == "cloud":
         infos = [VariantInfo(v, k) for k, v in enumerate(setup.variants)]

@@ -39,9 +39,11 @@ class Ours(Policy):
     name = "ours"
 
     def __init__(self, params: scaling.ScalingParams, *, hardware: Mapping[str, HardwareType] | None = None,
-                 initial: Mapping[str, int] | None = None, name: str = "ours") -> None:
+                 initial: Mapping[str, int] | None = None, name: str = "ours", refuse_late: bool = False) -> None:
         """``hardware``: the prices the product is configured with (default: the simulated ones);
-        ``initial``: machines up before the first request (default ``params.min_workers``)."""
+        ``initial``: machines up before the first request (default ``params.min_workers``);
+        ``refuse_late``: the deployment's admission setting (``selection.Cluster.refuse_late``)."""
+        self.refuse_late = refuse_late
         self.name = name
         self.params = params
         self.period_s = params.period_s
@@ -89,7 +91,7 @@ class Ours(Policy):
         now = sim.now
         if sim.version != self._version or self._cluster is None:
             workers = [self.worker_record(m, now / 1000.0) for m in sim.up_machines()]
-            self._cluster = selection.Cluster.build(workers, self.hardware)
+            self._cluster = selection.Cluster.build(workers, self.hardware, refuse_late=self.refuse_late)
             self._version = sim.version
             self._pos = {w.id: k for ws in self._cluster.workers_by_hardware.values() for k, w in enumerate(ws)}
             sim.dirty.clear()
