@@ -466,7 +466,8 @@ class DataPlane:
             self._specs = {a.name: a.inputs for a in self.store.architectures()}
             self._catalogue, self._catalogue_version = catalogue, version
         healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]
-        self._cluster = Cluster.build(healthy, self.settings.hardware, self._pending)
+        self._cluster = Cluster.build(healthy, self.settings.hardware, self._pending,
+                                      refuse_late=self.settings.refuse_late == "on")
         self._refreshed_at = now
 
     def input_specs(self, query: Query) -> tuple[TensorSpec, ...]:
@@ -494,7 +495,8 @@ class DataPlane:
         self._suspect_until[worker_id] = now + self.settings.suspect_s
         # drop it from the snapshot at once, without a store read
         self._cluster = Cluster.build([w for w in self._cluster.workers.values() if w.id != worker_id],
-                                      self.settings.hardware, self._pending)
+                                      self.settings.hardware, self._pending,
+                                      refuse_late=self.settings.refuse_late == "on")
 
     async def infer(self, query: Query, arrays: Mapping[str, np.ndarray]) -> Answer:
         t0 = time.perf_counter()

@@ -71,6 +71,8 @@ class Settings:
     min_workers: str = ""  # per hardware type, e.g. "cpu=1"; default: cpu = workers
     max_workers: str = ""  # per hardware type, e.g. "cpu=4"; default: cpu = max(workers, 2 x cores)
     budget_per_hour: float = 0.0  # dollars per hour for all workers; 0 = no cap
+    scale_worker_release_s: float = 60.0  # a hardware type sheds workers only after asking for fewer this long
+    refuse_late: str = "off"  # "on": a query every replica would answer past its latency_ms gets 503 + Retry-After
     offline_root: str = ""  # local folders offline jobs may read and write; default <data_dir>/offline
     offline_max_files: int = 100_000  # input files per job
     offline_visibility_s: float = 30.0  # an item a worker took and did not finish is retried after this
@@ -90,6 +92,8 @@ class Settings:
             raise SettingsError(f"INFAAS_AUTOSCALE={self.autoscale!r}: expected 'on' or 'off'")
         if not 0 < self.scale_target_utilisation <= 1:
             raise SettingsError(f"INFAAS_SCALE_TARGET_UTILISATION={self.scale_target_utilisation}: expected 0 < x <= 1")
+        if self.refuse_late not in ("on", "off"):
+            raise SettingsError(f"INFAAS_REFUSE_LATE={self.refuse_late!r}: expected 'on' or 'off'")
         if self.auth not in ("keys", "off"):
             raise SettingsError(f"INFAAS_AUTH={self.auth!r}: expected 'keys' or 'off'")
         if self.backend not in ("local", "aws"):
@@ -136,6 +140,7 @@ class Settings:
             min_workers=lo,
             max_workers=hi,
             budget_per_hour=self.budget_per_hour or None,
+            worker_release_s=self.scale_worker_release_s,
         )
 
     @property

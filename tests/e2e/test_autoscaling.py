@@ -85,7 +85,7 @@ def test_load_ramp_adds_then_removes_replicas_and_workers(tmp_path):
     heavy_mlp(model)
     env = {
         "INFAAS_MIN_WORKERS": "cpu=1", "INFAAS_MAX_WORKERS": "cpu=3", "INFAAS_SCALE_PERIOD_S": "0.5",
-        "INFAAS_SCALE_DOWN_PERIODS": "3", "INFAAS_SCALE_COOLDOWN_S": "2", "INFAAS_HEARTBEAT_S": "0.25",
+        "INFAAS_SCALE_DOWN_PERIODS": "3", "INFAAS_SCALE_COOLDOWN_S": "2", "INFAAS_SCALE_WORKER_RELEASE_S": "2", "INFAAS_HEARTBEAT_S": "0.25",
         "INFAAS_SCALE_TARGET_UTILISATION": "0.7",
     }
     with StackProcess(workers=1, data_dir=str(tmp_path / "data"), env=env) as stack:
