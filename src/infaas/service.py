@@ -245,6 +245,14 @@ def describe_variant(v: Variant) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- data plane
+def _finite(a: np.ndarray) -> bool:
+    """No NaN and no infinity: NaN propagates through min and max, an infinity is one
+    of them; two reductions without the temporary array of ``np.isfinite(a).all()``."""
+    if a.dtype.kind == "c":
+        return bool(np.isfinite(a).all())
+    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
+
+
 def validate_inputs(arrays: Mapping[str, np.ndarray], specs: tuple[TensorSpec, ...], max_rows: int) -> tuple[dict[str, np.ndarray], int]:
     """Check names, dtypes, shapes and values against the model's input spec.
 
@@ -268,7 +276,7 @@ def validate_inputs(arrays: Mapping[str, np.ndarray], specs: tuple[TensorSpec, .
             )
         if spec.shape and spec.shape[0] > 0 and a.shape[0] != spec.shape[0]:
             raise InvalidInput(f"input {spec.name!r} must have exactly {spec.shape[0]} rows", field="shape")
-        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+        if a.dtype.kind in "fc" and a.size and not _finite(a):
             raise InvalidInput(f"input {spec.name!r} contains NaN or infinity", field="inputs")
         n = a.shape[0] if a.ndim else 1
         if rows is not None and n != rows:
@@ -367,9 +375,15 @@ class Coalescer:
         return batch
 
     async def _call(self, batch: list) -> dict[str, np.ndarray]:
-        feed = batch[0][0] if len(batch) == 1 else {k: np.concatenate([b[0][k] for b in batch]) for k in batch[0][0]}
         objectives = [b[2] for b in batch if b[2] is not None]
-        frame = tensors.encode_parts(feed) if self.client.takes_parts else tensors.encode(feed)
+        if len(batch) == 1:
+            feed = batch[0][0]
+            frame = tensors.encode_parts(feed) if self.client.takes_parts else tensors.encode(feed)
+        else:
+            feeds = [b[0] for b in batch]
+            frame = tensors.encode_batch_parts(feeds) if self.client.takes_parts else None
+            if frame is None:  # not joinable without a copy (or the client wants bytes): concatenate
+                frame = tensors.encode({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]})
         raw = await self.client.infer(self.url, self.variant_id, frame, min(objectives) if objectives else None)
         return tensors.decode(raw)
 

@@ -71,6 +71,31 @@ def encode_parts(tensors: Mapping[str, np.ndarray]) -> list:
     return [_LEN.pack(len(head)) + head, *chunks]
 
 
+def encode_batch_parts(feeds: list[Mapping[str, np.ndarray]]) -> list | None:
+    """The frame of the row-wise concatenation of ``feeds`` (same tensor names), as
+    a list of buffers that point at each feed's memory: a batch leaves without a
+    copy. None when a copy is needed after all (a tensor not C-contiguous, not
+    little-endian, or shapes and dtypes that differ past the first dimension)."""
+    first = feeds[0]
+    header = []
+    chunks: list = []
+    for name, arr in first.items():
+        rows, rest, dtype = 0, arr.shape[1:], arr.dtype
+        if not arr.ndim or dtype.byteorder == ">":
+            return None
+        for f in feeds:
+            a = f.get(name)
+            if a is None or a.shape[1:] != rest or a.dtype != dtype or not a.flags.c_contiguous:
+                return None
+            rows += a.shape[0]
+            chunks.append(memoryview(a.reshape(-1).view(np.uint8)))
+        header.append({"name": name, "dtype": dtype_name(dtype), "shape": [rows, *rest]})
+    if any(len(f) != len(first) for f in feeds):
+        return None
+    head = compact_json(header)
+    return [_LEN.pack(len(head)) + head, *chunks]
+
+
 def decode(frame: bytes | memoryview) -> dict[str, np.ndarray]:
     buf = memoryview(frame)
     if len(buf) < 4:
