@@ -176,13 +176,15 @@ class _Option:
 
 
 def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, cluster: Cluster) -> list[tuple]:
-    """Candidates meeting the accuracy floor as (cost, variant, steady_ms, cold_ms), cheapest first
-    (equal cost: the more accurate, then the faster).
+    """Candidates meeting the accuracy floor whose steady latency (an empty replica) meets the latency
+    objective, as (cost, variant, steady_ms, cold_ms), cheapest first (equal cost: the more accurate,
+    then the faster).
 
     Memoised on the catalogue snapshot per query shape and prices, so a
     decision scans a short sorted list instead of re-deriving every profile.
     """
-    key = (query.variant, query.architecture, query.task, query.tenant, query.objective.min_accuracy, query.rows,
+    limit = query.objective.latency_ms
+    key = (query.variant, query.architecture, query.task, query.tenant, query.objective.min_accuracy, query.rows, limit,
            tuple(sorted((h, t.price_per_hour) for h, t in cluster.hardware.items())))
     hit = catalogue._ranked.get(key)
     if hit is not None:
@@ -194,6 +196,8 @@ def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, clust
             continue
         price = cluster.hardware[v.hardware].price_per_hour if v.hardware in cluster.hardware else math.inf
         steady = service_ms(v, 0, query.rows)
+        if limit is not None and steady > limit:
+            continue  # even an empty replica answers too late: no tier can use it
         entries.append((cost_per_query(v, query.rows, price), v, steady, v.profile.load_ms + steady))
     entries.sort(key=lambda e: (e[0], -(e[1].accuracy or 0.0), e[2]))
     if len(catalogue._ranked) > 50_000:
@@ -215,7 +219,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
     # Tiers 1 and 4: replicas already loaded.
     best: _Option | None = None
     backlog = _BACKLOG  # worker record -> ms of work its replicas have queued (memoised per record)
-    for cost, v, steady, _cold in ranked:
+    for cost, v, steady, _cold in _with_replicas(ranked, cluster):
         if cost > max_cost or (best is not None and best.tier == 1 and cost > best.cost):
             break  # sorted by cost: nothing further can be a cheaper loaded replica
         for worker, load in cluster.replicas.get(v.id, ()):
@@ -230,22 +234,19 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
             elif steady <= limit:  # only its queue is in the way
                 best = _better(best, _Option(4, cost, lat, v, worker, batch, True))
 
-    # Tiers 2 and 3: load a variant on a worker that can run it, cheapest first.
+    # Tiers 2 and 3: load a variant on a worker that can run it, cheapest first: the cheapest
+    # that can load in time (tier 2) among those whose load alone fits the objective, else the
+    # cheapest cold start (tier 3).
     if best is None or best.tier != 1:
-        for cost, v, steady, cold in ranked:
+        for cost, v, steady, cold in _loadable(ranked, limit):
             if cost > max_cost or (best is not None and best.tier == 2 and cost > best.cost):
                 break
-            worker = _roomiest(cluster, v, catalogue, backlog)
-            if worker is None:
-                continue
-            batch = min(query.rows, v.max_batch)
-            ahead = _backlog(worker, catalogue, backlog)
-            if ahead > v.profile.load_ms:  # the load overlaps the backlog; the first batch waits for both
-                cold = ahead + steady
-            if cold <= limit:
-                best = _better(best, _Option(2, cost, cold, v, worker, batch, False))
-            elif steady <= limit:
-                best = _better(best, _Option(3, cost, cold, v, worker, batch, False))
+            best = _place(best, cost, v, steady, cold, query, cluster, catalogue, backlog, limit)
+        if best is None or best.tier > 2:
+            for cost, v, steady, cold in ranked:
+                if cost > max_cost or (best is not None and best.tier in (2, 3) and cost > best.cost):
+                    break
+                best = _place(best, cost, v, steady, cold, query, cluster, catalogue, backlog, limit)
 
     if best is not None and best.tier == 4 and cluster.refuse_late:
         # Every replica would answer late: queueing it would make the queries behind it late too.
@@ -262,6 +263,56 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
             raise Unavailable(f"no worker of hardware type {', '.join(hw)} is up", retry_after_s=2.0)
         raise _unreachable(query, pool, cluster)
     return _decision(best, query, cluster)
+
+
+def _place(best: _Option | None, cost: float, v: Variant, steady: float, cold: float, query: Query,
+           cluster: Cluster, catalogue: Catalogue, backlog: dict, limit: float) -> _Option | None:
+    """``best`` or a load of ``v`` on the worker that would take it (``_roomiest``), whichever ranks first."""
+    worker = _roomiest(cluster, v, catalogue, backlog)
+    if worker is None:
+        return best
+    batch = min(query.rows, v.max_batch)
+    ahead = _backlog(worker, catalogue, backlog)
+    if ahead > v.profile.load_ms:  # the load overlaps the backlog; the first batch waits for both
+        cold = ahead + steady
+    if cold <= limit:
+        return _better(best, _Option(2, cost, cold, v, worker, batch, False))
+    if steady <= limit:
+        return _better(best, _Option(3, cost, cold, v, worker, batch, False))
+    return best
+
+
+# Sub-lists of a ranked list, memoised by the identity of the list (and of the cluster's
+# replica map), holding both so that an id is not reused while its entry lives.
+_SUBLISTS: dict[tuple, tuple] = {}
+
+
+def _with_replicas(ranked: list[tuple], cluster: Cluster) -> list[tuple]:
+    """The ranked entries that have a loaded replica in this cluster snapshot."""
+    key = (id(ranked), id(cluster.replicas))
+    hit = _SUBLISTS.get(key)
+    if hit is not None and hit[0] is ranked and hit[1] is cluster.replicas:
+        return hit[2]
+    sub = [e for e in ranked if e[1].id in cluster.replicas]
+    _remember(key, (ranked, cluster.replicas, sub))
+    return sub
+
+
+def _loadable(ranked: list[tuple], limit: float) -> list[tuple]:
+    """The ranked entries whose load plus first batch fits the objective (they may load in time)."""
+    key = (id(ranked), limit)
+    hit = _SUBLISTS.get(key)
+    if hit is not None and hit[0] is ranked:
+        return hit[2]
+    sub = [e for e in ranked if e[3] <= limit]
+    _remember(key, (ranked, None, sub))
+    return sub
+
+
+def _remember(key: tuple, value: tuple) -> None:
+    if len(_SUBLISTS) > 100_000:
+        _SUBLISTS.clear()
+    _SUBLISTS[key] = value
 
 
 def _better(a: _Option | None, b: _Option) -> _Option:
