@@ -202,3 +202,22 @@ def test_proteus_traces_with_tenants_and_warmup():
     warm = w.head(100.0).with_warmup(20.0)
     assert warm.warmup == int((w.arrival_ms < 20_000).sum()) and warm.t0_ms == 20_000.0
     assert warm.duration_s == pytest.approx(w.head(100.0).duration_s)
+
+
+def test_refusing_late_queries_keeps_the_rest_on_time_under_a_budget():
+    """A budget that holds one machine (800 rows/s: 8 rows per 10 ms) and twice that offered:
+    queued late, every query waits behind the growing queue and nearly all miss 300 ms;
+    refused when every replica would answer late (``refuse_late``), about half are refused
+    and the rest are on time -- at the same cost."""
+    from infaas.sim.policies.ours import Ours
+
+    w = data.synthetic_workload({TASK: 1600.0}, 6.0, seed=7)
+    params = ScalingParams(min_workers={"cpu": 1}, max_workers={"cpu": 4}, budget_per_hour=3.6, latency_ms=300.0)
+    out = {}
+    for refuse in (False, True):
+        sim = Simulator(w, [A], Ours(params, refuse_late=refuse), SPEC).run()
+        out[refuse] = evaluate(sim, "ours")[0]
+    late, refusing = out[False], out[True]
+    assert late.violation_rate > 0.8, late.violation_rate
+    assert refusing.violation_rate < 0.6 and refusing.refused > 0, refusing.violation_rate
+    assert refusing.cost == pytest.approx(late.cost)  # one machine either way
