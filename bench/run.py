@@ -668,11 +668,25 @@ def prefer(pid: int) -> str:
     if not BENCH_NICE:
         return "off"
     try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            before = f.read().split()[-1]  # "/autogroup-<n> nice <value>"
         with open(f"/proc/{pid}/autogroup", "w") as f:
             f.write(BENCH_NICE)
+        if pid == os.getpid():  # the calling shell's session gets its own value back at exit
+            import atexit
+
+            atexit.register(_restore_autogroup, pid, before)
         return f"nice {BENCH_NICE}"
     except OSError as exc:
         return f"not set ({exc.strerror or exc})"
+
+
+def _restore_autogroup(pid: int, value: str) -> None:
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write(value)
+    except OSError:
+        pass
 
 
 def machine() -> dict[str, str]:

@@ -69,7 +69,7 @@ class Settings:
     scale_cooldown_s: float = 10.0  # no removal this soon after a change
     scale_idle_unload_s: float = 60.0  # a variant unused this long loses its last replica
     min_workers: str = ""  # per hardware type, e.g. "cpu=1"; default: cpu = workers
-    max_workers: str = ""  # per hardware type, e.g. "cpu=4"; default: cpu = max(workers, 2 x cores)
+    max_workers: str = ""  # per hardware type, e.g. "cpu=4"; default: cpu = max(workers, cores): one worker process per core
     budget_per_hour: float = 0.0  # dollars per hour for all workers; 0 = no cap
     scale_worker_release_s: float = 60.0  # a hardware type sheds workers only after asking for fewer this long
     refuse_late: str = "off"  # "on": a query every replica would answer past its latency_ms gets 503 + Retry-After
@@ -130,7 +130,7 @@ class Settings:
 
         cores = os.cpu_count() or 1
         lo = parse_counts(self.min_workers, "INFAAS_MIN_WORKERS") or {"cpu": self.workers}
-        hi = parse_counts(self.max_workers, "INFAAS_MAX_WORKERS") or {"cpu": max(self.workers, 2 * cores)}
+        hi = parse_counts(self.max_workers, "INFAAS_MAX_WORKERS") or {"cpu": max(self.workers, cores)}
         return ScalingParams(
             period_s=self.scale_period_s,
             target_utilisation=self.scale_target_utilisation,
