@@ -130,12 +130,27 @@ class Profile:
     measured_at: float = 0.0
 
     def batch_sizes(self) -> tuple[int, ...]:
+        return self._sizes
+
+    @functools.cached_property
+    def _sizes(self) -> tuple[int, ...]:
         return tuple(sorted(self.latency_ms))
+
+    @functools.cached_property
+    def _memo(self) -> dict[tuple[int, str], float]:
+        return {}  # (batch, percentile) -> latency: selection asks the same few again and again
 
     def latency_at(self, batch: int, percentile: str = "p99") -> float:
         """Predicted latency of one run at ``batch`` rows (interpolated)."""
+        memo = self._memo
+        hit = memo.get((batch, percentile))
+        if hit is None:
+            hit = memo[(batch, percentile)] = self._interpolate(batch, percentile)
+        return hit
+
+    def _interpolate(self, batch: int, percentile: str) -> float:
         idx = 1 if percentile == "p99" else 0
-        sizes = self.batch_sizes()
+        sizes = self._sizes
         if batch <= sizes[0]:
             return self.latency_ms[sizes[0]][idx]
         for lo, hi in zip(sizes, sizes[1:]):

@@ -148,15 +148,15 @@ def markdown(c: Comparison) -> str:
                  f"{c.wall_s:.0f} s on {platform.machine()} ({_cpus()} CPUs).")
     lines.append("")
     if c.mode == "cloud":
-        lines.append("| policy | violations | of which latency | of which accuracy | cost $ | cost / lower bound | goodput req/s | mean accuracy | p99 ms | machine-hours | sim s |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("| policy | violations | of which latency | of which refused | of which accuracy | cost $ | cost / lower bound | goodput req/s | mean accuracy | p99 ms | machine-hours | sim s |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in c.results:
             ratio = r.cost / c.lower_bound if c.lower_bound else math.nan
             mh = sum(r.machine_seconds.values()) / 3600.0
-            lines.append(f"| {r.policy} | {_pct(r.violation_rate)} | {r.latency_violations} | {r.accuracy_violations} | "
+            lines.append(f"| {r.policy} | {_pct(r.violation_rate)} | {r.latency_violations} | {r.refused} | {r.accuracy_violations} | "
                          f"{r.cost:.3f} | {ratio:.2f} | {r.goodput_rps:.1f} | {r.mean_accuracy:.1f} | {r.p99_ms:.0f} | {mh:.2f} | {r.wall_s:.0f} |")
         if c.lower_bound is not None:
-            lines.append(f"| lower bound (MILP, {c.lb_window_s:.0f} s windows) | - | - | - | {c.lower_bound:.3f} | 1.00 | - | - | - | - | - |")
+            lines.append(f"| lower bound (MILP, {c.lb_window_s:.0f} s windows) | - | - | - | - | {c.lower_bound:.3f} | 1.00 | - | - | - | - | - |")
     else:
         lines.append("| policy | strict violations (> 300 ms or dropped) | Proteus-style (dropped or > 1 s) | effective accuracy | p99 ms | sim s |")
         lines.append("|---|---:|---:|---:|---:|---:|")
