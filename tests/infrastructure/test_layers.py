@@ -54,3 +54,30 @@ def test_the_function_code_is_the_handler_folder_plus_the_package(synthesized):
     for folder in handlers:
         assert (folder / "infaas" / "service.py").is_file()
         assert not list(folder.rglob("__pycache__"))
+
+
+# Packages the product's virtualenv has but the Lambda layer leaves out (layers/requirements.txt).
+NOT_ON_LAMBDA = ("uvicorn", "httpx", "onnxruntime", "torch", "onnx2torch")
+
+
+@pytest.mark.parametrize("function", ["frontend", "selector", "autoscaler"])
+def test_each_handler_imports_without_the_packages_the_layer_leaves_out(function, tmp_path):
+    """A module-level import of uvicorn (say) in code the functions reach would pass every
+    in-process test here and fail on Lambda at the first invocation."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        f"for m in {NOT_ON_LAMBDA!r}: sys.modules[m] = None\n"
+        f"sys.path.insert(0, {str(ROOT / 'functions' / function)!r})\n"
+        "import handler\n"
+        "assert callable(handler.handler)\n"
+    )
+    env = dict(os.environ, INFAAS_BACKEND="aws", INFAAS_FLEET_GROUPS='{"cpu": "infaas-cpu"}',
+               INFAAS_TABLE="t-metadata", INFAAS_BUCKET="t-models", INFAAS_QUEUE_PREFIX="t-",
+               INFAAS_MODEL_CACHE_DIR=str(tmp_path), AWS_DEFAULT_REGION="us-east-1",
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # clients are made, never called
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

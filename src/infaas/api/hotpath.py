@@ -28,7 +28,10 @@ import logging
 import urllib.parse
 from typing import Awaitable, Callable, Protocol
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+try:
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+except ImportError:  # the Lambda functions have no uvicorn: they reach the handlers through serve_asgi
+    HttpToolsProtocol, STATUS_LINE = object, {}  # type: ignore[assignment,misc]
 
 log = logging.getLogger("infaas.http")
 
@@ -178,6 +181,8 @@ class HotPathProtocol(HttpToolsProtocol):
 
 def hot_protocol(routes: Routes) -> type[HotPathProtocol]:
     """A uvicorn ``http`` protocol class that serves ``routes`` on the lean path."""
+    if HttpToolsProtocol is object:
+        raise RuntimeError("the lean HTTP path needs uvicorn with httptools (uvicorn[standard])")
     return type("HotPathProtocol", (HotPathProtocol,), {"routes": routes})
 
 
