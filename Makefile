@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit up bench clean synth layers
+.PHONY: demo test test-unit up bench sim clean synth layers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The trace-driven comparison of docs/evaluation.md (reads ../shared/data/proteus
+# or INFAAS_PROTEUS_DIR; about five minutes): rewrites its results and plots.
+sim: $(STAMP)
+	$(BIN)/infaas sim compare --all
 
 clean:
 	rm -rf $(VENV) .infaas-data build
