@@ -201,6 +201,7 @@ def autoscaler(groups, deployment, monkeypatch):
     monkeypatch.setenv("INFAAS_FLEET_GROUPS", json.dumps(groups))
     monkeypatch.setenv("INFAAS_SCALE_COOLDOWN_S", "0")
     monkeypatch.setenv("INFAAS_SCALE_DOWN_PERIODS", "1")
+    monkeypatch.setenv("INFAAS_SCALE_WORKER_RELEASE_S", "0")
     return load_function("autoscaler")
 
 
