@@ -49,6 +49,7 @@ replicas missed the objective for most requests; see docs/evaluation.md.)
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -100,6 +101,11 @@ class Cluster:
     # Admission: refuse (503) a query every replica would answer later than its objective,
     # instead of queueing it late (tier 4). A deployment setting (INFAAS_REFUSE_LATE).
     refuse_late: bool = False
+
+    @functools.cached_property
+    def price_key(self) -> tuple:
+        """The hourly prices, hashable: part of the key of a memoised ranking."""
+        return tuple(sorted((h, t.price_per_hour) for h, t in self.hardware.items()))
 
     @staticmethod
     def build(workers: Iterable[Worker], hardware: Mapping[str, HardwareType],
@@ -186,7 +192,7 @@ def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, clust
     """
     limit = query.objective.latency_ms
     key = (query.variant, query.architecture, query.task, query.tenant, query.objective.min_accuracy, query.rows, limit,
-           tuple(sorted((h, t.price_per_hour) for h, t in cluster.hardware.items())))
+           cluster.price_key)
     hit = catalogue._ranked.get(key)
     if hit is not None:
         return hit
@@ -221,23 +227,31 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
     # tuples -- tier 1 the cheapest (then the more accurate, the faster), tier 4 the shortest wait.
     b1 = b4 = None
     backlog = _BACKLOG  # worker record -> ms of work its replicas have queued (memoised per record)
-    pending, rows = cluster.pending, query.rows
+    pending, rows, predicted = cluster.pending, query.rows, _PREDICTED
     for cost, v, steady, _cold in _with_replicas(ranked, cluster):
         if cost > max_cost or (b1 is not None and cost > b1[0][0]):
             break  # sorted by cost: nothing further can be a cheaper loaded replica
-        acc, top, at = -(v.accuracy or 0.0), v.max_batch, v.profile.latency_at
+        acc = -(v.accuracy or 0.0)
         for worker, load in cluster.replicas.get(v.id, ()):
             mine = load.queued_rows
             queued = max(mine, pending.get((worker.id, v.id), 0)) if pending else mine
-            if queued:
-                total = queued + rows
-                lat = math.ceil(total / top) * at(min(total, top))
+            hit = predicted.get(id(load)) if queued == mine else None
+            if hit is not None and hit[0] is load and hit[1] is worker and hit[2] == rows and hit[4] is v:
+                lat = hit[3]  # the same heartbeat record, worker record, row count and variant as before
             else:
-                lat = steady
-            hit = backlog.get(id(worker))  # _backlog, inlined: this loop runs once per loaded replica
-            ahead = hit[1] if hit is not None and hit[0] is worker else _backlog(worker, catalogue, backlog)
-            if ahead:  # what the worker's other replicas have queued runs first
-                lat += ahead - (math.ceil(mine / top) * at(min(mine, top)) if mine else 0.0)
+                top, at = v.max_batch, v.profile.latency_at
+                if queued:
+                    total = queued + rows
+                    lat = math.ceil(total / top) * at(min(total, top))
+                else:
+                    lat = steady
+                ahead = _backlog(worker, catalogue, backlog)
+                if ahead:  # what the worker's other replicas have queued runs first
+                    lat += ahead - (math.ceil(mine / top) * at(min(mine, top)) if mine else 0.0)
+                if queued == mine:
+                    if len(predicted) > 100_000:
+                        predicted.clear()
+                    predicted[id(load)] = (load, worker, rows, lat, v)
             if lat <= limit:
                 key = (cost, acc, lat)
                 if b1 is None or key < b1[0]:
@@ -363,6 +377,7 @@ def backlog_ms(worker: Worker, variants: Mapping[str, Variant]) -> float:
 # Worker record, a snapshot a new tuple of workers), holding the record so its id
 # cannot be reused while the entry lives; cleared when they grow large.
 _BACKLOG: dict[int, tuple[Worker, float]] = {}
+_PREDICTED: dict[int, tuple] = {}  # replica record -> (record, worker, rows, predicted ms, variant)
 _ROOMIEST: dict[tuple[int, str], tuple[tuple, Worker | None]] = {}
 
 
@@ -453,12 +468,14 @@ def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
         parts.append(f"accuracy {o.variant.accuracy:.3f} >= {obj.min_accuracy:g}")
     # Where to retry on a fault: another replica of the variant, else another worker that can load it.
     others: list[Worker] = []
-    for w in itertools.chain((w for w, _ in cluster.replicas.get(o.variant.id, ())),
+    seen = {o.worker.id}
+    for w in itertools.chain([w for w, _ in cluster.replicas.get(o.variant.id, ())],
                              cluster.workers_by_hardware.get(o.variant.hardware, ())):
-        if len(others) == 2:
-            break
-        if w.id != o.worker.id and all(w.id != x.id for x in others) and _runs(w, o.variant):
+        if w.id not in seen and _runs(w, o.variant):
             others.append(w)
+            if len(others) == 2:
+                break
+            seen.add(w.id)
     return Decision(
         variant=o.variant.id,
         worker=o.worker.id,

@@ -360,3 +360,22 @@ def test_rows_this_selector_has_in_flight_spread_load_between_heartbeats():
     pending[("w2", v.id)] = 64  # the mapping is live: the selector's counts as they are now
     d = select(q, Catalogue.build([v]), Cluster.build([w1, w2], HARDWARE, pending))
     assert d.worker == "w1"
+
+
+def test_predictions_follow_the_live_in_flight_counts_of_one_snapshot():
+    """One snapshot, many decisions (as between two refreshes): predictions are remembered
+    per heartbeat record, but never across a change of the selector's in-flight rows."""
+    v = make_variant("mlp")
+    catalogue = Catalogue.build([v])
+    w1 = make_worker("w1", replicas=[ReplicaLoad(v.id, queued_rows=32)])  # 2 * p99(32) 10 ms = 20 ms
+    w2 = make_worker("w2", replicas=[ReplicaLoad(v.id, queued_rows=64)])  # 3 * 10 = 30 ms
+    pending: dict = {}
+    cluster = Cluster.build([w1, w2], HARDWARE, pending)
+    q = Query(rows=1, architecture="mlp")
+    assert [select(q, catalogue, cluster).predicted_latency_ms for _ in range(2)] == [20.0, 20.0]
+    pending[("w1", v.id)] = 96  # 97 rows: 4 batches = 40 ms > w2's 30 ms
+    d = select(q, catalogue, cluster)
+    assert (d.worker, d.predicted_latency_ms) == ("w2", 30.0)
+    del pending[("w1", v.id)]  # answered: back to what the heartbeat said
+    d = select(q, catalogue, cluster)
+    assert (d.worker, d.predicted_latency_ms) == ("w1", 20.0)
