@@ -187,29 +187,34 @@ def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, clust
     objective, as (cost, variant, steady_ms, cold_ms), cheapest first (equal cost: the more accurate,
     then the faster).
 
-    Memoised on the catalogue snapshot per query shape and prices, so a
-    decision scans a short sorted list instead of re-deriving every profile.
+    Memoised on the catalogue snapshot in two levels: every candidate of a query
+    shape (names, tenant, rows, prices) ranked once, then that list filtered per
+    accuracy floor and latency objective -- so a decision scans a short sorted
+    list, and a new objective for a known shape costs one pass, not a re-ranking.
     """
     limit = query.objective.latency_ms
-    key = (query.variant, query.architecture, query.task, query.tenant, query.objective.min_accuracy, query.rows, limit,
-           cluster.price_key)
-    hit = catalogue._ranked.get(key)
+    floor = query.objective.min_accuracy
+    shape = (query.variant, query.architecture, query.task, query.tenant, query.rows, cluster.price_key)
+    key = (shape, floor, limit)
+    memo = catalogue._ranked
+    hit = memo.get(key)
     if hit is not None:
         return hit
-    floor = query.objective.min_accuracy
-    entries = []
-    for v in pool:
-        if floor is not None and (v.accuracy or 0.0) < floor:
-            continue
-        price = cluster.hardware[v.hardware].price_per_hour if v.hardware in cluster.hardware else math.inf
-        steady = service_ms(v, 0, query.rows)
-        if limit is not None and steady > limit:
-            continue  # even an empty replica answers too late: no tier can use it
-        entries.append((cost_per_query(v, query.rows, price), v, steady, v.profile.load_ms + steady))
-    entries.sort(key=lambda e: (e[0], -(e[1].accuracy or 0.0), e[2]))
-    if len(catalogue._ranked) > 50_000:
-        catalogue._ranked.clear()
-    catalogue._ranked[key] = entries
+    ranked = memo.get(shape)
+    if ranked is None:
+        ranked = []
+        for v in pool:
+            price = cluster.hardware[v.hardware].price_per_hour if v.hardware in cluster.hardware else math.inf
+            steady = service_ms(v, 0, query.rows)
+            ranked.append((cost_per_query(v, query.rows, price), v, steady, v.profile.load_ms + steady))
+        ranked.sort(key=lambda e: (e[0], -(e[1].accuracy or 0.0), e[2]))
+        memo[shape] = ranked
+    entries = [e for e in ranked
+               if (floor is None or (e[1].accuracy or 0.0) >= floor)  # meets the accuracy floor
+               and (limit is None or e[2] <= limit)]  # an empty replica answers in time: some tier may use it
+    if len(memo) > 50_000:
+        memo.clear()
+    memo[key] = entries
     return entries
 
 
