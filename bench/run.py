@@ -70,10 +70,13 @@ WORKERS = 2  # the default of `infaas up`
 HOST = "127.0.0.1"
 TINY, SQUEEZE = "mlp-512-256", "squeezenet-light"
 SQUEEZE_TASK = "classification/imagenet-light"
-# per model: (concurrency, warm-up seconds, at most seconds, at most requests), over all rounds
+# per model: (concurrency, warm-up seconds, at most seconds, at most requests), over all rounds.
+# The compute-bound model at c=32 needs a replica on each worker: every system gets a 4 s warm-up
+# there, time for INFaaS's autoscaler (2 s period) to see the load again after the other systems'
+# rounds and load the second replica (a quiet variant is scaled back to one replica in between).
 RUNS = {
     TINY: ((1, 0.5, 3.0, 20_000), (32, 0.5, 4.0, 200_000)),
-    SQUEEZE: ((1, 0.5, 3.0, 2_000), (32, 0.5, 5.0, 20_000)),
+    SQUEEZE: ((1, 0.5, 3.0, 2_000), (32, 4.0, 5.0, 20_000)),
 }
 # Each measurement is split into this many rounds, alternating the order of the
 # systems, so that a burst of noise on the machine does not fall on one system only.
@@ -1247,7 +1250,10 @@ def section(info, versions, peers_state, peers_s, chosen, ready_s, results, raw,
             infaas_rss, targets, notes, sel_out, plot_note, total) -> str:
     runs = "; ".join(
         f"{'tiny' if m == TINY else 'compute-bound'} c={c}: {ROUNDS} rounds per system, each {w:g} s warm-up then at most "
-        f"{s / ROUNDS:g} s or {n // ROUNDS:,} requests" for m in (TINY, SQUEEZE) for c, w, s, n in RUNS[m])
+        f"{s / ROUNDS:g} s or {n // ROUNDS:,} requests" for m in (TINY, SQUEEZE) for c, w, s, n in RUNS[m]) + (
+        " (the compute-bound model's 4 s warm-up at c=32, for every system, is time for INFaaS's autoscaler to see "
+        "the load again after the other systems' rounds and load the replica on the second worker: in between, a "
+        "quiet variant is scaled back to one replica, and the first seconds of a burst run on it)")
     now = datetime.datetime.now(datetime.timezone.utc)
 
     def about(name: str) -> str:
