@@ -1,22 +1,21 @@
-"""Two helpers for the bare ASGI hot paths (API fast path, worker server)."""
+"""Two helpers for the bare ASGI paths (``api.hotpath.serve_asgi``, the worker server)."""
 
 from __future__ import annotations
 
-from .errors import PayloadTooLarge
 
-
-async def read_body(receive, limit: int) -> bytes:
-    """The whole request body, refusing more than ``limit`` bytes with 413."""
-    chunks, size = [], 0
+async def read_body(receive, limit: int) -> bytes | None:
+    """The whole request body; None when it exceeds ``limit`` bytes (the rest is read and dropped)."""
+    chunks, size, over = [], 0, False
     while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", field="body")
-        chunks.append(chunk)
+            over, chunks = True, []
+        elif not over:
+            chunks.append(chunk)
         if not message.get("more_body"):
-            return b"".join(chunks)
+            return None if over else b"".join(chunks)
 
 
 async def send_bytes(send, status: int, content_type: bytes, body: bytes, extra: list | None = None) -> None:

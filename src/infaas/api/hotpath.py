@@ -28,6 +28,8 @@ import logging
 import urllib.parse
 from typing import Awaitable, Callable, Protocol
 
+from ..asgi import read_body, send_bytes
+
 try:
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 except ImportError:  # the Lambda functions have no uvicorn: they reach the handlers through serve_asgi
@@ -193,21 +195,6 @@ def header(headers: list, name: bytes) -> bytes | None:
     return None
 
 
-async def asgi_body(receive, limit: int) -> bytes | None:
-    """The whole body from ASGI ``receive``; None when it exceeds ``limit``."""
-    chunks, size, over = [], 0, False
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            over, chunks = True, []
-        elif not over:
-            chunks.append(chunk)
-        if not message.get("more_body"):
-            return None if over else b"".join(chunks)
-
-
 async def serve_asgi(handler: Handler, path: str, scope, receive, send, limit: int) -> None:
     """The same handler behind ASGI: for requests that did not take the hot path
     (pipelined, another server, the test client)."""
@@ -215,8 +202,6 @@ async def serve_asgi(handler: Handler, path: str, scope, receive, send, limit: i
     if declared is not None and declared.isdigit() and int(declared) > limit:
         body = None
     else:
-        body = await asgi_body(receive, limit)
+        body = await read_body(receive, limit)
     status, content_type, extra, payload = too_large(limit) if body is None else await handler(path, scope["headers"], body)
-    headers = [(b"content-type", content_type), (b"content-length", str(len(payload)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    await send_bytes(send, status, content_type, payload, extra)
