@@ -182,10 +182,11 @@ class _Option:
     loaded: bool
 
 
-def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, cluster: Cluster) -> list[tuple]:
+def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, cluster: Cluster) -> tuple[list, list]:
     """Candidates meeting the accuracy floor whose steady latency (an empty replica) meets the latency
     objective, as (cost, variant, steady_ms, cold_ms), cheapest first (equal cost: the more accurate,
-    then the faster).
+    then the faster); and those of them whose load plus first batch fits the objective (they may
+    load in time).
 
     Memoised on the catalogue snapshot in two levels: every candidate of a query
     shape (names, tenant, rows, prices) ranked once, then that list filtered per
@@ -212,10 +213,11 @@ def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, clust
     entries = [e for e in ranked
                if (floor is None or (e[1].accuracy or 0.0) >= floor)  # meets the accuracy floor
                and (limit is None or e[2] <= limit)]  # an empty replica answers in time: some tier may use it
+    loadable = entries if limit is None else [e for e in entries if e[3] <= limit]
     if len(memo) > 50_000:
         memo.clear()
-    memo[key] = entries
-    return entries
+    memo[key] = entries, loadable
+    return entries, loadable
 
 
 def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
@@ -224,7 +226,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         raise InvalidInput("a query needs at least one row", field="inputs")
     obj = query.objective
     pool = candidates(query, catalogue)
-    ranked = _ranked(query, pool, catalogue, cluster)
+    ranked, loadable = _ranked(query, pool, catalogue, cluster)
     limit = math.inf if obj.latency_ms is None else obj.latency_ms
     max_cost = math.inf if obj.max_cost is None else obj.max_cost
 
@@ -277,7 +279,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
     # that can load in time (tier 2) among those whose load alone fits the objective, else the
     # cheapest cold start (tier 3).
     if best is None or best.tier != 1:
-        for cost, v, steady, cold in _loadable(ranked, limit):
+        for cost, v, steady, cold in loadable:
             if cost > max_cost or (best is not None and best.tier == 2 and cost > best.cost):
                 break
             best = _place(best, cost, v, steady, cold, query, cluster, catalogue, backlog, limit)
@@ -321,37 +323,22 @@ def _place(best: _Option | None, cost: float, v: Variant, steady: float, cold: f
     return best
 
 
-# Sub-lists of a ranked list, memoised by the identity of the list (and of the cluster's
-# replica map), holding both so that an id is not reused while its entry lives.
-_SUBLISTS: dict[tuple, tuple] = {}
+# The ranked entries with a loaded replica, memoised by the identity of the ranked list and of
+# the cluster's replica map, holding both so that an id is not reused while its entry lives.
+_WITH_REPLICAS: dict[tuple[int, int], tuple] = {}
 
 
 def _with_replicas(ranked: list[tuple], cluster: Cluster) -> list[tuple]:
     """The ranked entries that have a loaded replica in this cluster snapshot."""
     key = (id(ranked), id(cluster.replicas))
-    hit = _SUBLISTS.get(key)
+    hit = _WITH_REPLICAS.get(key)
     if hit is not None and hit[0] is ranked and hit[1] is cluster.replicas:
         return hit[2]
     sub = [e for e in ranked if e[1].id in cluster.replicas]
-    _remember(key, (ranked, cluster.replicas, sub))
+    if len(_WITH_REPLICAS) > 100_000:
+        _WITH_REPLICAS.clear()
+    _WITH_REPLICAS[key] = (ranked, cluster.replicas, sub)
     return sub
-
-
-def _loadable(ranked: list[tuple], limit: float) -> list[tuple]:
-    """The ranked entries whose load plus first batch fits the objective (they may load in time)."""
-    key = (id(ranked), limit)
-    hit = _SUBLISTS.get(key)
-    if hit is not None and hit[0] is ranked:
-        return hit[2]
-    sub = [e for e in ranked if e[3] <= limit]
-    _remember(key, (ranked, None, sub))
-    return sub
-
-
-def _remember(key: tuple, value: tuple) -> None:
-    if len(_SUBLISTS) > 100_000:
-        _SUBLISTS.clear()
-    _SUBLISTS[key] = value
 
 
 def _better(a: _Option | None, b: _Option) -> _Option:
