@@ -265,9 +265,9 @@ def place(
     unplaced: dict[str, int] = {}
     for hw, vids in homeless.items():
         bins: list[tuple[list[str], list[float]]] = []  # (variants, [utilisation, memory])
+        budget = max((w.memory_budget_bytes for w in workers if w.hardware == hw), default=None)
         for vid in sorted(vids, key=lambda x: -share(x)):
             need = variants[vid].profile.peak_memory_bytes if variants[vid].profile else 0
-            budget = max((w.memory_budget_bytes for w in workers if w.hardware == hw), default=None)
             for held_here, used in bins:
                 if vid not in held_here and used[0] + share(vid) <= target_utilisation \
                         and (budget is None or used[1] + need <= budget):
@@ -574,14 +574,15 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
     # Worker counts per hardware type.
     desired: dict[str, int] = {}
     drain: list[str] = []
+    # fewer workers only after asking for fewer for worker_release_s (more at once)
+    release = replace(p, scale_down_periods=max(p.scale_down_periods, math.ceil(p.worker_release_s / p.period_s)))
     for hw in sorted(set(snap.desired_workers) | set(p.min_workers) | set(unplaced) | up_types):
         live = [w for w in up if w.hardware == hw]
         have = snap.desired_workers.get(hw, len(live))
         busy = sum(1 for w in live if assignments.get(w.id))
         wanted = workers_needed(len(live), busy, unplaced.get(hw, 0), hw, p)
         key = f"hw:{hw}"
-        slow = replace(p, scale_down_periods=max(p.scale_down_periods, math.ceil(p.worker_release_s / p.period_s)))
-        new, lower[key], changed = apply_hysteresis(key, have, wanted, snap.now, replace(state, changed_at=changed_at), slow)
+        new, lower[key], changed = apply_hysteresis(key, have, wanted, snap.now, replace(state, changed_at=changed_at), release)
         if changed:
             changed_at[key] = snap.now
             why = f"{unplaced.get(hw, 0)} replica(s) without room" if new > have else f"{len(live) - busy} idle worker(s)"

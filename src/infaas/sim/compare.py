@@ -105,26 +105,26 @@ def compare(name: str, *, mode: str = "cloud", seed: int = 0, duration_s: float 
     table = fixed_policies() if mode == "fixed" else cloud_policies()
     names = policies or list(table)
     # ours-budget runs last: its budget is the hourly spend of the baselines it is held against.
-    order = sorted(names, key=lambda n: n == "ours-budget")
-    runs: dict[str, tuple[Result, object]] = {}
-    spend: dict[str, float] = {}  # $/h over the counted interval (billing runs to the last answer)
-    for pname in order:
+    runs: dict[str, tuple[Result, object, float]] = {}  # policy -> (result, series, $/h over the billed interval)
+
+    def run(policy) -> tuple[Result, object, float]:
+        res, ser, sim = runner.run(w, setup, policy, seed=seed)
+        return res, ser, res.cost / max((sim.end_ms - w.t0_ms) / 3.6e6, 1e-12)
+
+    for pname in sorted(names, key=lambda n: n == "ours-budget"):
         if pname == "ours-budget":
             for ref in BUDGET_FROM:
-                if ref not in runs:
-                    res, ser, sim = runner.run(w, setup, table[ref](), seed=seed)
-                    runs[ref] = (res, None)  # measured for the budget only, not reported
-                    spend[ref] = res.cost / ((sim.end_ms - w.t0_ms) / 3.6e6)
-            budget = min(spend[r] for r in BUDGET_FROM)
+                if ref not in runs:  # measured for the budget only, not reported
+                    runs[ref] = run(table[ref]())
+            budget = min(runs[r][2] for r in BUDGET_FROM)
             policy = cloud_policies(budget_per_hour=budget)[pname]()
             progress(f"  {pname:18} budget ${budget:.3f}/h (the spend of the cheaper of {', '.join(BUDGET_FROM)})")
         else:
             policy = table[pname]()
-        res, ser, sim = runner.run(w, setup, policy, seed=seed)
-        spend[pname] = res.cost / max((sim.end_ms - w.t0_ms) / 3.6e6, 1e-12)
+        runs[pname] = run(policy)
+        res = runs[pname][0]
         progress(f"  {pname:18} violations {res.violation_rate:7.2%}  cost ${res.cost:8.3f}  accuracy {res.mean_accuracy:5.1f}"
                  f"  ({res.wall_s:.1f} s)")
-        runs[pname] = (res, ser)
     results = [runs[n][0] for n in names]
     series = {n: runs[n][1] for n in names}
     lb = None
