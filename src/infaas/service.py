@@ -449,7 +449,7 @@ class DataPlane:
         self._coalescers: dict[tuple[str, str], Coalescer] = {}
         self._refreshing = False
         self._pending: dict[tuple[str, str], int] = {}  # (worker, variant) -> rows sent, not yet answered
-        self._efficient: dict[str, int] = {}  # variant id -> rows per coalesced call (``efficient_batch``)
+        self._efficient: dict[str, tuple[Variant, int]] = {}  # variant id -> (record, rows per coalesced call)
 
     def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
         """The cached snapshot. A stale one is refreshed in a thread while queries
@@ -480,9 +480,11 @@ class DataPlane:
             self._specs = {a.name: a.inputs for a in self.store.architectures()}
             self._catalogue, self._catalogue_version = catalogue, version
         healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]
-        self._cluster = Cluster.build(healthy, self.settings.hardware, self._pending,
-                                      refuse_late=self.settings.refuse_late == "on")
+        self._cluster = self._build_cluster(healthy)
         self._refreshed_at = now
+
+    def _build_cluster(self, workers) -> Cluster:
+        return Cluster.build(workers, self.settings.hardware, self._pending, refuse_late=self.settings.refuse_late == "on")
 
     def input_specs(self, query: Query) -> tuple[TensorSpec, ...]:
         """The input spec of what the query names, if the tenant may use it.
@@ -508,9 +510,7 @@ class DataPlane:
         now = self.clock()
         self._suspect_until[worker_id] = now + self.settings.suspect_s
         # drop it from the snapshot at once, without a store read
-        self._cluster = Cluster.build([w for w in self._cluster.workers.values() if w.id != worker_id],
-                                      self.settings.hardware, self._pending,
-                                      refuse_late=self.settings.refuse_late == "on")
+        self._cluster = self._build_cluster([w for w in self._cluster.workers.values() if w.id != worker_id])
 
     async def infer(self, query: Query, arrays: Mapping[str, np.ndarray]) -> Answer:
         t0 = time.perf_counter()
@@ -544,12 +544,12 @@ class DataPlane:
         return Answer(outputs, decision, (time.perf_counter() - t0) * 1000, retried)
 
     def _batch_rows(self, variant: Variant) -> int:
-        rows = self._efficient.get(variant.id)
-        if rows is None:
+        hit = self._efficient.get(variant.id)
+        if hit is None or hit[0] is not variant:  # a new catalogue may carry a new profile
             if len(self._efficient) > 4096:
                 self._efficient.clear()
-            rows = self._efficient[variant.id] = efficient_batch(variant)
-        return rows
+            hit = self._efficient[variant.id] = (variant, efficient_batch(variant))
+        return hit[1]
 
     def _coalescer(self, url: str, variant_id: str, max_rows: int) -> Coalescer:
         key = (url, variant_id)
