@@ -64,7 +64,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))  # run from a checkout without an 
 
 from infaas import digits  # noqa: E402
 from infaas.client import Client  # noqa: E402
-from infaas.local.launcher import StackProcess  # noqa: E402
+from infaas.local.launcher import StackProcess, log_tail  # noqa: E402
 
 WORKERS = 2  # the default of `infaas up`
 HOST = "127.0.0.1"
@@ -539,11 +539,7 @@ class Server:
         return self.proc.pid
 
     def log_tail(self, n: int = 15) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
     def remember(self) -> None:
         for pid, f in _procs_of(self.pid).items():

@@ -18,6 +18,15 @@ import httpx
 from ..worker.server import free_port
 
 
+def log_tail(path, n: int = 40) -> str:
+    """The last ``n`` lines of a log file ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
+    except OSError:
+        return ""
+
+
 class StackProcess:
     def __init__(self, *, workers: int = 2, data_dir: str | None = None, env: dict[str, str] | None = None,
                  log_path: str | None = None) -> None:
@@ -65,11 +74,7 @@ class StackProcess:
         raise RuntimeError(f"stack not ready after {timeout_s:g} s:\n{self.log_tail()}")
 
     def log_tail(self, n: int = 40) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
