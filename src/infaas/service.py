@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import tensors
+from .batching import efficient_batch
 from .domain import (
     DEFAULT_TENANT,
     READY,
@@ -288,27 +289,6 @@ def validate_inputs(arrays: Mapping[str, np.ndarray], specs: tuple[TensorSpec, .
     if rows > max_rows:
         raise PayloadTooLarge(f"{rows} rows in one request; the limit is {max_rows}", field="inputs")
     return feed, rows
-
-
-def efficient_batch(variant: Variant, slack: float = 0.1) -> int:
-    """The smallest batch that runs rows (nearly) as cheaply as any batch does.
-
-    Past this size a batch saves no machine time per row, it only makes each
-    of its rows wait for all the others: a compute-bound model (SqueezeNet on
-    a CPU: ~7 ms a row at batch 1 and at 32) gains nothing from batch 32 but a
-    32-fold wait, a tiny one (an MLP: 14 us at batch 1, 1.5 us a row at 32)
-    gains tenfold. The smallest profiled batch whose per-row p50 is within
-    ``slack`` of the best per-row p50, capped at the variant's ``max_batch``.
-    """
-    profile = variant.profile
-    if profile is None or not profile.latency_ms:
-        return max(1, variant.max_batch)
-    sizes = [b for b in profile.batch_sizes() if b <= variant.max_batch] or [min(profile.batch_sizes())]
-    per_row = {b: profile.latency_at(b, "p50") / b for b in sizes}
-    best = min(per_row.values())
-    knee = min(b for b in sizes if per_row[b] <= best * (1 + slack))
-    # the largest profiled size is the variant's max batch when the cost still falls there
-    return max(1, min(variant.max_batch, knee if knee < max(sizes) else variant.max_batch))
 
 
 class WorkerClient:

@@ -8,7 +8,8 @@ import numpy as np
 from infaas import tensors
 from infaas.api.data import decision_dict
 from infaas.domain import Decision, Profile, Variant
-from infaas.service import _finite, efficient_batch
+from infaas.batching import efficient_batch
+from infaas.service import _finite
 
 
 def _variant(latency: dict[int, float], max_batch: int = 32) -> Variant:

@@ -20,11 +20,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..batching import BatchLimits, batch_limits, wait_ms
+from ..batching import BatchLimits, batch_limits, efficient_batch, wait_ms
 from ..domain import ReplicaLoad, Variant
 from ..errors import Unavailable
 from ..eviction import Resident, choose_evictions
-from ..service import efficient_batch
 from .executor import Executor
 
 log = logging.getLogger("infaas.worker")
