@@ -1,4 +1,4 @@
-"""Two helpers for the bare ASGI paths (``api.hotpath.serve_asgi``, the worker server)."""
+"""Two helpers for the bare ASGI paths (``hotpath.serve_asgi``, the worker server)."""
 
 from __future__ import annotations
 

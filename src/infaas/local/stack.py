@@ -13,7 +13,7 @@ import threading
 import time
 
 from ..api.app import DataRoutes, create_app
-from ..api.hotpath import hot_protocol
+from ..hotpath import hot_protocol
 from ..autoscaler import Autoscaler
 from ..api.deps import Services
 from ..service import ControlPlane, DataPlane
@@ -173,7 +173,7 @@ def run(settings: Settings) -> None:
                   "then send it as 'Authorization: Bearer <key>' (the CLI reads INFAAS_API_KEY).", flush=True)
         # Keep idle client connections longer than clients keep them (httpx: 5 s), so a
         # client never reuses a connection the server is closing at that moment.
-        # The inference routes take the lean HTTP path (api.hotpath); everything else goes to the app.
+        # The inference routes take the lean HTTP path (infaas.hotpath); everything else goes to the app.
         uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning", access_log=False,
                     timeout_keep_alive=65, http=hot_protocol(DataRoutes(services)))
     finally:

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import offline, tensors
-from ..api.hotpath import hot_protocol, serve_asgi
+from ..hotpath import hot_protocol, serve_asgi
 from ..asgi import send_bytes
 from ..autoscaler import assignments_for
 from ..domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
@@ -265,7 +265,7 @@ class WorkerAgent:
         else:
             await send_bytes(send, 404, _JSON, b'{"error":"not_found","message":"no such route"}')
 
-    # the lean HTTP path (api.hotpath) serves this route; ``limit`` and ``match`` make the agent its routes
+    # the lean HTTP path (infaas.hotpath) serves this route; ``limit`` and ``match`` make the agent its routes
     def match(self, path: str):
         return self.answer_infer if path.startswith("/v1/infer/") else None
 

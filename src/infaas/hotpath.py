@@ -28,7 +28,7 @@ import logging
 import urllib.parse
 from typing import Awaitable, Callable, Protocol
 
-from ..asgi import read_body, send_bytes
+from .asgi import read_body, send_bytes
 
 try:
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
