@@ -12,8 +12,8 @@
 2. labels ``--agreement-rows`` random inputs with the fp32 graph on the CPU
    and saves them as validation data: a variant's "accuracy" is then its top-1
    agreement with fp32, measured by the same profiling child process
-   (``infaas.variants.profile``) that the build jobs use;
-3. builds the variants with ``infaas.variants.generate.build_variant`` (CPU
+   (``infaas.runtime.profile``) that the build jobs use;
+3. builds the variants with ``infaas.runtime.generate.build_variant`` (CPU
    fp32, CUDA fp32, CUDA fp16, TensorRT fp16 at the largest batch asked for)
    and profiles each with ``profile_in_subprocess`` (p50 / p99 per batch
    size; TensorRT builds its engine on first load, into ``--cache-dir``);
@@ -48,11 +48,11 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from infaas.domain import Architecture, TensorSpec, Variant  # noqa: E402
-from infaas.errors import InfaasError  # noqa: E402
-from infaas.variants.convert import graph_io, io_types  # noqa: E402
-from infaas.variants.generate import PLANS, build_variant, generation_plan  # noqa: E402
-from infaas.variants.profile import BATCH_SIZES, ProfileLimits, profile_in_subprocess  # noqa: E402
+from infaas.core.domain import Architecture, TensorSpec, Variant  # noqa: E402
+from infaas.core.errors import InfaasError  # noqa: E402
+from infaas.runtime.convert import graph_io, io_types  # noqa: E402
+from infaas.runtime.generate import PLANS, build_variant, generation_plan  # noqa: E402
+from infaas.runtime.profile import BATCH_SIZES, ProfileLimits, profile_in_subprocess  # noqa: E402
 
 LIGHT_MODELS = ("resnet50", "squeezenet", "densenet121", "inception_v1", "inception_v2", "vgg19", "bvlc_alexnet", "zfnet512")
 

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as B  # noqa: E402
 
-from infaas import digits  # noqa: E402
+from infaas.cli import digits  # noqa: E402
 from infaas.client import Client  # noqa: E402
 from infaas.local.launcher import StackProcess  # noqa: E402
 
@@ -92,8 +92,8 @@ def main() -> None:
         rng = np.random.default_rng(1)
         inputs = {"tiny": data.x_test[:1].astype(np.float32), "squeeze": rng.random((1, 3, 224, 224), dtype=np.float32)}
         chosen = {}
-        from infaas.local.wiring import LocalAdapters
-        from infaas.settings import Settings
+        from infaas.wiring.local import LocalAdapters
+        from infaas.core.settings import Settings
 
         adapters = LocalAdapters(Settings(data_dir=data_dir))
         for key in args.models:

@@ -62,7 +62,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))  # run from a checkout without an install too
 
-from infaas import digits  # noqa: E402
+from infaas.cli import digits  # noqa: E402
 from infaas.client import Client  # noqa: E402
 from infaas.local.launcher import StackProcess, log_tail  # noqa: E402
 
@@ -875,8 +875,8 @@ def main() -> int:
                 raise RuntimeError(f"{name} is {st['status']}, not ready")
         print(f"  ready after {ready_s:.0f} s", flush=True)
 
-        from infaas.local.wiring import LocalAdapters
-        from infaas.settings import Settings
+        from infaas.wiring.local import LocalAdapters
+        from infaas.core.settings import Settings
 
         adapters = LocalAdapters(Settings(data_dir=stack.data_dir))
         rng = np.random.default_rng(1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Mapping
 
-from infaas.domain import (
+from infaas.core.domain import (
     READY,
     WORKER_UP,
     Architecture,

@@ -99,7 +99,7 @@ class Data(Construct):
         )
 
     def adapter_environment(self) -> dict[str, str]:
-        """What ``infaas.adapters.aws.wiring.AwsResources`` reads."""
+        """What ``infaas.wiring.aws.AwsResources`` reads."""
         return {
             "INFAAS_BACKEND": "aws",
             "INFAAS_TABLE": self.table.table_name,

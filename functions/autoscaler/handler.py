@@ -4,7 +4,7 @@ Invoked by EventBridge on every state change of a scaling alarm ("CloudWatch
 Alarm State Change": query latency per hardware type, build backlog per
 hardware type) and on a one-minute schedule, because an alarm action fires
 only on a change and an alarm that stays in ALARM must keep scaling. Every
-invocation does the same, whatever woke it: ``infaas.autoscaler.Autoscaler
+invocation does the same, whatever woke it: ``infaas.app.autoscaler.Autoscaler
 .run_once`` -- read the workers' heartbeats, the ready variants and the policy
 state from the store, call the pure ``scaling.plan``, raise group capacities,
 drain the workers the plan releases (``AsgFleet.drain``: the instance leaves
@@ -43,9 +43,9 @@ from infaas.adapters.aws import metrics as names
 from infaas.adapters.aws._sdk import sdk_errors
 from infaas.adapters.aws.fleet import AsgFleet
 from infaas.adapters.aws.sqs import queue_urls_by_name
-from infaas.autoscaler import Autoscaler
-from infaas.settings import Settings, SettingsError
-from infaas.variants.jobs import build_lane
+from infaas.app.autoscaler import Autoscaler
+from infaas.core.settings import Settings, SettingsError
+from infaas.app.build import build_lane
 from infaas.wiring import make_adapters
 
 logger = Logger()

@@ -20,9 +20,9 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
-from infaas.adapters.aws.wiring import ApiGatewayIdentity, lambda_services
+from infaas.api.aws import ApiGatewayIdentity, lambda_services
 from infaas.api.app import create_app
-from infaas.settings import Settings
+from infaas.core.settings import Settings
 from infaas.wiring import make_adapters
 
 from upload_routes import router as uploads_router  # beside this file (the function's folder is on sys.path)

@@ -3,7 +3,7 @@
 The hot path is API Gateway -> this function -> a worker on the private
 network: the function runs in the VPC (the workers' security group admits
 only this function's), parses and validates the query, selects a variant and
-a worker (``infaas.selection``), sends the rows to the worker and, on a
+a worker (``infaas.core.selection``), sends the rows to the worker and, on a
 worker fault, retries once on another worker (``DataPlane.infer``). No other
 Lambda is called on a query.
 
@@ -26,12 +26,12 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from mangum import Mangum
 
 from infaas.adapters.aws import metrics as names
-from infaas.adapters.aws.wiring import ApiGatewayIdentity, lambda_services
+from infaas.api.aws import ApiGatewayIdentity, lambda_services
 from infaas.api.app import create_app
-from infaas.errors import InfaasError
-from infaas.service import DataPlane
-from infaas.settings import Settings
-from infaas.worker.client import HttpWorkerClient
+from infaas.core.errors import InfaasError
+from infaas.app.data import DataPlane
+from infaas.core.settings import Settings
+from infaas.adapters.workerclient import HttpWorkerClient
 from infaas.wiring import make_adapters
 
 logger = Logger()

@@ -9,8 +9,8 @@ from typing import Any, Callable
 import httpx
 import numpy as np
 
-from .api.oip import BINARY_HEADER
-from .tensors import NUMPY_TO_OIP, OIP_TO_NUMPY
+from infaas.core.oip import BINARY_HEADER
+from infaas.core.tensors import NUMPY_TO_OIP, OIP_TO_NUMPY
 
 
 class ApiError(Exception):

@@ -26,8 +26,8 @@ import pytest
 from fakes import FakeClock
 from infaas.adapters.local.folder import FolderModelStore
 from infaas.adapters.local.sqlite import SqliteDatabase, SqliteItemTable, SqliteJobQueue
-from infaas.ports import ItemTable, JobQueue, ModelStore
-from infaas.store import MetadataStore
+from infaas.core.ports import ItemTable, JobQueue, ModelStore
+from infaas.app.store import MetadataStore
 
 # Deliveries before a job moves to '<lane>-dlq'; every queue factory honours it.
 MAX_RECEIVES = 3

@@ -1,11 +1,11 @@
-"""Contract of ``ItemTable`` (see ``infaas.ports``), run against every implementation."""
+"""Contract of ``ItemTable`` (see ``infaas.core.ports``), run against every implementation."""
 
 from __future__ import annotations
 
 import pytest
 
-from infaas.errors import ConditionFailed
-from infaas.ports import ItemTable
+from infaas.core.errors import ConditionFailed
+from infaas.core.ports import ItemTable
 
 
 def item(pk: str, sk: str, body: dict | None = None, **extra) -> dict:

@@ -1,4 +1,4 @@
-"""Contract of ``JobQueue`` (see ``infaas.ports``), run against every implementation.
+"""Contract of ``JobQueue`` (see ``infaas.core.ports``), run against every implementation.
 
 Every implementation is built to dead-letter after ``max_receives`` deliveries
 (the fixture of that name says how many).
@@ -6,7 +6,7 @@ Every implementation is built to dead-letter after ``max_receives`` deliveries
 
 from __future__ import annotations
 
-from infaas.ports import JobQueue
+from infaas.core.ports import JobQueue
 
 LANE = "build-cpu"
 

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from fakes import make_architecture, make_profile, make_variant, make_worker
-from infaas.domain import BUILDING, READY, WORKER_DRAINING, ReplicaLoad
-from infaas.errors import ConditionFailed, NotFound
+from infaas.core.domain import BUILDING, READY, WORKER_DRAINING, ReplicaLoad
+from infaas.core.errors import ConditionFailed, NotFound
 
 
 # -- architectures -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Contract of ``ModelStore`` (see ``infaas.ports``), run against every implementation."""
+"""Contract of ``ModelStore`` (see ``infaas.core.ports``), run against every implementation."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from infaas.errors import InvalidInput, NotFound
-from infaas.ports import ModelStore
+from infaas.core.errors import InvalidInput, NotFound
+from infaas.core.ports import ModelStore
 
 VARIANT_KEY = "variants/mlp-64/mlp-64:onnx-int8:cpu:b32/model.onnx"
 

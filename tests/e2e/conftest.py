@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from infaas import digits
+from infaas.cli import digits
 from infaas.client import Client
 from infaas.local.launcher import StackProcess
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from infaas import digits
+from infaas.cli import digits
 from infaas.client import Client
 from infaas.local.launcher import StackProcess
 

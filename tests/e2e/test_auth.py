@@ -38,9 +38,9 @@ PUBLIC = ["/v2/health/live", "/v2/health/ready", "/v2", "/docs", "/openapi.json"
 
 @pytest.fixture(scope="module")
 def keys(stack: Stack):
-    from infaas import identity
-    from infaas.local.wiring import LocalAdapters
-    from infaas.settings import Settings
+    from infaas.app import identity
+    from infaas.wiring.local import LocalAdapters
+    from infaas.core.settings import Settings
 
     store = LocalAdapters(Settings(data_dir=stack.data_dir)).store
     made = {

@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from infaas import digits
-from infaas.api.oip import BINARY_HEADER
+from infaas.cli import digits
+from infaas.core.oip import BINARY_HEADER
 
 from e2e_support import ARCHITECTURES, Stack
 
@@ -64,7 +64,7 @@ def raw_post(stack: Stack, path: str, content: bytes, headers: dict | None = Non
 def oip_binary(stack: Stack, name: str, arr: np.ndarray, *, datatype: str | None = None, size: int | None = None,
                header_len: int | str | None = None, extra: bytes = b"", header_extra: dict | None = None) -> httpx.Response:
     """A binary-extension OIP request whose pieces can be made inconsistent on purpose."""
-    from infaas.tensors import NUMPY_TO_OIP
+    from infaas.core.tensors import NUMPY_TO_OIP
 
     raw = np.ascontiguousarray(arr).tobytes()
     doc = {"inputs": [{"name": "X", "shape": list(arr.shape), "datatype": datatype or NUMPY_TO_OIP[arr.dtype.name],

@@ -19,12 +19,12 @@ import time
 
 import pytest
 
-from infaas import digits
+from infaas.cli import digits
 from infaas.client import Client
 from infaas.local.launcher import StackProcess
-from infaas.settings import Settings
-from infaas.variants.hardware import waiting_reason
-from infaas.variants.jobs import build_lane
+from infaas.core.settings import Settings
+from infaas.runtime.hardware import waiting_reason
+from infaas.app.build import build_lane
 from infaas.wiring import make_adapters
 from infaas.worker.server import free_port
 

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from infaas import digits
+from infaas.cli import digits
 from infaas.client import Client
 from infaas.local.launcher import StackProcess
 

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from infaas import digits
+from infaas.cli import digits
 
 from e2e_support import ARCHITECTURES, Stack
 

@@ -13,10 +13,11 @@ import pytest
 from aws_support import LambdaContext, load_function
 from infaas.adapters.aws.fleet import AsgFleet, DrainWatcher
 from infaas.adapters.aws.metrics import CloudWatchMetrics, EmfMetrics
-from infaas.adapters.aws.wiring import AwsAdapters, AwsResources, IamAuthenticator, tenant_of_arn
-from infaas.domain import Worker
-from infaas.errors import InvalidInput, Unauthenticated
-from infaas.settings import Settings, SettingsError
+from infaas.api.aws import IamAuthenticator, tenant_of_arn
+from infaas.wiring.aws import AwsAdapters, AwsResources
+from infaas.core.domain import Worker
+from infaas.core.errors import InvalidInput, Unauthenticated
+from infaas.core.settings import Settings, SettingsError
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_drain_releases_that_instance_and_lowers_the_count(fleet):
 
 
 def test_unknown_hardware_type_is_not_found(fleet):
-    from infaas.errors import NotFound
+    from infaas.core.errors import NotFound
 
     with pytest.raises(NotFound):
         fleet.set_desired("tpu", 1)
@@ -216,7 +217,7 @@ def test_autoscaler_starts_a_gpu_worker_for_waiting_build_jobs(autoscaler, fleet
     # metrics in embedded metric format on stdout (Powertools), one line per hardware type
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert any(line.get("DesiredWorkers") == [1.0] and line.get("Hardware") == "gpu" for line in lines)
-    # the package's own loggers (infaas.autoscaler, infaas.fleet) log as Powertools JSON, with the
+    # the package's own loggers (infaas.app.autoscaler, infaas.fleet) log as Powertools JSON, with the
     # invocation's request id and keys
     import logging
 
@@ -224,9 +225,9 @@ def test_autoscaler_starts_a_gpu_worker_for_waiting_build_jobs(autoscaler, fleet
 
     # (each function loaded in this process copies its Powertools config onto the logger)
     handler = next(h for h in logging.getLogger("infaas").handlers if isinstance(h.formatter, LambdaPowertoolsFormatter))
-    record = logging.LogRecord("infaas.autoscaler", logging.INFO, __file__, 1, "scaling: x", None, None)
+    record = logging.LogRecord("infaas.app.autoscaler", logging.INFO, __file__, 1, "scaling: x", None, None)
     doc = json.loads(handler.formatter.format(record))
-    assert doc["message"] == "scaling: x" and doc["name"] == "infaas.autoscaler" and "function_request_id" in doc
+    assert doc["message"] == "scaling: x" and doc["name"] == "infaas.app.autoscaler" and "function_request_id" in doc
     # the build ran (job acked): the floor goes, and the idle gpu worker is drained
     receipt, _ = adapters.queue.receive("build-gpu", visibility_s=1)
     adapters.queue.ack("build-gpu", receipt)

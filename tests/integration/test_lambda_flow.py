@@ -34,7 +34,7 @@ def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tu
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    from infaas import digits
+    from infaas.cli import digits
 
     data = digits.split()
     folder = tmp_path_factory.mktemp("models")
@@ -128,7 +128,7 @@ def test_registration_queued_a_build_job_per_variant_plan(registered):
 
 def test_worker_wrote_profiles_to_dynamodb(registered, deployment):
     from infaas.adapters.aws.dynamodb import DynamoItemTable
-    from infaas.store import MetadataStore
+    from infaas.app.store import MetadataStore
 
     store = MetadataStore(DynamoItemTable(deployment.table, client=deployment.client("dynamodb")))
     fp32 = store.get_variant(_fp32_id(registered))
@@ -161,9 +161,9 @@ def _infer(selector, doc: dict) -> dict:
 def _local_answer(variant_id: str, deployment, original_path: str, rows: np.ndarray, tmp_path: Path) -> dict[str, np.ndarray]:
     """What the local stack serves for this variant: the same builder, the same executor."""
     from infaas.adapters.aws.dynamodb import DynamoItemTable
-    from infaas.store import MetadataStore
-    from infaas.variants.generate import build_variant
-    from infaas.worker.executor import load_executor
+    from infaas.app.store import MetadataStore
+    from infaas.runtime.generate import build_variant
+    from infaas.runtime.executor import load_executor
 
     variant = MetadataStore(DynamoItemTable(deployment.table, client=deployment.client("dynamodb"))).get_variant(variant_id)
     path = tmp_path / "variant.onnx"
@@ -255,7 +255,7 @@ def test_drained_worker_is_no_longer_selected(registered, selector, worker, depl
     """SIGUSR1 (what the drain watcher sends before the instance terminates):
     the worker reports 'draining' and the selector stops choosing it."""
     from infaas.adapters.aws.dynamodb import DynamoItemTable
-    from infaas.store import MetadataStore
+    from infaas.app.store import MetadataStore
 
     store = MetadataStore(DynamoItemTable(deployment.table, client=deployment.client("dynamodb")))
     worker.send_signal(signal.SIGUSR1)

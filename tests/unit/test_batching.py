@@ -1,4 +1,4 @@
-"""``infaas.batching.batch_limits``: largest profiled batch b with 2 * p99(b) <= objective,
+"""``infaas.core.batching.batch_limits``: largest profiled batch b with 2 * p99(b) <= objective,
 and a quarter of the remaining slack as waiting time, capped."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fakes import make_profile
-from infaas.batching import BatchLimits, batch_limits
+from infaas.core.batching import BatchLimits, batch_limits
 
 # p99: 2 ms at 1, 5 ms at 8, 12 ms at 32.
 PROFILE = make_profile({1: (1.0, 2.0), 8: (4.0, 5.0), 32: (10.0, 12.0)})
@@ -56,7 +56,7 @@ def test_no_profile_means_the_max_batch_and_no_waiting():
 
 
 def test_wait_only_when_company_is_likely():
-    from infaas.batching import BatchLimits, wait_ms
+    from infaas.core.batching import BatchLimits, wait_ms
 
     limits = BatchLimits(max_batch=8, max_delay_ms=2.0)
     # arrivals every 0.5 ms on average: another one is likely within 2 ms -> wait the full window

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import pytest
 
-from infaas import tensors
-from infaas.errors import InvalidInput, WorkerFault
-from infaas.service import Coalescer, WorkerClient
+from infaas.core import tensors
+from infaas.core.errors import InvalidInput, WorkerFault
+from infaas.app.coalescer import Coalescer
+from infaas.core.ports import WorkerClient
 
 
 class Worker(WorkerClient):

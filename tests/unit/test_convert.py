@@ -15,8 +15,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from infaas import digits
-from infaas.variants.convert import (
+from infaas.cli import digits
+from infaas.runtime.convert import (
     NotApplicable,
     example_inputs,
     graph_io,
@@ -27,7 +27,7 @@ from infaas.variants.convert import (
     torchscript_variant,
     trace_torchscript,
 )
-from infaas.worker.executor import TorchScriptExecutor
+from infaas.runtime.executor import TorchScriptExecutor
 
 
 @pytest.fixture(scope="module")

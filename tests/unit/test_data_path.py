@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from infaas import tensors
+from infaas.core import tensors
 from infaas.api.data import decision_dict
-from infaas.domain import Decision, Profile, Variant
-from infaas.batching import efficient_batch
-from infaas.service import _finite
+from infaas.core.domain import Decision, Profile, Variant
+from infaas.core.batching import efficient_batch
+from infaas.core.inputs import _finite
 
 
 def _variant(latency: dict[int, float], max_batch: int = 32) -> Variant:

@@ -1,8 +1,8 @@
-"""``infaas.eviction.choose_evictions``: least recently used idle replicas first."""
+"""``infaas.core.eviction.choose_evictions``: least recently used idle replicas first."""
 
 from __future__ import annotations
 
-from infaas.eviction import Resident, choose_evictions
+from infaas.core.eviction import Resident, choose_evictions
 
 
 def r(vid: str, mb: int, last_used: float, busy: bool = False) -> Resident:

@@ -10,11 +10,11 @@ import importlib.util
 import onnxruntime as ort
 import pytest
 
-from infaas import digits
-from infaas.domain import Variant
-from infaas.variants.convert import NeuronUnavailable, torchscript_variant
-from infaas.variants.generate import build_variant
-from infaas.worker.executor import (
+from infaas.cli import digits
+from infaas.core.domain import Variant
+from infaas.runtime.convert import NeuronUnavailable, torchscript_variant
+from infaas.runtime.generate import build_variant
+from infaas.runtime.executor import (
     PROVIDERS,
     ExecutorError,
     OnnxRuntimeExecutor,

@@ -16,19 +16,19 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from infaas import digits
-from infaas.domain import PENDING, READY, WORKER_DRAINING, Architecture, TensorSpec, Worker
-from infaas.variants.convert import io_types
-from infaas.variants.generate import NotApplicable, build_variant, generation_plan, torchscript_key, variant_suffix
-from infaas.variants.hardware import (
+from infaas.cli import digits
+from infaas.core.domain import PENDING, READY, WORKER_DRAINING, Architecture, TensorSpec, Worker
+from infaas.runtime.convert import io_types
+from infaas.runtime.generate import NotApplicable, build_variant, generation_plan, torchscript_key, variant_suffix
+from infaas.runtime.hardware import (
     build_runtimes,
     can_run,
     missing_runtimes,
     probe_runtimes,
     waiting_reason,
 )
-from infaas.variants.jobs import variant_key
-from infaas.variants.profile import ProfileLimits, profile_in_subprocess
+from infaas.app.build import variant_key
+from infaas.runtime.profile import ProfileLimits, profile_in_subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"

@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from infaas.errors import InvalidModel, PayloadTooLarge
-from infaas.variants.validate import ModelLimits, check_model
+from infaas.core.errors import InvalidModel, PayloadTooLarge
+from infaas.runtime.validate import ModelLimits, check_model
 
 
 def _matmul_model(n_nodes: int = 1, domain: str = "") -> onnx.ModelProto:
@@ -74,8 +74,8 @@ def test_a_file_over_the_size_limit_is_413():
 def test_profiling_runs_under_a_memory_limit(tmp_path):
     """A model whose run needs more memory than allowed fails its profile
     cleanly (ProfilingFailed) instead of taking the worker down."""
-    from infaas.domain import TensorSpec, Variant
-    from infaas.variants.profile import ProfileLimits, ProfilingFailed, profile_in_subprocess
+    from infaas.core.domain import TensorSpec, Variant
+    from infaas.runtime.profile import ProfileLimits, ProfilingFailed, profile_in_subprocess
 
     # 64 MiB of weights: loading it needs far more than a 200 MiB address space
     # once onnxruntime and numpy are in.
@@ -95,8 +95,8 @@ def test_profiling_runs_under_a_memory_limit(tmp_path):
 
 
 def test_profiling_runs_under_a_time_limit(tmp_path):
-    from infaas.domain import TensorSpec, Variant
-    from infaas.variants.profile import ProfileLimits, ProfilingFailed, profile_in_subprocess
+    from infaas.core.domain import TensorSpec, Variant
+    from infaas.runtime.profile import ProfileLimits, ProfilingFailed, profile_in_subprocess
 
     path = os.path.join(tmp_path, "m.onnx")
     onnx.save(_matmul_model(), path)

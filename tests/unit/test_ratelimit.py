@@ -1,4 +1,4 @@
-from infaas.ratelimit import Bucket, take
+from infaas.core.ratelimit import Bucket, take
 
 
 def test_token_bucket_over_control_periods():

@@ -1,4 +1,4 @@
-from infaas.worker.reconcile import Loaded, reconcile
+from infaas.core.reconcile import Loaded, reconcile
 
 
 def test_no_plan_changes_nothing():

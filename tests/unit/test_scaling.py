@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from fakes import HARDWARE, FakeClock, make_profile, make_variant, make_worker
 
-from infaas.domain import ReplicaLoad
-from infaas.scaling import (
+from infaas.core.domain import ReplicaLoad
+from infaas.core.scaling import (
     PolicyState,
     ScalingParams,
     Snapshot,
@@ -229,7 +229,7 @@ def test_idle_variant_keeps_one_replica_until_idle_unload():
 
 
 def test_placement_changes_are_listed_for_the_event_log():
-    from infaas.autoscaler import placement_changes
+    from infaas.app.autoscaler import placement_changes
 
     before = {"w1": ("a", "b"), "w2": ("a",)}
     after = {"w1": ("a",), "w2": ("a", "c"), "w3": ("b",)}

@@ -1,4 +1,4 @@
-"""``infaas.selection.select``: a pure function, tested on hand-built snapshots.
+"""``infaas.core.selection.select``: a pure function, tested on hand-built snapshots.
 
 Prices (see ``fakes.HARDWARE``): cpu costs $3.6/h = $0.001 per second, so a
 one-row query that runs one batch of 1 costs ``p50(1) ms * 1e-6`` dollars.
@@ -11,9 +11,9 @@ import dataclasses
 import pytest
 
 from fakes import HARDWARE, make_profile, make_variant, make_worker
-from infaas.domain import BUILDING, WORKER_DRAINING, Objective, Query, ReplicaLoad
-from infaas.errors import InvalidInput, NoFeasibleVariant, NotFound, Unavailable
-from infaas.selection import Catalogue, Cluster, cost_per_query, select, service_ms
+from infaas.core.domain import BUILDING, WORKER_DRAINING, Objective, Query, ReplicaLoad
+from infaas.core.errors import InvalidInput, NoFeasibleVariant, NotFound, Unavailable
+from infaas.core.selection import Catalogue, Cluster, cost_per_query, select, service_ms
 
 DIGITS = "classification/digits"
 IRIS = "classification/iris"

@@ -16,10 +16,10 @@ import pytest
 
 from fakes import make_profile, make_variant
 
-import infaas.scaling
-import infaas.selection
-from infaas.domain import HardwareType
-from infaas.scaling import ScalingParams
+import infaas.core.scaling
+import infaas.core.selection
+from infaas.core.domain import HardwareType
+from infaas.core.scaling import ScalingParams
 from infaas.sim import data
 from infaas.sim.engine import ClusterSpec, Refused, Simulator
 from infaas.sim.metrics import evaluate
@@ -136,12 +136,12 @@ def test_synthetic_poisson_replay_conserves_requests_and_machine_time():
 # -- the product's own policy ---------------------------------------------------------------------------
 def test_the_simulator_drives_the_production_select_and_plan(monkeypatch):
     # The sim module uses the production modules themselves ...
-    assert ours_module.selection is infaas.selection and ours_module.scaling is infaas.scaling
+    assert ours_module.selection is infaas.core.selection and ours_module.scaling is infaas.core.scaling
     src = "".join(inspect.getsource(m) for m in (ours_module,))
     assert "def select(" not in src and "def plan(" not in src
     # ... and looks the functions up at each call: wrappers installed on the production modules see every call.
     calls = {"select": 0, "plan": 0}
-    real_select, real_plan = infaas.selection.select, infaas.scaling.plan
+    real_select, real_plan = infaas.core.selection.select, infaas.core.scaling.plan
 
     def counting_select(*a, **kw):
         calls["select"] += 1
@@ -151,8 +151,8 @@ def test_the_simulator_drives_the_production_select_and_plan(monkeypatch):
         calls["plan"] += 1
         return real_plan(*a, **kw)
 
-    monkeypatch.setattr(infaas.selection, "select", counting_select)
-    monkeypatch.setattr(infaas.scaling, "plan", counting_plan)
+    monkeypatch.setattr(infaas.core.selection, "select", counting_select)
+    monkeypatch.setattr(infaas.core.scaling, "plan", counting_plan)
     w = data.synthetic_workload({TASK: 50.0}, 9.0, seed=2)
     policy = Ours(ScalingParams(period_s=2.0, min_workers={"cpu": 1}, max_workers={"cpu": 3}))
     sim = Simulator(w, [NET], policy, SPEC).run()

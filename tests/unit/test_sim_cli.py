@@ -1,15 +1,13 @@
-"""``infaas sim compare`` end to end on a few seconds of a Proteus trace."""
+"""``infaas sim compare`` end to end on a few seconds of a trace in the Proteus layout."""
 
 from __future__ import annotations
 
-import pytest
-
 from infaas.cli import main
 
-# Reads the Proteus traces in place from ../shared/data/proteus (INFAAS_PROTEUS_DIR), as CI lays them out.
+# ``proteus_dir`` (tests/conftest.py): a small data set in the Proteus layout, written by the test.
 
 
-def test_compare_prints_a_row_per_policy_and_the_lower_bound(capsys):
+def test_compare_prints_a_row_per_policy_and_the_lower_bound(proteus_dir, capsys):
     assert main(["sim", "compare", "--workload", "zipf_exponential", "--duration", "8", "--mode", "cloud",
                  "--policies", "ours,clipper,static", "--no-report"]) == 0
     out = capsys.readouterr().out
@@ -17,7 +15,7 @@ def test_compare_prints_a_row_per_policy_and_the_lower_bound(capsys):
         assert name in out
 
 
-def test_compare_writes_the_report_block_and_plots(tmp_path, capsys):
+def test_compare_writes_the_report_block_and_plots(proteus_dir, tmp_path, capsys):
     doc, img = tmp_path / "evaluation.md", tmp_path / "img"
     doc.write_text("# Evaluation\n\nprose kept as it is\n")
     args = ["sim", "compare", "--workload", "zipf_exponential", "--duration", "8", "--fixed-cluster",

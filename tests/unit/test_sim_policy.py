@@ -12,9 +12,9 @@ import pytest
 
 from fakes import HARDWARE, make_profile, make_variant, make_worker
 
-from infaas.domain import HardwareType, Objective, Query, ReplicaLoad
-from infaas.scaling import PolicyState, ScalingParams, Snapshot, choose_hardware, fill_fleet, plan, switch_drains
-from infaas.selection import Catalogue, Cluster, backlog_ms, select
+from infaas.core.domain import HardwareType, Objective, Query, ReplicaLoad
+from infaas.core.scaling import PolicyState, ScalingParams, Snapshot, choose_hardware, fill_fleet, plan, switch_drains
+from infaas.core.selection import Catalogue, Cluster, backlog_ms, select
 from infaas.sim import data
 from infaas.sim.engine import ClusterSpec, Simulator, VariantInfo
 from infaas.sim.metrics import evaluate
@@ -177,31 +177,43 @@ def test_lower_bound_milp_by_hand():
     assert lb.machines == {"cpu": [0], "gpu": [1]}  # 6 cpu ($6/h) cost more than 1 gpu ($5/h)
 
 
-# The next tests read the Proteus data in place from ../shared/data/proteus (INFAAS_PROTEUS_DIR).
+# The next tests read a small data set in the Proteus layout (``proteus_dir``, tests/proteus_data.py).
 
 
-def test_proteus_profiles_map_to_priced_hardware_types():
+def test_proteus_profiles_map_to_priced_hardware_types(proteus_dir):
+    import proteus_data as pd
+
     vs = data.proteus_variants()
     assert {v.hardware for v in vs} == {"cpu", "gpu-pascal", "gpu-ampere"}
-    assert len({v.architecture for v in vs}) == 46 and len({v.task for v in vs}) == 9
+    models = {m for ms in pd.FAMILIES.values() for m in ms}
+    assert {v.architecture for v in vs} == {data.arch_name(m) for m in models}  # not-in-a-family is left out
+    assert {v.task for v in vs} == {data.task_id(f) for f in pd.FAMILIES}
     r50 = next(v for v in vs if v.architecture == "resnet50_v1" and v.hardware == "cpu")
-    # p50 / p90 of batch 1 from the csv; 2 * p90(2) = 385 > 300: max batch 1 for a 300 ms objective
-    assert r50.profile.latency_ms[1] == pytest.approx((96.9, 97.4), abs=0.1) and r50.max_batch == 1
-    assert r50.accuracy == pytest.approx(0.9765, abs=1e-4)
+    cpu = "onnxruntime_cpu"
+    assert r50.profile.latency_ms[1] == pytest.approx((pd.p50("resnet50_v1", cpu, 1), pd.p90("resnet50_v1", cpu, 1)))
+    # the largest batch with 2 * p90(b) <= 300 ms
+    fitting = [b for b in pd.BATCHES[:-1] if 2 * pd.p90("resnet50_v1", cpu, b) <= 300.0]
+    assert r50.max_batch == max(fitting) == 2
+    # a blank 90th_pct takes the accelerator's median p90 / p50 ratio
+    m025 = next(v for v in vs if v.architecture == "mobilenet0.25" and v.hardware == "cpu")
+    assert m025.profile.latency_ms[16][1] == pytest.approx(pd.p50("mobilenet0.25", cpu, 16) * 1.05, rel=1e-3)
+    assert r50.accuracy == pytest.approx(0.977, abs=1e-4)
     assert r50.profile.load_ms == pytest.approx(300 + 25.6e6 * 4 / 250e3, abs=1)  # 300 ms + 102 MB at 250 MB/s
     fixed = data.proteus_variants(fixed_cluster=True, max_batch=8)
     assert {v.hardware for v in fixed} == {"cpu", "vpu", "gpu-pascal", "gpu-ampere"}
     assert max(v.max_batch for v in fixed) <= 8
 
 
-def test_proteus_traces_with_tenants_and_warmup():
-    w = data.proteus_workload("zipf_exponential", seed=1)
-    assert 70_000 < len(w) < 80_000 and len(w.tasks) == 9 and set(w.latency_ms.tolist()) == {300.0}
+def test_proteus_traces_with_tenants_and_warmup(proteus_dir):
+    import proteus_data as pd
+
+    w = data.proteus_workload(pd.WORKLOAD, seed=1)
+    assert len(w) == pd.trace_length(proteus_dir) and len(w.tasks) == 3 and set(w.latency_ms.tolist()) == {300.0}
     shares = [float((w.tenant == k).mean()) for k in range(3)]
-    assert shares == pytest.approx([0.4, 0.3, 0.3], abs=0.01)
-    warm = w.head(100.0).with_warmup(20.0)
-    assert warm.warmup == int((w.arrival_ms < 20_000).sum()) and warm.t0_ms == 20_000.0
-    assert warm.duration_s == pytest.approx(w.head(100.0).duration_s)
+    assert shares == pytest.approx([0.4, 0.3, 0.3], abs=0.03)
+    warm = w.head(30.0).with_warmup(10.0)
+    assert warm.warmup == int((w.arrival_ms < 10_000).sum()) and warm.t0_ms == 10_000.0
+    assert warm.duration_s == pytest.approx(w.head(30.0).duration_s)
 
 
 def test_refusing_late_queries_keeps_the_rest_on_time_under_a_budget():

@@ -8,7 +8,7 @@ import pytest
 
 from infaas.adapters.local.sqlite import SqliteDatabase, SqliteItemTable
 from infaas.api.app import error_response
-from infaas.errors import Unavailable
+from infaas.core.errors import Unavailable
 
 
 def test_a_locked_database_is_unavailable_and_nothing_is_half_written(tmp_path):

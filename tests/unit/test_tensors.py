@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from infaas.errors import InvalidInput
-from infaas.tensors import decode, encode
+from infaas.core.errors import InvalidInput
+from infaas.core.tensors import decode, encode
 
 
 def frame(header, payload: bytes = b"") -> bytes:

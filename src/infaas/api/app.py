@@ -12,10 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InfaasError, NotFound, TooManyRequests, Unavailable
-from . import control, data, jobs, oip
-from .deps import Services
-from ..hotpath import serve_asgi
+from infaas.core.errors import InfaasError, NotFound, TooManyRequests, Unavailable
+from infaas.api import control
+from infaas.api import data
+from infaas.api import jobs
+from infaas.api.deps import Services
+from infaas.adapters.http.hotpath import serve_asgi
 
 log = logging.getLogger("infaas.api")
 
@@ -32,7 +34,7 @@ def error_response(exc: InfaasError) -> JSONResponse:
 
 class DataRoutes:
     """The inference routes, as one handler shared by the lean HTTP path
-    (``infaas.hotpath``) and the ASGI fast path below: ``POST /v1/infer`` and
+    (``infaas.adapters.http.hotpath``) and the ASGI fast path below: ``POST /v1/infer`` and
     ``POST /v2/models/{name}/infer`` call the same functions the FastAPI routes
     call (``api.data.answer_*``)."""
 
@@ -73,7 +75,7 @@ class DataRoutes:
 class DataPlaneFastPath:
     """Inference requests skip the framework's routing and dependency solving.
 
-    Requests that did not take the lean HTTP path (``infaas.hotpath``: pipelined
+    Requests that did not take the lean HTTP path (``infaas.adapters.http.hotpath``: pipelined
     ones, another ASGI server, the test client) come here; everything else,
     and the OpenAPI description of these two routes, stays with FastAPI.
     """

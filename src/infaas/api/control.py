@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ..errors import PayloadTooLarge
-from ..identity import Principal
-from .deps import Services, require, services
+from infaas.core.errors import PayloadTooLarge
+from infaas.app.identity import Principal
+from infaas.api.deps import Services, require, services
 
 router = APIRouter(prefix="/v1", tags=["control plane"])
 

@@ -5,19 +5,18 @@ Routes only decode, call ``DataPlane.infer`` and encode.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..domain import Query
-from ..tensors import compact_json
-from ..errors import InvalidInput, NotFound
-from . import oip
-from ..identity import Principal
-from .deps import Services, require, services
+from infaas.core.domain import Query
+from infaas.core.tensors import compact_json
+from infaas.core.errors import InvalidInput, NotFound
+from infaas.core import oip
+from infaas.app.identity import Principal
+from infaas.api.deps import Services, require, services
 
 router = APIRouter(tags=["data plane"])
 
@@ -193,7 +192,7 @@ def ready(svc: Services = Depends(services)):
 
 @router.get("/v2", tags=["open inference protocol"])
 def server_metadata():
-    from .. import __version__
+    from infaas import __version__
 
     return {"name": "infaas", "version": __version__, "extensions": ["binary_tensor_data", "model_less"]}
 
@@ -211,7 +210,7 @@ def model_metadata(name: str, svc: Services = Depends(services), caller: Princip
 
 
 def _metadata(name: str, svc: Services, who: str) -> dict[str, Any]:
-    from ..selection import candidates
+    from infaas.core.selection import candidates
 
     target = _target_from_name(name)
     catalogue, _ = svc.data.snapshot()

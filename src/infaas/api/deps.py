@@ -8,11 +8,13 @@ from typing import Callable
 
 from fastapi import Request
 
-from ..identity import Authenticator, Principal
-from ..offline import JobService
-from ..ratelimit import RateLimiter
-from ..service import ControlPlane, DataPlane
-from ..settings import Settings
+from infaas.app.identity import Authenticator, Principal
+from infaas.app.offline import JobService
+from infaas.core.ratelimit import RateLimiter
+from infaas.app.control import ControlPlane
+from infaas.app.data import DataPlane
+from infaas.core.settings import Settings
+from infaas.wiring import open_location
 
 
 PRINCIPAL_CACHE_S = 0.5
@@ -32,7 +34,8 @@ class Services:
     def __post_init__(self) -> None:
         if self.jobs is None:
             self.jobs = JobService(self.control.store, self.control.queue, self.settings,
-                                   catalogue=lambda: self.data.snapshot(force=True)[0])
+                                   catalogue=lambda: self.data.snapshot(force=True)[0],
+                                   locations=lambda uri: open_location(uri, self.settings))
         if self.auth is None:
             self.auth = Authenticator(self.control.store, enabled=self.settings.auth == "keys")
         if self.limiter is None:

@@ -1,4 +1,4 @@
-"""Offline jobs: submit, list, status, cancel. See ``infaas.offline``."""
+"""Offline jobs: submit, list, status, cancel. See ``infaas.app.offline``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ..identity import Principal
-from . import oip
-from .deps import Services, require, services
+from infaas.app.identity import Principal
+from infaas.core import oip
+from infaas.api.deps import Services, require, services
 
 router = APIRouter(prefix="/v1/jobs", tags=["offline jobs"])
 

@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from ..worker.server import free_port
+from infaas.worker.server import free_port
 
 
 def log_tail(path, n: int = 40) -> str:
@@ -42,9 +42,9 @@ class StackProcess:
 
     def create_key(self, tenant: str = "local", scopes: tuple[str, ...] = ("query", "register", "admin")) -> str:
         """A key straight in the stack's store (what `infaas tenants create` does)."""
-        from ..identity import create_key
-        from ..settings import Settings
-        from .wiring import LocalAdapters
+        from infaas.app.identity import create_key
+        from infaas.core.settings import Settings
+        from infaas.wiring.local import LocalAdapters
 
         _, key = create_key(LocalAdapters(Settings(data_dir=self.data_dir)).store, tenant, scopes)
         return key

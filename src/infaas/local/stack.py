@@ -12,15 +12,16 @@ import sys
 import threading
 import time
 
-from ..api.app import DataRoutes, create_app
-from ..hotpath import hot_protocol
-from ..autoscaler import Autoscaler
-from ..api.deps import Services
-from ..service import ControlPlane, DataPlane
-from ..settings import Settings
-from ..worker.client import HttpWorkerClient
-from ..worker.server import free_port
-from ..wiring import make_adapters
+from infaas.api.app import DataRoutes, create_app
+from infaas.adapters.http.hotpath import hot_protocol
+from infaas.app.autoscaler import Autoscaler
+from infaas.api.deps import Services
+from infaas.app.control import ControlPlane
+from infaas.app.data import DataPlane
+from infaas.core.settings import Settings
+from infaas.adapters.workerclient import HttpWorkerClient
+from infaas.worker.server import free_port
+from infaas.wiring import make_adapters
 
 log = logging.getLogger("infaas.local")
 
@@ -96,7 +97,7 @@ class WorkerProcesses:
         return restarted
 
 
-    # -- the Fleet port (infaas.ports.Fleet) ----------------------------------
+    # -- the Fleet port (infaas.core.ports.Fleet) ----------------------------------
     def desired(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for worker_id in self.procs:
@@ -173,7 +174,7 @@ def run(settings: Settings) -> None:
                   "then send it as 'Authorization: Bearer <key>' (the CLI reads INFAAS_API_KEY).", flush=True)
         # Keep idle client connections longer than clients keep them (httpx: 5 s), so a
         # client never reuses a connection the server is closing at that moment.
-        # The inference routes take the lean HTTP path (infaas.hotpath); everything else goes to the app.
+        # The inference routes take the lean HTTP path (infaas.adapters.http.hotpath); everything else goes to the app.
         uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning", access_log=False,
                     timeout_keep_alive=65, http=hot_protocol(DataRoutes(services)))
     finally:

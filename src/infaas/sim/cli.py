@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import compare, data
+from infaas.sim import compare
+from infaas.sim import data
 
 
 def compare_main(args) -> int:

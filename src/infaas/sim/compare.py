@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..scaling import ScalingParams
-from . import data, runner
-from .engine import VariantInfo
-from .metrics import Result, Series
-from .policies.clipper import Clipper
-from .policies.infaas import INFaaS
-from .policies.optimum import lower_bound
-from .policies.ours import Ours
-from .policies.static import Static
+from infaas.core.scaling import ScalingParams
+from infaas.sim import data
+from infaas.sim import runner
+from infaas.sim.engine import VariantInfo
+from infaas.sim.metrics import Result, Series
+from infaas.sim.policies.clipper import Clipper
+from infaas.sim.policies.infaas import INFaaS
+from infaas.sim.policies.optimum import lower_bound
+from infaas.sim.policies.ours import Ours
+from infaas.sim.policies.static import Static
 
 CLOUD_MIN = {"cpu": 1, "gpu-pascal": 1}
 CLOUD_MAX = {"cpu": 200, "gpu-pascal": 60, "gpu-ampere": 20}

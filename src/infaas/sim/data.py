@@ -25,7 +25,7 @@ same for every policy).
 
 Profiles
 --------
-One :class:`~infaas.domain.Variant` per (model, accelerator): architecture =
+One :class:`~infaas.core.domain.Variant` per (model, accelerator): architecture =
 model name (``/`` becomes ``-``), format ``fp32``, runtime ``onnxruntime``,
 task ``proteus/<family>``, accuracy = the normalised accuracy / 100 (relative
 to the most accurate model of the family, as the Proteus evaluation counts
@@ -56,8 +56,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..batching import batch_limits
-from ..domain import READY, HardwareType, Profile, Variant
+from infaas.core.batching import batch_limits
+from infaas.core.domain import READY, HardwareType, Profile, Variant
 
 # ``../shared/data/proteus`` next to the repository, unless INFAAS_PROTEUS_DIR says otherwise.
 DEFAULT_DATA_DIR = Path(os.environ.get("INFAAS_PROTEUS_DIR", Path(__file__).resolve().parents[3].parent / "shared" / "data" / "proteus"))

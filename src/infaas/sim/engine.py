@@ -18,7 +18,7 @@ What is modelled, and how the product does the same thing:
   ``load_ms``; requests sent meanwhile wait for it (as ``ReplicaCache.get``).
 * **Batching** as the worker's batcher does it (``worker/replicas.py``): one
   batch in flight per replica; the next batch takes everything queued up to
-  ``batching.batch_limits`` for the tightest objective queued; a batch that is
+  ``batching.replica_limits`` for the tightest objective queued; a batch that is
   not full waits ``batching.wait_ms`` for company. A machine runs one batch
   at a time (the worker's compute pool has one thread), batches of its
   replicas in the order they were formed.
@@ -41,10 +41,10 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..batching import BatchLimits, batch_limits, wait_ms
-from ..domain import HardwareType, Variant
-from ..eviction import Resident, choose_evictions
-from .data import Workload
+from infaas.core.batching import BatchLimits, replica_limits, wait_ms
+from infaas.core.domain import HardwareType, Variant
+from infaas.core.eviction import Resident, choose_evictions
+from infaas.sim.data import Workload
 
 BOOTING, UP, DRAINING, GONE = "booting", "up", "draining", "gone"
 _FORM, _FINISH, _LOADED, _UP, _CONTROL, _SAMPLE = range(6)
@@ -97,8 +97,8 @@ class VariantInfo:
     def limits(self, objective_ms: float) -> BatchLimits:
         lim = self._limits.get(objective_ms)
         if lim is None:
-            lim = self._limits[objective_ms] = batch_limits(self.variant.profile, self.max_batch,
-                                                            None if math.isinf(objective_ms) else objective_ms)
+            lim = self._limits[objective_ms] = replica_limits(self.variant, None if math.isinf(objective_ms) else objective_ms,
+                                                              self.max_batch)
         return lim
 
     def throughput(self, batch: int | None = None) -> float:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .engine import Simulator
+from infaas.sim.engine import Simulator
 
 PROTEUS_LATE_MS = 1000.0
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from . import data
-from .engine import ClusterSpec, Simulator
-from .metrics import Result, Series, evaluate
+from infaas.sim import data
+from infaas.sim.engine import ClusterSpec, Simulator
+from infaas.sim.metrics import Result, Series, evaluate
 
 FIXED_DEVICES = {"cpu": 10, "vpu": 10, "gpu-ampere": 10, "gpu-pascal": 10}
 CLOUD_TYPES = ("cpu", "gpu-pascal", "gpu-ampere")

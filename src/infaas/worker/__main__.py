@@ -1,3 +1,3 @@
-from .server import main
+from infaas.worker.server import main
 
 main()

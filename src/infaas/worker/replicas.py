@@ -1,11 +1,11 @@
 """Replicas on one worker: loading, dynamic batching, eviction.
 
 Each replica has one asyncio batcher. Requests queue; the batcher takes
-everything queued up to the batch limit (``infaas.batching``), concatenates the
+everything queued up to the batch limit (``infaas.core.batching``), concatenates the
 rows, runs the executor once on the compute thread pool, and hands each caller
 its own rows back. The replica cache loads variants on demand and unloads the
 least recently used idle ones when the memory budget needs room
-(``infaas.eviction``).
+(``infaas.core.eviction``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..batching import BatchLimits, batch_limits, efficient_batch, wait_ms
-from ..domain import ReplicaLoad, Variant
-from ..errors import Unavailable
-from ..eviction import Resident, choose_evictions
-from .executor import Executor
+from infaas.core.batching import BatchLimits, replica_limits, wait_ms
+from infaas.core.domain import ReplicaLoad, Variant
+from infaas.core.errors import Unavailable
+from infaas.core.eviction import Resident, choose_evictions
+from infaas.runtime.executor import Executor
 
 log = logging.getLogger("infaas.worker")
 
@@ -105,11 +105,7 @@ class Replica:
         if hit is None:
             if len(self._limits) >= 256:  # objectives come from clients: keep the memo bounded
                 self._limits.clear()
-            hit = batch_limits(self.variant.profile, self.variant.max_batch, objective_ms)
-            knee = efficient_batch(self.variant)
-            if hit.max_batch > knee:  # a larger batch would only add waiting, not save machine time
-                hit = BatchLimits(knee, hit.max_delay_ms)
-            self._limits[objective_ms] = hit
+            hit = self._limits[objective_ms] = replica_limits(self.variant, objective_ms)
         return hit
 
     def _inline(self, rows: int) -> bool:

@@ -2,7 +2,7 @@
 
 Routes (internal; only the API / selector talks to them):
 
-* ``POST /v1/infer/{variant_id}``: body is a tensor frame (``infaas.tensors``),
+* ``POST /v1/infer/{variant_id}``: body is a tensor frame (``infaas.core.tensors``),
   header ``x-infaas-objective-ms`` carries the tightest latency objective; the
   answer is a frame, or JSON ``{"error", "message"}`` with the error's status.
 * ``GET /health``: id, state, replicas.
@@ -28,21 +28,22 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .. import offline, tensors
-from ..hotpath import hot_protocol, serve_asgi
-from ..asgi import send_bytes
-from ..autoscaler import assignments_for
-from ..domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
-from ..errors import InfaasError, InvalidInput, NotFound, Unavailable
-from ..settings import Settings
-from ..wiring import make_adapters
-from ..variants.hardware import missing_runtimes, probe_runtimes
-from ..variants.jobs import build_lane, run_build_job
-from ..variants.profile import ProfileLimits
-from .client import local_address
-from .executor import load_executor
-from .reconcile import Loaded, reconcile
-from .replicas import ReplicaCache
+from infaas.app import offline
+from infaas.core import tensors
+from infaas.adapters.http.hotpath import hot_protocol, serve_asgi
+from infaas.adapters.http.asgi import send_bytes
+from infaas.app.autoscaler import assignments_for
+from infaas.core.domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
+from infaas.core.errors import InfaasError, InvalidInput, NotFound, Unavailable
+from infaas.core.settings import Settings
+from infaas.wiring import make_adapters, open_location
+from infaas.runtime.hardware import missing_runtimes, probe_runtimes
+from infaas.app.build import build_lane, run_build_job
+from infaas.runtime.profile import ProfileLimits
+from infaas.adapters.workerclient import local_address
+from infaas.runtime.executor import load_executor
+from infaas.core.reconcile import Loaded, grace_s, reconcile
+from infaas.worker.replicas import ReplicaCache
 
 log = logging.getLogger("infaas.worker")
 
@@ -164,7 +165,7 @@ class WorkerAgent:
         if self.state != WORKER_UP:
             return
         loaded = {vid: Loaded(r.busy, r.last_used) for vid, r in self.cache.replicas.items()}
-        grace = max(5.0, 3 * self.settings.scale_period_s)
+        grace = grace_s(self.settings.scale_period_s)
         assigned = await asyncio.get_running_loop().run_in_executor(None, assignments_for, self.store, self.id)
         to_load, to_unload = reconcile(assigned, loaded, time.time(), grace)
         for vid in to_unload:
@@ -208,7 +209,8 @@ class WorkerAgent:
             receipt, body = msg
             try:
                 await loop.run_in_executor(pool, lambda: offline.run_item(
-                    body, self.store, self.settings, executor_for, may_run=self._online_idle))
+                    body, self.store, self.settings, executor_for,
+                    locations=lambda uri: open_location(uri, self.settings), may_run=self._online_idle))
                 await loop.run_in_executor(pool, self.adapters.queue.ack, offline.LANE, receipt)
             except Exception:  # not acknowledged: retried after the visibility timeout, then dead-lettered
                 log.exception("offline item %s/%s failed; it will be retried", body.get("job"), body.get("item"))
@@ -265,7 +267,7 @@ class WorkerAgent:
         else:
             await send_bytes(send, 404, _JSON, b'{"error":"not_found","message":"no such route"}')
 
-    # the lean HTTP path (infaas.hotpath) serves this route; ``limit`` and ``match`` make the agent its routes
+    # the lean HTTP path (infaas.adapters.http.hotpath) serves this route; ``limit`` and ``match`` make the agent its routes
     def match(self, path: str):
         return self.answer_infer if path.startswith("/v1/infer/") else None
 

@@ -1,4 +1,4 @@
-"""What every AWS adapter shares: a default client, and SDK errors as ``infaas.errors``.
+"""What every AWS adapter shares: a default client, and SDK errors as ``infaas.core.errors``.
 
 The core never sees a ``botocore`` exception: each adapter wraps its calls in
 ``sdk_errors(...)``, which maps the few error codes that mean something to the
@@ -14,9 +14,14 @@ from typing import Any, Iterator
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+)
 
-from ...errors import ConditionFailed, InfaasError, NotFound, Unavailable
+from infaas.core.errors import ConditionFailed, InfaasError, NotFound, Unavailable
 
 # Codes that mean "try again shortly": throttling, and a service that is
 # briefly unavailable. The SDK's own retries have already been spent when one

@@ -1,6 +1,6 @@
 """DynamoDB adapter: the item table behind the metadata store.
 
-One table holds every record (single-table design, see ``infaas.store`` and
+One table holds every record (single-table design, see ``infaas.app.store`` and
 ``docs/aws-tables.md``): partition key ``pk`` and sort key ``sk`` (both
 strings), one global secondary index ``gsi1`` on ``gsi1pk``/``gsi1sk``
 projecting all attributes, and DynamoDB TTL on ``expires_at``.
@@ -37,9 +37,9 @@ from typing import Any, Callable, Iterator, Mapping
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ...errors import ConditionFailed, InvalidInput, Unavailable
-from ...ports import Item
-from ._sdk import default_client, error_code, sdk_errors, translate
+from infaas.adapters.aws._sdk import default_client, error_code, sdk_errors, translate
+from infaas.core.errors import ConditionFailed, InvalidInput, Unavailable
+from infaas.core.ports import Item
 
 INDEX_NAME = "gsi1"
 TTL_ATTRIBUTE = "expires_at"

@@ -47,8 +47,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ...errors import InvalidInput, NotFound
-from ._sdk import default_client, sdk_errors
+from infaas.adapters.aws._sdk import default_client, sdk_errors
+from infaas.core.errors import InvalidInput, NotFound
 
 log = logging.getLogger("infaas.fleet")
 

@@ -24,8 +24,8 @@ import threading
 import time
 from typing import IO, Any, Callable, Mapping
 
-from ...errors import InvalidInput
-from ._sdk import default_client, sdk_errors
+from infaas.adapters.aws._sdk import default_client, sdk_errors
+from infaas.core.errors import InvalidInput
 
 UNITS = frozenset(
     {

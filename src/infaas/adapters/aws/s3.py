@@ -29,9 +29,9 @@ import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ...errors import NotFound
-from ..local.folder import check_key
-from ._sdk import default_client, sdk_errors
+from infaas.adapters.aws._sdk import default_client, sdk_errors
+from infaas.core.errors import NotFound
+from infaas.core.keys import check_key
 
 _ETAG = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 

@@ -38,8 +38,8 @@ from typing import Any, Callable, Mapping
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ...errors import InfaasError, InvalidInput
-from ._sdk import default_client, error_code, sdk_errors, translate
+from infaas.adapters.aws._sdk import default_client, error_code, sdk_errors, translate
+from infaas.core.errors import InfaasError, InvalidInput
 
 DLQ_SUFFIX = "-dlq"
 MAX_VISIBILITY_S = 43_200  # SQS limit: 12 hours

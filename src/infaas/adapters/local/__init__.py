@@ -1,0 +1,1 @@
+"""Local adapters: SQLite item table and job queue, folder model store, folder offline locations."""

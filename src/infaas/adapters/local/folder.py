@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 
-from ...errors import InvalidInput, NotFound
-
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-
-
-def check_key(key: str) -> str:
-    """Keys are '/'-joined safe segments: no absolute paths, no '..', no empty parts."""
-    parts = key.split("/") if isinstance(key, str) else []
-    if not parts or any(not _SEGMENT.match(p) or ".." in p for p in parts):
-        raise InvalidInput(f"model store key {key!r} is not a safe relative path", field="key")
-    return key
+from infaas.core.errors import InvalidInput, NotFound
+from infaas.core.keys import check_key
 
 
 class FolderModelStore:

@@ -17,8 +17,8 @@ import time
 import uuid
 from typing import Any, Callable, Mapping
 
-from ...errors import ConditionFailed, InfaasError, Unavailable
-from ...ports import Item
+from infaas.core.errors import ConditionFailed, InfaasError, Unavailable
+from infaas.core.ports import Item
 
 SCHEMA_VERSION = 1
 

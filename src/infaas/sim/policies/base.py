@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..engine import Refused, Replica, Simulator, VariantInfo
+from infaas.sim.engine import Refused, Replica, Simulator, VariantInfo
 
 
 class Policy:

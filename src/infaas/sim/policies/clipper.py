@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 
-from ..engine import Refused, Replica, Simulator
-from .base import (Policy, allocate_devices, cheapest_variant, mean_rates, objective_of, peak_rates, pick_architecture,
+from infaas.sim.engine import Refused, Replica, Simulator
+from infaas.sim.policies.base import (Policy, allocate_devices, cheapest_variant, mean_rates, objective_of, peak_rates, pick_architecture,
                    shortest, strictest_floor)
 
 

@@ -40,8 +40,8 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-from ..engine import UP, Machine, Refused, Replica, Simulator, VariantInfo
-from .base import Policy, feasible
+from infaas.sim.engine import UP, Machine, Refused, Replica, Simulator, VariantInfo
+from infaas.sim.policies.base import Policy, feasible
 
 BIN = 0.05
 BLACKLIST_S = 2.0

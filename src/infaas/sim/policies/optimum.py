@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from ..data import Workload
-from ..engine import VariantInfo
+from infaas.sim.data import Workload
+from infaas.sim.engine import VariantInfo
 
 
 @dataclass

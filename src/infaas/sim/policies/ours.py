@@ -1,6 +1,6 @@
 """The product's own policy, driven unchanged.
 
-* Every request: ``infaas.selection.select(query, catalogue, cluster)``. The
+* Every request: ``infaas.core.selection.select(query, catalogue, cluster)``. The
   catalogue is built once (``Catalogue.build``). The cluster is a
   ``selection.Cluster`` built with ``Cluster.build`` from ``Worker`` records
   whenever machines or replicas appear or go; between rebuilds the record of
@@ -10,7 +10,7 @@
   (The live API refreshes its snapshot every 0.2 s from 0.5 s heartbeats;
   every simulated policy routes on current queues, so the comparison is
   like for like.)
-* Every ``params.period_s``: ``infaas.scaling.plan(Snapshot, PolicyState,
+* Every ``params.period_s``: ``infaas.core.scaling.plan(Snapshot, PolicyState,
   current)`` exactly as ``autoscaler.Autoscaler.run_once`` calls it (workers
   with their replica loads over the period, ready variants, prices, the
   fleet's desired counts, the previous assignments joined with what is
@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ... import scaling, selection
-from ...domain import WORKER_DRAINING, WORKER_UP, HardwareType, Objective, Query, ReplicaLoad, Worker
-from ...errors import InfaasError
-from ...worker.reconcile import Loaded, reconcile
-from ..engine import DRAINING, UP, Machine, Refused, Simulator
-from .base import Policy
+from infaas.core import scaling
+from infaas.core import selection
+from infaas.core.domain import WORKER_DRAINING, WORKER_UP, HardwareType, Objective, Query, ReplicaLoad, Worker
+from infaas.core.errors import InfaasError
+from infaas.core.reconcile import Loaded, grace_s, reconcile
+from infaas.sim.engine import DRAINING, UP, Machine, Refused, Simulator
+from infaas.sim.policies.base import Policy
 
 
 class Ours(Policy):
@@ -140,14 +141,10 @@ class Ours(Policy):
         for m in machines:
             for r in m.replicas.values():
                 r.served = 0
-        live = {w.id for w in workers}
-        previous = {wid: vs for wid, vs in (self.assignments or {}).items() if wid in live}
-        actual = {w.id: tuple(r.variant_id for r in w.replicas) for w in workers}
-        current = {wid: tuple(sorted(set(previous.get(wid, ())) | set(actual.get(wid, ())))) for wid in live}
         hws = set(self.hardware) | set(p.min_workers) | set(p.max_workers)
         desired = {hw: sim.desired(hw) for hw in sorted(hws) if sim.desired(hw) or hw in p.min_workers}
         snap = scaling.Snapshot(now_s, workers, self.variants, self.hardware, desired, p)
-        result, self.state = scaling.plan(snap, self.state, current)
+        result, self.state = scaling.control_period(snap, self.state, self.assignments or {})
         self.plans += 1
         self.assignments = dict(result.assignments)
         for hw, n in result.desired_workers.items():
@@ -162,7 +159,7 @@ class Ours(Policy):
         if self.assignments is None:
             return
         now_s = sim.now / 1000.0
-        grace = max(5.0, 3 * self.params.period_s)
+        grace = grace_s(self.params.period_s)
         for m in sim.up_machines():
             loaded = {vid: Loaded(r.busy, r.last_used / 1000.0) for vid, r in m.replicas.items()}
             to_load, to_unload = reconcile(self.assignments.get(m.id, ()), loaded, now_s, grace)

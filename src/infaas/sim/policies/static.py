@@ -11,7 +11,7 @@ mean, the over-provisioned alternative). Batching is the production rule (``batc
 
 from __future__ import annotations
 
-from .clipper import Clipper
+from infaas.sim.policies.clipper import Clipper
 
 
 class Static(Clipper):

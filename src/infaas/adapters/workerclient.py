@@ -1,0 +1,261 @@
+"""HTTP client from the API (or the selector function) to workers.
+
+A deliberately small HTTP/1.1 client on an asyncio protocol: one pool of
+keep-alive connections per worker, one request per connection at a time, the
+request written in one vectored write (the tensors' memory as it is, no
+copy), the answer parsed in ``data_received``; ``Content-Length`` bodies only
+(the worker server always sends one). General
+clients spend more time per call than a worker spends running a small model;
+this path runs on every query.
+
+Faults: a connection that was reused from the pool and fails before any byte
+of the answer arrived is retried once on a fresh connection (the worker may
+simply have closed an idle connection). Anything else -- refused, reset,
+timeout -- is a ``WorkerFault``, so the data plane can retry on another
+worker. Errors the worker reports (bad input, not ready) come back as the same
+domain error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import socket
+import sys
+from urllib.parse import urlsplit
+
+from infaas.core import errors, tensors
+from infaas.core.ports import WorkerClient
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def local_address(port: int) -> str:
+    """Where a worker on this machine listening on ``port`` also takes connections
+    (a Linux abstract socket; ``python -m infaas.worker --local-socket``)."""
+    return f"\0infaas-worker-{port}"
+
+_BY_CODE = {
+    cls.code: cls
+    for cls in (
+        errors.InvalidInput,
+        errors.NotFound,
+        errors.Unavailable,
+        errors.PayloadTooLarge,
+        errors.NoFeasibleVariant,
+    )
+}
+
+
+class _Stale(Exception):
+    """A pooled connection died before answering: try a fresh one."""
+
+
+_MAX_HEAD = 64 << 10
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection to a worker: one request at a time, the answer
+    parsed straight from ``data_received`` (status line, Content-Length, body)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.waiter: asyncio.Future | None = None
+        self._head = bytearray()
+        self._body: list[bytes] = []
+        self._got = 0
+        self._length = -1
+        self._status = 0
+        self._keep = True
+        self.answered = False  # any byte of the current answer arrived
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send(self, parts) -> asyncio.Future:
+        self.waiter = self.loop.create_future()
+        self._head.clear()
+        self._body, self._got, self._length, self.answered = [], 0, -1, False
+        self.transport.writelines(parts)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():  # nothing asked: the worker is confused, drop the connection
+            self.abort()
+            return
+        self.answered = True
+        if self._length < 0:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._head) > _MAX_HEAD:
+                    self._fail(ValueError("worker answer headers too long"))
+                return
+            try:
+                self._parse_head(bytes(self._head[:end]))
+            except (ValueError, IndexError) as exc:
+                self._fail(ValueError(f"malformed worker answer: {exc}"))
+                return
+            data = bytes(self._head[end + 4 :])
+            self._head.clear()
+        if data:
+            self._body.append(data)
+            self._got += len(data)
+        if self._got >= self._length:
+            if self._got > self._length:
+                self._fail(ValueError("worker sent more than its Content-Length"))
+                return
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            self._body = []
+            self.waiter = None
+            waiter.set_result((self._status, body, self._keep))
+
+    def _parse_head(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        self._status = int(lines[0].split(b" ", 2)[1])
+        length, keep = None, True
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                keep = False
+        if length is None or length < 0:
+            raise ValueError("no content-length")
+        self._length, self._keep = length, keep
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(_Stale() if not self.answered else
+                                 (exc or asyncio.IncompleteReadError(b"", None)))
+
+
+class HttpWorkerClient(WorkerClient):
+    takes_parts = True
+
+    def __init__(self, timeout_s: float = 10.0, max_idle_per_worker: int = 64, local_sockets: bool = False) -> None:
+        self.timeout_s = timeout_s
+        # a worker on this machine may also listen on a local socket (``local_address``):
+        # tried first for loopback URLs, TCP when there is none
+        self.local_sockets = local_sockets and sys.platform.startswith("linux")
+        self._no_local: set[tuple[str, int]] = set()
+        self.max_idle = max_idle_per_worker
+        self._idle: dict[tuple[str, int], collections.deque] = collections.defaultdict(collections.deque)
+        self._addrs: dict[str, tuple[str, int]] = {}
+
+    async def infer(self, url: str, variant_id: str, frame, objective_ms: float | None) -> bytes:
+        """``frame``: the tensor frame as bytes, or as a list of buffers (``tensors.encode_parts``)."""
+        addr = self._addrs.get(url)
+        if addr is None:
+            parts = urlsplit(url)
+            addr = (parts.hostname or "127.0.0.1", parts.port or 80)
+            if len(self._addrs) > 4096:
+                self._addrs.clear()
+            self._addrs[url] = addr
+        chunks = [frame] if isinstance(frame, (bytes, bytearray, memoryview)) else list(frame)
+        size = sum(len(c) if isinstance(c, bytes) else memoryview(c).nbytes for c in chunks)
+        extra = f"x-infaas-objective-ms: {float(objective_ms)!r}\r\n" if objective_ms is not None else ""
+        head = (
+            f"POST /v1/infer/{variant_id} HTTP/1.1\r\nhost: {addr[0]}\r\n"
+            f"content-type: {tensors.CONTENT_TYPE}\r\ncontent-length: {size}\r\n{extra}\r\n"
+        ).encode()
+        if size <= 1 << 14 and len(chunks) <= 4:  # small: one buffer, one write
+            parts_out = [head + b"".join(chunks)]
+        else:
+            parts_out = [head, *chunks]
+        try:
+            try:
+                status, body = await self._exchange(addr, parts_out, reuse=True)
+            except _Stale:
+                status, body = await self._exchange(addr, parts_out, reuse=False)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, _Stale, ValueError) as exc:
+            raise errors.WorkerFault(f"worker at {url} failed: {type(exc).__name__}") from None
+        if status == 200:
+            return body
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise errors.WorkerFault(f"worker at {url} answered {status} without an error body") from None
+        if status >= 500 and doc.get("error") not in _BY_CODE:
+            raise errors.WorkerFault(f"worker at {url} failed: {doc.get('message', status)}")
+        cls = _BY_CODE.get(doc.get("error"), errors.InvalidInput)
+        raise cls(doc.get("message", "worker rejected the request"), field=doc.get("field"))
+
+    async def _connect(self, addr, loop) -> _Conn:
+        if self.local_sockets and addr[0] in _LOOPBACK and addr not in self._no_local:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                sock.connect(local_address(addr[1]))  # a local connect completes at once (or refuses)
+            except BlockingIOError:  # its backlog is full: TCP this time
+                sock.close()
+            except OSError:  # no local socket: this worker speaks TCP only
+                sock.close()
+                if len(self._no_local) > 4096:
+                    self._no_local.clear()
+                self._no_local.add(addr)
+            else:
+                _, conn = await loop.create_unix_connection(lambda: _Conn(loop), sock=sock)
+                return conn
+        _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Conn(loop), *addr), self.timeout_s)
+        return conn
+
+    async def _exchange(self, addr, parts, *, reuse: bool) -> tuple[int, bytes]:
+        loop = asyncio.get_running_loop()
+        idle = self._idle[addr]
+        conn = None
+        while reuse and idle:
+            c = idle.pop()
+            if not c.closed and c.loop is loop:
+                conn = c
+                break
+            c.abort()
+        pooled = conn is not None
+        if conn is None:
+            conn = await self._connect(addr, loop)
+        waiter = conn.send(parts)
+        timer = loop.call_later(self.timeout_s, _expire, waiter)
+        try:
+            status, body, keep = await waiter
+        except _Stale:
+            if pooled:
+                raise
+            raise ConnectionResetError("worker closed the connection before answering") from None
+        except BaseException:
+            conn.abort()
+            raise
+        finally:
+            timer.cancel()
+        if keep and not conn.closed and len(idle) < self.max_idle:
+            idle.append(conn)
+        else:
+            conn.abort()
+        return status, body
+
+    async def close(self) -> None:
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().abort()
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())

@@ -1,0 +1,234 @@
+"""The control plane: register architectures, plan and build their variants, describe the catalogue.
+
+Transports (the FastAPI app, the Lambda handlers, the CLI) only decode, call one method here, and encode.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import zipfile
+import zlib
+from typing import Any, Callable
+
+import numpy as np
+
+from infaas.core.domain import (
+    DEFAULT_TENANT,
+    READY,
+    Architecture,
+    TensorSpec,
+    Variant,
+    check_name,
+)
+from infaas.core.domain import Task as TaskName
+from infaas.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from infaas.core.ports import JobQueue, ModelStore
+from infaas.core.settings import Settings
+from infaas.app.store import MetadataStore
+from infaas.runtime.generate import PLANS, generation_plan
+from infaas.app.build import build_lane
+from infaas.runtime.validate import ModelLimits, check_model
+
+
+
+class ControlPlane:
+    def __init__(self, store: MetadataStore, models: ModelStore, queue: JobQueue, settings: Settings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store, self.models, self.queue, self.settings, self.clock = store, models, queue, settings, clock
+
+    def register(
+        self,
+        *,
+        name: str,
+        task: str,
+        accuracy: float,
+        data: bytes,
+        tenant: str = DEFAULT_TENANT,
+        visibility: str = "private",
+        validation: bytes | None = None,
+    ) -> tuple[Architecture, bool]:
+        """Register a model; returns (architecture, created). Building and
+        profiling its variants happens later, on workers, through the job queue."""
+        check_name(name, "name")
+        task_id = TaskName.parse(task).id
+        if not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy) or not 0.0 <= accuracy <= 1.0:
+            raise InvalidInput(f"accuracy must be a number between 0 and 1, got {accuracy!r}", field="accuracy")
+        if visibility not in ("private", "shared"):
+            raise InvalidInput(f"visibility must be 'private' or 'shared', got {visibility!r}", field="visibility")
+        checked = check_model(data, ModelLimits(max_bytes=self.settings.max_upload_bytes))
+
+        existing = self.store.find_architecture(name)
+        if existing is not None:
+            return self._same_or_conflict(existing, checked.sha256, tenant), False
+        self._check_task_inputs(task_id, checked.inputs)
+        val_key = None
+        if validation is not None:
+            self._check_validation(validation, checked.inputs)
+            val_key = f"architectures/{name}/{checked.sha256[:16]}.validation.npz"
+            self.models.put(val_key, validation)
+        model_key = f"architectures/{name}/{checked.sha256[:16]}.onnx"
+        self.models.put(model_key, data)
+        arch = Architecture(
+            name=name,
+            tenant=tenant,
+            task=task_id,
+            accuracy=float(accuracy),
+            sha256=checked.sha256,
+            model_key=model_key,
+            inputs=checked.inputs,
+            outputs=checked.outputs,
+            visibility=visibility,
+            validation_key=val_key,
+            created_at=self.clock(),
+            size_bytes=checked.size_bytes,
+        )
+        stored = self.store.create_architecture(arch)
+        if stored is not arch:  # lost a race with another registration of the same name
+            return self._same_or_conflict(stored, checked.sha256, tenant), False
+        for hardware in self.build_hardware():
+            for v in generation_plan(arch, hardware):
+                self.store.put_variant(v)
+            self.queue.send(build_lane(hardware), {"architecture": name, "hardware": hardware})
+        return arch, True
+
+    def build_hardware(self) -> list[str]:
+        """Hardware types this deployment builds for (``INFAAS_BUILD_HARDWARE``) that have a plan."""
+        return [h for h in self.settings.build_hardware_types if h in PLANS]
+
+    @staticmethod
+    def _same_or_conflict(existing: Architecture, sha256: str, tenant: str) -> Architecture:
+        if existing.sha256 == sha256 and existing.tenant == tenant:
+            return existing
+        raise Conflict(
+            f"an architecture named {existing.name!r} already exists with different content; "
+            "register the new file under a new name",
+            field="name",
+        )
+
+    def _check_task_inputs(self, task: str, inputs: tuple[TensorSpec, ...]) -> None:
+        """Architectures of one task answer the same queries, so they take the same inputs."""
+        for other in self.store.architectures(task):
+            if _shape_key(other.inputs) != _shape_key(inputs):
+                raise InvalidInput(
+                    f"task {task!r} takes inputs {[t.to_dict() for t in other.inputs]}, "
+                    f"this model takes {[t.to_dict() for t in inputs]}",
+                    field="file",
+                )
+            return
+
+    @staticmethod
+    def _check_validation(blob: bytes, inputs: tuple[TensorSpec, ...]) -> None:
+        try:
+            loaded = np.load(io.BytesIO(blob), allow_pickle=False)
+            if isinstance(loaded, np.ndarray):  # a .npy file: one array, not an archive
+                raise ValueError("got a single .npy array, not an .npz archive")
+            with loaded as z:
+                x, y = z["inputs"], z["labels"]
+            if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):  # npz members that are not .npy
+                raise ValueError("'inputs' and 'labels' must be .npy arrays inside the archive")
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            raise InvalidInput(
+                f"validation must be an .npz with arrays 'inputs' and 'labels': {exc}", field="validation"
+            ) from None
+        spec = inputs[0]
+        if x.ndim != len(spec.shape) or any(d > 0 and d != s for d, s in zip(spec.shape[1:], x.shape[1:])):
+            raise InvalidInput(f"validation inputs have shape {list(x.shape)}, the model takes {list(spec.shape)}", field="validation")
+        if x.ndim == 0 or y.ndim != 1:
+            raise InvalidInput(f"validation labels must be a 1-D array, one per input row; got shape {list(y.shape)}",
+                               field="validation")
+        if len(x) != len(y) or len(x) == 0:
+            raise InvalidInput(f"validation has {len(x)} inputs and {len(y)} labels; need the same, non-zero", field="validation")
+        if x.dtype.kind in "fc" and not np.isfinite(x).all():
+            raise InvalidInput("validation inputs contain NaN or infinity", field="validation")
+
+    def model_status(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        from infaas.runtime.hardware import waiting_reason
+
+        arch = self.visible_architecture(name, tenant)
+        variants = self.store.variants_of(name)
+        described = [describe_variant(v) for v in variants]
+        if any(v.status == "pending" for v in variants):
+            workers = self.store.workers()
+            for d, v in zip(described, variants):
+                reason = waiting_reason(v, workers)
+                if reason:
+                    d["message"] = f"waiting: {reason}"
+        return {**describe_architecture(arch), "status": overall_status(variants), "variants": described}
+
+    def visible_architecture(self, name: str, tenant: str) -> Architecture:
+        arch = self.store.find_architecture(name)
+        if arch is None or not (arch.tenant == tenant or arch.visibility == "shared"):
+            raise NotFound(f"no architecture named {name!r}", field="name")
+        return arch
+
+    def models_list(self, tenant: str = DEFAULT_TENANT, task: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for arch in self.store.architectures(task):
+            if arch.tenant == tenant or arch.visibility == "shared":
+                out.append({**describe_architecture(arch), "status": overall_status(self.store.variants_of(arch.name))})
+        return out
+
+    def tasks(self, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
+        by_task: dict[str, list[Architecture]] = {}
+        for arch in self.store.architectures():
+            if arch.tenant == tenant or arch.visibility == "shared":
+                by_task.setdefault(arch.task, []).append(arch)
+        return [
+            {"task": t, "architectures": [a.name for a in archs], "inputs": [s.to_dict() for s in archs[0].inputs]}
+            for t, archs in sorted(by_task.items())
+        ]
+
+    def delete(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
+        arch = self.visible_architecture(name, tenant)
+        if arch.tenant != tenant:
+            raise Forbidden(f"architecture {name!r} is shared by another tenant; only its owner may delete it", field="name")
+        for v in self.store.delete_architecture(name):
+            if v.model_key:
+                self.models.delete(v.model_key)
+        self.models.delete(arch.model_key)
+
+
+def _shape_key(specs: tuple[TensorSpec, ...]) -> list[tuple]:
+    return [(s.dtype, tuple(d if d > 0 else -1 for d in s.shape[1:])) for s in specs]
+
+
+def overall_status(variants: list[Variant]) -> str:
+    states = {v.status for v in variants}
+    if READY in states and states <= {READY, "skipped", "failed"}:
+        return "ready"
+    if states and states <= {"skipped", "failed"}:
+        return "failed"
+    return "building" if states else "registered"
+
+
+def describe_architecture(a: Architecture) -> dict[str, Any]:
+    return {
+        "name": a.name,
+        "task": a.task,
+        "tenant": a.tenant,
+        "visibility": a.visibility,
+        "declared_accuracy": a.accuracy,
+        "sha256": a.sha256,
+        "inputs": [t.to_dict() for t in a.inputs],
+        "outputs": [t.to_dict() for t in a.outputs],
+        "size_bytes": a.size_bytes,
+    }
+
+
+def describe_variant(v: Variant) -> dict[str, Any]:
+    d = {
+        "id": v.id,
+        "format": v.format,
+        "runtime": v.runtime,
+        "hardware": v.hardware,
+        "max_batch": v.max_batch,
+        "status": v.status,
+        "accuracy": v.accuracy,
+        "accuracy_measured": v.accuracy_measured,
+        "message": v.message,
+    }
+    if v.profile:
+        d["profile"] = v.profile.to_dict()
+    return d

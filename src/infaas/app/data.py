@@ -1,0 +1,176 @@
+"""The data plane: answer a query (select a variant and a worker, send the rows, return the outputs and the decision).
+
+Transports only decode, call ``DataPlane.answer``, and encode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping
+
+import numpy as np
+
+from infaas.core.batching import efficient_batch
+from infaas.core.domain import (
+    Decision,
+    Query,
+    TensorSpec,
+    Variant,
+)
+from infaas.core.errors import NotFound, WorkerFault
+from infaas.core.ports import WorkerClient
+from infaas.core.selection import Catalogue, Cluster, candidates, select
+from infaas.core.settings import Settings
+from infaas.app.store import MetadataStore
+
+log = logging.getLogger("infaas.app.data")
+
+
+from infaas.core.inputs import validate_inputs
+from infaas.app.coalescer import Coalescer
+@dataclass
+class Answer:
+    outputs: dict[str, np.ndarray]
+    decision: Decision
+    latency_ms: float
+    retried: bool
+
+
+class DataPlane:
+    """Answers queries: validate, select, dispatch, retry once elsewhere on a fault.
+
+    Holds a cached snapshot of the catalogue and the cluster, refreshed at most
+    every ``settings.snapshot_s`` (and the catalogue only when its version moved).
+    """
+
+    def __init__(self, store: MetadataStore, client: WorkerClient, settings: Settings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store, self.client, self.settings, self.clock = store, client, settings, clock
+        self._catalogue = Catalogue.build([])
+        self._catalogue_version = -1
+        self._specs: dict[str, tuple[TensorSpec, ...]] = {}
+        self._cluster = Cluster.build([], settings.hardware)
+        self._refreshed_at = -math.inf
+        self._suspect_until: dict[str, float] = {}  # worker id -> time it may be selected again
+        self._coalescers: dict[tuple[str, str], Coalescer] = {}
+        self._refreshing = False
+        self._pending: dict[tuple[str, str], int] = {}  # (worker, variant) -> rows sent, not yet answered
+        self._efficient: dict[str, tuple[Variant, int]] = {}  # variant id -> (record, rows per coalesced call)
+
+    def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
+        """The cached snapshot. A stale one is refreshed in a thread while queries
+        go on with the current one, so a query never waits for the store; a
+        forced refresh (or the first one) happens at once."""
+        now = self.clock()
+        if force or self._refreshed_at == -math.inf:
+            self._refresh(now)
+        elif now - self._refreshed_at >= self.settings.snapshot_s and not self._refreshing:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside the event loop (a thread, a Lambda handler)
+                self._refresh(now)
+            else:
+                self._refreshing = True
+                loop.run_in_executor(None, self._refresh, now).add_done_callback(self._refreshed)
+        return self._catalogue, self._cluster
+
+    def _refreshed(self, fut) -> None:
+        self._refreshing = False
+        if fut.exception() is not None:  # the store was busy: the next query tries again
+            log.warning("snapshot refresh failed: %s", fut.exception())
+
+    def _refresh(self, now: float) -> None:
+        version = self.store.catalogue_version()
+        if version != self._catalogue_version:
+            catalogue = Catalogue.build(self.store.all_variants())
+            self._specs = {a.name: a.inputs for a in self.store.architectures()}
+            self._catalogue, self._catalogue_version = catalogue, version
+        healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]
+        self._cluster = self._build_cluster(healthy)
+        self._refreshed_at = now
+
+    def _build_cluster(self, workers) -> Cluster:
+        return Cluster.build(workers, self.settings.hardware, self._pending, refuse_late=self.settings.refuse_late == "on")
+
+    def input_specs(self, query: Query) -> tuple[TensorSpec, ...]:
+        """The input spec of what the query names, if the tenant may use it.
+
+        Goes through ``selection.candidates`` so that a name that does not
+        exist and another tenant's private model fail with the same 404.
+        """
+        catalogue, _ = self.snapshot()
+        try:
+            arch = candidates(query, catalogue)[0].architecture
+        except NotFound:
+            catalogue, _ = self.snapshot(force=True)  # registered a moment ago?
+            arch = candidates(query, catalogue)[0].architecture
+        specs = self._specs.get(arch)
+        if specs is None:
+            self.snapshot(force=True)
+            specs = self._specs[arch]
+        return specs
+
+    def suspect(self, worker_id: str) -> None:
+        """Keep a worker that just failed out of selection for ``suspect_s``
+        (it may be dead; its record expires within ``heartbeat_ttl_s``)."""
+        now = self.clock()
+        self._suspect_until[worker_id] = now + self.settings.suspect_s
+        # drop it from the snapshot at once, without a store read
+        self._cluster = self._build_cluster([w for w in self._cluster.workers.values() if w.id != worker_id])
+
+    async def infer(self, query: Query, arrays: Mapping[str, np.ndarray]) -> Answer:
+        t0 = time.perf_counter()
+        specs = self.input_specs(query)
+        feed, rows = validate_inputs(arrays, specs, self.settings.max_rows)
+        query = Query(rows, query.objective, query.variant, query.architecture, query.task, query.tenant)
+        catalogue, cluster = self.snapshot()
+        decision = select(query, catalogue, cluster)
+        targets = [(decision.worker, decision.worker_url), *decision.fallback_workers][:2]
+        retried = False
+        max_rows = self._batch_rows(catalogue.variants[decision.variant])
+        for i, (worker_id, url) in enumerate(targets):
+            key = (worker_id, decision.variant)
+            self._pending[key] = self._pending.get(key, 0) + rows
+            try:
+                outputs = await self._coalescer(url, decision.variant, max_rows).infer(feed, rows, query.objective.latency_ms)
+                break
+            except WorkerFault:
+                self.suspect(worker_id)
+                if i + 1 >= len(targets):
+                    raise
+                retried = True
+            finally:
+                left = self._pending[key] - rows
+                if left:
+                    self._pending[key] = left
+                else:
+                    del self._pending[key]
+        if retried:
+            decision = _moved(decision, targets[1])
+        return Answer(outputs, decision, (time.perf_counter() - t0) * 1000, retried)
+
+    def _batch_rows(self, variant: Variant) -> int:
+        hit = self._efficient.get(variant.id)
+        if hit is None or hit[0] is not variant:  # a new catalogue may carry a new profile
+            if len(self._efficient) > 4096:
+                self._efficient.clear()
+            hit = self._efficient[variant.id] = (variant, efficient_batch(variant))
+        return hit[1]
+
+    def _coalescer(self, url: str, variant_id: str, max_rows: int) -> Coalescer:
+        key = (url, variant_id)
+        c = self._coalescers.get(key)
+        if c is None:
+            if len(self._coalescers) > 4096:  # workers come and go: forget idle ones
+                self._coalescers = {k: v for k, v in self._coalescers.items() if v.inflight or v.waiting}
+            c = self._coalescers[key] = Coalescer(self.client, url, variant_id, max_rows,
+                                                  max_bytes=self.settings.max_body_bytes)
+        return c
+
+
+def _moved(d: Decision, target: tuple[str, str]) -> Decision:
+    return replace(d, worker=target[0], worker_url=target[1], reason=d.reason + f"; retried on {target[0]} after a worker fault")

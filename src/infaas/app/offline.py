@@ -1,0 +1,225 @@
+"""Offline (batch) jobs: submit, split into items, run on spare capacity,
+write each output exactly once.
+
+A job names where its inputs are (a folder under the offline root, or an
+``s3://bucket/prefix``), where outputs go, and what it needs (task +
+min accuracy, or an architecture; optionally a deadline and a cost cap).
+
+* **Submit** (``JobService.submit``) checks everything it can at once: the
+  location exists and holds ``.npy`` / ``.npz`` / ``.jsonl`` files, every file
+  reads and all share one row shape and dtype matching the model's input, a
+  variant meets the accuracy (and the deadline), and answers with the job id.
+  Each input file becomes one work item on the ``offline`` lane.
+* **Run** (``run_item``, called by a worker only while it has no online work
+  queued): the item's file is run through the chosen variant in small batches
+  and the outputs are written to ``<output>/<input name>.out.npz`` (one array
+  per model output, rows in input order) by an atomic write under that
+  deterministic name. An item that runs twice after a fault writes the same
+  file again: never a missing, partial or duplicate output.
+* **Status**: items done, failed (with their error) and left, and an estimate
+  of the time to finish from the rate so far. **Cancel** marks the job; items
+  not yet started are dropped when a worker takes them.
+
+Job and item records live in the metadata store (pk ``JOB#<id>``); items
+travel through the job queue (SQLite locally, SQS on AWS, each with a
+dead-letter lane after repeated failures).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Protocol
+
+import numpy as np
+
+from infaas.app.store import MetadataStore
+from infaas.core.domain import DEFAULT_TENANT, Query, TensorSpec
+from infaas.core.errors import Forbidden, InvalidInput, NotFound
+from infaas.core.ports import JobQueue
+from infaas.core.selection import Catalogue, candidates, offline_variant
+from infaas.core.settings import Settings
+
+LANE = "offline"
+INPUT_SUFFIXES = (".npy", ".npz", ".jsonl")
+OUTPUT_SUFFIX = ".out.npz"
+BATCH_ROWS = 64  # rows per executor call: small, so online work never waits long behind offline work
+
+
+# -- where inputs and outputs live -----------------------------------------------------
+class Location(Protocol):
+    uri: str
+
+    def list(self) -> list[str]: ...
+
+    def read(self, name: str) -> bytes: ...
+
+    def write_atomic(self, name: str, data: bytes) -> None: ...
+
+    def exists(self, name: str) -> bool: ...
+
+
+# A resolver from a job's ``input``/``output`` to its ``Location``: ``infaas.wiring.open_location``
+# (a folder under the offline root, or ``s3://bucket/prefix``).
+Locations = Callable[[str], Location]
+
+
+def input_files(names: Iterable[str]) -> list[str]:
+    """The names in a location that are inputs (not outputs written by an earlier run)."""
+    return sorted(n for n in names if n.endswith(INPUT_SUFFIXES) and not n.endswith(OUTPUT_SUFFIX))
+
+
+# -- reading inputs ------------------------------------------------------------------------
+def read_rows(name: str, data: bytes) -> np.ndarray:
+    """The rows of one input file: ``.npy`` (an array), ``.npz`` (its first array),
+    ``.jsonl`` (one row per line: a list of numbers)."""
+    try:
+        if name.endswith(".npy"):
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        if name.endswith(".npz"):
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                if not z.files:
+                    raise ValueError("empty .npz")
+                return z[z.files[0]]
+        rows = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        return np.asarray(rows, dtype=np.float32)
+    except (ValueError, OSError, EOFError, UnicodeDecodeError, TypeError) as exc:
+        raise InvalidInput(f"input file {name!r} is not readable as {name.rsplit('.', 1)[-1]}: {str(exc)[:200]}",
+                           field="input") from None
+
+
+def output_name(input_name: str) -> str:
+    return input_name.rsplit(".", 1)[0] + OUTPUT_SUFFIX
+
+
+# -- the service ----------------------------------------------------------------------------
+@dataclass
+class JobService:
+    store: MetadataStore
+    queue: JobQueue
+    settings: Settings
+    catalogue: Callable[[], Catalogue]
+    locations: Locations
+    clock: Callable[[], float] = time.time
+
+    def submit(self, doc: Mapping[str, Any], tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        if not isinstance(doc, Mapping):
+            raise InvalidInput("a job is a JSON object", field="body")
+        src = self.locations(doc.get("input"))
+        dst = self.locations(doc.get("output"))
+        named = {k: doc[k] for k in ("task", "architecture", "variant") if doc.get(k)}
+        if len(named) != 1:
+            raise InvalidInput("name exactly one of 'task', 'architecture' or 'variant'", field="target")
+        obj_doc = doc.get("objective") or {}
+        from infaas.core.oip import parse_objective
+
+        objective = parse_objective(obj_doc)
+        deadline_s = doc.get("deadline_s")
+        if deadline_s is not None and (not isinstance(deadline_s, (int, float)) or isinstance(deadline_s, bool) or deadline_s <= 0):
+            raise InvalidInput("deadline_s must be a positive number of seconds", field="deadline_s")
+        names = input_files(src.list())
+        if not names:
+            raise InvalidInput(f"no {', '.join(INPUT_SUFFIXES)} files in {src.uri!r}", field="input")
+        if len(names) > self.settings.offline_max_files:
+            raise InvalidInput(f"{len(names)} input files; the limit is {self.settings.offline_max_files}", field="input")
+        pool = candidates(Query(rows=1, tenant=tenant, **named), self.catalogue())
+        specs = self._specs(pool[0].architecture)
+        shapes, total = set(), 0
+        for name in names:
+            rows = read_rows(name, src.read(name))
+            if rows.ndim != len(specs[0].shape) or any(d > 0 and d != s for d, s in zip(specs[0].shape[1:], rows.shape[1:])):
+                raise InvalidInput(f"{name!r} has rows of shape {list(rows.shape[1:])}; the model takes "
+                                   f"{list(specs[0].shape[1:])}", field="input")
+            if rows.dtype.kind in "fc" and not np.isfinite(rows).all():
+                raise InvalidInput(f"{name!r} contains NaN or infinity", field="input")
+            shapes.add((rows.shape[1:], rows.dtype.name))
+            total += len(rows)
+        if len(shapes) > 1:
+            raise InvalidInput(f"input files mix shapes or dtypes: {sorted(map(str, shapes))}", field="input")
+        variant = offline_variant(pool, total, objective, self.settings.hardware, deadline_s)
+        job_id = uuid.uuid4().hex[:16]
+        now = self.clock()
+        job = {"id": job_id, "tenant": tenant, "input": src.uri, "output": dst.uri, "variant": variant.id,
+               "objective": objective.to_dict(), "deadline_s": deadline_s, "items": len(names), "rows": total,
+               "created_at": now, "cancelled": False, "dtype": specs[0].dtype}
+        self.store.table.put({"pk": f"JOB#{job_id}", "sk": "J", "gsi1pk": f"JOBS#{tenant}", "gsi1sk": f"{now:017.6f}#{job_id}",
+                              "body": job})
+        for i, name in enumerate(names):
+            self.store.table.put({"pk": f"JOB#{job_id}", "sk": f"I#{i:07d}", "body": {"name": name, "status": "queued"}})
+            self.queue.send(LANE, {"job": job_id, "item": i, "name": name})
+        return self.status(job_id, tenant)
+
+    def _specs(self, architecture: str) -> tuple[TensorSpec, ...]:
+        return self.store.get_architecture(architecture).inputs
+
+    def _job(self, job_id: str, tenant: str) -> dict[str, Any]:
+        item = self.store.table.get(f"JOB#{job_id}", "J")
+        if item is None or item["body"]["tenant"] != tenant:
+            raise NotFound(f"no job {job_id!r}", field="job")
+        return item["body"]
+
+    def status(self, job_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        job = self._job(job_id, tenant)
+        items = [i["body"] for i in self.store.table.query(f"JOB#{job_id}", "I#")]
+        done = [i for i in items if i["status"] == "done"]
+        failed = [i for i in items if i["status"] == "failed"]
+        left = len(items) - len(done) - len(failed)
+        eta = None
+        if done and left:
+            first = job["created_at"]
+            last = max(i.get("at", first) for i in done)
+            eta = round((last - first) / len(done) * left, 1)
+        state = "cancelled" if job["cancelled"] else ("running" if left else ("failed" if failed and not done else "done"))
+        return {**job, "state": state, "done": len(done), "failed": len(failed), "left": left, "eta_s": eta,
+                "failures": [{"name": i["name"], "error": i.get("error", "")} for i in failed]}
+
+    def cancel(self, job_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        job = self._job(job_id, tenant)
+        self.store.table.put({"pk": f"JOB#{job_id}", "sk": "J", "gsi1pk": f"JOBS#{tenant}",
+                              "gsi1sk": f"{job['created_at']:017.6f}#{job_id}", "body": {**job, "cancelled": True}})
+        return self.status(job_id, tenant)
+
+    def jobs(self, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
+        return [i["body"] for i in self.store.table.query_index(f"JOBS#{tenant}")]
+
+
+def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, executor_for: Callable[[str], Any],
+             locations: Locations, may_run: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.time,
+             wait: Callable[[float], None] = time.sleep) -> str:
+    """Run one work item; returns its final status. ``may_run`` is asked before
+    every batch: while it says no (online work is queued), the item waits."""
+    job_item = store.table.get(f"JOB#{msg['job']}", "J")
+    if job_item is None:
+        return "dropped"
+    job = job_item["body"]
+    key = (f"JOB#{msg['job']}", f"I#{msg['item']:07d}")
+    record = store.table.get(*key)["body"]
+    if job["cancelled"]:
+        store.table.put({"pk": key[0], "sk": key[1], "body": {**record, "status": "cancelled"}})
+        return "cancelled"
+    if record["status"] == "done":
+        return "done"  # delivered again after it finished: the output is already there
+    try:
+        src = locations(job["input"])
+        dst = locations(job["output"])
+        rows = read_rows(msg["name"], src.read(msg["name"])).astype(job["dtype"], copy=False)
+        executor = executor_for(job["variant"])
+        name = executor.input_names[0]
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(rows), BATCH_ROWS):
+            while not may_run():
+                wait(0.005)
+            out = executor.run({name: np.ascontiguousarray(rows[start : start + BATCH_ROWS])})
+            for k, v in out.items():
+                parts.setdefault(k, []).append(v)
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.concatenate(v) for k, v in parts.items()})
+        dst.write_atomic(output_name(msg["name"]), buf.getvalue())
+    except (InvalidInput, Forbidden, NotFound) as exc:
+        store.table.put({"pk": key[0], "sk": key[1], "body": {**record, "status": "failed", "error": exc.message, "at": clock()}})
+        return "failed"
+    store.table.put({"pk": key[0], "sk": key[1], "body": {**record, "status": "done", "at": clock()}})
+    return "done"

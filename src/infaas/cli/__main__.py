@@ -1,0 +1,3 @@
+from infaas.cli import main
+
+raise SystemExit(main())

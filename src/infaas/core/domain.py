@@ -1,0 +1,339 @@
+"""The vocabulary of the service, as frozen dataclasses.
+
+Words (see docs/architecture.md): a *task* is what a query wants done on a
+*dataset*; an *architecture* is one trained model as registered; a *variant*
+is an architecture built for one format, runtime, hardware type and maximum
+batch; a *profile* is what was measured for a variant on its hardware; a
+*worker* runs *replicas* (loaded variants); an *objective* is what a query
+asks for; a *decision* is what the selector answered.
+
+Records convert to and from plain dicts (``to_dict`` / ``from_dict``) so that
+every store keeps them the same way (SQLite rows, DynamoDB items, JSON).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# Names become store keys and file paths: letters, digits, '.', '_', '-' only,
+# starting with a letter or digit. Nothing that could climb out of a folder.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEFAULT_TENANT = "local"
+
+# Variant and architecture states.
+PENDING, BUILDING, PROFILING, READY, FAILED, SKIPPED = "pending", "building", "profiling", "ready", "failed", "skipped"
+# Worker states.
+WORKER_UP, WORKER_DRAINING = "up", "draining"
+
+DTYPES = {"float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool"}
+
+
+def check_name(value: str, field_name: str) -> str:
+    """Return ``value`` if it is a safe name, else raise InvalidInput naming the field."""
+    from infaas.core.errors import InvalidInput
+
+    if not isinstance(value, str) or not NAME_RE.match(value) or ".." in value:
+        raise InvalidInput(
+            f"{field_name} must be 1-64 characters of letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit, and without '..'; got {value!r}",
+            field=field_name,
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a query wants done, with the dataset that defines labels and inputs."""
+
+    kind: str  # e.g. "classification"
+    dataset: str  # e.g. "digits"
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}/{self.dataset}"
+
+    @staticmethod
+    def parse(text: str) -> "Task":
+        from infaas.core.errors import InvalidInput
+
+        parts = text.split("/")
+        if len(parts) != 2:
+            raise InvalidInput(f"task must look like 'kind/dataset', got {text!r}", field="task")
+        return Task(check_name(parts[0], "task"), check_name(parts[1], "dataset"))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, element type and shape of one model input or output; -1 is a free dimension."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "TensorSpec":
+        return TensorSpec(d["name"], d["dtype"], tuple(int(x) for x in d["shape"]))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One trained model as its owner registered it."""
+
+    name: str
+    tenant: str
+    task: str  # Task.id
+    accuracy: float  # declared by the owner, 0..1
+    sha256: str
+    model_key: str  # where the original file is in the model store
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    visibility: str = "private"  # "private" | "shared"
+    validation_key: str | None = None  # npz with "inputs" and "labels"
+    created_at: float = 0.0
+    size_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["inputs"] = [t.to_dict() for t in self.inputs]
+        d["outputs"] = [t.to_dict() for t in self.outputs]
+        return d
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "Architecture":
+        d = dict(d)
+        d["inputs"] = tuple(TensorSpec.from_dict(t) for t in d["inputs"])
+        d["outputs"] = tuple(TensorSpec.from_dict(t) for t in d["outputs"])
+        return Architecture(**d)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What was measured for one variant on its hardware type.
+
+    ``latency_ms[b]`` is (p50, p99) of one run at batch ``b``. Batches between
+    two measured ones are interpolated linearly; beyond the largest one the
+    variant cannot run (it is the variant's maximum batch).
+    """
+
+    hardware: str
+    latency_ms: Mapping[int, tuple[float, float]]
+    load_ms: float
+    peak_memory_bytes: int
+    measured_at: float = 0.0
+
+    def batch_sizes(self) -> tuple[int, ...]:
+        return self._sizes
+
+    @functools.cached_property
+    def _sizes(self) -> tuple[int, ...]:
+        return tuple(sorted(self.latency_ms))
+
+    @functools.cached_property
+    def _memo(self) -> dict[tuple[int, str], float]:
+        return {}  # (batch, percentile) -> latency: selection asks the same few again and again
+
+    def latency_at(self, batch: int, percentile: str = "p99") -> float:
+        """Predicted latency of one run at ``batch`` rows (interpolated)."""
+        memo = self._memo
+        hit = memo.get((batch, percentile))
+        if hit is None:
+            hit = memo[(batch, percentile)] = self._interpolate(batch, percentile)
+        return hit
+
+    def _interpolate(self, batch: int, percentile: str) -> float:
+        idx = 1 if percentile == "p99" else 0
+        sizes = self._sizes
+        if batch <= sizes[0]:
+            return self.latency_ms[sizes[0]][idx]
+        for lo, hi in zip(sizes, sizes[1:]):
+            if lo <= batch <= hi:
+                a, b = self.latency_ms[lo][idx], self.latency_ms[hi][idx]
+                return a + (b - a) * (batch - lo) / (hi - lo)
+        return math.inf
+
+    def throughput_rps(self, batch: int) -> float:
+        """Rows per second one replica sustains when it runs batches of ``batch``."""
+        lat = self.latency_at(batch, "p50")
+        return batch * 1000.0 / lat if lat > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hardware": self.hardware,
+            "latency_ms": {str(b): list(v) for b, v in sorted(self.latency_ms.items())},
+            "load_ms": self.load_ms,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "measured_at": self.measured_at,
+        }
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "Profile":
+        return Profile(
+            hardware=d["hardware"],
+            latency_ms={int(b): (float(v[0]), float(v[1])) for b, v in d["latency_ms"].items()},
+            load_ms=float(d["load_ms"]),
+            peak_memory_bytes=int(d["peak_memory_bytes"]),
+            measured_at=float(d.get("measured_at", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An architecture built for one format, runtime, hardware type and max batch."""
+
+    architecture: str
+    format: str  # "fp32" | "int8" | "fp16" | ...
+    runtime: str  # "onnxruntime" | "tensorrt" | "neuron"
+    hardware: str  # HardwareType.name
+    max_batch: int
+    task: str
+    tenant: str
+    visibility: str = "private"
+    status: str = PENDING
+    model_key: str | None = None
+    accuracy: float | None = None  # measured where validation data exists, else declared
+    accuracy_measured: bool = False
+    profile: Profile | None = None
+    message: str = ""  # why it failed or was skipped
+
+    @functools.cached_property
+    def id(self) -> str:  # computed once per record: selection reads it on every candidate
+        return variant_id(self.architecture, self.runtime, self.format, self.hardware, self.max_batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["profile"] = self.profile.to_dict() if self.profile else None
+        d["id"] = self.id
+        return d
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "Variant":
+        d = dict(d)
+        d.pop("id", None)
+        d["profile"] = Profile.from_dict(d["profile"]) if d.get("profile") else None
+        return Variant(**d)
+
+
+def variant_id(architecture: str, runtime: str, fmt: str, hardware: str, max_batch: int) -> str:
+    """``mlp-512-256:onnx-int8:cpu:b32`` style identifier."""
+    short = "onnx" if runtime == "onnxruntime" else runtime
+    return f"{architecture}:{short}-{fmt}:{hardware}:b{max_batch}"
+
+
+@dataclass(frozen=True)
+class HardwareType:
+    """A kind of worker, with the hourly price used to compare cost per query."""
+
+    name: str
+    price_per_hour: float
+    memory_bytes: int = 4 << 30
+
+
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """One loaded variant on one worker, as the worker last reported it."""
+
+    variant_id: str
+    queued_rows: int = 0  # rows waiting or running right now
+    rate_rps: float = 0.0  # rows per second over the last heartbeat period
+    p99_ms: float = 0.0
+    memory_bytes: int = 0
+    last_used: float = 0.0
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One machine or local process that loads variants and runs them."""
+
+    id: str
+    hardware: str
+    url: str
+    state: str = WORKER_UP
+    memory_budget_bytes: int = 2 << 30
+    memory_used_bytes: int = 0
+    replicas: tuple[ReplicaLoad, ...] = ()
+    heartbeat_at: float = 0.0
+    started_at: float = 0.0
+    # Runtimes that work on this worker (onnxruntime providers, "neuron"); empty
+    # from workers older than this field, which are taken at their word.
+    runtimes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["replicas"] = [dataclasses.asdict(r) for r in self.replicas]
+        d["runtimes"] = list(self.runtimes)
+        return d
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "Worker":
+        d = dict(d)
+        d["replicas"] = tuple(ReplicaLoad(**r) for r in d.get("replicas", ()))
+        d["runtimes"] = tuple(d.get("runtimes", ()))
+        return Worker(**d)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a query asks for. ``None`` means no constraint on that axis."""
+
+    min_accuracy: float | None = None
+    latency_ms: float | None = None
+    max_cost: float | None = None  # dollars per query
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Query:
+    """What the selector needs to know about one request.
+
+    Exactly one of ``variant``, ``architecture``, ``task`` names the target.
+    """
+
+    rows: int
+    objective: Objective = field(default_factory=Objective)
+    variant: str | None = None
+    architecture: str | None = None
+    task: str | None = None
+    tenant: str = DEFAULT_TENANT
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The selector's answer, returned to the user with every response."""
+
+    variant: str
+    worker: str
+    worker_url: str
+    batch: int
+    predicted_latency_ms: float
+    cost_per_query: float
+    accuracy: float
+    loaded: bool
+    reason: str
+    fallback_workers: tuple[tuple[str, str], ...] = ()  # (id, url) to retry on a fault
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("fallback_workers")
+        d.pop("worker_url")
+        return d
+
+
+@dataclass(frozen=True)
+class Job:
+    """A unit of background work on the job queue (build and profile, offline items)."""
+
+    id: str
+    kind: str  # "build"
+    hardware: str
+    body: Mapping[str, Any]
+    attempts: int = 0

@@ -1,0 +1,59 @@
+"""A query's input tensors checked against the variant's input specs: names, dtypes, shapes, finite values, rows."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from infaas.core import tensors
+from infaas.core.domain import (
+    TensorSpec,
+)
+from infaas.core.errors import InvalidInput, PayloadTooLarge
+
+
+
+def _finite(a: np.ndarray) -> bool:
+    """No NaN and no infinity: NaN propagates through min and max, an infinity is one
+    of them; two reductions without the temporary array of ``np.isfinite(a).all()``."""
+    if a.dtype.kind == "c":
+        return bool(np.isfinite(a).all())
+    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
+
+
+def validate_inputs(arrays: Mapping[str, np.ndarray], specs: tuple[TensorSpec, ...], max_rows: int) -> tuple[dict[str, np.ndarray], int]:
+    """Check names, dtypes, shapes and values against the model's input spec.
+
+    A single unnamed or differently named tensor is accepted for a single-input
+    model. Returns the feed and its row count.
+    """
+    if len(arrays) != len(specs):
+        raise InvalidInput(f"expected {len(specs)} input tensor(s) {[s.name for s in specs]}, got {len(arrays)}", field="inputs")
+    if len(specs) == 1 and specs[0].name not in arrays:
+        arrays = {specs[0].name: next(iter(arrays.values()))}
+    feed, rows = {}, None
+    for spec in specs:
+        if spec.name not in arrays:
+            raise InvalidInput(f"missing input tensor {spec.name!r}", field="inputs")
+        a = arrays[spec.name]
+        if tensors.dtype_name(a.dtype) != spec.dtype:
+            raise InvalidInput(f"input {spec.name!r} has dtype {a.dtype.name}, the model takes {spec.dtype}", field="datatype")
+        if a.ndim != len(spec.shape) or any(d > 0 and d != s for d, s in zip(spec.shape[1:], a.shape[1:])):
+            raise InvalidInput(
+                f"input {spec.name!r} has shape {list(a.shape)}, the model takes {list(spec.shape)} (-1 = any)", field="shape"
+            )
+        if spec.shape and spec.shape[0] > 0 and a.shape[0] != spec.shape[0]:
+            raise InvalidInput(f"input {spec.name!r} must have exactly {spec.shape[0]} rows", field="shape")
+        if a.dtype.kind in "fc" and a.size and not _finite(a):
+            raise InvalidInput(f"input {spec.name!r} contains NaN or infinity", field="inputs")
+        n = a.shape[0] if a.ndim else 1
+        if rows is not None and n != rows:
+            raise InvalidInput("all inputs must have the same number of rows", field="shape")
+        rows = n
+        feed[spec.name] = a
+    if not rows:
+        raise InvalidInput("inputs have no rows", field="shape")
+    if rows > max_rows:
+        raise PayloadTooLarge(f"{rows} rows in one request; the limit is {max_rows}", field="inputs")
+    return feed, rows

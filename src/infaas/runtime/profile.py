@@ -1,0 +1,171 @@
+"""Profiling: measure a variant on the hardware it will run on.
+
+``profile_in_subprocess`` runs this module as a child process with a time and
+a memory limit, so a hostile or broken model cannot take the worker down, and
+so that peak memory is the child's own (``ru_maxrss`` after the runs minus
+before loading). The child prints one JSON object:
+
+``{"latency_ms": {"1": [p50, p99], ...}, "load_ms": ..., "peak_memory_bytes": ..., "accuracy": ...}``
+
+Latency per batch size is the p50 and p99 of repeated runs (at least
+``min_runs``, more while within ``budget_s`` per batch size), after warm-up.
+Accuracy is measured on the owner's validation data when given: the share of
+rows whose predicted class (an integer output, or the argmax of a score
+output) equals the label.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from infaas.core.domain import TensorSpec
+from infaas.core.errors import InfaasError
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+class ProfilingFailed(InfaasError):
+    status = 422
+    code = "profiling_failed"
+
+
+@dataclass(frozen=True)
+class ProfileLimits:
+    timeout_s: float = 300.0
+    memory_bytes: int = 4 << 30
+    budget_s: float = 0.25  # time spent measuring each batch size
+    min_runs: int = 20
+
+
+def sample_inputs(specs: Sequence[TensorSpec], batch: int, validation: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch of inputs for profiling: validation rows when there are some, else random."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i, spec in enumerate(specs):
+        shape = [batch] + [d if d > 0 else 1 for d in spec.shape[1:]]
+        if i == 0 and validation is not None:
+            reps = -(-batch // len(validation))
+            out[spec.name] = np.ascontiguousarray(np.concatenate([validation] * reps)[:batch].astype(spec.dtype))
+        elif np.issubdtype(np.dtype(spec.dtype), np.floating):
+            out[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
+        else:
+            out[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    return out
+
+
+def predicted_labels(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The class per row: the first integer output of shape (N,), else argmax of the first (N, C) output."""
+    values = list(outputs.values())
+    for v in values:
+        if v.ndim == 1 and np.issubdtype(v.dtype, np.integer):
+            return v
+    for v in values:
+        if v.ndim == 2:
+            return v.argmax(axis=1)
+    return values[0].reshape(len(values[0]), -1)[:, 0]
+
+
+def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None, limits: ProfileLimits,
+            cache_dir: str | None = None) -> dict:
+    """Runs in the child process. Accuracy is measured for every variant, so
+    reduced-precision ones (int8, fp16) get their own figure, not the original's."""
+    from infaas.core.domain import Variant
+    from infaas.runtime.executor import load_executor
+
+    v = Variant.from_dict(variant)
+    val_x = val_y = None
+    if validation:
+        with np.load(validation) as z:
+            val_x, val_y = z["inputs"], z["labels"]
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    ex = load_executor(v, path, cache_dir=cache_dir)
+    ex.run(sample_inputs(specs, 1, val_x))
+    load_ms = (time.perf_counter() - t0) * 1000
+    latency: dict[str, list[float]] = {}
+    for b in [b for b in BATCH_SIZES if b <= v.max_batch]:
+        feed = sample_inputs(specs, b, val_x, seed=b)
+        for _ in range(3):
+            ex.run(feed)
+        times = []
+        deadline = time.perf_counter() + limits.budget_s
+        while len(times) < limits.min_runs or (time.perf_counter() < deadline and len(times) < 2000):
+            t = time.perf_counter()
+            ex.run(feed)
+            times.append((time.perf_counter() - t) * 1000)
+        latency[str(b)] = [float(np.percentile(times, 50)), float(np.percentile(times, 99))]
+    accuracy = None
+    if val_x is not None:
+        preds = []
+        for i in range(0, len(val_x), v.max_batch):
+            chunk = val_x[i : i + v.max_batch].astype(specs[0].dtype)
+            preds.append(predicted_labels(ex.run({specs[0].name: chunk})))
+        accuracy = float((np.concatenate(preds) == val_y).mean())
+    peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024
+    return {"latency_ms": latency, "load_ms": load_ms, "peak_memory_bytes": peak, "accuracy": accuracy}
+
+
+def profile_in_subprocess(
+    path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None = None, limits: ProfileLimits = ProfileLimits(),
+    *, cache_dir: str | None = None,
+) -> dict:
+    """Profile in a child process under a time and address-space limit (the
+    address-space limit for CPU variants only: CUDA and the Neuron runtime
+    reserve far more address space than they use)."""
+    request = json.dumps(
+        {
+            "path": path,
+            "variant": variant,
+            "specs": [s.to_dict() for s in specs],
+            "validation": validation,
+            "budget_s": limits.budget_s,
+            "min_runs": limits.min_runs,
+            "cache_dir": cache_dir,
+        }
+    )
+    cpu_only = variant.get("hardware", "cpu") == "cpu"
+
+    def set_limits() -> None:  # runs in the child before exec
+        if cpu_only:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "infaas.runtime.profile"],
+            input=request,
+            capture_output=True,
+            text=True,
+            timeout=limits.timeout_s,
+            preexec_fn=set_limits,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise ProfilingFailed(f"profiling took longer than {limits.timeout_s:g} s and was stopped") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        if proc.returncode < 0 or "MemoryError" in proc.stderr or "bad_alloc" in proc.stderr:
+            raise ProfilingFailed(f"profiling process died (memory limit {limits.memory_bytes} bytes?): {tail[0][:300]}")
+        raise ProfilingFailed(f"profiling failed: {tail[0][:300]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _main() -> None:
+    req = json.loads(sys.stdin.read())
+    specs = [TensorSpec.from_dict(s) for s in req["specs"]]
+    limits = ProfileLimits(budget_s=req["budget_s"], min_runs=req["min_runs"])
+    result = measure(req["path"], req["variant"], specs, req["validation"], limits, req.get("cache_dir"))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,1 +1,0 @@
-"""Variant generation, profiling and the checks uploads pass first."""

@@ -1,0 +1,47 @@
+"""Chooses the adapters for a process from its settings (``INFAAS_BACKEND``).
+
+Everything that needs the store, the model files or the job queue (the API,
+the workers, the Lambda functions) gets them from here, so the same code runs
+on SQLite and a folder locally and on DynamoDB, S3 and SQS on AWS.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from infaas.app.store import MetadataStore
+from infaas.core.ports import JobQueue, ModelStore
+from infaas.core.settings import Settings
+
+
+class Adapters(Protocol):
+    store: MetadataStore
+    models: ModelStore
+    queue: JobQueue
+
+
+def make_adapters(settings: Settings) -> Adapters:
+    if settings.backend == "aws":
+        from infaas.wiring.aws import AwsAdapters  # boto3 only where it is used
+
+        return AwsAdapters(settings)
+    from infaas.wiring.local import LocalAdapters
+
+    return LocalAdapters(settings)
+
+
+def open_location(uri: str, settings: Settings, s3_client=None):
+    """Where an offline job reads or writes (``app.offline.Location``): ``s3://bucket/prefix``,
+    or a folder under ``settings.offline_root_dir``."""
+    from infaas.core.errors import InvalidInput
+
+    if not isinstance(uri, str) or not uri:
+        raise InvalidInput("a location is required (a folder under the offline root, or s3://bucket/prefix)",
+                           field="location")
+    if uri.startswith("s3://"):
+        from infaas.adapters.aws.offline import S3Location
+
+        return S3Location(uri, s3_client)
+    from infaas.adapters.local.offline import FolderLocation
+
+    return FolderLocation(settings.offline_root_dir, uri)

@@ -1,0 +1,123 @@
+"""Wires the AWS adapters (DynamoDB, S3, SQS) from the environment.
+
+``infaas.wiring.make_adapters`` returns an ``AwsAdapters`` when
+``INFAAS_BACKEND=aws``. The resource names are not fields of ``Settings``
+(they mean nothing to the local stack); they are read here, once per process,
+from their own variables, and a missing or malformed one stops the process
+with a message naming it:
+
+| variable | meaning | set by |
+|---|---|---|
+| ``INFAAS_TABLE`` | the metadata table's name | the CDK stack (Lambda environment, worker ``/etc/infaas/worker.env``) |
+| ``INFAAS_BUCKET`` | the model bucket's name | same |
+| ``INFAAS_QUEUE_PREFIX`` | queues are named ``<prefix><lane>`` (``<prefix>build-cpu``, ``<prefix>build-cpu-dlq``) | same |
+| ``INFAAS_QUEUE_URLS`` | instead of a prefix: a JSON object ``{lane: queue URL}`` | tests, scripts |
+| ``INFAAS_MAX_RECEIVES`` | deliveries before a job dead-letters; must equal the queues' redrive policy (default 3) | |
+| ``INFAAS_QUEUE_WAIT_S`` | SQS long-poll seconds for ``receive`` (0..20, default 0); workers use 10 to cut idle requests | worker env |
+| ``INFAAS_MODEL_CACHE_DIR`` | where ``S3ModelStore.local_path`` keeps downloads (default under the temp folder) | |
+
+Region, credentials and endpoint come from the SDK's usual chain
+(``AWS_REGION``/``AWS_DEFAULT_REGION``, the function's or instance's role,
+``AWS_ENDPOINT_URL`` for a moto server in tests).
+
+Identity behind API Gateway is ``infaas.api.aws``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from infaas.adapters.aws._sdk import default_client
+from infaas.adapters.aws.dynamodb import DynamoItemTable
+from infaas.adapters.aws.s3 import S3ModelStore
+from infaas.adapters.aws.sqs import SqsJobQueue, queue_urls_by_name
+from infaas.app.store import MetadataStore
+from infaas.core.settings import Settings, SettingsError
+
+
+@dataclass(frozen=True)
+class AwsResources:
+    """The names of this deployment's resources, validated once."""
+
+    table: str
+    bucket: str
+    queue_prefix: str = ""
+    queue_urls: Mapping[str, str] | None = None
+    max_receives: int = 3
+    queue_wait_s: int = 0
+    model_cache_dir: str | None = None
+
+    @staticmethod
+    def from_env(env: Mapping[str, str] | None = None) -> "AwsResources":
+        env = os.environ if env is None else env
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise SettingsError(f"{name} is not set: the AWS backend needs it (see docs/aws.md)")
+            return value
+
+        def integer(name: str, default: int, low: int, high: int) -> int:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r}: expected an integer") from None
+            if not low <= value <= high:
+                raise SettingsError(f"{name}={raw!r}: must be between {low} and {high}")
+            return value
+
+        urls = None
+        raw_urls = env.get("INFAAS_QUEUE_URLS", "").strip()
+        if raw_urls:
+            try:
+                urls = json.loads(raw_urls)
+            except ValueError:
+                raise SettingsError(f"INFAAS_QUEUE_URLS={raw_urls!r}: expected a JSON object {{lane: url}}") from None
+            if not isinstance(urls, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in urls.items()):
+                raise SettingsError(f"INFAAS_QUEUE_URLS={raw_urls!r}: expected a JSON object {{lane: url}}")
+        prefix = env.get("INFAAS_QUEUE_PREFIX", "").strip()
+        if urls is None and not prefix:
+            raise SettingsError("set INFAAS_QUEUE_PREFIX (queues named <prefix><lane>) or INFAAS_QUEUE_URLS")
+        return AwsResources(
+            table=required("INFAAS_TABLE"),
+            bucket=required("INFAAS_BUCKET"),
+            queue_prefix=prefix,
+            queue_urls=urls,
+            max_receives=integer("INFAAS_MAX_RECEIVES", 3, 1, 1000),
+            queue_wait_s=integer("INFAAS_QUEUE_WAIT_S", 0, 0, 20),
+            model_cache_dir=env.get("INFAAS_MODEL_CACHE_DIR") or None,
+        )
+
+
+class AwsAdapters:
+    """The store, the model files and the job queue of one AWS deployment."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        resources: AwsResources | None = None,
+        *,
+        clients: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.resources = resources or AwsResources.from_env()
+        clients = dict(clients or {})
+
+        def client(service: str) -> Any:
+            if service not in clients:
+                clients[service] = default_client(service)
+            return clients[service]
+
+        r = self.resources
+        self.store = MetadataStore(DynamoItemTable(r.table, client=client("dynamodb")))
+        self.models = S3ModelStore(r.bucket, client=client("s3"), cache_dir=r.model_cache_dir)
+        sqs = client("sqs")
+        urls = r.queue_urls if r.queue_urls is not None else queue_urls_by_name(sqs, r.queue_prefix)
+        self.queue = SqsJobQueue(urls, client=sqs, max_receives=r.max_receives, wait_time_s=r.queue_wait_s)
+        self.clients = clients
