@@ -28,10 +28,13 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi; exit $$rc
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit tests/contract
+	$(BIN)/python -m pytest tests/unit tests/architecture
 
+# The benchmarks (docs/performance.md), then the load ramp of tests/load (the autoscaler
+# under load: rates derived from this machine's profiles, so it belongs here, not in `make test`).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	INFAAS_LOAD_TESTS=1 $(BIN)/python -m pytest tests/load -s -q
 
 # The trace-driven comparison of docs/evaluation.md (reads ../shared/data/proteus
 # or INFAAS_PROTEUS_DIR; about five minutes): rewrites its results and plots.

@@ -55,8 +55,8 @@ def test_killing_a_worker_under_load_fails_no_request(lr_model, tmp_path):
         head = (b'{"inputs":[{"name":"X","shape":[1,64],"datatype":"FP32","parameters":{"binary_data_size":256}}],'
                 b'"parameters":{"binary_data_output":true}}')
         headers = {"inference-header-content-length": str(len(head)), "authorization": f"Bearer {stack.api_key}"}
-        results: list[tuple[bool, float, str]] = []
-        kills: list[str] = []
+        results: list[tuple[bool, float, str, float]] = []  # ok, seconds, error, when it ended
+        kills: list[tuple[str, float]] = []
         stop_at = time.monotonic() + 12.0
 
         async def loop(http: httpx.AsyncClient) -> None:
@@ -66,9 +66,10 @@ def test_killing_a_worker_under_load_fails_no_request(lr_model, tmp_path):
                     r = await http.post("/v2/models/lr/infer", content=head + raw, headers=headers)
                     n = int(r.headers.get("inference-header-content-length", 0))
                     ok = r.status_code == 200 and int(np.frombuffer(r.content[n : n + 8], np.int64)[0]) == expected
-                    results.append((ok, time.perf_counter() - t0, "" if ok else f"{r.status_code} {r.text[:120]}"))
+                    results.append((ok, time.perf_counter() - t0, "" if ok else f"{r.status_code} {r.text[:120]}",
+                                    time.monotonic()))
                 except httpx.HTTPError as exc:
-                    results.append((False, time.perf_counter() - t0, type(exc).__name__))
+                    results.append((False, time.perf_counter() - t0, type(exc).__name__, time.monotonic()))
 
         async def killer() -> None:
             for _ in range(3):
@@ -76,7 +77,7 @@ def test_killing_a_worker_under_load_fails_no_request(lr_model, tmp_path):
                 workers = client.workers()
                 holder = next((w for w in workers if w["replicas"]), workers[0])
                 os.kill(_worker_pid(stack, holder["id"]), signal.SIGKILL)
-                kills.append(holder["id"])
+                kills.append((holder["id"], time.monotonic()))
 
         async def main() -> None:
             async with httpx.AsyncClient(base_url=stack.url, timeout=10.0) as http:
@@ -90,7 +91,9 @@ def test_killing_a_worker_under_load_fails_no_request(lr_model, tmp_path):
               f"p50 {statistics.median(r[1] for r in results) * 1000:.2f} ms, p99 {p99_ms:.2f} ms, "
               f"workers killed {kills}")
         assert len(kills) == 3
-        assert sent > 500
+        # queries kept being answered after each kill (how many is the machine's business, not the test's)
+        for _, killed_at in kills:
+            assert any(ok and ended > killed_at for ok, _, _, ended in results), kills
         assert not failed, failed[:5]
         # Every killed worker came back: two live workers at the end.
         deadline = time.monotonic() + 20
@@ -101,7 +104,7 @@ def test_killing_a_worker_under_load_fails_no_request(lr_model, tmp_path):
 
 def test_a_tenant_over_its_rate_gets_429_and_others_do_not(lr_model, tmp_path):
     trained, data = lr_model
-    env = {"INFAAS_TENANT_RPS": "2", "INFAAS_TENANT_BURST": "3"}
+    env = {"INFAAS_TENANT_RPS": "0.5", "INFAAS_TENANT_BURST": "3"}  # a token every 2 s: a busy machine cannot refill it
     with StackProcess(workers=1, data_dir=str(tmp_path / "data"), env=env) as stack:
         greedy = stack.create_key("greedy", ("query",))
         polite = stack.create_key("polite", ("query",))
@@ -112,8 +115,8 @@ def test_a_tenant_over_its_rate_gets_429_and_others_do_not(lr_model, tmp_path):
             assert limited, [r.status_code for r in codes]
             r = limited[0]
             assert r.json()["error"] == "rate_limited" and "greedy" in r.json()["message"]
-            assert 1 <= int(r.headers["retry-after"]) <= 2  # one token at 2/s: at most 0.5 s, rounded up to 1 s
+            assert 1 <= int(r.headers["retry-after"]) <= 2  # one token at 0.5/s: at most 2 s, rounded up
             # Another tenant is unaffected by the first one's excess.
             assert http.get("/v1/models", headers={"authorization": f"Bearer {polite}"}).status_code == 200
-            time.sleep(1.0)  # tokens refill at 2/s
+            time.sleep(2.1)  # a token refills in 2 s
             assert http.get("/v1/models", headers={"authorization": f"Bearer {greedy}"}).status_code == 200

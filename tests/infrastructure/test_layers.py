@@ -52,7 +52,7 @@ def test_the_function_code_is_the_handler_folder_plus_the_package(synthesized):
     handlers = [p for p in assets if (p / "handler.py").is_file()]
     assert len(handlers) == 3
     for folder in handlers:
-        assert (folder / "infaas" / "app" / "service.py").is_file()
+        assert (folder / "infaas" / "app" / "data.py").is_file()
         assert not list(folder.rglob("__pycache__"))
 
 

@@ -3,7 +3,6 @@ and the autoscaler function driven by EventBridge events."""
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import time
@@ -12,11 +11,11 @@ import pytest
 
 from aws_support import LambdaContext, load_function
 from infaas.adapters.aws.fleet import AsgFleet, DrainWatcher
-from infaas.adapters.aws.metrics import CloudWatchMetrics, EmfMetrics
+from fakes import make_variant
 from infaas.api.aws import IamAuthenticator, tenant_of_arn
 from infaas.wiring.aws import AwsAdapters, AwsResources
 from infaas.core.domain import Worker
-from infaas.core.errors import InvalidInput, Unauthenticated
+from infaas.core.errors import Unauthenticated
 from infaas.core.settings import Settings, SettingsError
 
 
@@ -115,40 +114,6 @@ def test_complete_drain_sends_a_valid_lifecycle_request():
         stub.assert_no_pending_responses()
 
 
-# -- metrics ------------------------------------------------------------------------
-def test_emf_lines_are_embedded_metric_format():
-    out = io.StringIO()
-    EmfMetrics("Infaas", default_dimensions={"service": "t"}, stream=out, clock=lambda: 1700000000.5).put(
-        "QueryLatency", 3.5, unit="Milliseconds", dimensions={"Hardware": "cpu"})
-    doc = json.loads(out.getvalue())
-    assert doc["_aws"] == {"Timestamp": 1700000000500, "CloudWatchMetrics": [
-        {"Namespace": "Infaas", "Dimensions": [["Hardware", "service"]], "Metrics": [{"Name": "QueryLatency", "Unit": "Milliseconds"}]}]}
-    assert doc["QueryLatency"] == 3.5 and doc["Hardware"] == "cpu"
-
-
-def test_put_metric_data_reaches_cloudwatch(deployment):
-    cloudwatch = deployment.client("cloudwatch")
-    namespace = f"{deployment.prefix}/Test"
-    m = CloudWatchMetrics(namespace, client=cloudwatch, batch=2)
-    m.put("Queries", 1, unit="Count", dimensions={"Hardware": "cpu"})
-    m.put("Queries", 2, unit="Count", dimensions={"Hardware": "cpu"})  # fills the batch: sent
-    m.put("Queries", 4, unit="Count", dimensions={"Hardware": "gpu"})
-    assert m.flush() == 1
-    listed = cloudwatch.list_metrics(Namespace=namespace)["Metrics"]
-    assert sorted(d["Value"] for x in listed for d in x["Dimensions"]) == ["cpu", "gpu"]
-    stats = cloudwatch.get_metric_statistics(
-        Namespace=namespace, MetricName="Queries", Dimensions=[{"Name": "Hardware", "Value": "cpu"}],
-        StartTime=time.time() - 600, EndTime=time.time() + 60, Period=60, Statistics=["Sum"])
-    assert sum(p["Sum"] for p in stats["Datapoints"]) == 3
-
-
-@pytest.mark.parametrize("bad", [dict(unit="Msec"), dict(value=float("nan")), dict(value=True)])
-def test_metrics_refuse_bad_values(bad):
-    args = {"value": 1.0, "unit": "Count", **bad}
-    with pytest.raises(InvalidInput):
-        EmfMetrics(stream=io.StringIO()).put("X", args["value"], unit=args["unit"])
-
-
 # -- wiring ---------------------------------------------------------------------------
 def test_resources_name_the_missing_variable():
     with pytest.raises(SettingsError, match="INFAAS_TABLE"):
@@ -168,7 +133,10 @@ def test_aws_adapters_work_against_the_deployment(deployment):
     receipt, body = adapters.queue.receive("build-gpu", visibility_s=1)
     adapters.queue.ack("build-gpu", receipt)
     assert body == {"architecture": "x", "hardware": "gpu"}
-    assert adapters.store.catalogue_version() >= 0
+    before = adapters.store.catalogue_version()
+    adapters.store.put_variant(make_variant("probe"))  # every catalogue change moves the version on DynamoDB
+    assert adapters.store.catalogue_version() == before + 1
+    assert adapters.store.get_variant(make_variant("probe").id) == make_variant("probe")
 
 
 @pytest.mark.parametrize("arn, tenant", [

@@ -166,14 +166,16 @@ class JobService:
         items = [i["body"] for i in self.store.table.query(f"JOB#{job_id}", "I#")]
         done = [i for i in items if i["status"] == "done"]
         failed = [i for i in items if i["status"] == "failed"]
-        left = len(items) - len(done) - len(failed)
+        dropped = sum(1 for i in items if i["status"] == "cancelled")  # taken by a worker after the cancel
+        left = len(items) - len(done) - len(failed) - dropped
         eta = None
         if done and left:
             first = job["created_at"]
             last = max(i.get("at", first) for i in done)
             eta = round((last - first) / len(done) * left, 1)
         state = "cancelled" if job["cancelled"] else ("running" if left else ("failed" if failed and not done else "done"))
-        return {**job, "state": state, "done": len(done), "failed": len(failed), "left": left, "eta_s": eta,
+        return {**job, "state": state, "done": len(done), "failed": len(failed), "left": left, "cancelled_items": dropped,
+                "eta_s": eta,
                 "failures": [{"name": i["name"], "error": i.get("error", "")} for i in failed]}
 
     def cancel(self, job_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:

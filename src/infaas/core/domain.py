@@ -243,7 +243,6 @@ class ReplicaLoad:
     variant_id: str
     queued_rows: int = 0  # rows waiting or running right now
     rate_rps: float = 0.0  # rows per second over the last heartbeat period
-    p99_ms: float = 0.0
     memory_bytes: int = 0
     last_used: float = 0.0
 
@@ -274,7 +273,8 @@ class Worker:
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> "Worker":
         d = dict(d)
-        d["replicas"] = tuple(ReplicaLoad(**r) for r in d.get("replicas", ()))
+        known = {f.name for f in dataclasses.fields(ReplicaLoad)}  # a record from another version may carry more
+        d["replicas"] = tuple(ReplicaLoad(**{k: v for k, v in r.items() if k in known}) for r in d.get("replicas", ()))
         d["runtimes"] = tuple(d.get("runtimes", ()))
         return Worker(**d)
 
@@ -326,14 +326,3 @@ class Decision:
         d.pop("fallback_workers")
         d.pop("worker_url")
         return d
-
-
-@dataclass(frozen=True)
-class Job:
-    """A unit of background work on the job queue (build and profile, offline items)."""
-
-    id: str
-    kind: str  # "build"
-    hardware: str
-    body: Mapping[str, Any]
-    attempts: int = 0

@@ -110,17 +110,6 @@ class Fleet(Protocol):
     def drain(self, worker_id: str) -> None: ...
 
 
-@runtime_checkable
-class Metrics(Protocol):
-    """Numbers the workers and the API publish (queue depth, latency, utilisation)."""
-
-    def put(self, name: str, value: float, *, unit: str = "None", dimensions: Mapping[str, str] | None = None) -> None: ...
-
-
-class Clock(Protocol):
-    def __call__(self) -> float: ...
-
-
 class WorkerClient:
     """Sends a frame to a worker; implementations raise ``WorkerFault`` on a
     connection failure, reset or timeout, and pass domain errors through."""

@@ -53,7 +53,6 @@ class Replica:
     _queue: collections.deque = field(default_factory=collections.deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task | None = None
-    _latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=512))
     _limits: dict = field(default_factory=dict)
     _last_arrival: float = 0.0
     mean_gap_ms: float = 1e9  # moving average of the time between arrivals
@@ -85,13 +84,11 @@ class Replica:
             # Idle and quick: run it here, no hand-over to the batcher and back.
             self.last_used = self.clock()
             self._running = True
-            t0 = time.perf_counter()
             try:
                 outputs = self.executor.run(feed)
             finally:
                 self._running = False
                 self.served_rows += rows
-            self._latencies.append((time.perf_counter() - t0) * 1000)
             return outputs
         fut = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(feed, rows, objective_ms, fut))
@@ -141,7 +138,6 @@ class Replica:
             if delay > 0:
                 await asyncio.sleep(delay / 1000)
             batch = self._take_batch()
-            t0 = time.perf_counter()
             self._running = True
             try:
                 if len(batch) == 1:
@@ -157,7 +153,6 @@ class Replica:
                     if not r.future.done():
                         r.future.set_exception(exc)
             else:
-                self._latencies.append((time.perf_counter() - t0) * 1000)
                 start = 0
                 total = sum(r.rows for r in batch)
                 for r in batch:
@@ -174,13 +169,10 @@ class Replica:
                 self.served_rows += n
 
     def load_report(self, period_s: float, served_before: int) -> ReplicaLoad:
-        lat = sorted(self._latencies)
-        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else 0.0
         return ReplicaLoad(
             variant_id=self.variant.id,
             queued_rows=self.queued_rows,
             rate_rps=(self.served_rows - served_before) / period_s if period_s > 0 else 0.0,
-            p99_ms=round(p99, 4),
             memory_bytes=self.memory_bytes,
             last_used=self.last_used,
         )
