@@ -92,8 +92,8 @@ def main() -> None:
         rng = np.random.default_rng(1)
         inputs = {"tiny": data.x_test[:1].astype(np.float32), "squeeze": rng.random((1, 3, 224, 224), dtype=np.float32)}
         chosen = {}
-        from infaas.wiring.local import LocalAdapters
         from infaas.core.settings import Settings
+        from infaas.wiring.local import LocalAdapters
 
         adapters = LocalAdapters(Settings(data_dir=data_dir))
         for key in args.models:

@@ -875,8 +875,8 @@ def main() -> int:
                 raise RuntimeError(f"{name} is {st['status']}, not ready")
         print(f"  ready after {ready_s:.0f} s", flush=True)
 
-        from infaas.wiring.local import LocalAdapters
         from infaas.core.settings import Settings
+        from infaas.wiring.local import LocalAdapters
 
         adapters = LocalAdapters(Settings(data_dir=stack.data_dir))
         rng = np.random.default_rng(1)

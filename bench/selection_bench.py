@@ -20,7 +20,15 @@ import time
 
 sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "src"))
 
-from infaas.core.domain import HardwareType, Objective, Profile, Query, ReplicaLoad, Variant, Worker  # noqa: E402
+from infaas.core.domain import (  # noqa: E402
+    HardwareType,
+    Objective,
+    Profile,
+    Query,
+    ReplicaLoad,
+    Variant,
+    Worker,
+)
 from infaas.core.selection import Catalogue, Cluster, select  # noqa: E402
 
 HW = {"cpu": HardwareType("cpu", 0.085), "gpu": HardwareType("gpu", 0.526), "inferentia": HardwareType("inferentia", 0.7582)}

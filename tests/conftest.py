@@ -11,7 +11,6 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from fakes import FakeClock
 
 _UNIT_DIR = Path(__file__).parent / "unit"
@@ -56,6 +55,7 @@ collect_ignore = [] if os.environ.get("INFAAS_LOAD_TESTS") else ["load"]
 def proteus_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A small data set in the Proteus layout (``tests/proteus_data.py``), made the simulator's default."""
     import proteus_data
+
     from infaas.sim import data
 
     root = proteus_data.write(tmp_path_factory.mktemp("proteus"))

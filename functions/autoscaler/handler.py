@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any, Mapping
-
-import logging
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
@@ -44,8 +43,8 @@ from infaas.adapters.aws._sdk import sdk_errors
 from infaas.adapters.aws.fleet import AsgFleet
 from infaas.adapters.aws.sqs import queue_urls_by_name
 from infaas.app.autoscaler import Autoscaler
-from infaas.core.settings import Settings, SettingsError
 from infaas.app.build import build_lane
+from infaas.core.settings import Settings, SettingsError
 from infaas.wiring import make_adapters
 
 logger = Logger()

@@ -16,16 +16,17 @@ from __future__ import annotations
 import logging
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from mangum import Mangum
+from upload_routes import (
+    router as uploads_router,  # beside this file (the function's folder is on sys.path)
+)
 
-from infaas.api.aws import ApiGatewayIdentity, lambda_services
 from infaas.api.app import create_app
+from infaas.api.aws import ApiGatewayIdentity, lambda_services
 from infaas.core.settings import Settings
 from infaas.wiring import make_adapters
-
-from upload_routes import router as uploads_router  # beside this file (the function's folder is on sys.path)
 
 logger = Logger()  # service name and level from POWERTOOLS_SERVICE_NAME / POWERTOOLS_LOG_LEVEL
 # the package's own loggers (infaas.*) log through Powertools too: JSON, with the correlation id

@@ -28,8 +28,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from infaas.api.deps import Services, require, services
-from infaas.core.errors import InvalidInput, NotFound
 from infaas.app.identity import Principal
+from infaas.core.errors import InvalidInput, NotFound
 
 router = APIRouter(prefix="/v1/uploads", tags=["control plane"])
 

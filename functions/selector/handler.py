@@ -20,18 +20,18 @@ from __future__ import annotations
 import logging
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from mangum import Mangum
 
 from infaas.adapters.aws import metrics as names
-from infaas.api.aws import ApiGatewayIdentity, lambda_services
-from infaas.api.app import create_app
-from infaas.core.errors import InfaasError
-from infaas.app.data import DataPlane
-from infaas.core.settings import Settings
 from infaas.adapters.workerclient import HttpWorkerClient
+from infaas.api.app import create_app
+from infaas.api.aws import ApiGatewayIdentity, lambda_services
+from infaas.app.data import DataPlane
+from infaas.core.errors import InfaasError
+from infaas.core.settings import Settings
 from infaas.wiring import make_adapters
 
 logger = Logger()

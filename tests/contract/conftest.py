@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-
 from fakes import FakeClock
+
 from infaas.adapters.local.folder import FolderModelStore
 from infaas.adapters.local.sqlite import SqliteDatabase, SqliteItemTable, SqliteJobQueue
-from infaas.core.ports import ItemTable, JobQueue, ModelStore
 from infaas.app.store import MetadataStore
+from infaas.core.ports import ItemTable, JobQueue, ModelStore
 
 # Deliveries before a job moves to '<lane>-dlq'; every queue factory honours it.
 MAX_RECEIVES = 3

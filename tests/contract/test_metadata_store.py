@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from fakes import make_architecture, make_profile, make_variant, make_worker
+
 from infaas.core.domain import BUILDING, READY, WORKER_DRAINING, ReplicaLoad
 from infaas.core.errors import ConditionFailed, NotFound
-
 
 # -- architectures -------------------------------------------------------------
 

@@ -10,12 +10,11 @@ import time
 
 import httpx
 import pytest
+from e2e_support import ARCHITECTURES, READY_TIMEOUT_S, Stack
 
 from infaas.cli import digits
 from infaas.client import Client
 from infaas.local.launcher import StackProcess
-
-from e2e_support import ARCHITECTURES, READY_TIMEOUT_S, Stack
 
 
 @pytest.fixture(scope="session")

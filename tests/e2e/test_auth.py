@@ -13,7 +13,6 @@ import json
 import httpx
 import numpy as np
 import pytest
-
 from e2e_support import Stack
 
 pytestmark = pytest.mark.e2e
@@ -39,8 +38,8 @@ PUBLIC = ["/v2/health/live", "/v2/health/ready", "/v2", "/docs", "/openapi.json"
 @pytest.fixture(scope="module")
 def keys(stack: Stack):
     from infaas.app import identity
-    from infaas.wiring.local import LocalAdapters
     from infaas.core.settings import Settings
+    from infaas.wiring.local import LocalAdapters
 
     store = LocalAdapters(Settings(data_dir=stack.data_dir)).store
     made = {

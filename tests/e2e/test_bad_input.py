@@ -14,11 +14,10 @@ import zipfile
 import httpx
 import numpy as np
 import pytest
+from e2e_support import ARCHITECTURES, Stack
 
 from infaas.cli import digits
 from infaas.core.oip import BINARY_HEADER
-
-from e2e_support import ARCHITECTURES, Stack
 
 pytestmark = pytest.mark.e2e
 

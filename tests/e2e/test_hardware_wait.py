@@ -19,12 +19,12 @@ import time
 
 import pytest
 
+from infaas.app.build import build_lane
 from infaas.cli import digits
 from infaas.client import Client
-from infaas.local.launcher import StackProcess
 from infaas.core.settings import Settings
+from infaas.local.launcher import StackProcess
 from infaas.runtime.hardware import waiting_reason
-from infaas.app.build import build_lane
 from infaas.wiring import make_adapters
 from infaas.worker.server import free_port
 

@@ -14,12 +14,11 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from e2e_support import child_pids
 
 from infaas.cli import digits
 from infaas.client import ApiError, Client
 from infaas.local.launcher import StackProcess
-
-from e2e_support import child_pids
 
 pytestmark = pytest.mark.e2e
 
@@ -95,8 +94,8 @@ def test_job_survives_a_killed_worker_with_every_output_exactly_once(offline_sta
     names = sorted(n for n in os.listdir(dst) if not n.startswith("."))
     assert names == [f"x{i:05d}.out.npz" for i in range(N_FILES)]
     # Each equals a direct onnxruntime run of the chosen variant on the same input.
-    from infaas.wiring.local import LocalAdapters
     from infaas.core.settings import Settings
+    from infaas.wiring.local import LocalAdapters
 
     variant = LocalAdapters(Settings(data_dir=stack.data_dir)).store.get_variant(final["variant"])
     sess = ort.InferenceSession(os.path.join(stack.data_dir, "models", variant.model_key), providers=["CPUExecutionProvider"])

@@ -15,12 +15,11 @@ import time
 import httpx
 import numpy as np
 import pytest
+from e2e_support import child_pids
 
 from infaas.cli import digits
 from infaas.client import Client
 from infaas.local.launcher import StackProcess
-
-from e2e_support import child_pids
 
 pytestmark = pytest.mark.e2e
 

@@ -12,10 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+from e2e_support import ARCHITECTURES, Stack
 
 from infaas.cli import digits
-
-from e2e_support import ARCHITECTURES, Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import pytest
-
 from aws_support import REGION
 
 # Fake credentials: nothing here may ever sign a request with real ones.

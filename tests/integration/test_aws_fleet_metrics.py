@@ -8,15 +8,15 @@ import signal
 import time
 
 import pytest
-
 from aws_support import LambdaContext, load_function
-from infaas.adapters.aws.fleet import AsgFleet, DrainWatcher
 from fakes import make_variant
+
+from infaas.adapters.aws.fleet import AsgFleet, DrainWatcher
 from infaas.api.aws import IamAuthenticator, tenant_of_arn
-from infaas.wiring.aws import AwsAdapters, AwsResources
 from infaas.core.domain import Worker
 from infaas.core.errors import Unauthenticated
 from infaas.core.settings import Settings, SettingsError
+from infaas.wiring.aws import AwsAdapters, AwsResources
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from aws_support import LambdaContext, json_body, load_function, rest_event
 
 ARCH = "digits-logreg"
@@ -162,8 +161,8 @@ def _local_answer(variant_id: str, deployment, original_path: str, rows: np.ndar
     """What the local stack serves for this variant: the same builder, the same executor."""
     from infaas.adapters.aws.dynamodb import DynamoItemTable
     from infaas.app.store import MetadataStore
-    from infaas.runtime.generate import build_variant
     from infaas.runtime.executor import load_executor
+    from infaas.runtime.generate import build_variant
 
     variant = MetadataStore(DynamoItemTable(deployment.table, client=deployment.client("dynamodb"))).get_variant(variant_id)
     path = tmp_path / "variant.onnx"

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-
 from aws_support import LambdaContext, json_body, rest_event
 from test_lambda_flow import frontend, registered, trained, worker  # noqa: F401  (shared module fixtures)
 

@@ -12,8 +12,8 @@ import pytest
 
 from infaas.cli import digits
 from infaas.core.domain import Variant
-from infaas.runtime.convert import NeuronUnavailable, torchscript_variant
-from infaas.runtime.generate import build_variant
+from infaas.core.errors import NeuronUnavailable
+from infaas.runtime.convert import torchscript_variant
 from infaas.runtime.executor import (
     PROVIDERS,
     ExecutorError,
@@ -25,6 +25,7 @@ from infaas.runtime.executor import (
     required_runtimes,
     visible_neuron_cores,
 )
+from infaas.runtime.generate import build_variant
 
 
 def variant(runtime: str, hardware: str, fmt: str = "fp32", max_batch: int = 32) -> Variant:

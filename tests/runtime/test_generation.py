@@ -16,10 +16,24 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from infaas.app.build import variant_key
 from infaas.cli import digits
-from infaas.core.domain import PENDING, READY, WORKER_DRAINING, Architecture, TensorSpec, Worker
+from infaas.core.domain import (
+    PENDING,
+    READY,
+    WORKER_DRAINING,
+    Architecture,
+    TensorSpec,
+    Worker,
+)
+from infaas.core.errors import NotApplicable
 from infaas.runtime.convert import io_types
-from infaas.runtime.generate import NotApplicable, build_variant, generation_plan, torchscript_key, variant_suffix
+from infaas.runtime.generate import (
+    build_variant,
+    generation_plan,
+    torchscript_key,
+    variant_suffix,
+)
 from infaas.runtime.hardware import (
     build_runtimes,
     can_run,
@@ -27,7 +41,6 @@ from infaas.runtime.hardware import (
     probe_runtimes,
     waiting_reason,
 )
-from infaas.app.build import variant_key
 from infaas.runtime.profile import ProfileLimits, profile_in_subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -75,7 +75,8 @@ def test_profiling_runs_under_a_memory_limit(tmp_path):
     """A model whose run needs more memory than allowed fails its profile
     cleanly (ProfilingFailed) instead of taking the worker down."""
     from infaas.core.domain import TensorSpec, Variant
-    from infaas.runtime.profile import ProfileLimits, ProfilingFailed, profile_in_subprocess
+    from infaas.core.errors import ProfilingFailed
+    from infaas.runtime.profile import ProfileLimits, profile_in_subprocess
 
     # 64 MiB of weights: loading it needs far more than a 200 MiB address space
     # once onnxruntime and numpy are in.
@@ -96,7 +97,8 @@ def test_profiling_runs_under_a_memory_limit(tmp_path):
 
 def test_profiling_runs_under_a_time_limit(tmp_path):
     from infaas.core.domain import TensorSpec, Variant
-    from infaas.runtime.profile import ProfileLimits, ProfilingFailed, profile_in_subprocess
+    from infaas.core.errors import ProfilingFailed
+    from infaas.runtime.profile import ProfileLimits, profile_in_subprocess
 
     path = os.path.join(tmp_path, "m.onnx")
     onnx.save(_matmul_model(), path)

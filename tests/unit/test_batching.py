@@ -4,8 +4,8 @@ and a quarter of the remaining slack as waiting time, capped."""
 from __future__ import annotations
 
 import pytest
-
 from fakes import make_profile
+
 from infaas.core.batching import BatchLimits, batch_limits
 
 # p99: 2 ms at 1, 5 ms at 8, 12 ms at 32.

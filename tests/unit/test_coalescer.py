@@ -7,9 +7,9 @@ import asyncio
 
 import numpy as np
 
+from infaas.app.coalescer import Coalescer
 from infaas.core import tensors
 from infaas.core.errors import InvalidInput, WorkerFault
-from infaas.app.coalescer import Coalescer
 from infaas.core.ports import WorkerClient
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from infaas.core import tensors
 from infaas.api.data import decision_dict
-from infaas.core.domain import Decision, Profile, Variant
+from infaas.core import tensors
 from infaas.core.batching import efficient_batch
+from infaas.core.domain import Decision, Profile, Variant
 from infaas.core.inputs import _finite
 
 

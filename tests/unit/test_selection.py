@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from fakes import HARDWARE, make_profile, make_variant, make_worker
+
 from infaas.core.domain import BUILDING, WORKER_DRAINING, Objective, Query, ReplicaLoad
 from infaas.core.errors import InvalidInput, NoFeasibleVariant, NotFound, Unavailable
 from infaas.core.selection import Catalogue, Cluster, cost_per_query, select, service_ms

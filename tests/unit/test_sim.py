@@ -13,7 +13,6 @@ import inspect
 import math
 
 import pytest
-
 from fakes import make_profile, make_variant
 
 import infaas.core.scaling

@@ -9,11 +9,18 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from fakes import HARDWARE, make_profile, make_variant, make_worker
 
 from infaas.core.domain import HardwareType, Objective, Query, ReplicaLoad
-from infaas.core.scaling import PolicyState, ScalingParams, Snapshot, choose_hardware, fill_fleet, plan, switch_drains
+from infaas.core.scaling import (
+    PolicyState,
+    ScalingParams,
+    Snapshot,
+    choose_hardware,
+    fill_fleet,
+    plan,
+    switch_drains,
+)
 from infaas.core.selection import Catalogue, Cluster, backlog_ms, select
 from infaas.sim import data
 from infaas.sim.engine import ClusterSpec, Simulator, VariantInfo

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import socket
 import sys
 from urllib.parse import urlsplit
@@ -36,16 +35,9 @@ def local_address(port: int) -> str:
     (a Linux abstract socket; ``python -m infaas.worker --local-socket``)."""
     return f"\0infaas-worker-{port}"
 
-_BY_CODE = {
-    cls.code: cls
-    for cls in (
-        errors.InvalidInput,
-        errors.NotFound,
-        errors.Unavailable,
-        errors.PayloadTooLarge,
-        errors.NoFeasibleVariant,
-    )
-}
+# what a worker may answer that is the caller's business (passed through); anything else is the worker failing
+_PASSED_THROUGH = (errors.InvalidInput, errors.NotFound, errors.Unavailable, errors.PayloadTooLarge,
+                   errors.NoFeasibleVariant)
 
 
 class _Stale(Exception):
@@ -190,14 +182,12 @@ class HttpWorkerClient(WorkerClient):
             raise errors.WorkerFault(f"worker at {url} failed: {type(exc).__name__}") from None
         if status == 200:
             return body
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            raise errors.WorkerFault(f"worker at {url} answered {status} without an error body") from None
-        if status >= 500 and doc.get("error") not in _BY_CODE:
-            raise errors.WorkerFault(f"worker at {url} failed: {doc.get('message', status)}")
-        cls = _BY_CODE.get(doc.get("error"), errors.InvalidInput)
-        raise cls(doc.get("message", "worker rejected the request"), field=doc.get("field"))
+        exc = errors.decode(status, body)
+        if isinstance(exc, _PASSED_THROUGH):
+            raise exc
+        if status < 500:
+            raise errors.InvalidInput(exc.message, field=exc.field)
+        raise errors.WorkerFault(f"worker at {url} failed: {exc.message}")
 
     async def _connect(self, addr, loop) -> _Conn:
         if self.local_sockets and addr[0] in _LOOPBACK and addr not in self._no_local:

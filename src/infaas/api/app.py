@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from infaas.core.errors import InfaasError, NotFound, TooManyRequests, Unavailable
-from infaas.api import control
-from infaas.api import data
-from infaas.api import jobs
-from infaas.api.deps import Services
+from infaas.adapters.http.asgi import send_bytes
 from infaas.adapters.http.hotpath import serve_asgi
+from infaas.api import control, data, jobs
+from infaas.api.deps import Services
+from infaas.core import errors
+from infaas.core.errors import HttpStatus, InfaasError, InvalidInput, NotFound
 
 log = logging.getLogger("infaas.api")
 
 
-def error_headers(exc: InfaasError) -> dict[str, str]:
-    if isinstance(exc, (Unavailable, TooManyRequests)):
-        return {"Retry-After": str(max(1, math.ceil(getattr(exc, "retry_after_s", 1.0))))}
-    return {}
-
-
-def error_response(exc: InfaasError) -> JSONResponse:
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=error_headers(exc))
+def error_response(exc: InfaasError) -> Response:
+    """``errors.encode`` as a Starlette response (the FastAPI routes)."""
+    status, media, extra, body = errors.encode(exc)
+    return Response(body, status_code=status, media_type=media.decode(),
+                    headers={k.decode(): v.decode() for k, v in extra})
 
 
 class DataRoutes:
@@ -65,11 +60,10 @@ class DataRoutes:
                 reply = await data.answer_oip(self.services, name, body, binary, who)
             return 200, reply.media_bytes, reply.header_pairs, reply.body
         except InfaasError as exc:
-            extra = [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
-            return exc.status, b"application/json", extra, json.dumps(exc.to_dict()).encode()
+            return errors.encode(exc)
         except Exception:
             log.exception("unexpected error on POST %s", path)
-            return 500, b"application/json", [], b'{"error":"internal","message":"internal error; it has been logged"}'
+            return errors.internal()
 
 
 class DataPlaneFastPath:
@@ -126,9 +120,8 @@ class BodyLimit:
 
     @staticmethod
     async def _reject(send, limit: int) -> None:
-        body = f'{{"error":"payload_too_large","field":"body","message":"request body exceeds the limit of {limit} bytes"}}'
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body.encode()})
+        status, media, extra, body = errors.too_large(limit)
+        await send_bytes(send, status, media, body, extra)
 
 
 class _TooLarge(Exception):
@@ -158,23 +151,21 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError):
-        errors = exc.errors()
-        first = errors[0] if errors else {}
+        problems = exc.errors()
+        first = problems[0] if problems else {}
         field = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
-        return JSONResponse(
-            {"error": "invalid_input", "field": field, "message": f"{field}: {first.get('msg', 'invalid')}",
-             "details": {"errors": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]}},
-            status_code=400,
-        )
+        return error_response(InvalidInput(
+            f"{field}: {first.get('msg', 'invalid')}", field=field,
+            errors=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in problems]))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": "http", "message": str(exc.detail)}, status_code=exc.status_code)
+        return error_response(HttpStatus(exc.status_code, str(exc.detail)))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal", "message": "internal error; it has been logged"}, status_code=500)
+        return error_response(InfaasError(errors.INTERNAL_MESSAGE))
 
     app.add_middleware(BodyLimit, limit=services.settings.max_body_bytes, upload_limit=services.settings.max_upload_bytes * 2 + (1 << 20))
     app.add_middleware(DataPlaneFastPath, services=services)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from infaas.api.deps import Services
+from infaas.app.identity import SCOPES, Principal
 from infaas.core.errors import Unauthenticated
 from infaas.core.settings import Settings
-from infaas.app.identity import SCOPES, Principal
-from infaas.api.deps import Services
 
 # -- identity behind API Gateway's IAM authorizer -------------------------------------
 IAM_SCHEME = "aws-iam"
@@ -81,9 +81,9 @@ def lambda_services(settings: Settings, adapters: Any, data_plane: Any = None):
     """The ``Services`` an API function serves: the adapters' store, models and
     queue, a data plane (``DataPlane`` over the HTTP worker client unless one
     is given), and the IAM identity."""
+    from infaas.adapters.workerclient import HttpWorkerClient
     from infaas.app.control import ControlPlane
     from infaas.app.data import DataPlane
-    from infaas.adapters.workerclient import HttpWorkerClient
 
     if data_plane is None:
         data_plane = DataPlane(adapters.store, HttpWorkerClient(timeout_s=settings.request_timeout_s), settings)

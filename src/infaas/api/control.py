@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from infaas.core.errors import PayloadTooLarge
-from infaas.app.identity import Principal
 from infaas.api.deps import Services, require, services
+from infaas.app.identity import Principal
+from infaas.core.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/v1", tags=["control plane"])
 

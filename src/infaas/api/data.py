@@ -11,12 +11,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from infaas.core.domain import Query
-from infaas.core.tensors import compact_json
-from infaas.core.errors import InvalidInput, NotFound
-from infaas.core import oip
-from infaas.app.identity import Principal
 from infaas.api.deps import Services, require, services
+from infaas.app.identity import Principal
+from infaas.core import oip
+from infaas.core.domain import Query
+from infaas.core.errors import InvalidInput, NotFound
+from infaas.core.tensors import compact_json
 
 router = APIRouter(tags=["data plane"])
 

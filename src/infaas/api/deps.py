@@ -8,14 +8,13 @@ from typing import Callable
 
 from fastapi import Request
 
+from infaas.app.control import ControlPlane
+from infaas.app.data import DataPlane
 from infaas.app.identity import Authenticator, Principal
 from infaas.app.offline import JobService
 from infaas.core.ratelimit import RateLimiter
-from infaas.app.control import ControlPlane
-from infaas.app.data import DataPlane
 from infaas.core.settings import Settings
 from infaas.wiring import open_location
-
 
 PRINCIPAL_CACHE_S = 0.5
 

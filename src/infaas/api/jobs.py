@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from infaas.api.deps import Services, require, services
 from infaas.app.identity import Principal
 from infaas.core import oip
-from infaas.api.deps import Services, require, services
 
 router = APIRouter(prefix="/v1/jobs", tags=["offline jobs"])
 

@@ -18,11 +18,17 @@ import logging
 import time
 from typing import Callable, Mapping
 
+from infaas.app.store import MetadataStore, ready_variants
 from infaas.core.domain import HardwareType
 from infaas.core.errors import ConditionFailed
 from infaas.core.ports import Fleet
-from infaas.core.scaling import PolicyState, ScalingParams, ScalingPlan, Snapshot, control_period
-from infaas.app.store import MetadataStore, ready_variants
+from infaas.core.scaling import (
+    PolicyState,
+    ScalingParams,
+    ScalingPlan,
+    Snapshot,
+    control_period,
+)
 
 log = logging.getLogger("infaas.app.autoscaler")
 

@@ -10,11 +10,24 @@ import logging
 import time
 from typing import Callable
 
-from infaas.core.domain import BUILDING, FAILED, PROFILING, READY, SKIPPED, Profile, Variant
-from infaas.core.errors import InfaasError
-from infaas.core.ports import ModelStore
 from infaas.app.store import MetadataStore
-from infaas.runtime.generate import NotApplicable, build_variant, generation_plan, torchscript_key, variant_suffix
+from infaas.core.domain import (
+    BUILDING,
+    FAILED,
+    PROFILING,
+    READY,
+    SKIPPED,
+    Profile,
+    Variant,
+)
+from infaas.core.errors import InfaasError, NotApplicable
+from infaas.core.ports import ModelStore
+from infaas.runtime.generate import (
+    build_variant,
+    generation_plan,
+    torchscript_key,
+    variant_suffix,
+)
 from infaas.runtime.profile import ProfileLimits, profile_in_subprocess
 
 log = logging.getLogger("infaas.build")

@@ -12,7 +12,6 @@ from infaas.core.errors import WorkerFault
 from infaas.core.ports import WorkerClient
 
 
-
 class Coalescer:
     """Joins concurrent queries for one variant on one worker into one worker call.
 

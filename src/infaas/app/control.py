@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from infaas.app.build import build_lane
+from infaas.app.store import MetadataStore
 from infaas.core.domain import (
     DEFAULT_TENANT,
     READY,
@@ -26,11 +28,8 @@ from infaas.core.domain import Task as TaskName
 from infaas.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from infaas.core.ports import JobQueue, ModelStore
 from infaas.core.settings import Settings
-from infaas.app.store import MetadataStore
 from infaas.runtime.generate import PLANS, generation_plan
-from infaas.app.build import build_lane
 from infaas.runtime.validate import ModelLimits, check_model
-
 
 
 class ControlPlane:

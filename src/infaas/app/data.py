@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from infaas.app.store import MetadataStore
 from infaas.core.batching import efficient_batch
 from infaas.core.domain import (
     Decision,
@@ -25,13 +26,14 @@ from infaas.core.errors import NotFound, WorkerFault
 from infaas.core.ports import WorkerClient
 from infaas.core.selection import Catalogue, Cluster, candidates, select
 from infaas.core.settings import Settings
-from infaas.app.store import MetadataStore
 
 log = logging.getLogger("infaas.app.data")
 
 
-from infaas.core.inputs import validate_inputs
 from infaas.app.coalescer import Coalescer
+from infaas.core.inputs import validate_inputs
+
+
 @dataclass
 class Answer:
     outputs: dict[str, np.ndarray]

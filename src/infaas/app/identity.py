@@ -20,9 +20,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from infaas.app.store import MetadataStore
 from infaas.core.domain import DEFAULT_TENANT, check_name
 from infaas.core.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
-from infaas.app.store import MetadataStore
 
 SCOPES = ("query", "register", "admin")
 _KEY_RE = re.compile(r"^infaas_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})$")

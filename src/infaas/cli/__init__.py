@@ -17,8 +17,8 @@ def _client(args):
 
 
 def cmd_up(args) -> int:
-    from infaas.local.stack import run
     from infaas.core.settings import Settings
+    from infaas.local.stack import run
 
     run(Settings.from_env(data_dir=args.data_dir, port=args.port, workers=args.workers))
     return 0
@@ -152,8 +152,8 @@ def cmd_query(args) -> int:
 
 
 def _local_store(args):
-    from infaas.wiring.local import LocalAdapters
     from infaas.core.settings import Settings
+    from infaas.wiring.local import LocalAdapters
 
     return LocalAdapters(Settings.from_env(data_dir=args.data_dir)).store
 

@@ -2,12 +2,18 @@
 
 Every error a user can cause or see is an ``InfaasError``; each class names
 the HTTP status a server must answer with (``status``) and a stable machine
-readable ``code``. The API maps them to responses in exactly one place
-(``infaas.api.app``); adapters translate SDK and driver errors into these.
+readable ``code``. Adapters translate SDK and driver errors into these.
+
+The codec at the end of this module is the only place an error becomes an
+HTTP answer (``encode``: status, headers, JSON body) and an answer becomes an
+error again (``decode``): the FastAPI app, the lean HTTP path, the worker and
+the API's client to workers all call it.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 
@@ -121,3 +127,94 @@ class ConditionFailed(InfaasError):
 
     status = 409
     code = "condition_failed"
+
+
+class HttpStatus(InfaasError):
+    """An HTTP-level refusal with no domain meaning (an unknown route, a wrong method)."""
+
+    code = "http"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# Errors raised where the variants are built, profiled and run (``infaas.runtime``).
+class ProfilingFailed(InfaasError):
+    """A variant could not be profiled within its time and memory limits (the variant is marked failed)."""
+
+    status = 422
+    code = "profiling_failed"
+
+
+class NotApplicable(InfaasError):
+    """The graph does not allow this variant (e.g. nothing to quantise): the variant is marked skipped."""
+
+    status = 422
+    code = "variant_not_applicable"
+
+
+class ExecutorError(InfaasError):
+    """The runtime a variant needs is missing or would fall back (500 on a worker)."""
+
+    status = 500
+    code = "executor_unavailable"
+
+
+class NeuronUnavailable(ExecutorError):
+    """torch-neuronx (the Neuron SDK) is not installed where a Neuron step ran."""
+
+
+# -- the codec: errors to HTTP answers and back -------------------------------------------------
+JSON = b"application/json"
+INTERNAL_MESSAGE = "internal error; it has been logged"
+# status, media type, extra headers (lower-case name, value), body
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]], bytes]
+
+
+def encode(exc: InfaasError) -> Answer:
+    """The HTTP answer for ``exc``: its status, ``Retry-After`` where it says when to retry, JSON body."""
+    headers = []
+    retry = getattr(exc, "retry_after_s", None)
+    if retry is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(retry))).encode()))
+    return exc.status, JSON, headers, json.dumps(exc.to_dict()).encode()
+
+
+def internal(message: str = INTERNAL_MESSAGE) -> Answer:
+    """The answer to a bug: 500, with nothing of the exception in it (it is logged instead)."""
+    return encode(InfaasError(message))
+
+
+def too_large(limit: int) -> Answer:
+    return encode(PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", field="body"))
+
+
+def _classes() -> dict[str, type[InfaasError]]:
+    out: dict[str, type[InfaasError]] = {}
+    stack = [InfaasError]
+    while stack:
+        cls = stack.pop()
+        out.setdefault(cls.code, cls)
+        stack.extend(cls.__subclasses__())
+    return out
+
+
+def decode(status: int, body: bytes) -> InfaasError:
+    """The error an answer carries (the inverse of ``encode``). A body that is not one of
+    ours becomes an ``InfaasError`` with the answer's status and the start of its text."""
+    try:
+        doc = json.loads(body)
+        code, message = doc["error"], str(doc.get("message", ""))
+    except (ValueError, KeyError, TypeError):
+        exc = InfaasError(f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
+        exc.status = status
+        return exc
+    cls = _classes().get(code)
+    if cls is None or cls is HttpStatus:
+        return HttpStatus(status, message)
+    exc = cls.__new__(cls)
+    InfaasError.__init__(exc, message, field=doc.get("field"), **(doc.get("details") or {}))
+    if status != cls.status:
+        exc.status = status
+    return exc

@@ -13,7 +13,6 @@ from infaas.core.domain import (
 from infaas.core.errors import InvalidInput, PayloadTooLarge
 
 
-
 def _finite(a: np.ndarray) -> bool:
     """No NaN and no infinity: NaN propagates through min and max, an infinity is one
     of them; two reductions without the temporary array of ``np.isfinite(a).all()``."""

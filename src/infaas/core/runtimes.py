@@ -7,7 +7,7 @@ starts them).
 
 from __future__ import annotations
 
-from infaas.core.errors import InfaasError
+from infaas.core.errors import ExecutorError
 
 # (runtime, hardware) -> onnxruntime execution providers, in priority order.
 # TensorRT takes the subgraphs it supports; CUDA runs the rest on the GPU.
@@ -18,13 +18,6 @@ PROVIDERS: dict[tuple[str, str], list[str]] = {
 }
 # Runtimes that are not onnxruntime providers: (runtime, hardware) -> name a worker reports.
 OTHER_RUNTIMES: dict[tuple[str, str], str] = {("neuron", "inferentia"): "neuron"}
-
-
-class ExecutorError(InfaasError):
-    """The runtime a variant needs is missing or would fall back (500 on a worker)."""
-
-    status = 500
-    code = "executor_unavailable"
 
 
 def required_runtimes(runtime: str, hardware: str) -> tuple[str, ...]:

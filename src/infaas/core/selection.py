@@ -55,7 +55,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from infaas.core.domain import WORKER_UP, Decision, HardwareType, Objective, Query, ReplicaLoad, Variant, Worker
+from infaas.core.domain import (
+    WORKER_UP,
+    Decision,
+    HardwareType,
+    Objective,
+    Query,
+    ReplicaLoad,
+    Variant,
+    Worker,
+)
 from infaas.core.errors import InvalidInput, NoFeasibleVariant, NotFound, Unavailable
 from infaas.core.runtimes import required_runtimes
 

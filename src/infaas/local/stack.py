@@ -12,16 +12,16 @@ import sys
 import threading
 import time
 
-from infaas.api.app import DataRoutes, create_app
 from infaas.adapters.http.hotpath import hot_protocol
-from infaas.app.autoscaler import Autoscaler
+from infaas.adapters.workerclient import HttpWorkerClient
+from infaas.api.app import DataRoutes, create_app
 from infaas.api.deps import Services
+from infaas.app.autoscaler import Autoscaler
 from infaas.app.control import ControlPlane
 from infaas.app.data import DataPlane
 from infaas.core.settings import Settings
-from infaas.adapters.workerclient import HttpWorkerClient
-from infaas.worker.server import free_port
 from infaas.wiring import make_adapters
+from infaas.worker.server import free_port
 
 log = logging.getLogger("infaas.local")
 

@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from infaas.core.errors import InfaasError
+from infaas.core.errors import NeuronUnavailable, NotApplicable
 
 META_FILE = "infaas.json"  # extra file inside every TorchScript variant
 TORCH_OPSET = 17  # the newest default-domain opset onnx2torch 1.5 converts
@@ -51,20 +51,6 @@ FP16_KEEP_FP32 = frozenset(
     }
 )
 _DEFAULT_DOMAINS = ("", "ai.onnx")
-
-
-class NotApplicable(InfaasError):
-    """The graph does not allow this variant (e.g. nothing to quantise)."""
-
-    status = 422
-    code = "variant_not_applicable"
-
-
-class NeuronUnavailable(InfaasError):
-    """torch-neuronx (the Neuron SDK) is not installed where a Neuron step ran."""
-
-    status = 500
-    code = "executor_unavailable"
 
 
 NEURON_MISSING = (

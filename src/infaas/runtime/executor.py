@@ -29,8 +29,8 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from infaas.core.domain import Variant
-from infaas.core.errors import InfaasError, InvalidInput
-from infaas.core.runtimes import OTHER_RUNTIMES, PROVIDERS, ExecutorError, required_runtimes  # noqa: F401 (re-exported)
+from infaas.core.errors import ExecutorError, InfaasError, InvalidInput
+from infaas.core.runtimes import OTHER_RUNTIMES, PROVIDERS, required_runtimes  # noqa: F401 (re-exported)
 
 log = logging.getLogger("infaas.worker")
 
@@ -258,7 +258,8 @@ class NeuronExecutor(TorchScriptExecutor):
     target = "neuron"
 
     def __init__(self, path: str, *, core: int | None = None, intra_op_threads: int = 1) -> None:
-        from infaas.runtime.convert import NeuronUnavailable, import_torch_neuronx
+        from infaas.core.errors import NeuronUnavailable
+        from infaas.runtime.convert import import_torch_neuronx
 
         try:
             torch_neuronx = import_torch_neuronx()

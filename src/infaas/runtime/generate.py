@@ -24,7 +24,8 @@ import tempfile
 from dataclasses import dataclass
 
 from infaas.core.domain import Architecture, Variant
-from infaas.runtime.convert import NotApplicable, float16_bytes, graph_io, torchscript_variant
+from infaas.core.errors import NotApplicable
+from infaas.runtime.convert import float16_bytes, graph_io, torchscript_variant
 
 __all__ = ["PLANS", "NotApplicable", "VariantSpec", "build_variant", "generation_plan", "torchscript_key", "variant_suffix"]
 

@@ -28,14 +28,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from infaas.core.domain import TensorSpec
-from infaas.core.errors import InfaasError
+from infaas.core.errors import ProfilingFailed
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
-
-
-class ProfilingFailed(InfaasError):
-    status = 422
-    code = "profiling_failed"
 
 
 @dataclass(frozen=True)

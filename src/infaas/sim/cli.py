@@ -7,8 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from infaas.sim import compare
-from infaas.sim import data
+from infaas.sim import compare, data
 
 
 def compare_main(args) -> int:

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from infaas.core.scaling import ScalingParams
-from infaas.sim import data
-from infaas.sim import runner
+from infaas.sim import data, runner
 from infaas.sim.engine import VariantInfo
 from infaas.sim.metrics import Result, Series
 from infaas.sim.policies.clipper import Clipper

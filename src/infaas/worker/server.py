@@ -28,21 +28,21 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from infaas.app import offline
-from infaas.core import tensors
-from infaas.adapters.http.hotpath import hot_protocol, serve_asgi
 from infaas.adapters.http.asgi import send_bytes
+from infaas.adapters.http.hotpath import hot_protocol, serve_asgi
+from infaas.adapters.workerclient import local_address
+from infaas.app import offline
 from infaas.app.autoscaler import assignments_for
+from infaas.app.build import build_lane, run_build_job
+from infaas.core import errors, tensors
 from infaas.core.domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
 from infaas.core.errors import InfaasError, InvalidInput, NotFound, Unavailable
-from infaas.core.settings import Settings
-from infaas.wiring import make_adapters, open_location
-from infaas.runtime.hardware import missing_runtimes, probe_runtimes
-from infaas.app.build import build_lane, run_build_job
-from infaas.runtime.profile import ProfileLimits
-from infaas.adapters.workerclient import local_address
-from infaas.runtime.executor import load_executor
 from infaas.core.reconcile import Loaded, grace_s, reconcile
+from infaas.core.settings import Settings
+from infaas.runtime.executor import load_executor
+from infaas.runtime.hardware import missing_runtimes, probe_runtimes
+from infaas.runtime.profile import ProfileLimits
+from infaas.wiring import make_adapters, open_location
 from infaas.worker.replicas import ReplicaCache
 
 log = logging.getLogger("infaas.worker")
@@ -265,7 +265,8 @@ class WorkerAgent:
             body = {"worker": self.id, "state": self.state, "hardware": self.hardware, "replicas": sorted(self.cache.replicas)}
             await send_bytes(send, 200, _JSON, json.dumps(body).encode())
         else:
-            await send_bytes(send, 404, _JSON, b'{"error":"not_found","message":"no such route"}')
+            status, media, extra, payload = errors.encode(NotFound(f"no route {path!r} on a worker", field="path"))
+            await send_bytes(send, status, media, payload, extra)
 
     # the lean HTTP path (infaas.adapters.http.hotpath) serves this route; ``limit`` and ``match`` make the agent its routes
     def match(self, path: str):
@@ -291,11 +292,10 @@ class WorkerAgent:
             outputs = await replica.infer(feed, rows, objective)
             return 200, _FRAME, [], tensors.encode(outputs)
         except InfaasError as exc:
-            return exc.status, _JSON, [], json.dumps(exc.to_dict()).encode()
+            return errors.encode(exc)
         except Exception as exc:  # never leave the API without an answer
             log.exception("inference failed")
-            err = {"error": "internal", "message": f"worker error: {type(exc).__name__}"}
-            return 500, _JSON, [], json.dumps(err).encode()
+            return errors.internal(f"worker error: {type(exc).__name__}")
         finally:
             self.inflight -= 1
 

@@ -29,6 +29,7 @@ import urllib.parse
 from typing import Awaitable, Callable, Protocol
 
 from infaas.adapters.http.asgi import read_body, send_bytes
+from infaas.core import errors
 
 try:
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -47,12 +48,6 @@ class Routes(Protocol):
     limit: int
 
     def match(self, path: str) -> Handler | None: ...
-
-
-def too_large(limit: int) -> Answer:
-    body = (f'{{"error":"payload_too_large","field":"body",'
-            f'"message":"request body exceeds the limit of {limit} bytes"}}').encode()
-    return 413, b"application/json", [], body
 
 
 class _Busy:
@@ -109,7 +104,7 @@ class HotPathProtocol(HttpToolsProtocol):
                 if self.expect_100_continue:
                     if req.too_large:  # the client waits for our word before sending the body: refuse now
                         req.keep_alive = self.cycle.keep_alive = False
-                        self._write(req, *too_large(limit))
+                        self._write(req, *errors.too_large(limit))
                         self._hot = None
                         return
                     self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -139,7 +134,7 @@ class HotPathProtocol(HttpToolsProtocol):
 
     async def _answer(self, req: _Request, busy: _Busy) -> None:
         if req.too_large:
-            answer = too_large(self.routes.limit)
+            answer = errors.too_large(self.routes.limit)
         else:
             chunks = req.chunks
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -148,7 +143,7 @@ class HotPathProtocol(HttpToolsProtocol):
                 answer = await req.handler(req.path, req.headers, body)
             except Exception:  # the handlers map their errors; this is a bug, never a hung client
                 log.exception("unexpected error on POST %s", req.path)
-                answer = 500, b"application/json", [], b'{"error":"internal","message":"internal error; it has been logged"}'
+                answer = errors.internal()
         busy.response_complete = True
         if busy.disconnected or self.transport.is_closing():
             return
@@ -203,5 +198,5 @@ async def serve_asgi(handler: Handler, path: str, scope, receive, send, limit: i
         body = None
     else:
         body = await read_body(receive, limit)
-    status, content_type, extra, payload = too_large(limit) if body is None else await handler(path, scope["headers"], body)
+    status, content_type, extra, payload = errors.too_large(limit) if body is None else await handler(path, scope["headers"], body)
     await send_bytes(send, status, content_type, payload, extra)

@@ -23,8 +23,17 @@ from __future__ import annotations
 import math
 
 from infaas.sim.engine import Refused, Replica, Simulator
-from infaas.sim.policies.base import (Policy, allocate_devices, cheapest_variant, mean_rates, objective_of, peak_rates, pick_architecture,
-                   shortest, strictest_floor)
+from infaas.sim.policies.base import (
+    Policy,
+    allocate_devices,
+    cheapest_variant,
+    mean_rates,
+    objective_of,
+    peak_rates,
+    pick_architecture,
+    shortest,
+    strictest_floor,
+)
 
 
 class Clipper(Policy):

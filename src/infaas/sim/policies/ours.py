@@ -27,9 +27,16 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from infaas.core import scaling
-from infaas.core import selection
-from infaas.core.domain import WORKER_DRAINING, WORKER_UP, HardwareType, Objective, Query, ReplicaLoad, Worker
+from infaas.core import scaling, selection
+from infaas.core.domain import (
+    WORKER_DRAINING,
+    WORKER_UP,
+    HardwareType,
+    Objective,
+    Query,
+    ReplicaLoad,
+    Worker,
+)
 from infaas.core.errors import InfaasError
 from infaas.core.reconcile import Loaded, grace_s, reconcile
 from infaas.sim.engine import DRAINING, UP, Machine, Refused, Simulator
