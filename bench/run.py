@@ -1237,7 +1237,7 @@ def main() -> int:
 
 
 def _free_port() -> int:
-    from infaas.worker.server import free_port
+    from infaas.adapters.local.processes import free_port
 
     return free_port(HOST)
 

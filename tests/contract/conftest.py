@@ -27,7 +27,7 @@ from fakes import FakeClock
 from infaas.adapters.local.folder import FolderModelStore
 from infaas.adapters.local.sqlite import SqliteDatabase, SqliteItemTable, SqliteJobQueue
 from infaas.app.store import MetadataStore
-from infaas.core.ports import ItemTable, JobQueue, ModelStore
+from infaas.core.ports import Fleet, ItemTable, JobQueue, ModelStore
 
 # Deliveries before a job moves to '<lane>-dlq'; every queue factory honours it.
 MAX_RECEIVES = 3
@@ -139,6 +139,40 @@ MODEL_STORES["s3"] = _s3_store
 JOB_QUEUES["sqs"] = _sqs_queue
 
 
+# -- the Fleet port: worker processes here, Auto Scaling groups on AWS --------------------
+@dataclass
+class FleetUnderTest:
+    fleet: Fleet
+    members: Callable[[str], list[str]]  # hardware type -> ids of the workers the fleet holds now
+
+
+def _process_fleet(env: Env) -> FleetUnderTest:
+    from infaas.adapters.local.processes import WorkerProcesses
+    from infaas.core.settings import Settings
+
+    fleet = WorkerProcesses(Settings(data_dir=str(env.tmp_path / "data"), host="127.0.0.1"))
+    env.stack.callback(fleet.stop_all)
+    fleet.set_desired("cpu", 1)
+    return FleetUnderTest(fleet, lambda hw: sorted(w for w in fleet.procs if fleet.hardware[w] == hw))
+
+
+def _asg_fleet(env: Env) -> FleetUnderTest:
+    from infaas.adapters.aws.fleet import AsgFleet
+
+    ec2, autoscaling = _aws_client(env, "ec2"), _aws_client(env, "autoscaling")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    ec2.create_launch_template(LaunchTemplateName="infaas-cpu",
+                               LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"})
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="infaas-workers-cpu", MinSize=0, MaxSize=4, DesiredCapacity=1,
+        LaunchTemplate={"LaunchTemplateName": "infaas-cpu", "Version": "$Latest"}, AvailabilityZones=["us-east-1a"])
+    fleet = AsgFleet({"cpu": "infaas-workers-cpu"}, client=autoscaling)
+    return FleetUnderTest(fleet, lambda hw: sorted(fleet.states()[hw].in_service))
+
+
+FLEETS: dict[str, Factory] = {"processes": _process_fleet, "asg": _asg_fleet}
+
+
 def _build(factories: dict[str, Factory], name: str, tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
     with ExitStack() as stack:
         yield factories[name](Env(tmp_path / name, clock, stack))
@@ -171,3 +205,9 @@ def max_receives() -> int:
 def job_queue(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[JobQueue]:
     (tmp_path / request.param).mkdir()
     yield from _build(JOB_QUEUES, request.param, tmp_path, clock)
+
+
+@pytest.fixture(params=sorted(FLEETS))
+def fleet(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[FleetUnderTest]:
+    (tmp_path / request.param).mkdir()
+    yield from _build(FLEETS, request.param, tmp_path, clock)

@@ -26,7 +26,7 @@ from infaas.core.settings import Settings
 from infaas.local.launcher import StackProcess
 from infaas.runtime.hardware import waiting_reason
 from infaas.wiring import make_adapters
-from infaas.worker.server import free_port
+from infaas.adapters.local.processes import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -362,3 +362,17 @@ def test_worker_stats_show_served_replicas(stack: Stack):
 
 def test_zz_no_internal_errors_logged(stack: Stack):
     stack.assert_no_internal_errors()
+
+
+def test_every_inference_answer_carries_a_request_id(stack: Stack):
+    x = stack.data.x_test[:1].tolist()
+    given = stack.http.post("/v1/infer", json={"architecture": ARCHITECTURES[0], "inputs": x},
+                            headers={"x-request-id": "trace-42.a_b"})
+    assert given.status_code == 200 and given.headers["x-request-id"] == "trace-42.a_b"
+    made = [stack.http.post("/v1/infer", json={"architecture": ARCHITECTURES[0], "inputs": x}) for _ in range(2)]
+    ids = [r.headers["x-request-id"] for r in made]
+    assert all(len(i) == 32 for i in ids) and ids[0] != ids[1]  # one per request when the caller sends none
+    # an id that is not safe to log or echo is replaced, and errors carry one too
+    bad = stack.http.post("/v2/models/no-such-model/infer", content=b"{}", headers={"x-request-id": "a b\"c"})
+    assert bad.status_code in (400, 404) and bad.headers["x-request-id"] != 'a b"c'
+    assert len(bad.headers["x-request-id"]) == 32

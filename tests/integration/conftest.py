@@ -33,7 +33,7 @@ FAKE_CREDENTIALS = {
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    from infaas.worker.server import free_port
+    from infaas.adapters.local.processes import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -57,7 +57,7 @@ def selector(deployment):
 def worker(deployment, tmp_path_factory: pytest.TempPathFactory):
     """``python -m infaas.worker`` on loopback, configured as a worker machine
     is (``/etc/infaas/worker.env``), against the moto server."""
-    from infaas.worker.server import free_port
+    from infaas.adapters.local.processes import free_port
 
     port = free_port()
     data_dir = tmp_path_factory.mktemp("worker")

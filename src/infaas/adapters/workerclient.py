@@ -24,6 +24,7 @@ import socket
 import sys
 from urllib.parse import urlsplit
 
+from infaas.adapters import logs
 from infaas.core import errors, tensors
 from infaas.core.ports import WorkerClient
 
@@ -165,6 +166,9 @@ class HttpWorkerClient(WorkerClient):
         chunks = [frame] if isinstance(frame, (bytes, bytearray, memoryview)) else list(frame)
         size = sum(len(c) if isinstance(c, bytes) else memoryview(c).nbytes for c in chunks)
         extra = f"x-infaas-objective-ms: {float(objective_ms)!r}\r\n" if objective_ms is not None else ""
+        rid = logs.REQUEST_ID.get()
+        if rid is not None:
+            extra += f"x-request-id: {rid}\r\n"
         head = (
             f"POST /v1/infer/{variant_id} HTTP/1.1\r\nhost: {addr[0]}\r\n"
             f"content-type: {tensors.CONTENT_TYPE}\r\ncontent-length: {size}\r\n{extra}\r\n"

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from infaas.adapters import logs
 from infaas.adapters.http.asgi import send_bytes
 from infaas.adapters.http.hotpath import serve_asgi
 from infaas.api import control, data, jobs
@@ -43,12 +44,24 @@ class DataRoutes:
         return None
 
     async def answer(self, path: str, headers: list, body: bytes) -> tuple[int, bytes, list, bytes]:
-        authorization = binary = None
+        authorization = binary = given = None
         for k, v in headers:
             if k == b"authorization":
                 authorization = v.decode("latin-1")
             elif k == b"inference-header-content-length":
                 binary = v.decode("latin-1")
+            elif k == logs.HEADER:
+                given = v
+        rid = logs.request_id_from(given)
+        token = logs.REQUEST_ID.set(rid)
+        try:
+            status, media, extra, payload = await self._answer(path, authorization, binary, body)
+        finally:
+            logs.REQUEST_ID.reset(token)
+        return status, media, [*extra, (logs.HEADER, rid.encode())], payload
+
+    async def _answer(self, path: str, authorization: str | None, binary: str | None,
+                      body: bytes) -> tuple[int, bytes, list, bytes]:
         try:
             who = self.services.principal(authorization, "query").tenant
             if path == "/v1/infer":

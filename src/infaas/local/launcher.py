@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from infaas.worker.server import free_port
+from infaas.adapters.local.processes import free_port
 
 
 def log_tail(path, n: int = 40) -> str:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
+from infaas.adapters import logs
 from infaas.adapters.http.hotpath import hot_protocol
+from infaas.adapters.local.processes import WorkerProcesses
 from infaas.adapters.workerclient import HttpWorkerClient
 from infaas.api.app import DataRoutes, create_app
 from infaas.api.deps import Services
@@ -21,7 +20,6 @@ from infaas.app.control import ControlPlane
 from infaas.app.data import DataPlane
 from infaas.core.settings import Settings
 from infaas.wiring import make_adapters
-from infaas.worker.server import free_port
 
 log = logging.getLogger("infaas.local")
 
@@ -32,98 +30,6 @@ def build_services(settings: Settings) -> Services:
     # workers started here also listen on a local socket (WorkerProcesses.start): the client prefers it
     data = DataPlane(adapters.store, HttpWorkerClient(timeout_s=settings.request_timeout_s, local_sockets=True), settings)
     return Services(control, data, settings)
-
-
-class WorkerProcesses:
-    """Starts and stops local worker processes (one per core by default)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.hardware: dict[str, str] = {}
-        self.restarts = 0
-        self._draining: list[subprocess.Popen] = []
-        self.lock = threading.RLock()  # the supervisor and the control loop both change the set
-
-    def start(self, hardware: str = "cpu", worker_id: str | None = None) -> str:
-        worker_id = worker_id or self._next_id(hardware)
-        self.hardware[worker_id] = hardware
-        port = free_port(self.settings.host)
-        env = dict(os.environ, INFAAS_DATA_DIR=self.settings.data_dir, INFAAS_HOST=self.settings.host, OMP_NUM_THREADS="1")
-        self.procs[worker_id] = subprocess.Popen(
-            [sys.executable, "-m", "infaas.worker", "--hardware", hardware, "--port", str(port), "--worker-id", worker_id,
-             "--local-socket"],
-            env=env,
-        )
-        return worker_id
-
-    def stop(self, worker_id: str, timeout_s: float = 15.0) -> None:
-        proc = self.procs.pop(worker_id, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)  # the worker drains, then deregisters
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def stop_all(self) -> None:
-        for worker_id in list(self.procs):
-            self.stop(worker_id)
-        for proc in self._draining:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    def restart_dead(self, store) -> list[str]:
-        """Restart workers that exited on their own (crash, kill). Their record is
-        removed first, so selection stops sending them work at once instead of
-        waiting for the heartbeat to expire."""
-        restarted = []
-        for worker_id, proc in list(self.procs.items()):
-            if proc.poll() is None:
-                continue
-            log.warning("worker %s exited with %s; restarting it", worker_id, proc.returncode)
-            try:
-                store.remove_worker(worker_id)
-            except Exception:  # the store may be briefly busy; the record expires anyway
-                pass
-            del self.procs[worker_id]
-            self.start(self.hardware[worker_id], worker_id)
-            self.restarts += 1
-            restarted.append(worker_id)
-        return restarted
-
-
-    # -- the Fleet port (infaas.core.ports.Fleet) ----------------------------------
-    def desired(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for worker_id in self.procs:
-            out[self.hardware[worker_id]] = out.get(self.hardware[worker_id], 0) + 1
-        return out
-
-    def set_desired(self, hardware: str, count: int) -> None:
-        """Start workers up to ``count``; fewer is done by ``drain``, one chosen worker at a time."""
-        while self.desired().get(hardware, 0) < count:
-            worker_id = self.start(hardware, self._next_id(hardware))
-            log.info("started worker %s", worker_id)
-
-    def drain(self, worker_id: str) -> None:
-        """SIGTERM: the worker stops taking work, finishes its queue, deregisters, exits."""
-        proc = self.procs.pop(worker_id, None)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            self._draining.append(proc)
-            log.info("draining worker %s", worker_id)
-        self._draining = [p for p in self._draining if p.poll() is None]
-
-    def _next_id(self, hardware: str) -> str:
-        n = 1
-        while f"{hardware}-{n}" in self.procs:
-            n += 1
-        return f"{hardware}-{n}"
 
 
 def supervise(workers: WorkerProcesses, store, period_s: float, stop: threading.Event) -> None:
@@ -154,6 +60,7 @@ def run(settings: Settings) -> None:
     """Run the stack in the foreground until interrupted."""
     import uvicorn
 
+    logs.configure("api")
     os.makedirs(settings.data_dir, exist_ok=True)
     services = build_services(settings)
     workers = WorkerProcesses(settings)

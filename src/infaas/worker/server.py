@@ -28,8 +28,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from infaas.adapters import logs
 from infaas.adapters.http.asgi import send_bytes
 from infaas.adapters.http.hotpath import hot_protocol, serve_asgi
+from infaas.adapters.local.processes import free_port
 from infaas.adapters.workerclient import local_address
 from infaas.app import offline
 from infaas.app.autoscaler import assignments_for
@@ -275,6 +277,7 @@ class WorkerAgent:
     async def answer_infer(self, path: str, headers: list, body: bytes) -> tuple[int, bytes, list, bytes]:
         self.inflight += 1
         self.last_online = time.monotonic()
+        token = logs.REQUEST_ID.set(None)
         try:
             objective = None
             for k, v in headers:
@@ -283,6 +286,8 @@ class WorkerAgent:
                         objective = float(v)
                     except ValueError:
                         raise InvalidInput("x-infaas-objective-ms must be a number", field="headers") from None
+                elif k == logs.HEADER:
+                    logs.REQUEST_ID.set(logs.request_id_from(v))
             feed = tensors.decode(body)
             if not feed:
                 raise InvalidInput("tensor frame has no tensors", field="body")
@@ -297,6 +302,7 @@ class WorkerAgent:
             log.exception("inference failed")
             return errors.internal(f"worker error: {type(exc).__name__}")
         finally:
+            logs.REQUEST_ID.reset(token)
             self.inflight -= 1
 
     async def _lifespan(self, receive, send) -> None:
@@ -309,12 +315,6 @@ class WorkerAgent:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="also listen on a local (Linux abstract) socket named after the port, for an API "
                              "on the same machine (`infaas up` passes it)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure("worker")
     settings = Settings.from_env(data_dir=args.data_dir, host=args.host)
     # Offline work runs in a thread beside the event loop that answers online
     # queries: hand the interpreter over every 0.5 ms rather than every 5 ms.
