@@ -16,8 +16,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from infaas.cli import digits
+from infaas.core.errors import NotApplicable
 from infaas.runtime.convert import (
-    NotApplicable,
     example_inputs,
     graph_io,
     io_types,

@@ -10,7 +10,7 @@ Per hardware type (docs/hardware.md says more):
 * ``cpu``: onnxruntime fp32 (graph optimised offline) and int8 (dynamic
   quantisation).
 * ``gpu``: onnxruntime on CUDA in fp32 (the registered graph) and fp16
-  (``convert.to_float16``, input and output types kept); TensorRT fp16 with
+  (``convert.fp16.to_float16``, input and output types kept); TensorRT fp16 with
   one engine profile per variant, at maximum batch 1, 8 and 32.
 * ``inferentia``: torch-neuronx compiled TorchScript at fixed batch 1, 8 and
   32, from the TorchScript file the owner uploaded when there is one, else

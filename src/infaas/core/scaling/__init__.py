@@ -1,0 +1,218 @@
+"""Autoscaling policy: a pure function from a snapshot to a plan.
+
+``plan(snapshot, state) -> (ScalingPlan, PolicyState)`` reads nothing and
+writes nothing. The local control loop, the AWS autoscaler function and the
+simulator call it with the same snapshot types; the state travels through the
+metadata store between calls (a Lambda remembers nothing).
+
+It is built from small steps, each a function tested alone:
+
+1. ``observed_demand`` then ``estimate_demand``: rows/s per variant arriving
+   (served, plus queue growth, plus the backlog spread over ten periods), rising at once, falling slowly
+   (``max(observed, decay * previous)``), so one quiet period does not undo
+   a scale-up.
+2. ``replicas_needed``: ``ceil(demand / (throughput(B) * target_utilisation))``,
+   where ``throughput(B) = B * 1000 / p50(B)`` rows/s at the variant's max batch.
+3. ``apply_hysteresis``: more replicas at once; fewer only after
+   ``scale_down_periods`` consecutive periods asking for fewer and
+   ``cooldown_s`` since the variant last changed; a variant with no demand for
+   ``idle_unload_s`` goes to zero.
+4. ``choose_hardware`` (upgrade / downgrade): a hot variant moves to the same
+   architecture and format on another hardware type when running it there
+   would cost less than ``1 / move_ratio`` of running it here (the original
+   INFaaS moved when replication cost more than 1.5x the upgrade), and, when
+   ``latency_ms`` (the service's latency objective) is set, only to a variant
+   whose profiled batch-1 latency meets it -- a move to a variant the
+   selector can never use for those queries would be undone at once.
+5. ``place``: replicas onto workers of their hardware type, keeping existing
+   placements, filling the least utilised worker first, never two replicas of
+   one variant on one worker, each worker at most ``target_utilisation``
+   busy and within its memory.
+6. ``workers_needed``: per hardware type, what the placement needs, within
+   ``min_workers`` / ``max_workers`` and the hourly budget; fewer workers only
+   after ``scale_down_periods`` periods and ``cooldown_s``, and the emptiest
+   worker is drained first.
+
+A *pinned* fleet (``fill_fleet_ms`` set, and hardware types whose
+``min_workers`` equals ``max_workers``: machines paid for whether used or
+not) replaces steps 2-4 for those types with ``fill_fleet``. Each task's
+demand (the sum over its variants, sized for its recent peak, remembered
+with a half-life of ``peak_halflife_s`` so that the fleet does not switch
+variants at every burst edge) is served by replicas at the batch the
+objective ``fill_fleet_ms`` allows, as accurate as the fleet can hold: the
+selector fills a task's most accurate replicas first (on a fleet priced at
+zero, equal cost goes to accuracy), and a local search that starts from what
+runs now moves a replica only for a clear gain in accuracy delivered. A
+worker of a pinned type whose loaded replicas are no longer assigned, are
+busy, and leave no memory for its new assignment is drained: its replacement
+starts empty (a busy replica is never evicted, and the selector keeps a
+replica busy while it is the best one loaded).
+
+(``latency_ms`` and the pinned fleet were added after the trace-driven
+simulator, ``infaas.sim``, showed moves to variants that can never meet the
+objective, and a fixed fleet filled on first come by cold starts; see
+docs/evaluation.md.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Mapping, Sequence
+
+from infaas.core.domain import WORKER_UP
+from infaas.core.scaling.demand import (  # noqa: F401
+    BACKLOG_PERIODS,
+    apply_hysteresis,
+    estimate_demand,
+    observed_demand,
+    queued_rows,
+    replica_throughput,
+    replicas_needed,
+)
+from infaas.core.scaling.fixed_fleet import fill_fleet, pinned_types, switch_drains  # noqa: F401
+from infaas.core.scaling.model import PolicyState, ScalingParams, ScalingPlan, Snapshot  # noqa: F401
+from infaas.core.scaling.placement import (  # noqa: F401
+    _idle_worker,
+    choose_hardware,
+    place,
+    running_cost,
+    within_budget,
+    workers_needed,
+)
+
+
+# -- the policy ------------------------------------------------------------------
+def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ...]]) -> tuple[ScalingPlan, PolicyState]:
+    """One control period. ``current`` is the previous plan's assignments."""
+    p = snap.params
+    up = tuple(w for w in snap.workers if w.state == WORKER_UP)
+    reasons: list[str] = []
+    observed = observed_demand(up, p.period_s, state.queued_rows)
+    demand = estimate_demand(observed, state.demand_rps, p.demand_decay)
+    last_demand = {**state.last_demand_at, **{k: snap.now for k, v in observed.items() if v > 0}}
+    up_types = {w.hardware for w in up}
+
+    # Which variant serves each demand (upgrade / downgrade), and how many replicas.
+    targets: dict[str, int] = {}
+    lower = dict(state.lower_periods)
+    changed_at = dict(state.changed_at)
+    served_demand: dict[str, float] = {}
+    pinned = pinned_types(p)
+    if pinned:  # step 4b: the pinned types' replicas, per task
+        by_task: dict[str, float] = {}
+        for vid, rate in demand.items():
+            v = snap.variants.get(vid)
+            if v is not None and v.hardware in pinned:
+                by_task[v.task] = by_task.get(v.task, 0.0) + rate
+        fleet = tuple(w for w in up if w.hardware in pinned)
+        fade = 0.5 ** (p.period_s / p.peak_halflife_s)
+        peak = {t: max(by_task.get(t, 0.0), fade * state.peak_rps.get(t, 0.0)) for t in set(by_task) | set(state.peak_rps)}
+        peak = {t: r for t, r in peak.items() if r >= 0.01}
+        held: dict[str, int] = {}
+        for w in fleet:
+            for r in w.replicas:
+                held[r.variant_id] = held.get(r.variant_id, 0) + 1
+        sized = {t: max(by_task.get(t, 0.0), peak.get(t, 0.0)) for t in by_task}  # room for the recent peak
+        pinned_targets, short = fill_fleet(sized, {k: v for k, v in snap.variants.items() if v.hardware in pinned},
+                                           fleet, p.fill_fleet_ms, p.target_utilisation, held)
+        for vid, n in sorted(pinned_targets.items()):
+            if state.replicas.get(vid, 0) != n:
+                changed_at[vid] = snap.now
+                reasons.append(f"fleet: {vid} {state.replicas.get(vid, 0)} -> {n} replicas")
+            targets[vid] = n
+            v = snap.variants[vid]
+            served_demand[vid] = by_task.get(v.task, 0.0) * n / max(1, sum(
+                m for o, m in pinned_targets.items() if snap.variants[o].task == v.task))
+        for t, rate in sorted(short.items()):
+            reasons.append(f"fleet: no room for {rate:.0f} rows/s of {t}")
+    for vid in sorted(set(demand) | set(state.replicas)):
+        v = snap.variants.get(vid)
+        if v is None or v.hardware in pinned:
+            continue
+        rate = demand.get(vid, 0.0)
+        chosen = choose_hardware(v, rate, snap.variants, snap.hardware, up_types, p) if rate > 0 else v
+        if chosen.id != vid:
+            reasons.append(f"move {vid} -> {chosen.id}: {rate:.0f} rows/s cost "
+                           f"{running_cost(chosen, rate, snap.hardware, p.target_utilisation):.3f} $/h there vs "
+                           f"{running_cost(v, rate, snap.hardware, p.target_utilisation):.3f} $/h here")
+            changed_at[vid] = changed_at[chosen.id] = snap.now
+            targets[chosen.id] = max(targets.get(chosen.id, 0), replicas_needed(chosen, rate, p.target_utilisation))
+            served_demand[chosen.id] = served_demand.get(chosen.id, 0.0) + rate
+            continue
+        have = state.replicas.get(vid, sum(vid in vs for vs in current.values()))
+        if snap.now - last_demand.get(vid, -math.inf) >= p.idle_unload_s:
+            wanted = 0  # no request for idle_unload_s: unload its last replica
+        else:  # a quiet variant keeps one replica until then
+            wanted = max(1 if have else 0, replicas_needed(v, rate, p.target_utilisation))
+        if v.hardware in p.max_workers:  # one replica per worker: no more than the fleet can hold
+            wanted = min(wanted, max(p.max_workers[v.hardware], 1))
+        new, lower[vid], changed = apply_hysteresis(vid, have, wanted, snap.now, replace(state, changed_at=changed_at), p)
+        if changed:
+            changed_at[vid] = snap.now
+            reasons.append(f"replicas of {vid}: {have} -> {new} (demand {rate:.1f} rows/s, "
+                           f"{replica_throughput(v):.0f} rows/s per replica at {p.target_utilisation:.0%})")
+        if new > 0:
+            targets[vid] = max(targets.get(vid, 0), new)
+            served_demand[vid] = served_demand.get(vid, 0.0) + rate
+
+    assignments, unplaced = place(targets, snap.variants, served_demand, up, current, p.target_utilisation)
+    switched = switch_drains(up, assignments, snap.variants, pinned) if pinned else []
+    for wid in switched:
+        assignments.pop(wid, None)
+        reasons.append(f"drain {wid} to switch its variant (busy replicas no longer assigned)")
+
+    # Worker counts per hardware type.
+    desired: dict[str, int] = {}
+    drain: list[str] = []
+    # fewer workers only after asking for fewer for worker_release_s (more at once)
+    release = replace(p, scale_down_periods=max(p.scale_down_periods, math.ceil(p.worker_release_s / p.period_s)))
+    for hw in sorted(set(snap.desired_workers) | set(p.min_workers) | set(unplaced) | up_types):
+        live = [w for w in up if w.hardware == hw]
+        have = snap.desired_workers.get(hw, len(live))
+        busy = sum(1 for w in live if assignments.get(w.id))
+        wanted = workers_needed(len(live), busy, unplaced.get(hw, 0), hw, p)
+        key = f"hw:{hw}"
+        new, lower[key], changed = apply_hysteresis(key, have, wanted, snap.now, replace(state, changed_at=changed_at), release)
+        if changed:
+            changed_at[key] = snap.now
+            why = f"{unplaced.get(hw, 0)} replica(s) without room" if new > have else f"{len(live) - busy} idle worker(s)"
+            reasons.append(f"{hw} workers: {have} -> {new} ({why})")
+        desired[hw] = new
+        pool = [w for w in live if w.id not in switched]
+        for _ in range(len(live) - new):  # drain the emptiest first
+            victim = _idle_worker(pool, assignments)
+            pool.remove(victim)
+            drain.append(victim.id)
+            assignments.pop(victim.id, None)
+    drain.extend(switched)
+    planned_rows: dict[str, float] = {}
+    for vid, rate in served_demand.items():
+        v = snap.variants.get(vid)
+        if v is not None:
+            planned_rows[v.hardware] = planned_rows.get(v.hardware, 0.0) + rate
+    budgeted = within_budget(desired, snap.hardware, p.budget_per_hour, p.min_workers, planned_rows)
+    if budgeted != desired:
+        reasons.append(f"hourly budget {p.budget_per_hour} $ caps workers at {budgeted}")
+    new_state = PolicyState(
+        demand_rps=demand,
+        replicas=targets,
+        lower_periods={k: v for k, v in lower.items() if v},
+        changed_at=changed_at,
+        last_demand_at={k: t for k, t in last_demand.items() if snap.now - t < 10 * p.idle_unload_s},
+        queued_rows=queued_rows(up),
+        peak_rps=peak if pinned else {},
+    )
+    return ScalingPlan(budgeted, assignments, tuple(drain), tuple(reasons)), new_state
+
+
+def control_period(snapshot: Snapshot, state: PolicyState,
+                   previous: Mapping[str, Sequence[str]]) -> tuple[ScalingPlan, PolicyState]:
+    """One control period, as the autoscaler (local loop and Lambda) and the simulator run it:
+    a worker's current placement is what the previous plan assigned it plus what it
+    reports loaded (a replica still loading, or not yet unloaded, counts); workers
+    that are gone are dropped."""
+    live = {w.id for w in snapshot.workers}
+    actual = {w.id: {r.variant_id for r in w.replicas} for w in snapshot.workers}
+    current = {wid: tuple(sorted(set(previous.get(wid, ())) | actual[wid])) for wid in live}
+    return plan(snapshot, state, current)
