@@ -21,9 +21,16 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:8080", *, timeout_s: float = 30.0, api_key: str | None = None) -> None:
+    def __init__(self, url: str = "http://127.0.0.1:8080", *, timeout_s: float = 30.0, api_key: str | None = None,
+                 http: httpx.Client | None = None) -> None:
+        """``http``: an httpx client to send through instead of one to ``url`` (e.g. an
+        in-process ASGI app's test client); the key is added to its headers."""
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=url, timeout=timeout_s, headers=headers)
+        if http is not None:
+            http.headers.update(headers)
+            self.http = http
+        else:
+            self.http = httpx.Client(base_url=url, timeout=timeout_s, headers=headers)
 
     def close(self) -> None:
         self.http.close()

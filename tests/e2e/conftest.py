@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from e2e_support import ARCHITECTURES, READY_TIMEOUT_S, Stack
+from stack_support import ARCHITECTURES, READY_TIMEOUT_S, Stack
 
 from infaas.cli import digits
 from infaas.client import Client
@@ -65,6 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
             paths={t.name: t.path for t in trained},
             validation_path=validation_path,
             status=status,
+            log_path=proc.log_path,
             process=proc,
         )
     finally:

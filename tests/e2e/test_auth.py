@@ -13,7 +13,7 @@ import json
 import httpx
 import numpy as np
 import pytest
-from e2e_support import Stack
+from stack_support import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -170,7 +170,7 @@ def test_keys_never_reach_the_log_or_error_bodies(stack, keys):
     # infaas_<16 hex id>_<secret>: the secret itself may contain '_'
     secrets = [k[len("infaas_") + 17:] for k in [*keys.values(), stack.process.api_key]]
     assert all(len(s) >= 40 for s in secrets)
-    log = open(stack.process.log_path, encoding="utf-8", errors="replace").read()
+    log = open(stack.log_path, encoding="utf-8", errors="replace").read()
     for secret in secrets + ["z" * 43]:
         assert secret not in log
         assert all(secret not in b for b in bodies)

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from infaas.adapters.local.processes import free_port
 from infaas.app.build import build_lane
 from infaas.cli import digits
 from infaas.client import Client
@@ -26,7 +27,6 @@ from infaas.core.settings import Settings
 from infaas.local.launcher import StackProcess
 from infaas.runtime.hardware import waiting_reason
 from infaas.wiring import make_adapters
-from infaas.adapters.local.processes import free_port
 
 pytestmark = pytest.mark.e2e
 

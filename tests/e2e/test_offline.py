@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from e2e_support import child_pids
+from stack_support import child_pids
 
 from infaas.cli import digits
 from infaas.client import ApiError, Client

@@ -15,7 +15,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from e2e_support import child_pids
+from stack_support import child_pids
 
 from infaas.cli import digits
 from infaas.client import Client

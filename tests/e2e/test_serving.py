@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from e2e_support import ARCHITECTURES, Stack
+from stack_support import ARCHITECTURES, Stack
 
 from infaas.cli import digits
 

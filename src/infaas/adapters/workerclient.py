@@ -186,12 +186,7 @@ class HttpWorkerClient(WorkerClient):
             raise errors.WorkerFault(f"worker at {url} failed: {type(exc).__name__}") from None
         if status == 200:
             return body
-        exc = errors.decode(status, body)
-        if isinstance(exc, _PASSED_THROUGH):
-            raise exc
-        if status < 500:
-            raise errors.InvalidInput(exc.message, field=exc.field)
-        raise errors.WorkerFault(f"worker at {url} failed: {exc.message}")
+        raise worker_error(url, status, body)
 
     async def _connect(self, addr, loop) -> _Conn:
         if self.local_sockets and addr[0] in _LOOPBACK and addr not in self._no_local:
@@ -253,3 +248,38 @@ class HttpWorkerClient(WorkerClient):
 def _expire(waiter: asyncio.Future) -> None:
     if not waiter.done():
         waiter.set_exception(asyncio.TimeoutError())
+
+
+def worker_error(url: str, status: int, body: bytes) -> errors.InfaasError:
+    """What a worker's error answer means to the API: the caller's business (bad input, no
+    such variant, come back later) passes through; anything else is the worker failing."""
+    exc = errors.decode(status, body)
+    if isinstance(exc, _PASSED_THROUGH):
+        return exc
+    if status < 500:
+        return errors.InvalidInput(exc.message, field=exc.field)
+    return errors.WorkerFault(f"worker at {url} failed: {exc.message}")
+
+
+class InProcessWorkerClient(WorkerClient):
+    """Workers in this process, no transport: ``workers`` maps a worker's URL to its
+    agent (``infaas.worker.server.WorkerAgent``), whose ``answer_infer`` gets the
+    same path, headers and frame a worker's HTTP route would. The in-process API
+    tests run the API and a worker in one event loop with it."""
+
+    def __init__(self, workers: dict) -> None:
+        self.workers = workers
+
+    async def infer(self, url: str, variant_id: str, frame, objective_ms: float | None) -> bytes:
+        agent = self.workers.get(url)
+        if agent is None:
+            raise errors.WorkerFault(f"no worker at {url} in this process")
+        headers = [] if objective_ms is None else [(b"x-infaas-objective-ms", repr(float(objective_ms)).encode())]
+        rid = logs.REQUEST_ID.get()
+        if rid is not None:
+            headers.append((logs.HEADER, rid.encode()))
+        body = frame if isinstance(frame, bytes) else b"".join(bytes(part) for part in frame)
+        status, _media, _extra, answer = await agent.answer_infer(f"/v1/infer/{variant_id}", headers, body)
+        if status == 200:
+            return answer
+        raise worker_error(url, status, answer)

@@ -1,4 +1,8 @@
-"""Shared by the e2e fixtures and tests: the running stack and a few checks."""
+"""Shared by the e2e and the in-process API tiers: a stack serving two digits classifiers, and a few checks.
+
+The e2e tier runs it as processes (``infaas up``, tests/e2e/conftest.py); the API tier runs the
+API app and one worker agent in this process (tests/api/conftest.py). Tests see the same ``Stack``.
+"""
 
 from __future__ import annotations
 
@@ -28,18 +32,23 @@ class Stack:
     paths: dict[str, str]  # architecture -> .onnx path
     validation_path: str
     status: dict[str, dict]  # architecture -> status after wait_ready
-    process: StackProcess
+    log_path: str  # where the stack's processes (or this process, in-process) log
+    process: StackProcess | None = None  # the e2e tier's `infaas up`; None in-process
 
     def expected(self, architecture: str, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.models[architecture].predict(x)).astype(np.int64)
 
-    def log_tail(self) -> str:
-        return self.process.log_tail(80)
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
 
     def assert_no_internal_errors(self) -> None:
         """The stack logs every 500 as 'unexpected error' with a traceback."""
         try:
-            with open(self.process.log_path, "rb") as f:
+            with open(self.log_path, "rb") as f:
                 log = f.read().decode(errors="replace")
         except OSError:
             return

@@ -1,4 +1,4 @@
-"""Bad input, end to end: every malformed or impossible request gets a 4xx
+"""Bad input, through the API in process: every malformed or impossible request gets a 4xx
 (never a 500) whose JSON body names the problem, and the server still
 answers a normal query correctly afterwards.
 """
@@ -14,12 +14,10 @@ import zipfile
 import httpx
 import numpy as np
 import pytest
-from e2e_support import ARCHITECTURES, Stack
+from stack_support import ARCHITECTURES, Stack
 
 from infaas.cli import digits
 from infaas.core.oip import BINARY_HEADER
-
-pytestmark = pytest.mark.e2e
 
 ARCH = ARCHITECTURES[0]
 DEFAULT_MAX_BODY = 8 << 20
