@@ -1,6 +1,8 @@
-"""HTTP client from the API (or the selector function) to workers.
+"""The client from the API (or the selector function) to workers.
 
-A deliberately small HTTP/1.1 client on an asyncio protocol: one pool of
+A worker on this machine is reached over its local Unix socket with the frame
+protocol of ``adapters/frames.py``; any other over HTTP/1.1. Both go through a
+deliberately small client on an asyncio protocol: one pool of
 keep-alive connections per worker, one request per connection at a time, the
 request written in one vectored write (the tensors' memory as it is, no
 copy), the answer parsed in ``data_received``; ``Content-Length`` bodies only
@@ -24,7 +26,7 @@ import socket
 import sys
 from urllib.parse import urlsplit
 
-from infaas.adapters import logs
+from infaas.adapters import frames, logs
 from infaas.core import errors, tensors
 from infaas.core.ports import WorkerClient
 
@@ -52,8 +54,9 @@ class _Conn(asyncio.Protocol):
     """One keep-alive connection to a worker: one request at a time, the answer
     parsed straight from ``data_received`` (status line, Content-Length, body)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, frames: bool = False) -> None:
         self.loop = loop
+        self.frames = frames  # the local frame protocol (adapters/frames.py) instead of HTTP/1.1
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.waiter: asyncio.Future | None = None
@@ -81,7 +84,14 @@ class _Conn(asyncio.Protocol):
             self.abort()
             return
         self.answered = True
-        if self._length < 0:
+        if self._length < 0 and self.frames:
+            self._head += data
+            if len(self._head) < frames.ANSWER.size:
+                return
+            self._status, self._length = frames.ANSWER.unpack_from(self._head)
+            data = bytes(self._head[frames.ANSWER.size :])
+            self._head.clear()
+        elif self._length < 0:
             self._head += data
             end = self._head.find(b"\r\n\r\n")
             if end < 0:
@@ -98,7 +108,7 @@ class _Conn(asyncio.Protocol):
         if data:
             self._body.append(data)
             self._got += len(data)
-        if self._got >= self._length:
+        if self._length >= 0 and self._got >= self._length:
             if self._got > self._length:
                 self._fail(ValueError("worker sent more than its Content-Length"))
                 return
@@ -165,23 +175,30 @@ class HttpWorkerClient(WorkerClient):
             self._addrs[url] = addr
         chunks = [frame] if isinstance(frame, (bytes, bytearray, memoryview)) else list(frame)
         size = sum(len(c) if isinstance(c, bytes) else memoryview(c).nbytes for c in chunks)
-        extra = f"x-infaas-objective-ms: {float(objective_ms)!r}\r\n" if objective_ms is not None else ""
         rid = logs.REQUEST_ID.get()
-        if rid is not None:
-            extra += f"x-request-id: {rid}\r\n"
-        head = (
-            f"POST /v1/infer/{variant_id} HTTP/1.1\r\nhost: {addr[0]}\r\n"
-            f"content-type: {tensors.CONTENT_TYPE}\r\ncontent-length: {size}\r\n{extra}\r\n"
-        ).encode()
-        if size <= 1 << 14 and len(chunks) <= 4:  # small: one buffer, one write
-            parts_out = [head + b"".join(chunks)]
-        else:
-            parts_out = [head, *chunks]
+        objective = None if objective_ms is None else float(objective_ms)
+
+        def parts_for(conn: _Conn) -> list:
+            if conn.frames:  # the local socket: frames (adapters/frames.py)
+                out = frames.request(variant_id, objective, rid, chunks, size)
+            else:
+                extra = f"x-infaas-objective-ms: {objective!r}\r\n" if objective is not None else ""
+                if rid is not None:
+                    extra += f"x-request-id: {rid}\r\n"
+                head = (
+                    f"POST /v1/infer/{variant_id} HTTP/1.1\r\nhost: {addr[0]}\r\n"
+                    f"content-type: {tensors.CONTENT_TYPE}\r\ncontent-length: {size}\r\n{extra}\r\n"
+                ).encode()
+                out = [head, *chunks]
+            if size <= 1 << 14 and len(out) <= 5:  # small: one buffer, one write
+                return [b"".join(out)]
+            return out
+
         try:
             try:
-                status, body = await self._exchange(addr, parts_out, reuse=True)
+                status, body = await self._exchange(addr, parts_for, reuse=True)
             except _Stale:
-                status, body = await self._exchange(addr, parts_out, reuse=False)
+                status, body = await self._exchange(addr, parts_for, reuse=False)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, _Stale, ValueError) as exc:
             raise errors.WorkerFault(f"worker at {url} failed: {type(exc).__name__}") from None
         if status == 200:
@@ -202,12 +219,12 @@ class HttpWorkerClient(WorkerClient):
                     self._no_local.clear()
                 self._no_local.add(addr)
             else:
-                _, conn = await loop.create_unix_connection(lambda: _Conn(loop), sock=sock)
+                _, conn = await loop.create_unix_connection(lambda: _Conn(loop, frames=True), sock=sock)
                 return conn
         _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Conn(loop), *addr), self.timeout_s)
         return conn
 
-    async def _exchange(self, addr, parts, *, reuse: bool) -> tuple[int, bytes]:
+    async def _exchange(self, addr, parts_for, *, reuse: bool) -> tuple[int, bytes]:
         loop = asyncio.get_running_loop()
         idle = self._idle[addr]
         conn = None
@@ -220,7 +237,7 @@ class HttpWorkerClient(WorkerClient):
         pooled = conn is not None
         if conn is None:
             conn = await self._connect(addr, loop)
-        waiter = conn.send(parts)
+        waiter = conn.send(parts_for(conn))
         timer = loop.call_later(self.timeout_s, _expire, waiter)
         try:
             status, body, keep = await waiter
@@ -263,9 +280,9 @@ def worker_error(url: str, status: int, body: bytes) -> errors.InfaasError:
 
 class InProcessWorkerClient(WorkerClient):
     """Workers in this process, no transport: ``workers`` maps a worker's URL to its
-    agent (``infaas.worker.server.WorkerAgent``), whose ``answer_infer`` gets the
-    same path, headers and frame a worker's HTTP route would. The in-process API
-    tests run the API and a worker in one event loop with it."""
+    agent (``infaas.worker.server.WorkerAgent``), whose ``answer`` gets the same
+    variant, objective, request id and frame the frame socket or HTTP route would
+    pass. The in-process API tests run the API and a worker in one event loop with it."""
 
     def __init__(self, workers: dict) -> None:
         self.workers = workers
@@ -274,12 +291,9 @@ class InProcessWorkerClient(WorkerClient):
         agent = self.workers.get(url)
         if agent is None:
             raise errors.WorkerFault(f"no worker at {url} in this process")
-        headers = [] if objective_ms is None else [(b"x-infaas-objective-ms", repr(float(objective_ms)).encode())]
-        rid = logs.REQUEST_ID.get()
-        if rid is not None:
-            headers.append((logs.HEADER, rid.encode()))
         body = frame if isinstance(frame, bytes) else b"".join(bytes(part) for part in frame)
-        status, _media, _extra, answer = await agent.answer_infer(f"/v1/infer/{variant_id}", headers, body)
+        objective = None if objective_ms is None else float(objective_ms)
+        status, _media, _extra, answer = await agent.answer(variant_id, objective, logs.REQUEST_ID.get(), body)
         if status == 200:
             return answer
         raise worker_error(url, status, answer)

@@ -11,8 +11,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infaas.adapters import logs
-from infaas.adapters.http.asgi import send_bytes
-from infaas.adapters.http.hotpath import serve_asgi
+from infaas.adapters.http.asgi import send_bytes, serve_asgi
 from infaas.api import control, data, jobs
 from infaas.api.deps import Services
 from infaas.core import errors
@@ -29,10 +28,9 @@ def error_response(exc: InfaasError) -> Response:
 
 
 class DataRoutes:
-    """The inference routes, as one handler shared by the lean HTTP path
-    (``infaas.adapters.http.hotpath``) and the ASGI fast path below: ``POST /v1/infer`` and
-    ``POST /v2/models/{name}/infer`` call the same functions the FastAPI routes
-    call (``api.data.answer_*``)."""
+    """The inference routes as one handler (``adapters.http.asgi``): ``POST /v1/infer`` and
+    ``POST /v2/models/{name}/infer`` call the same functions the FastAPI routes call
+    (``api.data.answer_*``); ``DataPlaneFastPath`` serves it in front of FastAPI."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -82,10 +80,9 @@ class DataRoutes:
 class DataPlaneFastPath:
     """Inference requests skip the framework's routing and dependency solving.
 
-    Requests that did not take the lean HTTP path (``infaas.adapters.http.hotpath``: pipelined
-    ones, another ASGI server, the test client) come here; everything else,
-    and the OpenAPI description of these two routes, stays with FastAPI.
-    """
+    The outermost ASGI layer: ``POST`` to an inference route goes to ``DataRoutes``
+    through ``serve_asgi``; everything else, and the OpenAPI description of these
+    two routes, stays with FastAPI."""
 
     def __init__(self, app, services: Services) -> None:
         self.app, self.routes = app, DataRoutes(services)

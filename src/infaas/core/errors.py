@@ -6,7 +6,7 @@ readable ``code``. Adapters translate SDK and driver errors into these.
 
 The codec at the end of this module is the only place an error becomes an
 HTTP answer (``encode``: status, headers, JSON body) and an answer becomes an
-error again (``decode``): the FastAPI app, the lean HTTP path, the worker and
+error again (``decode``): the FastAPI app, the inference routes' ASGI path, the worker and
 the API's client to workers all call it.
 """
 

@@ -10,10 +10,9 @@ import threading
 import time
 
 from infaas.adapters import logs
-from infaas.adapters.http.hotpath import hot_protocol
 from infaas.adapters.local.processes import WorkerProcesses
 from infaas.adapters.workerclient import HttpWorkerClient
-from infaas.api.app import DataRoutes, create_app
+from infaas.api.app import create_app
 from infaas.api.deps import Services
 from infaas.app.autoscaler import Autoscaler
 from infaas.app.control import ControlPlane
@@ -81,9 +80,9 @@ def run(settings: Settings) -> None:
                   "then send it as 'Authorization: Bearer <key>' (the CLI reads INFAAS_API_KEY).", flush=True)
         # Keep idle client connections longer than clients keep them (httpx: 5 s), so a
         # client never reuses a connection the server is closing at that moment.
-        # The inference routes take the lean HTTP path (infaas.adapters.http.hotpath); everything else goes to the app.
+        # The inference routes take the bare ASGI path (api.app.DataPlaneFastPath); everything else goes to FastAPI.
         uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                    timeout_keep_alive=65, http=hot_protocol(DataRoutes(services)))
+                    timeout_keep_alive=65)
     finally:
         stop.set()
         workers.stop_all()

@@ -7,7 +7,9 @@ Routes (internal; only the API / selector talks to them):
   answer is a frame, or JSON ``{"error", "message"}`` with the error's status.
 * ``GET /health``: id, state, replicas.
 
-The server is a bare ASGI app (no framework): this is the hot path.
+The server is a bare ASGI app (no framework) under uvicorn. Started by `infaas up`
+(``--local-socket``), a worker also serves the API on this machine over a local Unix
+socket with the frame protocol of ``adapters/frames.py`` (the same requests, no HTTP).
 
 Run: ``python -m infaas.worker --hardware cpu --port 9001 --data-dir .infaas-data``.
 """
@@ -28,9 +30,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from infaas.adapters import logs
-from infaas.adapters.http.asgi import send_bytes
-from infaas.adapters.http.hotpath import hot_protocol, serve_asgi
+from infaas.adapters import frames, logs
+from infaas.adapters.http.asgi import send_bytes, serve_asgi
 from infaas.adapters.local.processes import free_port
 from infaas.adapters.workerclient import local_address
 from infaas.app import offline
@@ -76,6 +77,8 @@ class WorkerAgent:
         self.cache_dir = os.path.join(settings.data_dir, "cache")  # TensorRT engines and the like
         # the API joins queries into one call up to max_body_bytes of tensors; the frame adds its header
         self.limit = 2 * settings.max_body_bytes
+        self.frame_socket: socket.socket | None = None  # a local socket for frames (main() sets it)
+        self._frame_server: asyncio.AbstractServer | None = None
 
     # -- loading ---------------------------------------------------------
     def _load(self, variant_id: str) -> tuple[Variant, Any]:
@@ -270,30 +273,41 @@ class WorkerAgent:
             status, media, extra, payload = errors.encode(NotFound(f"no route {path!r} on a worker", field="path"))
             await send_bytes(send, status, media, payload, extra)
 
-    # the lean HTTP path (infaas.adapters.http.hotpath) serves this route; ``limit`` and ``match`` make the agent its routes
+    # ``limit`` and ``match``: the agent is its own inference route table (adapters.http.asgi)
     def match(self, path: str):
         return self.answer_infer if path.startswith("/v1/infer/") else None
 
     async def answer_infer(self, path: str, headers: list, body: bytes) -> tuple[int, bytes, list, bytes]:
+        """``POST /v1/infer/{variant}`` (HTTP, from an API on another machine)."""
+        objective = rid = None
+        for k, v in headers:
+            if k == b"x-infaas-objective-ms":
+                try:
+                    objective = float(v)
+                except ValueError:
+                    return errors.encode(InvalidInput("x-infaas-objective-ms must be a number", field="headers"))
+            elif k == logs.HEADER:
+                rid = v.decode("latin-1")
+        return await self.answer(path[len("/v1/infer/") :], objective, rid, body)
+
+    async def answer_frame(self, variant_id: str, objective: float | None, rid: str | None, body: bytes):
+        """One request on the local frame socket (``adapters/frames.py``)."""
+        status, _, _, payload = await self.answer(variant_id, objective, rid, body)
+        return status, payload
+
+    async def answer(self, variant_id: str, objective: float | None, rid: str | None,
+                     body: bytes) -> tuple[int, bytes, list, bytes]:
+        """Run ``body`` (a tensor frame) through the variant's replica, loading it if needed."""
         self.inflight += 1
         self.last_online = time.monotonic()
-        token = logs.REQUEST_ID.set(None)
+        token = logs.REQUEST_ID.set(None if rid is None else logs.request_id_from(rid.encode("latin-1")))
         try:
-            objective = None
-            for k, v in headers:
-                if k == b"x-infaas-objective-ms":
-                    try:
-                        objective = float(v)
-                    except ValueError:
-                        raise InvalidInput("x-infaas-objective-ms must be a number", field="headers") from None
-                elif k == logs.HEADER:
-                    logs.REQUEST_ID.set(logs.request_id_from(v))
             feed = tensors.decode(body)
             if not feed:
                 raise InvalidInput("tensor frame has no tensors", field="body")
             first = next(iter(feed.values()))
             rows = first.shape[0] if first.ndim else 1
-            replica = await self.cache.get(path[len("/v1/infer/") :])
+            replica = await self.cache.get(variant_id)
             outputs = await replica.infer(feed, rows, objective)
             return 200, _FRAME, [], tensors.encode(outputs)
         except InfaasError as exc:
@@ -310,8 +324,14 @@ class WorkerAgent:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.start()
+                if self.frame_socket is not None:  # the API on this machine sends frames here
+                    limit = self.limit
+                    self._frame_server = await asyncio.start_unix_server(
+                        lambda r, w: frames.serve(r, w, self.answer_frame, limit), sock=self.frame_socket)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._frame_server is not None:
+                    self._frame_server.close()
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -339,11 +359,12 @@ def main(argv: list[str] | None = None) -> None:
     worker_id = args.worker_id or f"{args.hardware}-{uuid.uuid4().hex[:8]}"
     agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{settings.host}:{port}")
     config = uvicorn.Config(agent, host=settings.host, port=port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65,
-                            http=hot_protocol(agent))
+                            timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65)
     server = uvicorn.Server(config)
     log.info("worker %s (%s) listening on %s:%d", worker_id, args.hardware, settings.host, port)
     sockets = local_sockets(settings.host, port) if args.local_socket else None
+    if sockets and len(sockets) == 2:  # HTTP on TCP for everyone, frames on the local socket for the API here
+        agent.frame_socket = sockets.pop()
     server.run(sockets=sockets)
 
 

@@ -1,3 +1,3 @@
-"""The lean HTTP/1.1 path for inference routes (``hotpath``) and its ASGI fallback (``asgi``),
+"""The bare ASGI path for the inference routes (``asgi.serve_asgi``),
 shared by the API process and the workers. May import: ``infaas.core``.
 """

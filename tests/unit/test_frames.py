@@ -1,0 +1,120 @@
+"""The local API-to-worker hop (``adapters/frames.py``): the worker's frame server and the
+client's frame connections, over a real Unix socket in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+
+import numpy as np
+import pytest
+
+from infaas.adapters import frames, logs
+from infaas.adapters.workerclient import HttpWorkerClient, local_address
+from infaas.core import errors, tensors
+
+
+async def _answer(variant_id, objective, rid, body):
+    """A stand-in worker: doubles the tensors, or answers the error a variant id names."""
+    if variant_id == "missing":
+        return errors.encode(errors.NotFound("no variant 'missing'", field="variant"))[0::3]
+    if variant_id == "broken":
+        return errors.internal("worker error: ValueError")[0::3]
+    feed = tensors.decode(body)
+    out = {k: v * 2 for k, v in feed.items()}
+    out["echo"] = np.frombuffer(json.dumps([variant_id, objective, rid]).encode(), np.uint8)
+    return 200, tensors.encode(out)
+
+
+@pytest.fixture
+def worker():
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    for _ in range(20):  # a name no worker of a stack running beside this test holds
+        port = random.randint(20000, 60000)
+        try:
+            sock.bind(local_address(port))
+            break
+        except OSError:
+            continue
+    yield port, sock
+    sock.close()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_query_goes_out_as_frames_and_comes_back(worker):
+    port, sock = worker
+
+    async def main():
+        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, _answer, 4 << 20), sock=sock)
+        client = HttpWorkerClient(local_sockets=True)
+        x = np.arange(12, dtype=np.float32).reshape(3, 4)
+        token = logs.REQUEST_ID.set("trace-7")
+        try:
+            answers = [await client.infer(f"http://127.0.0.1:{port}", "m:onnx-fp32:cpu:b32", tensors.encode({"X": x}),
+                                          250.0) for _ in range(3)]  # the pooled connection is reused
+        finally:
+            logs.REQUEST_ID.reset(token)
+        big = np.ones((4096, 64), np.float32)  # over the one-buffer size: sent as parts
+        large = await client.infer(f"http://127.0.0.1:{port}", "m", tensors.encode_parts({"X": big}), None)
+        await client.close()
+        server.close()
+        return x, answers, big, large
+
+    x, answers, big, large = run(main())
+    for answer in answers:
+        out = tensors.decode(answer)
+        np.testing.assert_array_equal(out["X"], x * 2)
+        assert json.loads(out["echo"].tobytes()) == ["m:onnx-fp32:cpu:b32", 250.0, "trace-7"]
+    np.testing.assert_array_equal(tensors.decode(large)["X"], big * 2)
+
+
+def test_worker_errors_come_back_as_the_same_errors(worker):
+    port, sock = worker
+
+    async def main():
+        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, _answer, 1 << 20), sock=sock)
+        client = HttpWorkerClient(local_sockets=True)
+        frame = tensors.encode({"X": np.zeros((1, 4), np.float32)})
+        out = []
+        for variant in ("missing", "broken"):
+            try:
+                await client.infer(f"http://127.0.0.1:{port}", variant, frame, None)
+            except errors.InfaasError as exc:
+                out.append(exc)
+        await client.close()
+        server.close()
+        return out
+
+    missing, broken = run(main())
+    assert isinstance(missing, errors.NotFound) and missing.field == "variant"
+    assert isinstance(broken, errors.WorkerFault)  # the worker failing is the API's to retry elsewhere
+
+
+@pytest.mark.parametrize("head, body_len, status", [
+    (b'{"variant": "m"}', 10 << 20, 413),  # over the limit: answered, connection closed
+    (b"not json", 4, 400),
+    (b'{"objective_ms": 5}', 4, 400),  # no variant
+    (b'{"variant": 5}', 4, 400),
+])
+def test_a_bad_request_is_answered_and_the_connection_closed(worker, head, body_len, status):
+    port, sock = worker
+
+    async def main():
+        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, _answer, 1 << 20), sock=sock)
+        reader, writer = await asyncio.open_unix_connection(local_address(port))
+        writer.write(frames.REQUEST.pack(len(head), body_len) + head + b"\0" * min(body_len, 4))
+        await writer.drain()
+        got_status, length = frames.ANSWER.unpack(await reader.readexactly(frames.ANSWER.size))
+        doc = json.loads(await reader.readexactly(length))
+        rest = await reader.read()  # the worker closed the connection
+        writer.close()
+        server.close()
+        return got_status, doc, rest
+
+    got_status, doc, rest = run(main())
+    assert got_status == status and doc["error"] and rest == b""
