@@ -21,15 +21,16 @@ Two things come from AWS rather than from settings, read afresh each time:
   default for GPU and Inferentia) starts a machine to build and profile the
   variants of a newly registered model, and does not release it mid-build.
 
-Environment (validated once per container): ``INFAAS_FLEET_GROUPS`` (JSON
-``{hardware: group name}``) and the ``INFAAS_*`` variables of the adapters
-and of the scaling policy (``INFAAS_SCALE_*``).
+Environment (validated once per container, by the shared readers of
+``infaas.core.settings``, so a bad value names its variable):
+``INFAAS_FLEET_GROUPS`` (JSON ``{hardware: group name}``, parsed by
+``infaas.wiring.aws.fleet_groups``) and the ``INFAAS_*`` variables of the
+adapters and of the scaling policy (``INFAAS_SCALE_*``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import Any, Mapping
@@ -44,25 +45,15 @@ from infaas.adapters.aws.fleet import AsgFleet
 from infaas.adapters.aws.sqs import queue_urls_by_name
 from infaas.app.autoscaler import Autoscaler
 from infaas.app.build import build_lane
-from infaas.core.settings import Settings, SettingsError
+from infaas.core.settings import Settings
 from infaas.wiring import make_adapters
+from infaas.wiring.aws import fleet_groups
 
 logger = Logger()
 # the package's own loggers (infaas.*) log through Powertools too: JSON, with the correlation id
 logging.getLogger("infaas")
 copy_config_to_registered_loggers(source_logger=logger, include={"infaas"})
 metrics = Metrics()
-
-
-def fleet_groups(env: Mapping[str, str]) -> dict[str, str]:
-    raw = env.get("INFAAS_FLEET_GROUPS", "")
-    try:
-        groups = json.loads(raw)
-    except ValueError:
-        raise SettingsError(f"INFAAS_FLEET_GROUPS={raw!r}: expected a JSON object {{hardware: group name}}") from None
-    if not isinstance(groups, dict) or not groups or not all(isinstance(v, str) for v in groups.values()):
-        raise SettingsError(f"INFAAS_FLEET_GROUPS={raw!r}: expected a non-empty JSON object {{hardware: group name}}")
-    return {str(k): v for k, v in groups.items()}
 
 
 class AwsAutoscaler:

@@ -6,6 +6,8 @@ message naming the variable and the value.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Mapping
@@ -17,6 +19,109 @@ DEFAULT_PRICES = "cpu=0.085,gpu=0.526,inferentia=0.7582"
 
 class SettingsError(ValueError):
     pass
+
+
+# --- field readers -----------------------------------------------------------
+# Shared by every entry point that reads the environment (``Settings.from_env``,
+# ``infaas.wiring.aws``, the Lambda handlers, the worker machine's scripts), so
+# that a bad value always stops the process with the variable's name, the value
+# and what was expected. ``parse_*`` check one raw string; ``env_*`` read it
+# from an environment mapping, where unset or blank means "use the default".
+
+
+def _bounds(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    if low is not None:
+        return f">= {low}"
+    return f"<= {high}"
+
+
+def _check_range(name: str, raw: str, value: float, low: float | None, high: float | None) -> None:
+    if (low is not None or high is not None) and not (
+        (low is None or value >= low) and (high is None or value <= high)  # NaN fails both comparisons
+    ):
+        raise SettingsError(f"{name}={raw!r}: must be {_bounds(low, high)}")
+
+
+def parse_int(name: str, raw: str, low: int | None = None, high: int | None = None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected an integer") from None
+    _check_range(name, raw, value, low, high)
+    return value
+
+
+def parse_float(name: str, raw: str, low: float | None = None, high: float | None = None) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if math.isnan(value):
+        raise SettingsError(f"{name}={raw!r}: expected a number")
+    _check_range(name, raw, value, low, high)
+    return value
+
+
+def parse_json_object(name: str, raw: str, shape: str = "{name: string}", *, non_empty: bool = False) -> dict[str, str]:
+    """A JSON object of strings to strings, e.g. ``{"cpu": "group-name"}``."""
+    expected = f"{name}={raw!r}: expected a {'non-empty ' if non_empty else ''}JSON object {shape}"
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise SettingsError(expected) from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise SettingsError(expected)
+    if non_empty and not value:
+        raise SettingsError(expected)
+    return dict(value)
+
+
+def _env_raw(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    return None if raw is None or not raw.strip() else raw.strip()
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, low: int | None = None, high: int | None = None) -> int:
+    raw = _env_raw(env, name)
+    return default if raw is None else parse_int(name, raw, low, high)
+
+
+def env_float(
+    env: Mapping[str, str], name: str, default: float, low: float | None = None, high: float | None = None
+) -> float:
+    raw = _env_raw(env, name)
+    return default if raw is None else parse_float(name, raw, low, high)
+
+
+def env_str(env: Mapping[str, str], name: str, default: str = "") -> str:
+    raw = _env_raw(env, name)
+    return default if raw is None else raw
+
+
+def env_str_required(env: Mapping[str, str], name: str, why: str = "") -> str:
+    raw = _env_raw(env, name)
+    if raw is None:
+        raise SettingsError(f"{name} is not set" + (f": {why}" if why else ""))
+    return raw
+
+
+def env_json_object(
+    env: Mapping[str, str],
+    name: str,
+    shape: str = "{name: string}",
+    *,
+    required: bool = False,
+    non_empty: bool = False,
+) -> dict[str, str] | None:
+    """The variable's JSON object; None when it is unset or blank and not ``required``."""
+    raw = _env_raw(env, name)
+    if raw is None:
+        if required:
+            raise SettingsError(f"{name} is not set: expected a {'non-empty ' if non_empty else ''}JSON object {shape}")
+        return None
+    return parse_json_object(name, raw, shape, non_empty=non_empty)
 
 
 def parse_prices(text: str) -> dict[str, HardwareType]:
@@ -114,13 +219,12 @@ class Settings:
                 continue
             raw = env[var]
             kind = type(f.default)
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise SettingsError(f"{var}={raw!r}: expected {kind.__name__}") from None
-            if kind in (int, float) and value < 0:
-                raise SettingsError(f"{var}={raw!r}: must be >= 0")
-            values[f.name] = value
+            if kind is int:
+                values[f.name] = parse_int(var, raw, low=0)
+            elif kind is float:
+                values[f.name] = parse_float(var, raw, low=0)
+            else:
+                values[f.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)
 

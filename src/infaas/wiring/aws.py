@@ -15,6 +15,10 @@ with a message naming it:
 | ``INFAAS_MAX_RECEIVES`` | deliveries before a job dead-letters; must equal the queues' redrive policy (default 3) | |
 | ``INFAAS_QUEUE_WAIT_S`` | SQS long-poll seconds for ``receive`` (0..20, default 0); workers use 10 to cut idle requests | worker env |
 | ``INFAAS_MODEL_CACHE_DIR`` | where ``S3ModelStore.local_path`` keeps downloads (default under the temp folder) | |
+| ``INFAAS_FLEET_GROUPS`` | the autoscaler's worker groups, a non-empty JSON object ``{hardware: group name}`` (``fleet_groups``) | the CDK stack (autoscaler Lambda) |
+
+Every value goes through the field readers of ``infaas.core.settings``
+(``env_int``, ``env_json_object``, ...), as ``Settings`` does.
 
 Region, credentials and endpoint come from the SDK's usual chain
 (``AWS_REGION``/``AWS_DEFAULT_REGION``, the function's or instance's role,
@@ -25,7 +29,6 @@ Identity behind API Gateway is ``infaas.api.aws``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -35,7 +38,14 @@ from infaas.adapters.aws.dynamodb import DynamoItemTable
 from infaas.adapters.aws.s3 import S3ModelStore
 from infaas.adapters.aws.sqs import SqsJobQueue, queue_urls_by_name
 from infaas.app.store import MetadataStore
-from infaas.core.settings import Settings, SettingsError
+from infaas.core.settings import (
+    Settings,
+    SettingsError,
+    env_int,
+    env_json_object,
+    env_str,
+    env_str_required,
+)
 
 
 @dataclass(frozen=True)
@@ -53,46 +63,28 @@ class AwsResources:
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> "AwsResources":
         env = os.environ if env is None else env
-
-        def required(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise SettingsError(f"{name} is not set: the AWS backend needs it (see docs/aws.md)")
-            return value
-
-        def integer(name: str, default: int, low: int, high: int) -> int:
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise SettingsError(f"{name}={raw!r}: expected an integer") from None
-            if not low <= value <= high:
-                raise SettingsError(f"{name}={raw!r}: must be between {low} and {high}")
-            return value
-
-        urls = None
-        raw_urls = env.get("INFAAS_QUEUE_URLS", "").strip()
-        if raw_urls:
-            try:
-                urls = json.loads(raw_urls)
-            except ValueError:
-                raise SettingsError(f"INFAAS_QUEUE_URLS={raw_urls!r}: expected a JSON object {{lane: url}}") from None
-            if not isinstance(urls, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in urls.items()):
-                raise SettingsError(f"INFAAS_QUEUE_URLS={raw_urls!r}: expected a JSON object {{lane: url}}")
-        prefix = env.get("INFAAS_QUEUE_PREFIX", "").strip()
+        urls = env_json_object(env, "INFAAS_QUEUE_URLS", "{lane: queue URL}")
+        prefix = env_str(env, "INFAAS_QUEUE_PREFIX")
         if urls is None and not prefix:
             raise SettingsError("set INFAAS_QUEUE_PREFIX (queues named <prefix><lane>) or INFAAS_QUEUE_URLS")
+        needed = "the AWS backend needs it (see docs/aws.md)"
         return AwsResources(
-            table=required("INFAAS_TABLE"),
-            bucket=required("INFAAS_BUCKET"),
+            table=env_str_required(env, "INFAAS_TABLE", needed),
+            bucket=env_str_required(env, "INFAAS_BUCKET", needed),
             queue_prefix=prefix,
             queue_urls=urls,
-            max_receives=integer("INFAAS_MAX_RECEIVES", 3, 1, 1000),
-            queue_wait_s=integer("INFAAS_QUEUE_WAIT_S", 0, 0, 20),
+            max_receives=env_int(env, "INFAAS_MAX_RECEIVES", 3, 1, 1000),
+            queue_wait_s=env_int(env, "INFAAS_QUEUE_WAIT_S", 0, 0, 20),
             model_cache_dir=env.get("INFAAS_MODEL_CACHE_DIR") or None,
         )
+
+
+def fleet_groups(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``INFAAS_FLEET_GROUPS``: the autoscaler's worker groups, a JSON object ``{hardware: group name}``."""
+    env = os.environ if env is None else env
+    groups = env_json_object(env, "INFAAS_FLEET_GROUPS", "{hardware: group name}", required=True, non_empty=True)
+    assert groups is not None
+    return groups
 
 
 class AwsAdapters:

@@ -47,8 +47,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from infaas.adapters import logs
 from infaas.adapters.aws._sdk import default_client, sdk_errors
 from infaas.core.errors import InvalidInput, NotFound
+from infaas.core.settings import env_float, env_str
 
 log = logging.getLogger("infaas.fleet")
 
@@ -224,15 +226,27 @@ def _systemctl(*args: str) -> None:
     subprocess.run(["systemctl", *args], check=False, timeout=120)
 
 
+def drain_watch_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """``drain-watch``'s defaults from the environment (``INFAAS_GROUP``, ``INFAAS_DRAIN_S``), read with
+    the shared readers of ``infaas.core.settings``: a bad value raises ``SettingsError`` naming its variable."""
+    return {
+        "group": env_str(env, "INFAAS_GROUP") or None,
+        "drain_s": env_float(env, "INFAAS_DRAIN_S", 5.0, low=0),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m infaas.adapters.aws.fleet")
     sub = parser.add_subparsers(dest="command", required=True)
     watch = sub.add_parser("drain-watch", help="on a worker machine: drain the worker before the instance terminates")
-    watch.add_argument("--group", default=os.environ.get("INFAAS_GROUP"), help="this instance's Auto Scaling group")
+    defaults = drain_watch_env(os.environ)
+    watch.add_argument("--group", default=defaults["group"],
+                       help="this instance's Auto Scaling group (default: INFAAS_GROUP)")
     watch.add_argument("--unit", default="infaas-worker.service", help="the worker's systemd unit")
-    watch.add_argument("--drain-s", type=float, default=float(os.environ.get("INFAAS_DRAIN_S", "5")))
+    watch.add_argument("--drain-s", type=float, default=defaults["drain_s"],
+                       help="seconds between draining and stopping the worker (default: INFAAS_DRAIN_S, 5)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure("drain-watcher")
     instance_id = imds_get("instance-id")
     if not args.group or not instance_id:
         parser.error("needs --group (or INFAAS_GROUP) and instance metadata")
