@@ -1,4 +1,7 @@
-"""The ``infaas`` command: up, register, models, workers, query, demo, sim."""
+"""The ``infaas`` command: up, register, models, workers, query, jobs, events, tenants, demo, sim.
+
+The top layer: it may import every other package.
+"""
 
 from __future__ import annotations
 

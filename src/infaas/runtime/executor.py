@@ -32,7 +32,7 @@ from infaas.core.domain import Variant
 from infaas.core.errors import ExecutorError, InfaasError, InvalidInput
 from infaas.core.runtimes import OTHER_RUNTIMES, PROVIDERS, required_runtimes  # noqa: F401 (re-exported)
 
-log = logging.getLogger("infaas.worker")
+log = logging.getLogger("infaas.runtime")
 
 
 class Executor(Protocol):

@@ -21,7 +21,7 @@ from infaas.core.domain import PENDING, WORKER_UP, Variant, Worker
 from infaas.core.runtimes import required_runtimes
 from infaas.runtime.generate import PLANS
 
-log = logging.getLogger("infaas.worker")
+log = logging.getLogger("infaas.runtime")
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -23,7 +23,8 @@ What is modelled, and how the product does the same thing:
   worker: the worker also caps a batch at the variant's efficient batch
   (``batching.replica_limits``); the simulator does not. With that cap the
   published comparison gets worse for the product's policy on these GPU
-  profiles (zipf_exponential: 0.93 % -> 1.59 % violations), so which rule both
+  profiles (zipf_exponential: 0.93 % -> 1.59 % violations, zipf_exponential_bursty:
+  6.57 % -> 12.57 %), so which rule both
   should run is an open decision, measured before it is made. A machine runs one batch
   at a time (the worker's compute pool has one thread), batches of its
   replicas in the order they were formed.

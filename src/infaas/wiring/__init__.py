@@ -3,6 +3,8 @@
 Everything that needs the store, the model files or the job queue (the API,
 the workers, the Lambda functions) gets them from here, so the same code runs
 on SQLite and a folder locally and on DynamoDB, S3 and SQS on AWS.
+
+May import: ``infaas.app``, ``infaas.adapters`` and below (the front ends import this).
 """
 
 from __future__ import annotations

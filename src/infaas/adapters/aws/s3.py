@@ -1,7 +1,7 @@
 """S3 adapter: the model store in one bucket, with a local cache for ``local_path``.
 
-Object keys are the store's keys unchanged (``models/<tenant>/<name>/...``,
-``variants/<architecture>/<variant id>/...``), checked with the same
+Object keys are the store's keys unchanged (``architectures/<name>/<hash>.onnx``,
+``variants/<architecture>/<variant id>.onnx``, ``uploads/<id>/...``), checked with the same
 ``check_key`` as the folder store, so a key that is unsafe as a path on a
 worker's disk is refused before anything is sent.
 

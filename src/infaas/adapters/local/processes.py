@@ -1,7 +1,7 @@
 """The local ``Fleet`` (``infaas.core.ports.Fleet``): worker processes on this machine.
 
-`infaas up` starts one per core (``python -m infaas.worker``, each also on a
-local socket the API prefers); the autoscaler adds workers with
+`infaas up` starts ``INFAAS_WORKERS`` of them (``python -m infaas.worker``, each
+also on a local socket the API prefers); the autoscaler adds workers with
 ``set_desired`` and removes one with ``drain`` (SIGTERM: the worker stops
 taking work, finishes its queue, deregisters and exits), as the Auto Scaling
 groups do on AWS (``adapters/aws/fleet.py``).

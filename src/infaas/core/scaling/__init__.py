@@ -1,8 +1,9 @@
 """Autoscaling policy: a pure function from a snapshot to a plan.
 
-``plan(snapshot, state) -> (ScalingPlan, PolicyState)`` reads nothing and
-writes nothing. The local control loop, the AWS autoscaler function and the
-simulator call it with the same snapshot types; the state travels through the
+``plan(snapshot, state, current) -> (ScalingPlan, PolicyState)`` reads nothing
+and writes nothing. The local control loop, the AWS autoscaler function and the
+simulator call it through ``control_period`` (which works out ``current``, the
+placement the plan starts from) with the same snapshot types; the state travels through the
 metadata store between calls (a Lambda remembers nothing).
 
 It is built from small steps, each a function tested alone:

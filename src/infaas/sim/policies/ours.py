@@ -10,16 +10,16 @@
   (The live API refreshes its snapshot every 0.2 s from 0.5 s heartbeats;
   every simulated policy routes on current queues, so the comparison is
   like for like.)
-* Every ``params.period_s``: ``infaas.core.scaling.plan(Snapshot, PolicyState,
-  current)`` exactly as ``autoscaler.Autoscaler.run_once`` calls it (workers
+* Every ``params.period_s``: ``infaas.core.scaling.control_period(Snapshot, PolicyState,
+  previous)`` exactly as ``app.autoscaler.Autoscaler.run_once`` calls it (workers
   with their replica loads over the period, ready variants, prices, the
   fleet's desired counts, the previous assignments joined with what is
   loaded); then the fleet is set to the desired counts, the drained workers
   drain, and each worker reconciles toward its assignment with the worker's
-  own ``worker.reconcile.reconcile`` (grace ``max(5, 3 * period)`` s).
+  own ``core.reconcile.reconcile`` (grace ``core.reconcile.grace_s``: ``max(5, 3 * period)`` s).
 
 The functions are looked up on their modules at each call
-(``selection.select``, ``scaling.plan``), so the production code is what
+(``selection.select``, ``scaling.control_period``), so the production code is what
 runs; ``tests/unit/test_sim.py`` proves it by wrapping them.
 """
 
