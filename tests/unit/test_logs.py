@@ -27,7 +27,7 @@ def lines(out: io.StringIO) -> list[dict]:
 
 
 def test_lines_carry_the_request_id_of_the_query_being_handled(stream):
-    log = logging.getLogger("infaas.worker")
+    log = logging.getLogger("logs-under-test.worker")  # outside "infaas": Powertools may own those loggers
     log.info("before")
     token = logs.REQUEST_ID.set("trace-1")
     try:
@@ -38,7 +38,7 @@ def test_lines_carry_the_request_id_of_the_query_being_handled(stream):
     before, during, after = lines(stream)
     assert "request_id" not in before and "request_id" not in after
     assert during["request_id"] == "trace-1" and during["message"] == "during work"
-    assert during["level"] == "WARNING" and during["service"] == "worker" and during["logger"] == "infaas.worker"
+    assert during["level"] == "WARNING" and during["service"] == "worker" and during["logger"] == "logs-under-test.worker"
     assert during["location"].startswith("test_lines_carry_the_request_id")
     assert during["timestamp"].endswith("Z")
 
@@ -47,7 +47,7 @@ def test_exceptions_are_one_json_field(stream):
     try:
         raise ValueError("boom")
     except ValueError:
-        logging.getLogger("infaas.api").exception("failed")
+        logging.getLogger("logs-under-test.api").exception("failed")
     (line,) = lines(stream)
     assert line["message"] == "failed" and "ValueError: boom" in line["exception"]
 
