@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/quick.py [tiny] [squeeze] [--fastapi] [--seconds 3]
 
-Re-uses the pieces of ``bench/run.py`` (client, requests, models) and keeps the
-stack's data under ``bench/.work/quick-data`` so later runs skip building and
-profiling the variants. For iterating on the hot path; ``make bench`` is the
-measurement of record.
+Re-uses the pieces of ``bench/run.py``, in ``bench/benchlib/`` (client, requests,
+models), and keeps the stack's data under ``bench/.work/quick-data`` so later runs
+skip building and profiling the variants. For iterating on the hot path; ``make bench``
+is the measurement of record.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as B  # noqa: E402
+from benchlib.client import Result, infaas_request, measure, raw_request, run_client  # noqa: E402
+from benchlib.config import ROOT, SQUEEZE, SQUEEZE_TASK, TINY, WORK, WORKERS  # noqa: E402
+from benchlib.models import build_squeezenet  # noqa: E402
+from benchlib.procs import _procs_of  # noqa: E402
+from benchlib.servers import Server, _free_port  # noqa: E402
 
 from infaas.cli import digits  # noqa: E402
 from infaas.client import Client  # noqa: E402
@@ -29,7 +33,7 @@ from infaas.local.launcher import StackProcess  # noqa: E402
 def _leaders(root: int) -> str:
     """CPU seconds of each process of a tree, for a per-process share."""
     out = {}
-    for pid, f in B._procs_of(root).items():
+    for pid, f in _procs_of(root).items():
         out[pid] = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
     return out
 
@@ -45,7 +49,7 @@ def _prio(nice: int | None, *pids: int) -> None:
             print(f"autogroup nice of {pid}: {exc}")
 
 
-def show(label: str, r: B.Result, before: dict, after: dict) -> None:
+def show(label: str, r: Result, before: dict, after: dict) -> None:
     per = ", ".join(f"{(after[p] - before.get(p, 0)) / r.wall_s * 100:.0f}%" for p in sorted(after))
     print(f"{label:22} c={r.concurrency:<3} {r.ok:>7,} ok {r.bad} bad  p50 {r.pct(50):7.3f}  p99 {r.pct(99):8.3f} ms  "
           f"{r.rps:8,.1f} req/s  client {r.cpu_share * 100:3.0f}%  server {r.server_share * 100:3.0f}% "
@@ -63,29 +67,29 @@ def main() -> None:
                         "work in other sessions does not take a fair share of the cores meanwhile)")
     p.add_argument("--profile", default="", help="a folder: py-spy records each INFaaS process (py-spy on PATH)")
     args = p.parse_args()
-    data_dir = os.path.join(B.WORK, "quick-data")
+    data_dir = os.path.join(WORK, "quick-data")
     os.makedirs(data_dir, exist_ok=True)
-    stack = StackProcess(workers=B.WORKERS, data_dir=data_dir, log_path=os.path.join(B.WORK, "quick-stack.log"))
+    stack = StackProcess(workers=WORKERS, data_dir=data_dir, log_path=os.path.join(WORK, "quick-stack.log"))
     fastapi = None
     try:
         stack.start()
         _prio(args.prio, os.getpid(), stack.proc.pid)
         client = Client(stack.url, api_key=stack.api_key, timeout_s=120.0)
         data = digits.split()
-        tiny_path = os.path.join(B.WORK, "quick-tiny.onnx")
-        sq_path = os.path.join(B.WORK, "quick-squeeze.onnx")
+        tiny_path = os.path.join(WORK, "quick-tiny.onnx")
+        sq_path = os.path.join(WORK, "quick-squeeze.onnx")
         if not os.path.exists(sq_path):
-            B.build_squeezenet(sq_path)
+            build_squeezenet(sq_path)
         if not os.path.exists(tiny_path):
-            t = digits.train(os.path.join(B.WORK, "quick-models"), names=[B.TINY], data=data)[0]
+            t = digits.train(os.path.join(WORK, "quick-models"), names=[TINY], data=data)[0]
             shutil.copyfile(t.path, tiny_path)
-        names = {"tiny": B.TINY, "squeeze": B.SQUEEZE}
+        names = {"tiny": TINY, "squeeze": SQUEEZE}
         for key in args.models:
             try:
                 if key == "tiny":
-                    client.register(tiny_path, name=B.TINY, task=digits.TASK, accuracy=0.9)
+                    client.register(tiny_path, name=TINY, task=digits.TASK, accuracy=0.9)
                 else:
-                    client.register(sq_path, name=B.SQUEEZE, task=B.SQUEEZE_TASK, accuracy=0.5)
+                    client.register(sq_path, name=SQUEEZE, task=SQUEEZE_TASK, accuracy=0.5)
             except Exception as exc:  # already there
                 print("register:", exc)
         client.wait_ready([names[k] for k in args.models], timeout_s=300)
@@ -99,13 +103,13 @@ def main() -> None:
         for key in args.models:
             _, d = client.infer(inputs[key], architecture=names[key])
             chosen[key] = d["variant"]
-            path = os.path.join(B.WORK, f"quick-{key}.variant.onnx")
+            path = os.path.join(WORK, f"quick-{key}.variant.onnx")
             shutil.copyfile(adapters.models.local_path(adapters.store.get_variant(d["variant"]).model_key), path)
         if args.fastapi:
-            port = B._free_port()
-            fastapi = B.Server("fastapi", [sys.executable, os.path.join(B.ROOT, "bench", "baseline_server.py"),
-                                           *(f"{k}={os.path.join(B.WORK, f'quick-{k}.variant.onnx')}" for k in args.models),
-                                           "--port", str(port)], os.path.join(B.WORK, "quick-fastapi.log"),
+            port = _free_port()
+            fastapi = Server("fastapi", [sys.executable, os.path.join(ROOT, "bench", "baseline_server.py"),
+                                           *(f"{k}={os.path.join(WORK, f'quick-{k}.variant.onnx')}" for k in args.models),
+                                           "--port", str(port)], os.path.join(WORK, "quick-fastapi.log"),
                                health=f"http://127.0.0.1:{port}/health")
             fastapi.port = port
             fastapi.start().wait_ready(30)
@@ -113,10 +117,10 @@ def main() -> None:
         for key in args.models:
             for conc in (int(c) for c in args.conc.split(",")):
                 systems = [("infaas", stack.port, stack.proc.pid,
-                            B.infaas_request(stack.port, chosen[key], inputs[key], stack.api_key))]
+                            infaas_request(stack.port, chosen[key], inputs[key], stack.api_key))]
                 if fastapi:
                     systems.append(("fastapi", fastapi.port, fastapi.pid,
-                                    B.raw_request(fastapi.port, f"/{key}/infer", inputs[key])))
+                                    raw_request(fastapi.port, f"/{key}/infer", inputs[key])))
                 for name, port, root, req in systems:
                     spies = []
                     if args.profile and name == "infaas":
@@ -127,10 +131,10 @@ def main() -> None:
                                                    "-r", "200", "-f", "raw", "-o",
                                                    os.path.join(args.profile, f"{key}-c{conc}-{pid}.txt")],
                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                                 for pid in B._procs_of(root)]
+                                 for pid in _procs_of(root)]
                         time.sleep(0.5)
                     before = _leaders(root)
-                    r = B.run_client(B.measure(name, port, root, req, conc, 0.5, args.seconds, 1_000_000))
+                    r = run_client(measure(name, port, root, req, conc, 0.5, args.seconds, 1_000_000))
                     show(f"{name} {key}", r, before, _leaders(root))
                     for spy in spies:
                         spy.wait()
