@@ -26,7 +26,7 @@ from infaas.local.launcher import StackProcess
 pytestmark = pytest.mark.e2e
 
 OBJECTIVE_MS = 1000.0
-ROWS = 32  # rows per request
+ROWS = 256  # rows per request: enough work per request that one client process can load several replicas
 
 
 def heavy_mlp(path: str) -> None:
