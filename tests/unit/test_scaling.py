@@ -236,3 +236,15 @@ def test_placement_changes_are_listed_for_the_event_log():
     assert placement_changes(before, after) == [
         "unassign b from w1", "assign c to w2", "assign b to w3",
     ]
+
+
+def test_demand_comes_out_in_one_order_whatever_order_it_came_in():
+    """Sums over the estimate (demand per task in a pinned fleet) depend on the order they add in,
+    to the last bit; an order taken from a set of strings would change with the interpreter's hash
+    seed and so would the plans. The estimate's order is the variants' sorted ids."""
+    rates = {"c:onnx-fp32:cpu:b8": 0.1, "a:onnx-fp32:cpu:b8": 0.2, "b:onnx-fp32:cpu:b8": 0.3, "d:onnx-fp32:cpu:b8": 1e-17}
+    forward = estimate_demand(rates, {"e:onnx-fp32:cpu:b8": 5.0}, decay=0.5)
+    backward = estimate_demand(dict(reversed(list(rates.items()))), {"e:onnx-fp32:cpu:b8": 5.0}, decay=0.5)
+    assert list(forward) == list(backward) == sorted(forward)
+    assert "d:onnx-fp32:cpu:b8" not in forward  # below 0.01 rows/s: dropped
+    assert sum(forward.values()) == sum(backward.values())

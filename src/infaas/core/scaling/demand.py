@@ -37,7 +37,7 @@ def observed_demand(workers: tuple[Worker, ...], period_s: float, previous_queue
 
 
 def estimate_demand(observed: Mapping[str, float], previous: Mapping[str, float], decay: float) -> dict[str, float]:
-    keys = set(observed) | set(previous)
+    keys = sorted(set(observed) | set(previous))  # a fixed order: later sums over this dict are exact to the bit
     est = {k: max(observed.get(k, 0.0), decay * previous.get(k, 0.0)) for k in keys}
     return {k: v for k, v in est.items() if v >= 0.01}
 
