@@ -57,6 +57,11 @@ class Result:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
     @property
+    def cpu_ms_per_answer(self) -> float:
+        """CPU of all the server's processes per 200 answer, in ms."""
+        return self.server_cpu_s * 1000 / self.ok if self.ok else float("nan")
+
+    @property
     def rps(self) -> float:
         return self.ok / self.wall_s if self.wall_s else float("nan")
 

@@ -94,13 +94,13 @@ def model_table(model: str, systems: tuple[str, ...], res: dict[str, dict[int, R
     ours = res.get("infaas", {})
     o1, o32 = ours.get(1), ours.get(32)
     out = ["| system | c=1 p50 ms | c=1 p99 ms | c=32 req/s | c=32 p50 ms | c=32 p99 ms | non-200 / errors "
-           "| client CPU c=1 / c=32 | server CPU c=1 / c=32 | machine CPU c=32 | INFaaS ÷ system: c=32 req/s "
-           "| c=1 p50 | c=32 p99 |",
-           "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+           "| client CPU c=1 / c=32 | server CPU c=1 / c=32 | server CPU ms per answer c=1 / c=32 "
+           "| machine CPU c=32 | INFaaS ÷ system: c=32 req/s | c=1 p50 | c=32 p99 |",
+           "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for key in systems:
         label = LABELS[key]
         if key in missing:
-            out.append(f"| {label} | not measured: {missing[key][:160]} |" + " |" * 11)
+            out.append(f"| {label} | not measured: {missing[key][:160]} |" + " |" * 12)
             continue
         r1, r32 = res[key].get(1), res[key].get(32)
         name = f"**{label}**" if key == "infaas" else label
@@ -110,16 +110,17 @@ def model_table(model: str, systems: tuple[str, ...], res: dict[str, dict[int, R
             _ratio(o32.pct(99), r32.pct(99)) if o32 and r32 else "-")
         out.append(f"| {name} | {_f(r1.pct(50), 3)} | {_f(r1.pct(99), 3)} | {_f(r32.rps, 0)} | {_f(r32.pct(50), 2)} "
                    f"| {_f(r32.pct(99), 2)} | {_bad([r1, r32])} | {_pc(r1.cpu_share)} / {_pc(r32.cpu_share)} "
-                   f"| {_pc(r1.server_share)} / {_pc(r32.server_share)} | {_pc(r32.machine_share)} "
+                   f"| {_pc(r1.server_share)} / {_pc(r32.server_share)} "
+                   f"| {_f(r1.cpu_ms_per_answer, 3)} / {_f(r32.cpu_ms_per_answer, 3)} | {_pc(r32.machine_share)} "
                    f"| {ratios[0]} | {ratios[1]} | {ratios[2]} |")
     for label, r in raw.items():
         if "error" in r:
-            out.append(f"| {label} | not measured: {r['error'][:160]} |" + " |" * 11)
+            out.append(f"| {label} | not measured: {r['error'][:160]} |" + " |" * 12)
             continue
         ratio = f"**{_ratio(o32.rps, r['per_s'])}**" if o32 else "-"
         out.append(f"| {label} | {_f(r['p50_ms'], 3)} (one call) | {_f(r['p99_ms'], 3)} (one call) "
                    f"| {_f(r['per_s'], 0)} inferences/s | | | 0 | no client | {_pc(r['cpu_s'] / r['wall_s'])} "
-                   f"| | {ratio} | | |")
+                   f"| {_f(r['cpu_s'] * 1000 / max(r['per_s'] * r['wall_s'], 1), 3)} | | {ratio} | | |")
     return "\n".join(out)
 
 
@@ -236,7 +237,8 @@ def section(info, versions, peers_state, peers_s, chosen, ready_s, results, raw,
         "### How it was measured",
         "",
         "- **INFaaS**: `infaas up` with "
-        f"{WORKERS} CPU workers, queried over its OIP binary endpoint `POST /v2/models/{{variant_id}}/infer` (JSON "
+        f"{WORKERS} CPU workers and no tenant rate limit (`INFAAS_TENANT_RPS=0`: every answer must be a 200), "
+        "queried over its OIP binary endpoint `POST /v2/models/{{variant_id}}/infer` (JSON "
         "header + raw bytes, `Inference-Header-Content-Length`, binary output, `Authorization: Bearer`): API process "
         "(uvicorn, the inference routes on a bare ASGI path in front of FastAPI: parse, authenticate, select; "
         "concurrent queries for one variant and worker coalesced into one call of at most the variant's efficient "
@@ -271,7 +273,9 @@ def section(info, versions, peers_state, peers_s, chosen, ready_s, results, raw,
         "answers / wall time. **non-200 / errors**: other statuses and transport errors, never in the latencies.",
         "- **client CPU**: the benchmark process's CPU time / wall time (near 100%, the client, not the server, "
         "bounds the figure); **server CPU**: CPU time of all the server's processes / wall time in % of one core "
-        f"(up to {CORES * 100}%); **machine CPU**: busy share of all cores (`/proc/stat`) during the measurement.",
+        f"(up to {CORES * 100}%); **server CPU ms per answer**: CPU time of all the server's processes / 200 "
+        "answers (for raw onnxruntime: per inference), what one answer costs whatever the concurrency; "
+        "**machine CPU**: busy share of all cores (`/proc/stat`) during the measurement.",
         "- **INFaaS ÷ system**: for req/s above 1× means INFaaS serves more; for latency below 1× means INFaaS "
         "answers faster.",
     ]
