@@ -12,17 +12,15 @@ import pytest
 
 from infaas.cli import digits
 from infaas.core.domain import Variant
-from infaas.core.errors import NeuronUnavailable
+from infaas.core.errors import ExecutorError, NeuronUnavailable
+from infaas.core.runtimes import PROVIDERS, required_runtimes
 from infaas.runtime.convert import torchscript_variant
 from infaas.runtime.executor import (
-    PROVIDERS,
-    ExecutorError,
     OnnxRuntimeExecutor,
     check_no_fallback,
     load_executor,
     provider_options,
     providers_for,
-    required_runtimes,
     visible_neuron_cores,
 )
 from infaas.runtime.generate import build_variant

@@ -19,13 +19,13 @@ from infaas.core import errors, tensors
 async def _answer(variant_id, objective, rid, body):
     """A stand-in worker: doubles the tensors, or answers the error a variant id names."""
     if variant_id == "missing":
-        return errors.encode(errors.NotFound("no variant 'missing'", field="variant"))[0::3]
+        return errors.encode(errors.NotFound("no variant 'missing'", field="variant"))
     if variant_id == "broken":
-        return errors.internal("worker error: ValueError")[0::3]
+        return errors.internal("worker error: ValueError")
     feed = tensors.decode(body)
     out = {k: v * 2 for k, v in feed.items()}
     out["echo"] = np.frombuffer(json.dumps([variant_id, objective, rid]).encode(), np.uint8)
-    return 200, tensors.encode(out)
+    return 200, tensors.CONTENT_TYPE.encode(), [], tensors.encode(out)
 
 
 @pytest.fixture

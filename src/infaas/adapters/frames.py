@@ -17,6 +17,8 @@ import asyncio
 import json
 import struct
 
+from infaas.core import errors
+
 REQUEST = struct.Struct("!II")
 ANSWER = struct.Struct("!HI")
 MAX_HEADER = 4096
@@ -30,10 +32,8 @@ def request(variant_id: str, objective_ms: float | None, request_id: str | None,
 
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer, limit: int) -> None:
     """A worker's side of one connection: ``answer(variant_id, objective_ms, request_id, body)`` ->
-    (status, body) for each request, until the client closes it. A request over ``limit`` bytes,
+    (status, media type, headers, body) for each request (only the status and the body travel), until the client closes it. A request over ``limit`` bytes,
     or a malformed one, is answered and the connection closed (its stream cannot be trusted)."""
-    from infaas.core import errors
-
     try:
         while True:
             try:
@@ -57,7 +57,8 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answ
                 await writer.drain()
                 return
             body = await reader.readexactly(body_len)
-            status, payload = await answer(variant_id, objective, rid if isinstance(rid, str) else None, body)
+            status, _media, _headers, payload = await answer(variant_id, objective,
+                                                             rid if isinstance(rid, str) else None, body)
             writer.writelines([ANSWER.pack(status, len(payload)), payload])
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):

@@ -30,8 +30,10 @@ HEADER = b"x-request-id"
 _SAFE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
-def request_id_from(value: bytes | None) -> str:
+def request_id_from(value: bytes | str | None) -> str:
     """The caller's id when it is safe to log and echo, else a new one."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "replace")
     if value is not None and _SAFE.fullmatch(value):
         return value.decode("ascii")
     return uuid.uuid4().hex

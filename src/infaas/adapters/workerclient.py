@@ -54,9 +54,9 @@ class _Conn(asyncio.Protocol):
     """One keep-alive connection to a worker: one request at a time, the answer
     parsed straight from ``data_received`` (status line, Content-Length, body)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, frames: bool = False) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, framed: bool = False) -> None:
         self.loop = loop
-        self.frames = frames  # the local frame protocol (adapters/frames.py) instead of HTTP/1.1
+        self.framed = framed  # the local frame protocol (adapters/frames.py) instead of HTTP/1.1
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.waiter: asyncio.Future | None = None
@@ -84,7 +84,7 @@ class _Conn(asyncio.Protocol):
             self.abort()
             return
         self.answered = True
-        if self._length < 0 and self.frames:
+        if self._length < 0 and self.framed:
             self._head += data
             if len(self._head) < frames.ANSWER.size:
                 return
@@ -179,7 +179,7 @@ class HttpWorkerClient(WorkerClient):
         objective = None if objective_ms is None else float(objective_ms)
 
         def parts_for(conn: _Conn) -> list:
-            if conn.frames:  # the local socket: frames (adapters/frames.py)
+            if conn.framed:  # the local socket: frames (adapters/frames.py)
                 out = frames.request(variant_id, objective, rid, chunks, size)
             else:
                 extra = f"x-infaas-objective-ms: {objective!r}\r\n" if objective is not None else ""
@@ -219,7 +219,7 @@ class HttpWorkerClient(WorkerClient):
                     self._no_local.clear()
                 self._no_local.add(addr)
             else:
-                _, conn = await loop.create_unix_connection(lambda: _Conn(loop, frames=True), sock=sock)
+                _, conn = await loop.create_unix_connection(lambda: _Conn(loop, framed=True), sock=sock)
                 return conn
         _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Conn(loop), *addr), self.timeout_s)
         return conn

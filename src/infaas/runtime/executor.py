@@ -30,7 +30,7 @@ import numpy as np
 
 from infaas.core.domain import Variant
 from infaas.core.errors import ExecutorError, InfaasError, InvalidInput
-from infaas.core.runtimes import OTHER_RUNTIMES, PROVIDERS, required_runtimes  # noqa: F401 (re-exported)
+from infaas.core.runtimes import PROVIDERS
 
 log = logging.getLogger("infaas.runtime")
 

@@ -273,10 +273,6 @@ class WorkerAgent:
             status, media, extra, payload = errors.encode(NotFound(f"no route {path!r} on a worker", field="path"))
             await send_bytes(send, status, media, payload, extra)
 
-    # ``limit`` and ``match``: the agent is its own inference route table (adapters.http.asgi)
-    def match(self, path: str):
-        return self.answer_infer if path.startswith("/v1/infer/") else None
-
     async def answer_infer(self, path: str, headers: list, body: bytes) -> tuple[int, bytes, list, bytes]:
         """``POST /v1/infer/{variant}`` (HTTP, from an API on another machine)."""
         objective = rid = None
@@ -287,20 +283,16 @@ class WorkerAgent:
                 except ValueError:
                     return errors.encode(InvalidInput("x-infaas-objective-ms must be a number", field="headers"))
             elif k == logs.HEADER:
-                rid = v.decode("latin-1")
+                rid = v
         return await self.answer(path[len("/v1/infer/") :], objective, rid, body)
 
-    async def answer_frame(self, variant_id: str, objective: float | None, rid: str | None, body: bytes):
-        """One request on the local frame socket (``adapters/frames.py``)."""
-        status, _, _, payload = await self.answer(variant_id, objective, rid, body)
-        return status, payload
-
-    async def answer(self, variant_id: str, objective: float | None, rid: str | None,
+    async def answer(self, variant_id: str, objective: float | None, rid: str | bytes | None,
                      body: bytes) -> tuple[int, bytes, list, bytes]:
-        """Run ``body`` (a tensor frame) through the variant's replica, loading it if needed."""
+        """Run ``body`` (a tensor frame) through the variant's replica, loading it if needed: the one
+        handler behind the HTTP route, the local frame socket and the in-process client."""
         self.inflight += 1
         self.last_online = time.monotonic()
-        token = logs.REQUEST_ID.set(None if rid is None else logs.request_id_from(rid.encode("latin-1")))
+        token = logs.REQUEST_ID.set(None if rid is None else logs.request_id_from(rid))
         try:
             feed = tensors.decode(body)
             if not feed:
@@ -327,7 +319,7 @@ class WorkerAgent:
                 if self.frame_socket is not None:  # the API on this machine sends frames here
                     limit = self.limit
                     self._frame_server = await asyncio.start_unix_server(
-                        lambda r, w: frames.serve(r, w, self.answer_frame, limit), sock=self.frame_socket)
+                        lambda r, w: frames.serve(r, w, self.answer, limit), sock=self.frame_socket)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._frame_server is not None:
