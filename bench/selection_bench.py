@@ -66,7 +66,8 @@ def main() -> None:
     args = ap.parse_args()
     variants, workers = build(args.variants, args.replicas)
     t0 = time.perf_counter()
-    catalogue, cluster = Catalogue.build(variants), Cluster.build(workers, HW)
+    catalogue = Catalogue.build(variants, HW)
+    cluster = Cluster.build(workers, HW, catalogue=catalogue)
     build_ms = (time.perf_counter() - t0) * 1000
     rng = random.Random(1)
     queries = []

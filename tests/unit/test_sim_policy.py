@@ -161,7 +161,7 @@ def test_baselines_serve_a_small_trace(policy):
 def test_clipper_sizes_for_the_mean_and_adapts_its_batch():
     w = data.synthetic_workload({TASK: 300.0}, 6.0, seed=6)
     p = Clipper()
-    sim = Simulator(w, [A, B], p, SPEC).run()
+    Simulator(w, [A, B], p, SPEC).run()
     reps = p.by_task[TASK]
     # one variant (b is as cheap and more accurate... both cost the same per row: cheapest by id -> a);
     # mean 300 rows/s / (8 rows per 10 ms = 800 rows/s) -> 1 replica at 100 % utilisation

@@ -71,33 +71,71 @@ from infaas.core.runtimes import required_runtimes
 
 @dataclass(frozen=True)
 class Catalogue:
-    """Ready, profiled variants, indexed the three ways a query can name them."""
+    """Ready, profiled variants, indexed the three ways a query can name them.
+
+    Built once per catalogue version (``build``) and never changed afterwards.
+    Given the hardware prices, ``build`` also ranks every architecture's and
+    task's variants for a one-row query (``ranked``), so that the common
+    decision scans a sorted list instead of sorting one.
+    """
 
     variants: Mapping[str, Variant]
     by_architecture: Mapping[str, tuple[Variant, ...]]
     by_task: Mapping[str, tuple[Variant, ...]]
-    # Per (query shape, prices): the candidates that meet accuracy, sorted by cost, with
-    # their steady and cold latencies. Filled as queries arrive; the snapshot is immutable.
-    _ranked: dict = field(default_factory=dict, compare=False, repr=False)
+    # ("architecture" | "task", name) -> the one-row ranking (``rank``), at the prices ``prices``
+    ranked: Mapping[tuple[str, str], tuple[tuple, ...]] = field(default_factory=dict, compare=False, repr=False)
+    prices: tuple = ()
 
     @staticmethod
-    def build(variants: Iterable[Variant]) -> "Catalogue":
+    def build(variants: Iterable[Variant], hardware: Mapping[str, HardwareType] | None = None) -> "Catalogue":
         ready = [v for v in variants if v.status == "ready" and v.profile is not None and v.accuracy is not None]
         by_arch: dict[str, list[Variant]] = {}
         by_task: dict[str, list[Variant]] = {}
         for v in ready:
             by_arch.setdefault(v.architecture, []).append(v)
             by_task.setdefault(v.task, []).append(v)
+        ranked: dict[tuple[str, str], tuple[tuple, ...]] = {}
+        if hardware is not None:
+            for kind, groups in (("architecture", by_arch), ("task", by_task)):
+                for name, vs in groups.items():
+                    ranked[(kind, name)] = rank(vs, 1, hardware)
         return Catalogue(
             variants={v.id: v for v in ready},
             by_architecture={k: tuple(vs) for k, vs in by_arch.items()},
             by_task={k: tuple(vs) for k, vs in by_task.items()},
+            ranked=ranked,
+            prices=price_key(hardware) if hardware is not None else (),
         )
+
+
+def price_key(hardware: Mapping[str, HardwareType]) -> tuple:
+    """The hourly prices, comparable: a catalogue's rankings hold for a cluster with the same ones."""
+    return tuple(sorted((h, t.price_per_hour) for h, t in hardware.items()))
+
+
+def rank(pool: Iterable[Variant], rows: int, hardware: Mapping[str, HardwareType]) -> tuple[tuple, ...]:
+    """``(cost, variant, steady_ms, cold_ms)`` for each variant, cheapest first (equal cost: the
+    more accurate, then the faster): steady is an empty replica's latency for ``rows``, cold
+    adds the load."""
+    out = []
+    for v in pool:
+        price = hardware[v.hardware].price_per_hour if v.hardware in hardware else math.inf
+        steady = service_ms(v, 0, rows)
+        out.append((cost_per_query(v, rows, price), v, steady, v.profile.load_ms + steady))
+    out.sort(key=lambda e: (e[0], -(e[1].accuracy or 0.0), e[2]))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """Live workers and their replicas at one instant, with hardware prices."""
+    """Live workers and their replicas at one instant, with hardware prices.
+
+    Built by ``build`` (or ``with_workers`` for newer records of the same
+    workers) and never changed afterwards. Built against a catalogue, it also
+    indexes what a decision reads most: each worker's backlog, each hardware
+    type's workers least busy first, and the catalogue's one-row rankings cut
+    to the variants that have a replica here.
+    """
 
     workers: Mapping[str, Worker]
     hardware: Mapping[str, HardwareType]
@@ -110,15 +148,18 @@ class Cluster:
     # Admission: refuse (503) a query every replica would answer later than its objective,
     # instead of queueing it late (tier 4). A deployment setting (INFAAS_REFUSE_LATE).
     refuse_late: bool = False
-
-    @functools.cached_property
-    def price_key(self) -> tuple:
-        """The hourly prices, hashable: part of the key of a memoised ranking."""
-        return tuple(sorted((h, t.price_per_hour) for h, t in self.hardware.items()))
+    prices: tuple = ()  # ``price_key(hardware)``
+    # The indexes below exist when the snapshot was built against ``catalogue``; a decision
+    # against another catalogue (or none) computes what it needs itself.
+    catalogue: "Catalogue | None" = field(default=None, compare=False, repr=False)
+    backlog: Mapping[str, float] = field(default_factory=dict)  # worker id -> ``backlog_ms``
+    idle_first: Mapping[str, tuple[Worker, ...]] = field(default_factory=dict)  # by backlog, then roomiest
+    loaded_ranked: Mapping[tuple[str, str], tuple[tuple, ...]] = field(default_factory=dict)
 
     @staticmethod
     def build(workers: Iterable[Worker], hardware: Mapping[str, HardwareType],
-              pending: Mapping[tuple[str, str], int] | None = None, *, refuse_late: bool = False) -> "Cluster":
+              pending: Mapping[tuple[str, str], int] | None = None, *, refuse_late: bool = False,
+              catalogue: "Catalogue | None" = None) -> "Cluster":
         """Only workers that are up (not draining) take new work."""
         up = [w for w in workers if w.state == WORKER_UP]
         replicas: dict[str, list[tuple[Worker, ReplicaLoad]]] = {}
@@ -127,53 +168,109 @@ class Cluster:
             by_hw.setdefault(w.hardware, []).append(w)
             for r in w.replicas:
                 replicas.setdefault(r.variant_id, []).append((w, r))
-        roomy = lambda w: (-(w.memory_budget_bytes - w.memory_used_bytes), len(w.replicas), w.id)
+        roomiest = {k: tuple(sorted(v, key=_roomy)) for k, v in by_hw.items()}
+        prices = price_key(hardware)
+        backlog: dict[str, float] = {}
+        loaded: dict[tuple[str, str], tuple[tuple, ...]] = {}
+        if catalogue is not None:
+            backlog = {w.id: backlog_ms(w, catalogue.variants) for w in up}
+            if catalogue.prices == prices:
+                keys = {k for vid in replicas if (v := catalogue.variants.get(vid)) is not None
+                        for k in (("architecture", v.architecture), ("task", v.task))}
+                loaded = {k: tuple(e for e in catalogue.ranked.get(k, ()) if e[1].id in replicas) for k in keys}
         return Cluster(
             workers={w.id: w for w in up},
             hardware=dict(hardware),
             replicas={k: tuple(v) for k, v in replicas.items()},
-            workers_by_hardware={k: tuple(sorted(v, key=roomy)) for k, v in by_hw.items()},
+            workers_by_hardware=roomiest,
             held={w.id: frozenset(r.variant_id for r in w.replicas) for w in up},
             pending=pending if pending is not None else {},
             refuse_late=refuse_late,
+            prices=prices,
+            catalogue=catalogue,
+            backlog=backlog,
+            idle_first=_idle_first(roomiest, backlog) if catalogue is not None else {},
+            loaded_ranked=loaded,
         )
+
+    def with_workers(self, newer: Iterable[Worker]) -> "Cluster":
+        """The snapshot ``build`` would return with ``newer`` records of some of its workers
+        (their queues moved): only what those records touch is rebuilt. A record that is new,
+        no longer up, or holds other replicas or memory than before makes a full ``build``."""
+        workers, by_hw, replicas = dict(self.workers), dict(self.workers_by_hardware), dict(self.replicas)
+        backlog = dict(self.backlog)
+        newer = list(newer)
+        for w in newer:
+            old = workers.get(w.id)
+            if (old is None or w.state != WORKER_UP or w.hardware != old.hardware
+                    or w.memory_used_bytes != old.memory_used_bytes or w.memory_budget_bytes != old.memory_budget_bytes
+                    or len(w.replicas) != len(old.replicas) or self.held[w.id] != {r.variant_id for r in w.replicas}):
+                workers.update({x.id: x for x in newer})
+                return Cluster.build(workers.values(), self.hardware, self.pending, refuse_late=self.refuse_late,
+                                     catalogue=self.catalogue)
+            workers[w.id] = w
+            by_hw[w.hardware] = tuple(w if x.id == w.id else x for x in by_hw[w.hardware])
+            for load in w.replicas:
+                replicas[load.variant_id] = tuple((w, load) if x.id == w.id else (x, xl) for x, xl in replicas[load.variant_id])
+            if self.catalogue is not None:
+                backlog[w.id] = backlog_ms(w, self.catalogue.variants)
+        idle = dict(self.idle_first)
+        if self.catalogue is not None:
+            idle.update(_idle_first({hw: by_hw[hw] for hw in {w.hardware for w in newer}}, backlog))
+        return Cluster(workers, self.hardware, replicas, by_hw, self.held, self.pending, self.refuse_late,
+                       self.prices, self.catalogue, backlog, idle, self.loaded_ranked)
+
+
+def _idle_first(roomiest: Mapping[str, tuple[Worker, ...]], backlog: Mapping[str, float]) -> dict[str, tuple[Worker, ...]]:
+    """Each hardware type's workers, least backlog first, then in ``workers_by_hardware`` order."""
+    return {hw: tuple(w for _, _, w in sorted((backlog[w.id], i, w) for i, w in enumerate(ws)))
+            for hw, ws in roomiest.items()}
+
+
+def _roomy(w: Worker) -> tuple:
+    """The order of ``workers_by_hardware``: most free memory, then fewest replicas."""
+    return (-(w.memory_budget_bytes - w.memory_used_bytes), len(w.replicas), w.id)
 
 
 def service_ms(variant: Variant, queued_rows: int, rows: int) -> float:
     """Predicted time until ``rows`` new rows are answered behind ``queued_rows``."""
     assert variant.profile is not None
     total = queued_rows + rows
-    batch = min(total, variant.max_batch)
-    return math.ceil(total / variant.max_batch) * variant.profile.latency_at(batch, "p99")
+    top = variant.batch_cap
+    return math.ceil(total / top) * variant.profile.latency_at(min(total, top), "p99")
 
 
 def cost_per_query(variant: Variant, rows: int, price_per_hour: float) -> float:
     """Dollars of machine time the query uses, at the batch it would run."""
     assert variant.profile is not None
-    batch = min(rows, variant.max_batch)
-    runs = math.ceil(rows / variant.max_batch)
+    batch = min(rows, variant.batch_cap)
+    runs = math.ceil(rows / variant.batch_cap)
     seconds = runs * variant.profile.latency_at(batch, "p50") / 1000.0
     return price_per_hour / 3600.0 * seconds * rows / (runs * batch)
 
 
-def candidates(query: Query, catalogue: Catalogue) -> tuple[Variant, ...]:
-    """The variants a query may use: named ones, visible to its tenant."""
+def _target(query: Query, catalogue: Catalogue) -> tuple[tuple[str, str], tuple[Variant, ...], str]:
+    """What the query names: (index key, every ready variant it covers, how to say it)."""
     named = [x for x in (query.variant, query.architecture, query.task) if x]
     if len(named) != 1:
         raise InvalidInput("name exactly one of variant, architecture or task", field="target")
     if query.variant:
         found: tuple[Variant, ...] = (catalogue.variants[query.variant],) if query.variant in catalogue.variants else ()
-        what = f"variant {query.variant!r}"
-    elif query.architecture:
-        found = catalogue.by_architecture.get(query.architecture, ())
-        what = f"architecture {query.architecture!r}"
-    else:
-        found = catalogue.by_task.get(query.task or "", ())
-        what = f"task {query.task!r}"
-    key = ("visible", query.variant, query.architecture, query.task, query.tenant)
-    visible = catalogue._ranked.get(key)
-    if visible is None:
-        visible = catalogue._ranked[key] = tuple(v for v in found if v.tenant == query.tenant or v.visibility == "shared")
+        return ("variant", query.variant), found, f"variant {query.variant!r}"
+    if query.architecture:
+        return (("architecture", query.architecture), catalogue.by_architecture.get(query.architecture, ()),
+                f"architecture {query.architecture!r}")
+    return ("task", query.task or ""), catalogue.by_task.get(query.task or "", ()), f"task {query.task!r}"
+
+
+def _visible(v: Variant, tenant: str) -> bool:
+    return v.tenant == tenant or v.visibility == "shared"
+
+
+def candidates(query: Query, catalogue: Catalogue) -> tuple[Variant, ...]:
+    """The variants a query may use: named ones, visible to its tenant."""
+    _, found, what = _target(query, catalogue)
+    visible = tuple(v for v in found if _visible(v, query.tenant))
     if not visible:
         # Same message whether it does not exist or belongs to another tenant.
         raise NotFound(f"no ready {what}", field="target")
@@ -191,41 +288,35 @@ class _Option:
     loaded: bool
 
 
-def _ranked(query: Query, pool: tuple[Variant, ...], catalogue: Catalogue, cluster: Cluster) -> tuple[list, list]:
-    """Candidates meeting the accuracy floor whose steady latency (an empty replica) meets the latency
-    objective, as (cost, variant, steady_ms, cold_ms), cheapest first (equal cost: the more accurate,
-    then the faster); and those of them whose load plus first batch fits the objective (they may
-    load in time).
-
-    Memoised on the catalogue snapshot in two levels: every candidate of a query
-    shape (names, tenant, rows, prices) ranked once, then that list filtered per
-    accuracy floor and latency objective -- so a decision scans a short sorted
-    list, and a new objective for a known shape costs one pass, not a re-ranking.
-    """
-    limit = query.objective.latency_ms
-    floor = query.objective.min_accuracy
-    shape = (query.variant, query.architecture, query.task, query.tenant, query.rows, cluster.price_key)
-    key = (shape, floor, limit)
-    memo = catalogue._ranked
-    hit = memo.get(key)
-    if hit is not None:
-        return hit
-    ranked = memo.get(shape)
+def _ranking(query: Query, catalogue: Catalogue, cluster: Cluster) -> tuple[tuple[tuple, ...], tuple[tuple, ...], str]:
+    """Every variant the query names as ``(cost, variant, steady_ms, cold_ms)``, cheapest first
+    (``rank``; tenants not yet filtered); the same cut to variants with a loaded replica; and how
+    to name the target in an error. A one-row query on an architecture or task reads the rankings
+    the snapshots were built with; any other is ranked here."""
+    key, found, what = _target(query, catalogue)
+    ranked = catalogue.ranked.get(key) if query.rows == 1 and catalogue.prices == cluster.prices else None
     if ranked is None:
-        ranked = []
-        for v in pool:
-            price = cluster.hardware[v.hardware].price_per_hour if v.hardware in cluster.hardware else math.inf
-            steady = service_ms(v, 0, query.rows)
-            ranked.append((cost_per_query(v, query.rows, price), v, steady, v.profile.load_ms + steady))
-        ranked.sort(key=lambda e: (e[0], -(e[1].accuracy or 0.0), e[2]))
-        memo[shape] = ranked
-    entries = [e for e in ranked
-               if (floor is None or (e[1].accuracy or 0.0) >= floor)  # meets the accuracy floor
-               and (limit is None or e[2] <= limit)]  # an empty replica answers in time: some tier may use it
-    loadable = entries if limit is None else [e for e in entries if e[3] <= limit]
-    if len(memo) > 50_000:
-        memo.clear()
-    memo[key] = entries, loadable
+        ranked = rank((v for v in found if _visible(v, query.tenant)), query.rows, cluster.hardware)
+        return ranked, ranked, what
+    if cluster.catalogue is catalogue:
+        return ranked, cluster.loaded_ranked.get(key, ()), what
+    return ranked, ranked, what
+
+
+def _usable(ranked: tuple[tuple, ...], query: Query, what: str) -> tuple[list, list]:
+    """The entries visible to the tenant that meet the accuracy floor and whose steady latency
+    (an empty replica) meets the latency objective, in rank order; and those of them whose load
+    plus first batch fits the objective (they may load in time). ``NotFound`` when the tenant
+    sees none of the variants named."""
+    tenant, limit, floor = query.tenant, query.objective.latency_ms, query.objective.min_accuracy
+    limit = math.inf if limit is None else limit
+    floor = -math.inf if floor is None else floor
+    entries = [e for e in ranked if e[2] <= limit and (e[1].accuracy or 0.0) >= floor
+               and (e[1].visibility == "shared" or e[1].tenant == tenant)]
+    if not entries and not any(_visible(e[1], tenant) for e in ranked):
+        # Same message whether it does not exist or belongs to another tenant.
+        raise NotFound(f"no ready {what}", field="target")
+    loadable = entries if limit == math.inf else [e for e in entries if e[3] <= limit]
     return entries, loadable
 
 
@@ -234,69 +325,65 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
     if query.rows < 1:
         raise InvalidInput("a query needs at least one row", field="inputs")
     obj = query.objective
-    pool = candidates(query, catalogue)
-    ranked, loadable = _ranked(query, pool, catalogue, cluster)
+    everything, loaded, what = _ranking(query, catalogue, cluster)
     limit = math.inf if obj.latency_ms is None else obj.latency_ms
     max_cost = math.inf if obj.max_cost is None else obj.max_cost
+    floor = -math.inf if obj.min_accuracy is None else obj.min_accuracy
 
     # Tiers 1 and 4: replicas already loaded. The hot loop of a decision, kept lean: rank keys as
     # tuples -- tier 1 the cheapest (then the more accurate, the faster), tier 4 the shortest wait.
+    # The ranking is by cost, so the scan stops at the first entry dearer than a tier-1 find.
     b1 = b4 = None
-    backlog = _BACKLOG  # worker record -> ms of work its replicas have queued (memoised per record)
-    pending, rows, predicted = cluster.pending, query.rows, _PREDICTED
-    for cost, v, steady, _cold in _with_replicas(ranked, cluster):
+    pending, rows, replicas, tenant = cluster.pending, query.rows, cluster.replicas, query.tenant
+    for cost, v, steady, _cold in loaded:
         if cost > max_cost or (b1 is not None and cost > b1[0][0]):
             break  # sorted by cost: nothing further can be a cheaper loaded replica
+        loads = replicas.get(v.id)
+        if (not loads or steady > limit or (v.accuracy or 0.0) < floor
+                or (v.tenant != tenant and v.visibility != "shared")):
+            continue
         acc = -(v.accuracy or 0.0)
-        for worker, load in cluster.replicas.get(v.id, ()):
+        top, at = v.batch_cap, v.profile.latency_at
+        for worker, load in loads:
             mine = load.queued_rows
             queued = max(mine, pending.get((worker.id, v.id), 0)) if pending else mine
-            hit = predicted.get(id(load)) if queued == mine else None
-            if hit is not None and hit[0] is load and hit[1] is worker and hit[2] == rows and hit[4] is v:
-                lat = hit[3]  # the same heartbeat record, worker record, row count and variant as before
+            if queued:
+                total = queued + rows
+                lat = math.ceil(total / top) * at(min(total, top))
             else:
-                top, at = v.max_batch, v.profile.latency_at
-                if queued:
-                    total = queued + rows
-                    lat = math.ceil(total / top) * at(min(total, top))
-                else:
-                    lat = steady
-                ahead = _backlog(worker, catalogue, backlog)
-                if ahead:  # what the worker's other replicas have queued runs first
-                    lat += ahead - (math.ceil(mine / top) * at(min(mine, top)) if mine else 0.0)
-                if queued == mine:
-                    if len(predicted) > 100_000:
-                        predicted.clear()
-                    predicted[id(load)] = (load, worker, rows, lat, v)
+                lat = steady
+            ahead = _backlog(worker, cluster, catalogue)
+            if ahead:  # what the worker's other replicas have queued runs first
+                lat += ahead - (math.ceil(mine / top) * at(min(mine, top)) if mine else 0.0)
             if lat <= limit:
                 key = (cost, acc, lat)
                 if b1 is None or key < b1[0]:
                     b1 = (key, v, worker)
-            elif steady <= limit:  # only its queue is in the way
+            else:  # only its queue is in the way (its steady latency meets the objective)
                 key = (lat, cost, acc)
                 if b4 is None or key < b4[0]:
                     b4 = (key, v, worker)
-    best: _Option | None = None
     if b1 is not None:
         (cost, _, lat), v, worker = b1
-        best = _Option(1, cost, lat, v, worker, min(rows, v.max_batch), True)
-    elif b4 is not None:
+        return _decision(_Option(1, cost, lat, v, worker, min(rows, v.batch_cap), True), query, cluster)
+    ranked, loadable = _usable(everything, query, what)
+    best: _Option | None = None
+    if b4 is not None:
         (lat, cost, _), v, worker = b4
-        best = _Option(4, cost, lat, v, worker, min(rows, v.max_batch), True)
+        best = _Option(4, cost, lat, v, worker, min(rows, v.batch_cap), True)
 
     # Tiers 2 and 3: load a variant on a worker that can run it, cheapest first: the cheapest
     # that can load in time (tier 2) among those whose load alone fits the objective, else the
     # cheapest cold start (tier 3).
-    if best is None or best.tier != 1:
-        for cost, v, steady, cold in loadable:
-            if cost > max_cost or (best is not None and best.tier == 2 and cost > best.cost):
+    for cost, v, steady, cold in loadable:
+        if cost > max_cost or (best is not None and best.tier == 2 and cost > best.cost):
+            break
+        best = _place(best, cost, v, steady, cold, query, cluster, catalogue, limit)
+    if best is None or best.tier > 2:
+        for cost, v, steady, cold in ranked:
+            if cost > max_cost or (best is not None and best.tier in (2, 3) and cost > best.cost):
                 break
-            best = _place(best, cost, v, steady, cold, query, cluster, catalogue, backlog, limit)
-        if best is None or best.tier > 2:
-            for cost, v, steady, cold in ranked:
-                if cost > max_cost or (best is not None and best.tier in (2, 3) and cost > best.cost):
-                    break
-                best = _place(best, cost, v, steady, cold, query, cluster, catalogue, backlog, limit)
+            best = _place(best, cost, v, steady, cold, query, cluster, catalogue, limit)
 
     if best is not None and best.tier == 4 and cluster.refuse_late:
         # Every replica would answer late: queueing it would make the queries behind it late too.
@@ -311,18 +398,18 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         if not placeable and accurate:
             hw = sorted({v.hardware for v in accurate})
             raise Unavailable(f"no worker of hardware type {', '.join(hw)} is up", retry_after_s=2.0)
-        raise _unreachable(query, pool, cluster)
+        raise _unreachable(query, tuple(e[1] for e in everything if _visible(e[1], query.tenant)), cluster)
     return _decision(best, query, cluster)
 
 
 def _place(best: _Option | None, cost: float, v: Variant, steady: float, cold: float, query: Query,
-           cluster: Cluster, catalogue: Catalogue, backlog: dict, limit: float) -> _Option | None:
+           cluster: Cluster, catalogue: Catalogue, limit: float) -> _Option | None:
     """``best`` or a load of ``v`` on the worker that would take it (``_roomiest``), whichever ranks first."""
-    worker = _roomiest(cluster, v, catalogue, backlog)
+    worker = _roomiest(cluster, v, catalogue)
     if worker is None:
         return best
-    batch = min(query.rows, v.max_batch)
-    ahead = _backlog(worker, catalogue, backlog)
+    batch = min(query.rows, v.batch_cap)
+    ahead = _backlog(worker, cluster, catalogue)
     if ahead > v.profile.load_ms:  # the load overlaps the backlog; the first batch waits for both
         cold = ahead + steady
     if cold <= limit:
@@ -330,24 +417,6 @@ def _place(best: _Option | None, cost: float, v: Variant, steady: float, cold: f
     if steady <= limit:
         return _better(best, _Option(3, cost, cold, v, worker, batch, False))
     return best
-
-
-# The ranked entries with a loaded replica, memoised by the identity of the ranked list and of
-# the cluster's replica map, holding both so that an id is not reused while its entry lives.
-_WITH_REPLICAS: dict[tuple[int, int], tuple] = {}
-
-
-def _with_replicas(ranked: list[tuple], cluster: Cluster) -> list[tuple]:
-    """The ranked entries that have a loaded replica in this cluster snapshot."""
-    key = (id(ranked), id(cluster.replicas))
-    hit = _WITH_REPLICAS.get(key)
-    if hit is not None and hit[0] is ranked and hit[1] is cluster.replicas:
-        return hit[2]
-    sub = [e for e in ranked if e[1].id in cluster.replicas]
-    if len(_WITH_REPLICAS) > 100_000:
-        _WITH_REPLICAS.clear()
-    _WITH_REPLICAS[key] = (ranked, cluster.replicas, sub)
-    return sub
 
 
 def _better(a: _Option | None, b: _Option) -> _Option:
@@ -374,23 +443,11 @@ def backlog_ms(worker: Worker, variants: Mapping[str, Variant]) -> float:
     return total
 
 
-# Memos keyed by the identity of immutable snapshot records (a heartbeat makes a new
-# Worker record, a snapshot a new tuple of workers), holding the record so its id
-# cannot be reused while the entry lives; cleared when they grow large.
-_BACKLOG: dict[int, tuple[Worker, float]] = {}
-_PREDICTED: dict[int, tuple] = {}  # replica record -> (record, worker, rows, predicted ms, variant)
-_ROOMIEST: dict[tuple[int, str], tuple[tuple, Worker | None]] = {}
-
-
-def _backlog(worker: Worker, catalogue: Catalogue, cache: dict) -> float:
-    hit = cache.get(id(worker))
-    if hit is not None and hit[0] is worker:
-        return hit[1]
-    b = backlog_ms(worker, catalogue.variants) if worker.replicas else 0.0
-    if len(cache) > 100_000:
-        cache.clear()
-    cache[id(worker)] = (worker, b)
-    return b
+def _backlog(worker: Worker, cluster: Cluster, catalogue: Catalogue) -> float:
+    """The worker's backlog from the snapshot's index, or computed when the snapshot has none."""
+    if cluster.catalogue is catalogue:
+        return cluster.backlog[worker.id]
+    return backlog_ms(worker, catalogue.variants) if worker.replicas else 0.0
 
 
 COLD_S = 10.0  # a replica unused this long (by its worker's last heartbeat) may be evicted for a cold start
@@ -407,46 +464,41 @@ def _can_make_room(w: Worker, variant: Variant) -> bool:
     return w.memory_used_bytes - cold + need <= w.memory_budget_bytes
 
 
-_RUNTIMES: dict[tuple[str, str], frozenset[str] | None] = {}
+@functools.lru_cache(maxsize=256)
+def _needs(runtime: str, hardware: str) -> frozenset[str] | None:
+    """The runtimes a worker must report to run a variant (None: no worker can)."""
+    try:
+        return frozenset(required_runtimes(runtime, hardware))
+    except Exception:
+        return None
 
 
 def _runs(worker: Worker, variant: Variant) -> bool:
-    """``variants.hardware.can_run``, with the runtimes a variant needs memoised."""
+    """``runtime.hardware.can_run``: whether the worker reports the runtimes the variant needs."""
     if not worker.runtimes:
         return True  # a worker that reports no runtimes is taken at its word
-    key = (variant.runtime, variant.hardware)
-    if key not in _RUNTIMES:
-        try:
-            _RUNTIMES[key] = frozenset(required_runtimes(variant.runtime, variant.hardware))
-        except Exception:
-            _RUNTIMES[key] = None
-    need = _RUNTIMES[key]
+    need = _needs(variant.runtime, variant.hardware)
     return need is not None and need <= set(worker.runtimes)
 
 
-def _roomiest(cluster: Cluster, variant: Variant, catalogue: Catalogue | None = None,
-              cache: dict[str, float] | None = None) -> Worker | None:
+def _roomiest(cluster: Cluster, variant: Variant, catalogue: Catalogue) -> Worker | None:
     """Among the workers that can run the variant (a gpu worker without CUDA never gets
     a gpu variant), do not hold it yet and can make room for it: the least busy, then
     the one with the most free memory."""
-    workers = cluster.workers_by_hardware.get(variant.hardware, ())
-    key = (id(workers), variant.id)
-    hit = _ROOMIEST.get(key)
-    if hit is not None and hit[0] is workers and catalogue is not None:
-        return hit[1]
+    if cluster.catalogue is catalogue:  # the snapshot's order: least busy, then roomiest
+        for w in cluster.idle_first.get(variant.hardware, ()):
+            if variant.id not in cluster.held[w.id] and _runs(w, variant) and _can_make_room(w, variant):
+                return w
+        return None
     best, best_busy = None, math.inf
-    for w in workers:  # roomiest first
+    for w in cluster.workers_by_hardware.get(variant.hardware, ()):  # roomiest first
         if variant.id in cluster.held.get(w.id, ()) or not _runs(w, variant) or not _can_make_room(w, variant):
             continue
-        busy = _backlog(w, catalogue, cache) if catalogue is not None and cache is not None else 0.0
+        busy = _backlog(w, cluster, catalogue)
         if busy < best_busy:
             best, best_busy = w, busy
             if busy == 0.0:
                 break
-    if catalogue is not None:
-        if len(_ROOMIEST) > 100_000:
-            _ROOMIEST.clear()
-        _ROOMIEST[key] = (workers, best)
     return best
 
 
@@ -530,10 +582,10 @@ def offline_variant(pool: Iterable[Variant], total_rows: int, objective: Objecti
             continue
         if v.hardware not in hardware or v.profile is None:
             continue
-        cost = cost_per_query(v, v.max_batch, hardware[v.hardware].price_per_hour) / v.max_batch
+        cost = cost_per_query(v, v.batch_cap, hardware[v.hardware].price_per_hour) / v.batch_cap
         if objective.max_cost is not None and cost > objective.max_cost:
             continue
-        if deadline_s is not None and total_rows / v.profile.throughput_rps(v.max_batch) > deadline_s:
+        if deadline_s is not None and total_rows / v.profile.throughput_rps(v.batch_cap) > deadline_s:
             continue
         if cost < best_cost:
             best, best_cost = v, cost

@@ -137,7 +137,6 @@ class INFaaS(Policy):
 
     # -- control ---------------------------------------------------------------------------------------
     def control(self, sim: Simulator) -> None:
-        now = sim.now
         self.ticks += 1
         self._measure(sim)
         self._blacklist(sim)

@@ -3,9 +3,9 @@
 * Every request: ``infaas.core.selection.select(query, catalogue, cluster)``. The
   catalogue is built once (``Catalogue.build``). The cluster is a
   ``selection.Cluster`` built with ``Cluster.build`` from ``Worker`` records
-  whenever machines or replicas appear or go; between rebuilds the record of
-  each worker whose queues moved is replaced, in the snapshot's maps, by a
-  fresh one (the same objects ``Cluster.build`` would hold), so the selector
+  whenever machines or replicas appear or go; between rebuilds, the workers
+  whose queues moved get fresh records through ``Cluster.with_workers`` (a new
+  snapshot, equal to what ``Cluster.build`` would return), so the selector
   sees every queue as of the request: the router knows what it dispatched.
   (The live API refreshes its snapshot every 0.2 s from 0.5 s heartbeats;
   every simulated policy routes on current queues, so the comparison is
@@ -65,13 +65,12 @@ class Ours(Policy):
     # -- setup -----------------------------------------------------------------------------------------
     def start(self, sim: Simulator) -> None:
         self.hardware = dict(self.hardware_view or sim.spec.hardware)
-        self.catalogue = selection.Catalogue.build(sim.variant_list)
+        self.catalogue = selection.Catalogue.build(sim.variant_list, self.hardware)
         self.variants = dict(self.catalogue.variants)
         self.task_vids = {t: tuple(v.id for v in vs) for t, vs in self.catalogue.by_task.items()}
         self.queries: dict[tuple, Query] = {}
         self._cluster: selection.Cluster | None = None
         self._version = -1
-        self._pos: dict[str, int] = {}
         for hw, n in sorted(self.initial.items()):
             for _ in range(n):
                 sim.launch(hw, ready=True)
@@ -99,26 +98,13 @@ class Ours(Policy):
         now = sim.now
         if sim.version != self._version or self._cluster is None:
             workers = [self.worker_record(m, now / 1000.0) for m in sim.up_machines()]
-            self._cluster = selection.Cluster.build(workers, self.hardware, refuse_late=self.refuse_late)
+            self._cluster = selection.Cluster.build(workers, self.hardware, refuse_late=self.refuse_late,
+                                                    catalogue=self.catalogue)
             self._version = sim.version
-            self._pos = {w.id: k for ws in self._cluster.workers_by_hardware.values() for k, w in enumerate(ws)}
-            sim.dirty.clear()
-            return self._cluster
-        if sim.dirty:
-            cl = self._cluster
-            workers, by_hw, reps = cl.workers, cl.workers_by_hardware, cl.replicas
-            for m in sim.dirty:
-                if m.id not in workers:
-                    continue
-                w = self.worker_record(m, now / 1000.0)
-                workers[m.id] = w  # type: ignore[index]
-                ws = list(by_hw[m.hw])
-                ws[self._pos[m.id]] = w
-                by_hw[m.hw] = tuple(ws)  # type: ignore[index]
-                for load in w.replicas:
-                    reps[load.variant_id] = tuple(  # type: ignore[index]
-                        (w, load) if old.id == m.id else (old, ol) for old, ol in reps[load.variant_id])
-            sim.dirty.clear()
+        elif sim.dirty:
+            newer = [self.worker_record(m, now / 1000.0) for m in sim.dirty if m.id in self._cluster.workers]
+            self._cluster = self._cluster.with_workers(newer)
+        sim.dirty.clear()
         return self._cluster
 
     # -- per request -----------------------------------------------------------------------------------
