@@ -15,12 +15,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from infaas.app.store import MetadataStore
-from infaas.core.batching import efficient_batch
 from infaas.core.domain import (
     Decision,
     Query,
     TensorSpec,
-    Variant,
 )
 from infaas.core.errors import NotFound, WorkerFault
 from infaas.core.ports import WorkerClient
@@ -61,7 +59,6 @@ class DataPlane:
         self._coalescers: dict[tuple[str, str], Coalescer] = {}
         self._refreshing = False
         self._pending: dict[tuple[str, str], int] = {}  # (worker, variant) -> rows sent, not yet answered
-        self._efficient: dict[str, tuple[Variant, int]] = {}  # variant id -> (record, rows per coalesced call)
 
     def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
         """The cached snapshot. A stale one is refreshed in a thread while queries
@@ -88,7 +85,7 @@ class DataPlane:
     def _refresh(self, now: float) -> None:
         version = self.store.catalogue_version()
         if version != self._catalogue_version:
-            catalogue = Catalogue.build(self.store.all_variants())
+            catalogue = Catalogue.build(self.store.all_variants(), self.settings.hardware)
             self._specs = {a.name: a.inputs for a in self.store.architectures()}
             self._catalogue, self._catalogue_version = catalogue, version
         healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]
@@ -96,7 +93,8 @@ class DataPlane:
         self._refreshed_at = now
 
     def _build_cluster(self, workers) -> Cluster:
-        return Cluster.build(workers, self.settings.hardware, self._pending, refuse_late=self.settings.refuse_late == "on")
+        return Cluster.build(workers, self.settings.hardware, self._pending, refuse_late=self.settings.refuse_late == "on",
+                             catalogue=self._catalogue)
 
     def input_specs(self, query: Query) -> tuple[TensorSpec, ...]:
         """The input spec of what the query names, if the tenant may use it.
@@ -133,7 +131,7 @@ class DataPlane:
         decision = select(query, catalogue, cluster)
         targets = [(decision.worker, decision.worker_url), *decision.fallback_workers][:2]
         retried = False
-        max_rows = self._batch_rows(catalogue.variants[decision.variant])
+        max_rows = catalogue.variants[decision.variant].batch_cap
         for i, (worker_id, url) in enumerate(targets):
             key = (worker_id, decision.variant)
             self._pending[key] = self._pending.get(key, 0) + rows
@@ -154,14 +152,6 @@ class DataPlane:
         if retried:
             decision = _moved(decision, targets[1])
         return Answer(outputs, decision, (time.perf_counter() - t0) * 1000, retried)
-
-    def _batch_rows(self, variant: Variant) -> int:
-        hit = self._efficient.get(variant.id)
-        if hit is None or hit[0] is not variant:  # a new catalogue may carry a new profile
-            if len(self._efficient) > 4096:
-                self._efficient.clear()
-            hit = self._efficient[variant.id] = (variant, efficient_batch(variant))
-        return hit[1]
 
     def _coalescer(self, url: str, variant_id: str, max_rows: int) -> Coalescer:
         key = (url, variant_id)

@@ -59,15 +59,22 @@ def wait_ms(limits: BatchLimits, queued_rows: int, mean_gap_ms: float) -> float:
     return limits.max_delay_ms
 
 
-def efficient_batch(variant: Variant, slack: float = 0.1) -> int:
-    """The smallest batch that runs rows (nearly) as cheaply as any batch does.
+def efficient_batch(variant: Variant, slack: float = 0.0) -> int:
+    """The largest batch a replica of ``variant`` runs: the profiled batch whose rows cost least.
 
-    Past this size a batch saves no machine time per row, it only makes each
-    of its rows wait for all the others: a compute-bound model (SqueezeNet on
-    a CPU: ~7 ms a row at batch 1 and at 32) gains nothing from batch 32 but a
-    32-fold wait, a tiny one (an MLP: 14 us at batch 1, 1.5 us a row at 32)
-    gains tenfold. The smallest profiled batch whose per-row p50 is within
-    ``slack`` of the best per-row p50, capped at the variant's ``max_batch``.
+    Past it a batch saves no machine time per row (it costs more), it only makes
+    each of its rows wait for all the others: a compute-bound model (SqueezeNet
+    on a CPU: ~7 ms a row at every batch size) stops at the few rows where its
+    per-row time bottoms out; a tiny one (an MLP: 14 us at batch 1, 1.5 us a
+    row at 32) runs its full batch. The smallest profiled batch whose per-row
+    p50 is within ``slack`` of the best, capped at the variant's ``max_batch``.
+
+    Every part that batches or predicts batches reads it through
+    ``Variant.batch_cap``: the worker's batcher (``replica_limits``), the
+    selector's predictions and costs, the demand model and the simulator.
+    (A 10 % slack, which the worker once used alone, trades up to a tenth of
+    the throughput for shorter batches; on the Proteus GPU profiles that cost
+    more objectives than it saved: docs/evaluation.md.)
     """
     profile = variant.profile
     if profile is None or not profile.latency_ms:
@@ -82,9 +89,9 @@ def efficient_batch(variant: Variant, slack: float = 0.1) -> int:
 
 def replica_limits(variant: Variant, objective_ms: float | None, max_batch: int | None = None) -> BatchLimits:
     """The limits one replica of ``variant`` batches under: ``batch_limits`` for the
-    objective, never past ``efficient_batch`` (a larger batch only adds waiting,
+    objective, never past ``Variant.batch_cap`` (a larger batch only adds waiting,
     it saves no machine time). The worker's batcher and the simulator both call this."""
     limit = variant.max_batch if max_batch is None else max_batch
     hit = batch_limits(variant.profile, limit, objective_ms)
-    knee = efficient_batch(variant)
+    knee = variant.batch_cap
     return BatchLimits(knee, hit.max_delay_ms) if hit.max_batch > knee else hit

@@ -207,6 +207,14 @@ class Variant:
     def id(self) -> str:  # computed once per record: selection reads it on every candidate
         return variant_id(self.architecture, self.runtime, self.format, self.hardware, self.max_batch)
 
+    @functools.cached_property
+    def batch_cap(self) -> int:
+        """The largest batch a replica of this variant runs: ``batching.efficient_batch``, the one
+        rule the worker's batcher, the selector's predictions and the simulator share."""
+        from infaas.core.batching import efficient_batch
+
+        return efficient_batch(self)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["profile"] = self.profile.to_dict() if self.profile else None

@@ -18,14 +18,10 @@ What is modelled, and how the product does the same thing:
   ``load_ms``; requests sent meanwhile wait for it (as ``ReplicaCache.get``).
 * **Batching** as the worker's batcher does it (``worker/replicas.py``): one
   batch in flight per replica; the next batch takes everything queued up to
-  ``batching.batch_limits`` for the tightest objective queued; a batch that is
-  not full waits ``batching.wait_ms`` for company. One difference from the
-  worker: the worker also caps a batch at the variant's efficient batch
-  (``batching.replica_limits``); the simulator does not. With that cap the
-  published comparison gets worse for the product's policy on these GPU
-  profiles (zipf_exponential: 0.93 % -> 1.59 % violations, zipf_exponential_bursty:
-  6.57 % -> 12.57 %), so which rule both
-  should run is an open decision, measured before it is made. A machine runs one batch
+  ``batching.replica_limits`` for the tightest objective queued (the
+  objective's ``batch_limits``, never past ``Variant.batch_cap``, the batch
+  whose rows cost least); a batch that is not full waits ``batching.wait_ms``
+  for company. A machine runs one batch
   at a time (the worker's compute pool has one thread), batches of its
   replicas in the order they were formed.
 * **Batch latency** is the profile's p50 at that batch size (interpolated),
@@ -47,7 +43,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from infaas.core.batching import BatchLimits, batch_limits, wait_ms
+from infaas.core.batching import BatchLimits, replica_limits, wait_ms
 from infaas.core.domain import HardwareType, Variant
 from infaas.core.eviction import Resident, choose_evictions
 from infaas.sim.data import Workload
@@ -90,7 +86,7 @@ class VariantInfo:
         self.variant, self.id, self.index, self.hw, self.task = v, v.id, index, v.hardware, v.task
         self.accuracy = float(v.accuracy or 0.0)
         self.top_batch = max(p.batch_sizes())
-        self.max_batch = v.max_batch
+        self.max_batch = v.batch_cap  # the worker's cap (``batching.replica_limits``)
         # p50 by batch size 0..top (index 0 unused)
         self.p50 = [0.0] + [p.latency_at(b, "p50") for b in range(1, self.top_batch + 1)]
         ratios = [p.latency_ms[b][1] / p.latency_ms[b][0] for b in p.batch_sizes() if p.latency_ms[b][0] > 0]
@@ -103,8 +99,8 @@ class VariantInfo:
     def limits(self, objective_ms: float) -> BatchLimits:
         lim = self._limits.get(objective_ms)
         if lim is None:
-            lim = self._limits[objective_ms] = batch_limits(self.variant.profile, self.max_batch,
-                                                            None if math.isinf(objective_ms) else objective_ms)
+            lim = self._limits[objective_ms] = replica_limits(self.variant, None if math.isinf(objective_ms) else objective_ms,
+                                                              self.max_batch)
         return lim
 
     def throughput(self, batch: int | None = None) -> float:

@@ -45,7 +45,7 @@ def estimate_demand(observed: Mapping[str, float], previous: Mapping[str, float]
 # -- step 2 --------------------------------------------------------------------
 def replica_throughput(v: Variant) -> float:
     assert v.profile is not None
-    return v.profile.throughput_rps(v.max_batch)
+    return v.profile.throughput_rps(v.batch_cap)
 
 
 def replicas_needed(v: Variant, demand_rps: float, target_utilisation: float) -> int:

@@ -38,7 +38,7 @@ def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], wor
     to the task with the least capacity for its demand (headroom). Returns (replicas per variant,
     rows/s per task left without room).
     """
-    from infaas.core.batching import batch_limits
+    from infaas.core.batching import replica_limits
 
     current = current or {}
     budget: dict[str, int] = {}
@@ -52,7 +52,7 @@ def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], wor
     for v in variants.values():
         if v.hardware not in slots or v.profile is None or 2 * v.profile.latency_at(1, "p99") > objective_ms:
             continue
-        b = batch_limits(v.profile, v.max_batch, objective_ms).max_batch
+        b = replica_limits(v, objective_ms).max_batch
         thr = b * 1000.0 / v.profile.latency_at(b, "p50") * target_utilisation
         share = min(1.0, v.profile.peak_memory_bytes / budget[v.hardware]) if budget[v.hardware] else 1.0
         opts.setdefault(v.task, []).append((v, thr, float(v.accuracy or 0.0), share))
