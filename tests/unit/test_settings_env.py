@@ -64,6 +64,7 @@ def test_env_str_required_and_json_object():
     ("INFAAS_TENANT_RPS", "-5"),
     ("INFAAS_SCALE_TARGET_UTILISATION", "1.5"),
     ("INFAAS_AUTOSCALE", "maybe"),
+    ("INFAAS_SCALE_FILL_FLEET_MS", "fast"),
 ])
 def test_a_bad_settings_value_names_its_variable(var, raw):
     with pytest.raises(SettingsError, match=var):
@@ -73,6 +74,13 @@ def test_a_bad_settings_value_names_its_variable(var, raw):
 def test_settings_from_env_still_reads_good_values():
     s = Settings.from_env({"INFAAS_PORT": "9000", "INFAAS_HEARTBEAT_S": "0.25", "INFAAS_HOST": "0.0.0.0"})
     assert (s.port, s.heartbeat_s, s.host) == (9000, 0.25, "0.0.0.0")
+
+
+def test_the_fixed_fleet_optimiser_is_a_setting():
+    assert Settings.from_env({}).scaling_params().fill_fleet_ms is None  # off by default
+    params = Settings.from_env({"INFAAS_SCALE_FILL_FLEET_MS": "300", "INFAAS_MIN_WORKERS": "cpu=2",
+                                "INFAAS_MAX_WORKERS": "cpu=2"}).scaling_params()
+    assert params.fill_fleet_ms == 300.0 and params.min_workers == params.max_workers == {"cpu": 2}
 
 
 # --- AWS wiring ----------------------------------------------------------------

@@ -177,6 +177,9 @@ class Settings:
     max_workers: str = ""  # per hardware type, e.g. "cpu=4"; default: cpu = max(workers, cores): one worker process per core
     budget_per_hour: float = 0.0  # dollars per hour for all workers; 0 = no cap
     scale_worker_release_s: float = 60.0  # a hardware type sheds workers only after asking for fewer this long
+    # A pinned fleet (a type whose min and max workers are equal, paid for whether used or not) is
+    # filled with the most accurate replicas this latency objective allows (ms); 0 = off
+    scale_fill_fleet_ms: float = 0.0
     refuse_late: str = "off"  # "on": a query every replica would answer past its latency_ms gets 503 + Retry-After
     offline_root: str = ""  # local folders offline jobs may read and write; default <data_dir>/offline
     offline_max_files: int = 100_000  # input files per job
@@ -245,6 +248,7 @@ class Settings:
             max_workers=hi,
             budget_per_hour=self.budget_per_hour or None,
             worker_release_s=self.scale_worker_release_s,
+            fill_fleet_ms=self.scale_fill_fleet_ms or None,
         )
 
     @property
