@@ -72,3 +72,8 @@ def list_workers(svc: Services = Depends(services), _caller: Principal = Depends
 @router.get("/events", summary="Autoscaling decisions with their inputs and reasons (admin)")
 def list_events(since: float = 0.0, svc: Services = Depends(services), _caller: Principal = Depends(require("admin"))):
     return {"events": svc.control.store.events(since)}
+
+
+@router.get("/models/{name}/logs", summary="Each variant's full build and profiling log")
+def model_logs(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return svc.control.build_logs(name, caller.tenant)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import traceback
 from typing import Callable
 
 from infaas.app.store import MetadataStore
@@ -37,6 +38,40 @@ def build_lane(hardware: str) -> str:
     return f"build-{hardware}"
 
 
+LOG_LIMIT = 256 << 10  # bytes of build log kept per variant (the end is kept: that is where failures are)
+
+
+def log_key(variant: Variant) -> str:
+    """Where a variant's full build log is kept in the model store (``ControlPlane.build_logs``)."""
+    return f"logs/{variant.architecture}/{variant.id.replace(':', '_')}.log"
+
+
+class BuildLog:
+    """The full story of one variant's build and profile, kept beside the models: the short
+    ``Variant.message`` says what happened, this says everything (whole error texts, the
+    profiling process's stderr, the figures measured)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock, self.lines = clock, []
+
+    def add(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+        self.lines.extend(f"{stamp} {line}" for line in str(text).rstrip().splitlines() or [""])
+
+    def error(self, exc: BaseException) -> None:
+        self.add(f"{type(exc).__name__}: {exc}")
+        cause = exc.__cause__ or exc.__context__  # the library's own error behind ours, in full
+        if cause is not None:
+            self.add("caused by:\n" + "".join(traceback.format_exception(cause)))
+        extra = getattr(exc, "log", None)
+        if extra:
+            self.add("output of the failed step:\n" + extra)
+
+    def text(self) -> bytes:
+        data = ("\n".join(self.lines) + "\n").encode()
+        return data if len(data) <= LOG_LIMIT else b"[... cut: the start of the log]\n" + data[-LOG_LIMIT:]
+
+
 def variant_key(variant: Variant) -> str:
     return f"variants/{variant.architecture}/{variant.id.replace(':', '_')}{variant_suffix(variant)}"
 
@@ -64,9 +99,14 @@ def run_build_job(
             done.append(current)
             continue
         v = store.put_variant(dataclasses.replace(current, status=BUILDING, message=""))
+        blog = BuildLog(clock)
+        blog.add(f"building {v.id}: format {v.format}, runtime {v.runtime}, hardware {v.hardware}, "
+                 f"batches up to {v.max_batch}")
         try:
             key = variant_key(v)
-            models.put(key, build_variant(v, original, torchscript_path=owner_torchscript))
+            built = build_variant(v, original, torchscript_path=owner_torchscript)
+            models.put(key, built)
+            blog.add(f"built {len(built):,} bytes; profiling (validation data: {'yes' if validation else 'no'})")
             v = store.put_variant(dataclasses.replace(v, status=PROFILING, model_key=key))
             result = profile_in_subprocess(models.local_path(key), v.to_dict(), arch.inputs, validation, limits,
                                            cache_dir=cache_dir)
@@ -88,11 +128,24 @@ def run_build_job(
                 )
             )
             log.info("variant %s ready: p99 at b1 %.3f ms", v.id, profile.latency_at(1))
+            blog.add("latency p50 / p99 ms by batch: " + ", ".join(
+                f"{b}: {p50:.3f} / {p99:.3f}" for b, (p50, p99) in sorted(profile.latency_ms.items())))
+            blog.add(f"load {profile.load_ms:.1f} ms, peak memory {profile.peak_memory_bytes:,} bytes; accuracy "
+                     + (f"{measured:.4f} measured" if measured is not None else f"{arch.accuracy:.4f} declared, not measured"))
+            blog.add("ready")
         except NotApplicable as exc:
             v = store.put_variant(dataclasses.replace(v, status=SKIPPED, message=exc.message))
             log.info("variant %s skipped: %s", v.id, exc.message)
+            blog.error(exc)
+            blog.add("skipped")
         except InfaasError as exc:
             v = store.put_variant(dataclasses.replace(v, status=FAILED, message=exc.message))
             log.warning("variant %s failed: %s", v.id, exc.message)
+            blog.error(exc)
+            blog.add("failed")
+        try:
+            models.put(log_key(v), blog.text())
+        except Exception as exc:  # the log is for people; a store hiccup must not fail the build
+            log.warning("could not keep the build log of %s: %s", v.id, exc)
         done.append(v)
     return done

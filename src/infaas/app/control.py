@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from infaas.app.build import build_lane
+from infaas.app.build import build_lane, log_key
 from infaas.app.store import MetadataStore
 from infaas.core.domain import (
     DEFAULT_TENANT,
@@ -60,11 +60,11 @@ class ControlPlane:
 
         existing = self.store.find_architecture(name)
         if existing is not None:
-            return self._same_or_conflict(existing, checked.sha256, tenant), False
+            return self._same_or_conflict(existing, checked.sha256, tenant, task_id, float(accuracy), visibility), False
         self._check_task_inputs(task_id, checked.inputs)
         val_key = None
         if validation is not None:
-            self._check_validation(validation, checked.inputs)
+            self._check_validation(validation, checked.inputs, checked.outputs)
             val_key = f"architectures/{name}/{checked.sha256[:16]}.validation.npz"
             self.models.put(val_key, validation)
         model_key = f"architectures/{name}/{checked.sha256[:16]}.onnx"
@@ -85,7 +85,7 @@ class ControlPlane:
         )
         stored = self.store.create_architecture(arch)
         if stored is not arch:  # lost a race with another registration of the same name
-            return self._same_or_conflict(stored, checked.sha256, tenant), False
+            return self._same_or_conflict(stored, checked.sha256, tenant, task_id, float(accuracy), visibility), False
         for hardware in self.build_hardware():
             for v in generation_plan(arch, hardware):
                 self.store.put_variant(v)
@@ -97,14 +97,25 @@ class ControlPlane:
         return [h for h in self.settings.build_hardware_types if h in PLANS]
 
     @staticmethod
-    def _same_or_conflict(existing: Architecture, sha256: str, tenant: str) -> Architecture:
-        if existing.sha256 == sha256 and existing.tenant == tenant:
-            return existing
-        raise Conflict(
-            f"an architecture named {existing.name!r} already exists with different content; "
-            "register the new file under a new name",
-            field="name",
-        )
+    def _same_or_conflict(existing: Architecture, sha256: str, tenant: str, task: str, accuracy: float,
+                          visibility: str) -> Architecture:
+        """A registration repeated as it was is answered with the stored architecture (200); one
+        that differs in anything is a 409 naming what differs, never a silent keep."""
+        if existing.sha256 != sha256 or existing.tenant != tenant:
+            raise Conflict(
+                f"an architecture named {existing.name!r} already exists with different content; "
+                "register the new file under a new name",
+                field="name",
+            )
+        for fld, old, new in (("task", existing.task, task), ("accuracy", existing.accuracy, accuracy),
+                              ("visibility", existing.visibility, visibility)):
+            if old != new:
+                raise Conflict(
+                    f"{existing.name!r} is registered with {fld} {old!r}, not {new!r}; delete it first "
+                    f"(infaas models delete {existing.name}) or register under a new name",
+                    field=fld,
+                )
+        return existing
 
     def _check_task_inputs(self, task: str, inputs: tuple[TensorSpec, ...]) -> None:
         """Architectures of one task answer the same queries, so they take the same inputs."""
@@ -118,7 +129,7 @@ class ControlPlane:
             return
 
     @staticmethod
-    def _check_validation(blob: bytes, inputs: tuple[TensorSpec, ...]) -> None:
+    def _check_validation(blob: bytes, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...] = ()) -> None:
         try:
             loaded = np.load(io.BytesIO(blob), allow_pickle=False)
             if isinstance(loaded, np.ndarray):  # a .npy file: one array, not an archive
@@ -141,6 +152,7 @@ class ControlPlane:
             raise InvalidInput(f"validation has {len(x)} inputs and {len(y)} labels; need the same, non-zero", field="validation")
         if x.dtype.kind in "fc" and not np.isfinite(x).all():
             raise InvalidInput("validation inputs contain NaN or infinity", field="validation")
+        _check_labels(y, outputs)
 
     def model_status(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
         from infaas.runtime.hardware import waiting_reason
@@ -154,7 +166,7 @@ class ControlPlane:
                 reason = waiting_reason(v, workers)
                 if reason:
                     d["message"] = f"waiting: {reason}"
-        return {**describe_architecture(arch), "status": overall_status(variants), "variants": described}
+        return {**describe_architecture(arch, variants), "status": overall_status(variants), "variants": described}
 
     def visible_architecture(self, name: str, tenant: str) -> Architecture:
         arch = self.store.find_architecture(name)
@@ -166,7 +178,8 @@ class ControlPlane:
         out = []
         for arch in self.store.architectures(task):
             if arch.tenant == tenant or arch.visibility == "shared":
-                out.append({**describe_architecture(arch), "status": overall_status(self.store.variants_of(arch.name))})
+                variants = self.store.variants_of(arch.name)
+                out.append({**describe_architecture(arch, variants), "status": overall_status(variants)})
         return out
 
     def tasks(self, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
@@ -179,6 +192,17 @@ class ControlPlane:
             for t, archs in sorted(by_task.items())
         ]
 
+    def build_logs(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        """Each variant's full build log (``app.build.BuildLog``), by variant id; a variant not
+        built yet has none."""
+        self.visible_architecture(name, tenant)
+        out = {}
+        for v in self.store.variants_of(name):
+            key = log_key(v)
+            out[v.id] = {"status": v.status, "message": v.message,
+                         "log": self.models.get(key).decode(errors="replace") if self.models.exists(key) else None}
+        return {"name": name, "variants": out}
+
     def delete(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
         arch = self.visible_architecture(name, tenant)
         if arch.tenant != tenant:
@@ -186,7 +210,34 @@ class ControlPlane:
         for v in self.store.delete_architecture(name):
             if v.model_key:
                 self.models.delete(v.model_key)
+            if self.models.exists(log_key(v)):
+                self.models.delete(log_key(v))
         self.models.delete(arch.model_key)
+
+
+_INTEGER_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"}
+
+
+def _check_labels(labels: np.ndarray, outputs: tuple[TensorSpec, ...]) -> None:
+    """Accuracy compares each label with the class the model predicts (``runtime.profile.predicted_labels``:
+    an integer output of shape [N], else the argmax of an [N, C] output), so labels must be class
+    indices and the model must have such an output; otherwise every variant would read 0.0."""
+    kind = labels.dtype.kind
+    integral = kind in "iub" or (kind == "f" and bool(np.all(np.isfinite(labels))) and bool(np.all(labels == np.round(labels))))
+    if not integral:
+        what = "strings" if kind in "USO" else f"{labels.dtype} values that are not whole numbers"
+        raise InvalidInput(
+            f"validation labels are {what}; accuracy compares them with the predicted class index, so give "
+            "integer class indices (0..C-1, in the order of the model's score columns or its integer label output)",
+            field="validation",
+        )
+    if outputs and not any((o.dtype in _INTEGER_DTYPES and len(o.shape) == 1) or len(o.shape) == 2 for o in outputs):
+        raise InvalidInput(
+            "validation labels cannot be compared with this model's outputs "
+            f"({[o.to_dict() for o in outputs]}): accuracy needs an integer label output of shape [N] or "
+            "a score output of shape [N, C]",
+            field="validation",
+        )
 
 
 def _shape_key(specs: tuple[TensorSpec, ...]) -> list[tuple]:
@@ -202,13 +253,34 @@ def overall_status(variants: list[Variant]) -> str:
     return "building" if states else "registered"
 
 
-def describe_architecture(a: Architecture) -> dict[str, Any]:
+# Declared and measured accuracy further apart than this (absolute, 0..1) earn a warning.
+ACCURACY_MARGIN = 0.01
+
+
+def measured_accuracy(variants: list[Variant]) -> float | None:
+    """The accuracy measured on the owner's validation data for the full-precision variants
+    (fp32: the registered graph itself), or None when nothing was measured."""
+    figures = [v.accuracy for v in variants if v.accuracy_measured and v.accuracy is not None and v.format == "fp32"]
+    return max(figures) if figures else None
+
+
+def describe_architecture(a: Architecture, variants: list[Variant] | None = None) -> dict[str, Any]:
+    measured = measured_accuracy(variants or [])
+    note = ""
+    if measured is None:
+        note = ("not measured: no validation data, so every variant carries the declared figure" if a.validation_key is None
+                else "not measured yet")
+    elif abs(measured - a.accuracy) > ACCURACY_MARGIN:
+        note = (f"warning: measured {measured:.4f} differs from the declared {a.accuracy:.4f} by more than "
+                f"{ACCURACY_MARGIN:g}; queries are routed on the measured figure")
     return {
         "name": a.name,
         "task": a.task,
         "tenant": a.tenant,
         "visibility": a.visibility,
         "declared_accuracy": a.accuracy,
+        "measured_accuracy": measured,
+        "accuracy_note": note,
         "sha256": a.sha256,
         "inputs": [t.to_dict() for t in a.inputs],
         "outputs": [t.to_dict() for t in a.outputs],
@@ -217,6 +289,8 @@ def describe_architecture(a: Architecture) -> dict[str, Any]:
 
 
 def describe_variant(v: Variant) -> dict[str, Any]:
+    """A variant for people and scripts: ``accuracy_measured`` false means ``accuracy`` is the owner's
+    declared figure, carried over unmeasured (``accuracy_source`` says which)."""
     d = {
         "id": v.id,
         "format": v.format,
@@ -226,6 +300,7 @@ def describe_variant(v: Variant) -> dict[str, Any]:
         "status": v.status,
         "accuracy": v.accuracy,
         "accuracy_measured": v.accuracy_measured,
+        "accuracy_source": "measured" if v.accuracy_measured else "declared (not measured)",
         "message": v.message,
     }
     if v.profile:

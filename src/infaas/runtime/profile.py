@@ -149,8 +149,11 @@ def profile_in_subprocess(
     if proc.returncode != 0:
         tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
         if proc.returncode < 0 or "MemoryError" in proc.stderr or "bad_alloc" in proc.stderr:
-            raise ProfilingFailed(f"profiling process died (memory limit {limits.memory_bytes} bytes?): {tail[0][:300]}")
-        raise ProfilingFailed(f"profiling failed: {tail[0][:300]}")
+            err = ProfilingFailed(f"profiling process died (memory limit {limits.memory_bytes} bytes?): {tail[0][:300]}")
+        else:
+            err = ProfilingFailed(f"profiling failed: {tail[0][:300]}")
+        err.log = proc.stderr or ""  # the whole stderr, for the variant's build log
+        raise err
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

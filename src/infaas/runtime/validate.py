@@ -51,7 +51,10 @@ def _specs(values, skip: set[str]) -> tuple[TensorSpec, ...]:
             continue
         t = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
-            raise InvalidModel(f"graph value {vi.name!r} is not a tensor; only tensor inputs/outputs are served", field="file")
+            raise InvalidModel(
+                f"graph value {vi.name!r} is not a tensor (a sequence or map); only tensor inputs and outputs are served. "
+                "A scikit-learn classifier converted with skl2onnx needs options={id(model): {'zipmap': False}} "
+                "(README: Prepare your model)", field="file")
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
         out.append(TensorSpec(vi.name, _dtype_name(t.elem_type), dims))
     return tuple(out)

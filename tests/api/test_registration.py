@@ -1,0 +1,133 @@
+"""Registration is honest: a repeated name with other metadata is a 409 naming the field,
+validation labels that cannot be compared with the model's outputs are a 400 at upload,
+declared and measured accuracy stand side by side (with a warning past the margin), and
+every variant's full build log can be read back."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from stack_support import ARCHITECTURES, Stack
+
+from infaas.app.build import BuildLog
+from infaas.app.control import ACCURACY_MARGIN
+from infaas.cli import digits
+from infaas.core.errors import ProfilingFailed
+
+ARCH = ARCHITECTURES[0]
+
+
+def upload(stack: Stack, name: str, *, task: str = digits.TASK, accuracy: float, visibility: str = "private",
+           validation: bytes | None = None):
+    with open(stack.paths[ARCH], "rb") as f:
+        files = {"file": ("model.onnx", f.read(), "application/octet-stream")}
+    if validation is not None:
+        files["validation"] = ("validation.npz", validation, "application/octet-stream")
+    return stack.http.post("/v1/models", files=files,
+                           data={"name": name, "task": task, "accuracy": str(accuracy), "visibility": visibility})
+
+
+def npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_the_same_registration_again_is_answered_with_what_is_stored(stack: Stack):
+    declared = stack.client.model(ARCH)["declared_accuracy"]
+    resp = upload(stack, ARCH, accuracy=declared)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["name"] == ARCH
+
+
+@pytest.mark.parametrize(("change", "field"), [({"accuracy": 0.5}, "accuracy"),
+                                               ({"task": "classification/other"}, "task"),
+                                               ({"visibility": "shared"}, "visibility")])
+def test_a_repeated_name_with_other_metadata_is_a_409_naming_the_field(stack: Stack, change, field):
+    kept = stack.client.model(ARCH)
+    args = {"accuracy": kept["declared_accuracy"], "task": kept["task"], "visibility": kept["visibility"], **change}
+    resp = upload(stack, ARCH, **args)
+    assert resp.status_code == 409, resp.text
+    body = resp.json()
+    assert body["field"] == field and "delete it first" in body["message"]
+    after = stack.client.model(ARCH)  # nothing was changed silently
+    assert (after["declared_accuracy"], after["task"], after["visibility"]) == (
+        kept["declared_accuracy"], kept["task"], kept["visibility"])
+
+
+@pytest.mark.parametrize(("labels", "words"), [
+    (lambda y: np.array([f"class-{int(v)}" for v in y]), "strings"),
+    (lambda y: y.astype(np.float32) + 0.5, "not whole numbers"),
+])
+def test_validation_labels_that_cannot_be_compared_are_a_400_at_upload(stack: Stack, labels, words):
+    x, y = stack.data.x_test[:20], stack.data.y_test[:20]
+    resp = upload(stack, "labels-test", accuracy=0.9, validation=npz(inputs=x, labels=labels(y)))
+    assert resp.status_code == 400, resp.text
+    body = resp.json()
+    assert body["field"] == "validation" and words in body["message"] and "class indices" in body["message"]
+    assert stack.http.get("/v1/models/labels-test").status_code == 404  # nothing half-registered
+
+
+def test_declared_and_measured_accuracy_stand_side_by_side(stack: Stack):
+    honest = stack.client.model(ARCH)
+    assert honest["measured_accuracy"] is not None  # registered with validation data
+    for v in honest["variants"]:
+        if v["status"] == "ready":
+            assert v["accuracy_measured"] is True and v["accuracy_source"] == "measured"
+    # the same file declared 30 points too good: the measured figure is shown, with a warning
+    resp = upload(stack, "overclaimed", accuracy=min(1.0, honest["measured_accuracy"] + 0.3),
+                  validation=open(stack.validation_path, "rb").read())
+    assert resp.status_code == 201, resp.text
+    deadline = time.time() + 120
+    while (m := stack.client.model("overclaimed"))["status"] == "building" or m["measured_accuracy"] is None:
+        assert time.time() < deadline, m
+        time.sleep(0.5)
+    assert abs(m["measured_accuracy"] - m["declared_accuracy"]) > ACCURACY_MARGIN
+    assert m["accuracy_note"].startswith("warning: measured") and "routed on the measured figure" in m["accuracy_note"]
+    stack.http.delete("/v1/models/overclaimed")
+
+
+def test_without_validation_data_every_figure_says_it_was_not_measured(stack: Stack):
+    resp = upload(stack, "unmeasured", accuracy=0.9)
+    assert resp.status_code == 201, resp.text
+    deadline = time.time() + 120
+    while (m := stack.client.model("unmeasured"))["status"] == "building":
+        assert time.time() < deadline, m
+        time.sleep(0.5)
+    assert m["measured_accuracy"] is None and m["accuracy_note"].startswith("not measured")
+    ready = [v for v in m["variants"] if v["status"] == "ready"]
+    assert ready and all(v["accuracy_source"] == "declared (not measured)" and v["accuracy"] == 0.9 for v in ready)
+    stack.http.delete("/v1/models/unmeasured")
+
+
+def test_every_variant_has_its_full_build_log(stack: Stack):
+    body = stack.http.get(f"/v1/models/{ARCH}/logs").json()
+    assert body["name"] == ARCH and body["variants"]
+    for vid, entry in body["variants"].items():
+        log = entry["log"]
+        assert log is not None, vid
+        assert f"building {vid}" in log
+        if entry["status"] == "ready":
+            assert "latency p50 / p99 ms by batch" in log and "measured" in log and log.rstrip().endswith("ready")
+        else:
+            assert entry["message"] and entry["message"][:60] in log
+    assert stack.http.get("/v1/models/no-such-model/logs").status_code == 404
+
+
+def test_a_build_log_keeps_the_whole_error_behind_the_summary():
+    log = BuildLog(clock=lambda: 0.0)
+    try:
+        try:
+            raise RuntimeError("the library's own words " + "x" * 500)
+        except RuntimeError as inner:
+            err = ProfilingFailed(f"profiling failed: {str(inner)[:40]}")
+            err.log = "Traceback ...\nMemoryError: line 2 of the child's stderr"
+            raise err from None
+    except ProfilingFailed as exc:
+        log.error(exc)
+    text = log.text().decode()
+    assert "x" * 500 in text  # the full cause, not the 40-character summary
+    assert "line 2 of the child's stderr" in text
