@@ -103,7 +103,7 @@ def check_model(data: bytes, limits: ModelLimits = ModelLimits()) -> CheckedMode
         raise InvalidModel("file is not an ONNX model: the graph has no nodes", field="file")
     external = _uses_external_data(model)
     if external:
-        raise InvalidModel(f"external data is not allowed: {external}; embed all weights in the file", field="file")
+        raise InvalidModel(f"external data is not allowed: {external}; embed all weights in the file (torch.onnx.export(..., external_data=False), or onnx.save_model(model, path, save_as_external_data=False))", field="file")
     nodes = len(model.graph.node) + sum(len(g.node) for g in _subgraphs(model.graph))
     if nodes > limits.max_nodes:
         raise InvalidModel(f"graph has {nodes} nodes, the limit is {limits.max_nodes}", field="file")
