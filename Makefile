@@ -4,14 +4,20 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# pip's exit status survives the pipe into the progress filter
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: demo test test-unit test-busy up bench sim clean synth layers
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[demo,dev]'
-	touch $(STAMP)
+	@echo "[1/3] creating $(VENV) with $$($(PYTHON) --version)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "[2/3] upgrading pip"
+	@$(BIN)/pip install --quiet --upgrade pip
+	@echo "[3/3] installing the service, its tests and its tools into $(VENV) (a few minutes the first time; each package as it comes)"
+	@$(BIN)/pip install --progress-bar off -e '.[demo,dev]' 2>&1 | $(PYTHON) tools/install_progress.py
+	@touch $(STAMP)
 
 install: $(STAMP)
 
