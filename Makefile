@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@echo "[2/3] upgrading pip"
 	@$(BIN)/pip install --quiet --upgrade pip
 	@echo "[3/3] installing the service, its tests and its tools into $(VENV) (a few minutes the first time; each package as it comes)"
-	@$(BIN)/pip install --progress-bar off -e '.[demo,dev]' 2>&1 | $(PYTHON) tools/install_progress.py
+	@$(BIN)/pip install --progress-bar off -e '.[demo,dev]' 2>&1 | INSTALL_LOG=$(VENV)/install.log $(PYTHON) tools/install_progress.py
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,5 +1,6 @@
 """The local API-to-worker hop (``adapters/frames.py``): the worker's frame server and the
-client's frame connections, over a real Unix socket in this process."""
+client's frame connections, over a real Unix socket in this process, with the worker
+credential every request carries."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 
 from infaas.adapters import frames, logs
-from infaas.adapters.workerclient import HttpWorkerClient, local_address
+from infaas.adapters.local.secret import socket_dir, socket_path
+from infaas.adapters.workerclient import HttpWorkerClient
 from infaas.core import errors, tensors
 
 
@@ -28,18 +30,25 @@ async def _answer(variant_id, objective, rid, body):
     return 200, tensors.CONTENT_TYPE.encode(), [], tensors.encode(out)
 
 
+KEY = "k" * 64
+
+
 @pytest.fixture
-def worker():
+def worker(tmp_path):
+    directory = socket_dir(str(tmp_path / "data"))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    for _ in range(20):  # a name no worker of a stack running beside this test holds
-        port = random.randint(20000, 60000)
-        try:
-            sock.bind(local_address(port))
-            break
-        except OSError:
-            continue
-    yield port, sock
+    port = random.randint(20000, 60000)
+    sock.bind(socket_path(directory, port))
+    yield port, sock, directory
     sock.close()
+
+
+def client_for(directory: str, key: str = KEY) -> HttpWorkerClient:
+    return HttpWorkerClient(socket_dir=directory, key=key)
+
+
+def serve(sock, limit: int, key: str = KEY):
+    return asyncio.start_unix_server(lambda r, w: frames.serve(r, w, _answer, limit, key), sock=sock)
 
 
 def run(coro):
@@ -47,11 +56,11 @@ def run(coro):
 
 
 def test_a_query_goes_out_as_frames_and_comes_back(worker):
-    port, sock = worker
+    port, sock, directory = worker
 
     async def main():
-        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, _answer, 4 << 20), sock=sock)
-        client = HttpWorkerClient(local_sockets=True)
+        server = await serve(sock, 4 << 20)
+        client = client_for(directory)
         x = np.arange(12, dtype=np.float32).reshape(3, 4)
         token = logs.REQUEST_ID.set("trace-7")
         try:
@@ -74,11 +83,11 @@ def test_a_query_goes_out_as_frames_and_comes_back(worker):
 
 
 def test_worker_errors_come_back_as_the_same_errors(worker):
-    port, sock = worker
+    port, sock, directory = worker
 
     async def main():
-        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, _answer, 1 << 20), sock=sock)
-        client = HttpWorkerClient(local_sockets=True)
+        server = await serve(sock, 1 << 20)
+        client = client_for(directory)
         frame = tensors.encode({"X": np.zeros((1, 4), np.float32)})
         out = []
         for variant in ("missing", "broken"):
@@ -96,17 +105,19 @@ def test_worker_errors_come_back_as_the_same_errors(worker):
 
 
 @pytest.mark.parametrize("head, body_len, status", [
-    (b'{"variant": "m"}', 10 << 20, 413),  # over the limit: answered, connection closed
+    (b'{"variant": "m", "key": "' + KEY.encode() + b'"}', 10 << 20, 413),  # over the limit: answered, closed
+    (b'{"variant": "m"}', 4, 401),  # no worker key
+    (b'{"variant": "m", "key": "guess"}', 4, 401),  # a wrong one
     (b"not json", 4, 400),
     (b'{"objective_ms": 5}', 4, 400),  # no variant
     (b'{"variant": 5}', 4, 400),
 ])
 def test_a_bad_request_is_answered_and_the_connection_closed(worker, head, body_len, status):
-    port, sock = worker
+    port, sock, directory = worker
 
     async def main():
-        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, _answer, 1 << 20), sock=sock)
-        reader, writer = await asyncio.open_unix_connection(local_address(port))
+        server = await serve(sock, 1 << 20)
+        reader, writer = await asyncio.open_unix_connection(socket_path(directory, port))
         writer.write(frames.REQUEST.pack(len(head), body_len) + head + b"\0" * min(body_len, 4))
         await writer.drain()
         got_status, length = frames.ANSWER.unpack(await reader.readexactly(frames.ANSWER.size))
@@ -118,3 +129,34 @@ def test_a_bad_request_is_answered_and_the_connection_closed(worker, head, body_
 
     got_status, doc, rest = run(main())
     assert got_status == status and doc["error"] and rest == b""
+
+
+def test_a_client_with_a_wrong_key_gets_nothing_run(worker):
+    port, sock, directory = worker
+    ran = []
+
+    async def answer(*args):
+        ran.append(args)
+        return await _answer(*args)
+
+    async def main():
+        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, answer, 1 << 20, KEY), sock=sock)
+        client = client_for(directory, key="not-the-key")
+        try:
+            await client.infer(f"http://127.0.0.1:{port}", "m", tensors.encode({"X": np.zeros((1, 4), np.float32)}), None)
+        except errors.InfaasError as exc:
+            return exc
+        finally:
+            await client.close()
+            server.close()
+
+    exc = run(main())
+    assert isinstance(exc, errors.WorkerFault) and "worker key" in exc.message and not ran
+
+
+def test_the_socket_folder_is_the_owners_alone(tmp_path):
+    import os
+    import stat
+
+    directory = socket_dir(str(tmp_path / "data"))
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700

@@ -3,17 +3,20 @@
 Both ends belong to this project, so the local hop needs no HTTP. One connection
 carries one request at a time (the client pools connections, as it does for HTTP):
 
-    request   !II  header length, body length;  header (JSON: {"variant", "objective_ms", "request_id"});
-                   body (a tensor frame, ``core/tensors.py``)
+    request   !II  header length, body length;  header (JSON: {"variant", "objective_ms", "request_id",
+                   "key"}); body (a tensor frame, ``core/tensors.py``)
     answer    !HI  status, body length;  body (a tensor frame on 200, the error's JSON otherwise)
 
 A worker on another machine is reached over HTTP (``POST /v1/infer/{variant}``) with the
-same header values and the same bodies; ``answer_infer`` serves both.
+same header values and the same bodies; ``answer_infer`` serves both. ``key`` is the worker
+credential (``wiring.worker_secret``): a request without the right one is answered 401 and
+its connection closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import struct
 
@@ -24,13 +27,15 @@ ANSWER = struct.Struct("!HI")
 MAX_HEADER = 4096
 
 
-def request(variant_id: str, objective_ms: float | None, request_id: str | None, chunks: list, size: int) -> list:
+def request(variant_id: str, objective_ms: float | None, request_id: str | None, chunks: list, size: int,
+            key: str = "") -> list:
     """The buffers of one request (the body's chunks are sent as they are: one vectored write)."""
-    head = json.dumps({"variant": variant_id, "objective_ms": objective_ms, "request_id": request_id}).encode()
+    head = json.dumps({"variant": variant_id, "objective_ms": objective_ms, "request_id": request_id,
+                       "key": key}).encode()
     return [REQUEST.pack(len(head), size) + head, *chunks]
 
 
-async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer, limit: int) -> None:
+async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer, limit: int, key: str) -> None:
     """A worker's side of one connection: ``answer(variant_id, objective_ms, request_id, body)`` ->
     (status, media type, headers, body) for each request (only the status and the body travel), until the client closes it. A request over ``limit`` bytes,
     or a malformed one, is answered and the connection closed (its stream cannot be trusted)."""
@@ -51,9 +56,16 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answ
                 variant_id, objective, rid = head["variant"], head.get("objective_ms"), head.get("request_id")
                 if not isinstance(variant_id, str) or not (objective is None or isinstance(objective, (int, float))):
                     raise ValueError("bad header values")
+                given = head.get("key")
             except (ValueError, KeyError, TypeError):
                 payload = errors.encode(errors.InvalidInput("malformed frame header", field="header"))[3]
                 writer.write(ANSWER.pack(400, len(payload)) + payload)
+                await writer.drain()
+                return
+            if not (isinstance(given, str) and hmac.compare_digest(given.encode(), key.encode())):
+                payload = errors.encode(errors.Unauthenticated("a worker answers its stack only: no or a wrong worker key",
+                                                               field="key"))[3]
+                writer.write(ANSWER.pack(401, len(payload)) + payload)
                 await writer.drain()
                 return
             body = await reader.readexactly(body_len)

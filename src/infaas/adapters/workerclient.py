@@ -27,16 +27,14 @@ import sys
 from urllib.parse import urlsplit
 
 from infaas.adapters import frames, logs
+from infaas.adapters.local.secret import socket_path
 from infaas.core import errors, tensors
 from infaas.core.ports import WorkerClient
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def local_address(port: int) -> str:
-    """Where a worker on this machine listening on ``port`` also takes connections
-    (a Linux abstract socket; ``python -m infaas.worker --local-socket``)."""
-    return f"\0infaas-worker-{port}"
+KEY_HEADER = "x-infaas-worker-key"  # the worker credential on HTTP (``frames``: the header's "key")
 
 # what a worker may answer that is the caller's business (passed through); anything else is the worker failing
 _PASSED_THROUGH = (errors.InvalidInput, errors.NotFound, errors.Unavailable, errors.PayloadTooLarge,
@@ -154,11 +152,14 @@ class _Conn(asyncio.Protocol):
 class HttpWorkerClient(WorkerClient):
     takes_parts = True
 
-    def __init__(self, timeout_s: float = 10.0, max_idle_per_worker: int = 64, local_sockets: bool = False) -> None:
+    def __init__(self, timeout_s: float = 10.0, max_idle_per_worker: int = 64, socket_dir: str | None = None,
+                 key: str = "") -> None:
+        """``key``: the worker credential every call carries (``wiring.worker_secret``);
+        ``socket_dir``: where workers on this machine also listen on a Unix socket
+        (``adapters.local.secret.socket_path``), tried first for loopback URLs, TCP when there is none."""
         self.timeout_s = timeout_s
-        # a worker on this machine may also listen on a local socket (``local_address``):
-        # tried first for loopback URLs, TCP when there is none
-        self.local_sockets = local_sockets and sys.platform.startswith("linux")
+        self.key = key
+        self.socket_dir = socket_dir if socket_dir and sys.platform.startswith("linux") else None
         self._no_local: set[tuple[str, int]] = set()
         self.max_idle = max_idle_per_worker
         self._idle: dict[tuple[str, int], collections.deque] = collections.defaultdict(collections.deque)
@@ -180,9 +181,11 @@ class HttpWorkerClient(WorkerClient):
 
         def parts_for(conn: _Conn) -> list:
             if conn.framed:  # the local socket: frames (adapters/frames.py)
-                out = frames.request(variant_id, objective, rid, chunks, size)
+                out = frames.request(variant_id, objective, rid, chunks, size, self.key)
             else:
-                extra = f"x-infaas-objective-ms: {objective!r}\r\n" if objective is not None else ""
+                extra = f"{KEY_HEADER}: {self.key}\r\n"
+                if objective is not None:
+                    extra += f"x-infaas-objective-ms: {objective!r}\r\n"
                 if rid is not None:
                     extra += f"x-request-id: {rid}\r\n"
                 head = (
@@ -206,11 +209,11 @@ class HttpWorkerClient(WorkerClient):
         raise worker_error(url, status, body)
 
     async def _connect(self, addr, loop) -> _Conn:
-        if self.local_sockets and addr[0] in _LOOPBACK and addr not in self._no_local:
+        if self.socket_dir and addr[0] in _LOOPBACK and addr not in self._no_local:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
-                sock.connect(local_address(addr[1]))  # a local connect completes at once (or refuses)
+                sock.connect(socket_path(self.socket_dir, addr[1]))  # a local connect completes at once (or refuses)
             except BlockingIOError:  # its backlog is full: TCP this time
                 sock.close()
             except OSError:  # no local socket: this worker speaks TCP only
@@ -273,6 +276,8 @@ def worker_error(url: str, status: int, body: bytes) -> errors.InfaasError:
     exc = errors.decode(status, body)
     if isinstance(exc, _PASSED_THROUGH):
         return exc
+    if status == 401:  # not the caller's fault: this API and the worker hold different credentials
+        return errors.WorkerFault(f"worker at {url} refused this API's worker key (INFAAS_WORKER_SECRET differs)")
     if status < 500:
         return errors.InvalidInput(exc.message, field=exc.field)
     return errors.WorkerFault(f"worker at {url} failed: {exc.message}")

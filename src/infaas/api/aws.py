@@ -84,8 +84,10 @@ def lambda_services(settings: Settings, adapters: Any, data_plane: Any = None):
     from infaas.adapters.workerclient import HttpWorkerClient
     from infaas.app.control import ControlPlane
     from infaas.app.data import DataPlane
+    from infaas.wiring import worker_secret
 
     if data_plane is None:
-        data_plane = DataPlane(adapters.store, HttpWorkerClient(timeout_s=settings.request_timeout_s), settings)
+        data_plane = DataPlane(adapters.store, HttpWorkerClient(timeout_s=settings.request_timeout_s,
+                                                               key=worker_secret(settings)), settings)
     control = ControlPlane(adapters.store, adapters.models, adapters.queue, settings)
     return Services(control, data_plane, settings, auth=IamAuthenticator())

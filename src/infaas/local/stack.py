@@ -11,6 +11,7 @@ import time
 
 from infaas.adapters import logs
 from infaas.adapters.local.processes import WorkerProcesses
+from infaas.adapters.local.secret import socket_dir
 from infaas.adapters.workerclient import HttpWorkerClient
 from infaas.api.app import create_app
 from infaas.api.deps import Services
@@ -18,7 +19,7 @@ from infaas.app.autoscaler import Autoscaler
 from infaas.app.control import ControlPlane
 from infaas.app.data import DataPlane
 from infaas.core.settings import Settings
-from infaas.wiring import make_adapters
+from infaas.wiring import make_adapters, worker_secret
 
 log = logging.getLogger("infaas.local")
 
@@ -26,8 +27,11 @@ log = logging.getLogger("infaas.local")
 def build_services(settings: Settings) -> Services:
     adapters = make_adapters(settings)
     control = ControlPlane(adapters.store, adapters.models, adapters.queue, settings)
-    # workers started here also listen on a local socket (WorkerProcesses.start): the client prefers it
-    data = DataPlane(adapters.store, HttpWorkerClient(timeout_s=settings.request_timeout_s, local_sockets=True), settings)
+    # workers started here also listen on a Unix socket in the data dir (WorkerProcesses.start): the client
+    # prefers it; every call carries the stack's worker credential
+    client = HttpWorkerClient(timeout_s=settings.request_timeout_s, socket_dir=socket_dir(settings.data_dir),
+                              key=worker_secret(settings))
+    data = DataPlane(adapters.store, client, settings)
     return Services(control, data, settings)
 
 

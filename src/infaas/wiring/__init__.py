@@ -32,6 +32,21 @@ def make_adapters(settings: Settings) -> Adapters:
     return LocalAdapters(settings)
 
 
+def worker_secret(settings: Settings) -> str:
+    """The credential every call to a worker carries (``INFAAS_WORKER_SECRET``): on AWS it must be
+    set (from Secrets Manager); locally an unset one is the data dir's ``worker.secret``."""
+    if settings.worker_secret:
+        return settings.worker_secret
+    if settings.backend == "aws":
+        from infaas.core.settings import SettingsError
+
+        raise SettingsError("INFAAS_WORKER_SECRET is not set: the selector and the workers share it "
+                            "(the deployment puts it in Secrets Manager)")
+    from infaas.adapters.local.secret import worker_secret as local_secret
+
+    return local_secret(settings.data_dir)
+
+
 def open_location(uri: str, settings: Settings, s3_client=None):
     """Where an offline job reads or writes (``app.offline.Location``): ``s3://bucket/prefix``,
     or a folder under ``settings.offline_root_dir``."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from infaas.adapters.local.folder import FolderModelStore
+from infaas.adapters.local.secret import private_dir
 from infaas.adapters.local.sqlite import SqliteDatabase, SqliteItemTable, SqliteJobQueue
 from infaas.app.store import MetadataStore
 from infaas.core.settings import Settings
@@ -12,7 +11,7 @@ from infaas.core.settings import Settings
 
 class LocalAdapters:
     def __init__(self, settings: Settings) -> None:
-        os.makedirs(settings.data_dir, exist_ok=True)
+        private_dir(settings.data_dir)  # 0700: the catalogue, key hashes, models and secret are the stack's alone
         self.db = SqliteDatabase(settings.db_path)
         self.store = MetadataStore(SqliteItemTable(self.db))
         self.models = FolderModelStore(settings.models_dir)

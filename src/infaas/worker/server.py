@@ -1,15 +1,18 @@
 """The worker process: an HTTP server for inference, a heartbeat, a job loop.
 
-Routes (internal; only the API / selector talks to them):
+Routes (internal; only the API / selector talks to them, and proves it: every call
+carries the stack's worker credential, ``x-infaas-worker-key``, ``wiring.worker_secret``;
+without it a worker answers 401 and does nothing, loads nothing):
 
 * ``POST /v1/infer/{variant_id}``: body is a tensor frame (``infaas.core.tensors``),
   header ``x-infaas-objective-ms`` carries the tightest latency objective; the
   answer is a frame, or JSON ``{"error", "message"}`` with the error's status.
-* ``GET /health``: id, state, replicas.
+* ``GET /health``: state; with the credential also id, hardware and replicas.
 
 The server is a bare ASGI app (no framework) under uvicorn. Started by `infaas up`
-(``--local-socket``), a worker also serves the API on this machine over a local Unix
-socket with the frame protocol of ``adapters/frames.py`` (the same requests, no HTTP).
+(``--local-socket``), a worker also serves the API on this machine over a Unix socket
+in the data dir's 0700 ``sockets`` folder with the frame protocol of ``adapters/frames.py``
+(the same requests and credential, no HTTP).
 
 Run: ``python -m infaas.worker --hardware cpu --port 9001 --data-dir .infaas-data``.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -33,7 +37,8 @@ from typing import Any
 from infaas.adapters import frames, logs
 from infaas.adapters.http.asgi import send_bytes, serve_asgi
 from infaas.adapters.local.processes import free_port
-from infaas.adapters.workerclient import local_address
+from infaas.adapters.local.secret import socket_dir, socket_path
+from infaas.adapters.workerclient import KEY_HEADER
 from infaas.app import offline
 from infaas.app.autoscaler import assignments_for
 from infaas.app.build import build_lane, run_build_job
@@ -45,18 +50,21 @@ from infaas.core.settings import Settings
 from infaas.runtime.executor import load_executor
 from infaas.runtime.hardware import missing_runtimes, probe_runtimes
 from infaas.runtime.profile import ProfileLimits
-from infaas.wiring import make_adapters, open_location
+from infaas.wiring import make_adapters, open_location, worker_secret
 from infaas.worker.replicas import ReplicaCache
 
 log = logging.getLogger("infaas.worker")
 
 _FRAME = tensors.CONTENT_TYPE.encode()
+_KEY = KEY_HEADER.encode()
 _JSON = b"application/json"
 
 
 class WorkerAgent:
-    def __init__(self, settings: Settings, *, hardware: str, worker_id: str, url: str, adapters=None) -> None:
+    def __init__(self, settings: Settings, *, hardware: str, worker_id: str, url: str, adapters=None,
+                 key: str | None = None) -> None:
         self.settings = settings
+        self.key = (key if key is not None else worker_secret(settings)).encode()  # every caller must show it
         self.hardware = hardware
         self.id = worker_id
         self.url = url
@@ -264,14 +272,28 @@ class WorkerAgent:
         if scope["type"] != "http":
             return
         path = scope["path"]
+        trusted = self._trusted(scope["headers"])
         if scope["method"] == "POST" and path.startswith("/v1/infer/"):
+            if not trusted:  # refused before the body is read: nothing loads, nothing runs
+                status, media, extra, payload = errors.encode(errors.Unauthenticated(
+                    "a worker answers its stack only: no or a wrong worker key", field="key"))
+                await send_bytes(send, status, media, payload, extra)
+                return
             await serve_asgi(self.answer_infer, path, scope, receive, send, self.limit)
-        elif path == "/health":
-            body = {"worker": self.id, "state": self.state, "hardware": self.hardware, "replicas": sorted(self.cache.replicas)}
+        elif path == "/health":  # tenants' models are nobody else's business
+            body = {"state": self.state}
+            if trusted:
+                body.update(worker=self.id, hardware=self.hardware, replicas=sorted(self.cache.replicas))
             await send_bytes(send, 200, _JSON, json.dumps(body).encode())
         else:
             status, media, extra, payload = errors.encode(NotFound(f"no route {path!r} on a worker", field="path"))
             await send_bytes(send, status, media, payload, extra)
+
+    def _trusted(self, headers: list) -> bool:
+        for k, v in headers:
+            if k == _KEY:
+                return hmac.compare_digest(v, self.key)
+        return False
 
     async def answer_infer(self, path: str, headers: list, body: bytes) -> tuple[int, bytes, list, bytes]:
         """``POST /v1/infer/{variant}`` (HTTP, from an API on another machine)."""
@@ -317,9 +339,9 @@ class WorkerAgent:
             if message["type"] == "lifespan.startup":
                 await self.start()
                 if self.frame_socket is not None:  # the API on this machine sends frames here
-                    limit = self.limit
+                    limit, key = self.limit, self.key.decode()
                     self._frame_server = await asyncio.start_unix_server(
-                        lambda r, w: frames.serve(r, w, self.answer, limit), sock=self.frame_socket)
+                        lambda r, w: frames.serve(r, w, self.answer, limit, key), sock=self.frame_socket)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._frame_server is not None:
@@ -339,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--worker-id", default=None)
     parser.add_argument("--local-socket", action="store_true",
-                        help="also listen on a local (Linux abstract) socket named after the port, for an API "
+                        help="also listen on a Unix socket in <data-dir>/sockets (0700), for an API "
                              "on the same machine (`infaas up` passes it)")
     args = parser.parse_args(argv)
     logs.configure("worker")
@@ -354,15 +376,16 @@ def main(argv: list[str] | None = None) -> None:
                             timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65)
     server = uvicorn.Server(config)
     log.info("worker %s (%s) listening on %s:%d", worker_id, args.hardware, settings.host, port)
-    sockets = local_sockets(settings.host, port) if args.local_socket else None
+    sockets = local_sockets(settings.host, port, socket_dir(settings.data_dir)) if args.local_socket else None
     if sockets and len(sockets) == 2:  # HTTP on TCP for everyone, frames on the local socket for the API here
         agent.frame_socket = sockets.pop()
     server.run(sockets=sockets)
 
 
-def local_sockets(host: str, port: int) -> list[socket.socket] | None:
-    """The worker's TCP socket and beside it a local stream socket: between processes of one
-    machine a Unix socket costs a fraction of a loopback TCP round trip. None where there is none."""
+def local_sockets(host: str, port: int, directory: str) -> list[socket.socket] | None:
+    """The worker's TCP socket and beside it a Unix stream socket in ``directory`` (0700: no other
+    local user can connect): between processes of one machine a Unix socket costs a fraction of
+    a loopback TCP round trip. None where there is none."""
     if not sys.platform.startswith("linux"):
         return None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -370,9 +393,13 @@ def local_sockets(host: str, port: int) -> list[socket.socket] | None:
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     tcp.bind((host, port))
     local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = socket_path(directory, port)
     try:
-        local.bind(local_address(port))
-    except OSError as exc:  # taken: serve TCP only
+        if os.path.exists(path):  # left by a worker that died on this port
+            os.unlink(path)
+        local.bind(path)
+        os.chmod(path, 0o600)
+    except OSError as exc:  # taken, or the path is too long for a Unix socket: serve TCP only
         log.warning("no local socket for port %d: %s", port, exc)
         local.close()
         return [tcp]
