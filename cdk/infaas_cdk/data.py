@@ -5,7 +5,14 @@ in tests."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, aws_dynamodb as dynamodb, aws_s3 as s3, aws_sqs as sqs
+from aws_cdk import (
+    Duration,
+    RemovalPolicy,
+    aws_dynamodb as dynamodb,
+    aws_s3 as s3,
+    aws_secretsmanager as secretsmanager,
+    aws_sqs as sqs,
+)
 from constructs import Construct
 
 from .config import HARDWARE, DeployConfig
@@ -96,6 +103,14 @@ class Data(Construct):
             encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True, retention_period=Duration.days(4),
             visibility_timeout=Duration.minutes(5),
             dead_letter_queue=sqs.DeadLetterQueue(queue=offline_dlq, max_receive_count=MAX_RECEIVES),
+        )
+
+        # The worker key: every selector -> worker call carries it and workers refuse any call
+        # without it (infaas.wiring.worker_secret). Only the selector and the worker fleets may read it.
+        self.worker_key = secretsmanager.Secret(
+            self, "WorkerKey", description="infaas: the credential every selector-to-worker call carries",
+            generate_secret_string=secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=64),
+            removal_policy=RemovalPolicy.DESTROY,
         )
 
     def adapter_environment(self) -> dict[str, str]:

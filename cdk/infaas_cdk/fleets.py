@@ -37,6 +37,7 @@ class Fleets(Construct):
         data.bucket.grant_read_write(self.role)
         for lane in [*data.lanes.values(), data.offline_lane]:
             lane.grant_consume_messages(self.role)
+        data.worker_key.grant_read(self.role)  # the credential the workers check on every call
 
         self.group_names = {hw: f"{prefix}-workers-{hw}" for hw in config.fleets}
         group_arns = [
@@ -75,6 +76,7 @@ class Fleets(Construct):
             "INFAAS_QUEUE_WAIT_S": "10",
             "INFAAS_DATA_DIR": "/var/lib/infaas",
             "INFAAS_MODEL_CACHE_DIR": "/var/cache/infaas",
+            "INFAAS_WORKER_SECRET_ARN": data.worker_key.secret_arn,
         }
         user_data = ec2.UserData.for_linux()
         zip_path = user_data.add_s3_download_command(bucket=bundle.bucket, bucket_key=bundle.s3_object_key,

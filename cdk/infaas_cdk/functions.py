@@ -44,7 +44,7 @@ class Functions(Construct):
         self.frontend = self._function("Frontend", "frontend", memory_mb=2048, timeout=API_TIMEOUT)
         self.selector = self._function(
             "Selector", "selector", memory_mb=1024, timeout=API_TIMEOUT,
-            vpc=network, env={"INFAAS_SNAPSHOT_S": "1.0"},
+            vpc=network, env={"INFAAS_SNAPSHOT_S": "1.0", "INFAAS_WORKER_SECRET_ARN": data.worker_key.secret_arn},
         )
         self.autoscaler = self._function(
             "Autoscaler", "autoscaler", memory_mb=512, timeout=Duration.seconds(60), reserved=1,
@@ -59,6 +59,7 @@ class Functions(Construct):
         for lane in [*data.lanes.values(), data.offline_lane]:
             lane.grant_send_messages(self.frontend)
         data.table.grant_read_data(self.selector)
+        data.worker_key.grant_read(self.selector)  # the selector alone among the functions calls workers
         data.table.grant_read_write_data(self.autoscaler)
 
     def _function(self, id: str, name: str, *, memory_mb: int, timeout: Duration, vpc: Network | None = None,

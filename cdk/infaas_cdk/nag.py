@@ -77,3 +77,9 @@ def acknowledge(stack) -> None:  # stack: InfaasStack
         _ack(group, "AwsSolutions-AS3",
              "Scaling is decided by the autoscaler function, which records every change with its reasons in the "
              "metadata table's event log; instance counts are on the dashboard. No SNS notifications needed.")
+
+    # -- the worker key -----------------------------------------------------------------
+    _ack(data.worker_key, "AwsSolutions-SMG4",
+         "The worker key is an internal credential between the selector and the workers, generated at deploy time "
+         "and read by them at start; rotating it means redeploying (docs/security.md). Automatic rotation would "
+         "need a rotation function and a window in which workers hold the old key.")

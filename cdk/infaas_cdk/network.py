@@ -20,6 +20,8 @@ from .config import WORKER_PORT, DeployConfig
 INTERFACE_ENDPOINTS = {
     "Sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
     "AutoScaling": ec2.InterfaceVpcEndpointAwsService.AUTOSCALING,
+    # the worker key (Data.worker_key): the selector and the workers read it from inside the VPC
+    "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
 }
 
 

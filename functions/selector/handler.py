@@ -32,7 +32,7 @@ from infaas.api.aws import ApiGatewayIdentity, lambda_services
 from infaas.app.data import DataPlane
 from infaas.core.errors import InfaasError
 from infaas.core.settings import Settings
-from infaas.wiring import make_adapters
+from infaas.wiring import make_adapters, worker_secret
 
 logger = Logger()
 # the package's own loggers (infaas.*) log through Powertools too: JSON, with the correlation id
@@ -69,7 +69,9 @@ class MeasuredDataPlane(DataPlane):
 
 SETTINGS = Settings.from_env()
 ADAPTERS = make_adapters(SETTINGS)  # the role only allows reading the table: the store is all this function uses
-DATA = MeasuredDataPlane(ADAPTERS.store, HttpWorkerClient(timeout_s=SETTINGS.request_timeout_s), SETTINGS)
+# every call to a worker carries the worker key, read from Secrets Manager at the first query
+DATA = MeasuredDataPlane(ADAPTERS.store, HttpWorkerClient(timeout_s=SETTINGS.request_timeout_s,
+                                                           key=lambda: worker_secret(SETTINGS)), SETTINGS)
 ASGI = Mangum(ApiGatewayIdentity(create_app(lambda_services(SETTINGS, ADAPTERS, DATA))), lifespan="off")
 
 

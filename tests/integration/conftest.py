@@ -93,6 +93,11 @@ def deployment(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         sqs = d.client("sqs")
         for lane in ("build-cpu", "build-gpu", "build-inferentia", "offline"):
             d.lanes.update(create_lane(sqs, f"{d.queue_prefix}{lane}", 3))
+        # the worker key, as the stack's Secrets Manager secret (cdk: Data.worker_key)
+        arn = d.client("secretsmanager").create_secret(Name=f"{prefix}-worker-key",
+                                                       SecretString=uuid.uuid4().hex + uuid.uuid4().hex)["ARN"]
+        d.env["INFAAS_WORKER_SECRET_ARN"] = arn
+        mp.setenv("INFAAS_WORKER_SECRET_ARN", arn)
         yield d
     finally:
         mp.undo()

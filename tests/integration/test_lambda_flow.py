@@ -207,6 +207,29 @@ def test_query_through_the_selector_is_served_by_the_worker(registered, selector
     assert emf and emf[-1]["Hardware"] == "cpu" and emf[-1]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Infaas"
 
 
+def test_the_worker_answers_only_callers_with_the_worker_key(registered, selector, worker, deployment, trained):
+    """The selector (above) reads the key from Secrets Manager and is served; a caller that reaches
+    the worker's port in the VPC without it gets 401 and nothing runs."""
+    from infaas.core import tensors
+
+    _model, data, _ = trained
+    from infaas.adapters.aws.dynamodb import DynamoItemTable
+    from infaas.app.store import MetadataStore
+
+    store = MetadataStore(DynamoItemTable(deployment.table, client=deployment.client("dynamodb")))
+    url = store.get_worker("i-0worker1").url
+    frame = tensors.encode({"X": np.asarray(data.x_test[:1], np.float32)})
+    key = deployment.client("secretsmanager").get_secret_value(SecretId=deployment.env["INFAAS_WORKER_SECRET_ARN"])
+    for headers in ({}, {"x-infaas-worker-key": "guess"}):
+        r = httpx.post(f"{url}/v1/infer/{_fp32_id(registered)}", content=frame,
+                       headers={"content-type": tensors.CONTENT_TYPE, **headers})
+        assert r.status_code == 401 and r.json()["field"] == "key", r.text
+    r = httpx.post(f"{url}/v1/infer/{_fp32_id(registered)}", content=frame,
+                   headers={"content-type": tensors.CONTENT_TYPE, "x-infaas-worker-key": key["SecretString"]})
+    assert r.status_code == 200, r.text
+    assert set(httpx.get(f"{url}/health").json()) == {"state"}
+
+
 def test_open_inference_protocol_through_the_selector(registered, selector, trained):
     model, data, _ = trained
     rows = data.x_test[8:10]

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import socket
 import sys
+from typing import Callable
 from urllib.parse import urlsplit
 
 from infaas.adapters import frames, logs
@@ -153,17 +154,24 @@ class HttpWorkerClient(WorkerClient):
     takes_parts = True
 
     def __init__(self, timeout_s: float = 10.0, max_idle_per_worker: int = 64, socket_dir: str | None = None,
-                 key: str = "") -> None:
-        """``key``: the worker credential every call carries (``wiring.worker_secret``);
+                 key: str | Callable[[], str] = "") -> None:
+        """``key``: the worker credential every call carries (``wiring.worker_secret``), or a function
+        that gives it, called at the first call (a control-plane function never reads it);
         ``socket_dir``: where workers on this machine also listen on a Unix socket
         (``adapters.local.secret.socket_path``), tried first for loopback URLs, TCP when there is none."""
         self.timeout_s = timeout_s
-        self.key = key
+        self._key = key
         self.socket_dir = socket_dir if socket_dir and sys.platform.startswith("linux") else None
         self._no_local: set[tuple[str, int]] = set()
         self.max_idle = max_idle_per_worker
         self._idle: dict[tuple[str, int], collections.deque] = collections.defaultdict(collections.deque)
         self._addrs: dict[str, tuple[str, int]] = {}
+
+    @property
+    def key(self) -> str:
+        if callable(self._key):
+            self._key = self._key()
+        return self._key
 
     async def infer(self, url: str, variant_id: str, frame, objective_ms: float | None) -> bytes:
         """``frame``: the tensor frame as bytes, or as a list of buffers (``tensors.encode_parts``)."""

@@ -87,7 +87,7 @@ def lambda_services(settings: Settings, adapters: Any, data_plane: Any = None):
     from infaas.wiring import worker_secret
 
     if data_plane is None:
-        data_plane = DataPlane(adapters.store, HttpWorkerClient(timeout_s=settings.request_timeout_s,
-                                                               key=worker_secret(settings)), settings)
+        client = HttpWorkerClient(timeout_s=settings.request_timeout_s, key=lambda: worker_secret(settings))
+        data_plane = DataPlane(adapters.store, client, settings)
     control = ControlPlane(adapters.store, adapters.models, adapters.queue, settings)
     return Services(control, data_plane, settings, auth=IamAuthenticator())

@@ -190,8 +190,9 @@ class Settings:
     worker_threads: int = 1  # onnxruntime intra-op threads per replica
     request_timeout_s: float = 10.0  # API -> worker
     # The credential every API -> worker call carries. Locally, when unset, a random one kept
-    # in <data_dir>/worker.secret (0600); on AWS it comes from Secrets Manager.
+    # in <data_dir>/worker.secret (0600); on AWS the Secrets Manager secret worker_secret_arn names.
     worker_secret: str = ""
+    worker_secret_arn: str = ""
     profile_timeout_s: float = 300.0
     profile_memory_bytes: int = 4 << 30
     hardware: Mapping[str, HardwareType] = field(default_factory=dict, compare=False)

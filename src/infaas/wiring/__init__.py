@@ -33,15 +33,20 @@ def make_adapters(settings: Settings) -> Adapters:
 
 
 def worker_secret(settings: Settings) -> str:
-    """The credential every call to a worker carries (``INFAAS_WORKER_SECRET``): on AWS it must be
-    set (from Secrets Manager); locally an unset one is the data dir's ``worker.secret``."""
+    """The credential every call to a worker carries: ``INFAAS_WORKER_SECRET`` when set; on AWS the
+    Secrets Manager secret ``INFAAS_WORKER_SECRET_ARN`` names (the selector function and the workers
+    may read it, nothing else); locally the data dir's ``worker.secret``."""
     if settings.worker_secret:
         return settings.worker_secret
     if settings.backend == "aws":
+        if settings.worker_secret_arn:
+            from infaas.adapters.aws.secrets import read_secret
+
+            return read_secret(settings.worker_secret_arn)
         from infaas.core.settings import SettingsError
 
-        raise SettingsError("INFAAS_WORKER_SECRET is not set: the selector and the workers share it "
-                            "(the deployment puts it in Secrets Manager)")
+        raise SettingsError("INFAAS_WORKER_SECRET_ARN is not set: the selector and the workers read the worker key "
+                            "from that Secrets Manager secret (the deployment sets it)")
     from infaas.adapters.local.secret import worker_secret as local_secret
 
     return local_secret(settings.data_dir)
