@@ -3,11 +3,14 @@ contained while the stack's own queries keep succeeding (docs/security.md)."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import time
 
 import httpx
 import numpy as np
+import pytest
 from stack_support import ARCHITECTURES, Stack
 
 from infaas.adapters.local.secret import SECRET_FILE, SOCKET_DIR
@@ -72,3 +75,86 @@ def test_the_data_dir_the_secret_and_the_sockets_are_the_owners_alone(stack: Sta
     # no worker listens in the abstract namespace any more (no file permissions there)
     with open("/proc/net/unix") as f:
         assert not any("@infaas-worker" in line for line in f)
+
+
+# ----------------------------------------------------------------- tenants
+@pytest.fixture(scope="module")
+def tenants(stack: Stack) -> dict[str, httpx.Client]:
+    from infaas.app import identity
+    from infaas.core.settings import Settings
+    from infaas.wiring.local import LocalAdapters
+
+    store = LocalAdapters(Settings(data_dir=stack.data_dir)).store
+    out = {}
+    for name in ("victim", "attacker"):
+        key = identity.create_key(store, f"team-{name}", ("query", "register"))[1]
+        out[name] = httpx.Client(base_url=stack.url, timeout=30.0, headers={"authorization": f"Bearer {key}"})
+    yield out
+    for c in out.values():
+        c.close()
+
+
+def register(client: httpx.Client, path: str, name: str, task: str, accuracy: float, *, visibility: str = "private",
+             validation: str | None = None) -> httpx.Response:
+    files = {"file": ("m.onnx", open(path, "rb").read(), "application/octet-stream")}
+    if validation:
+        files["validation"] = ("v.npz", open(validation, "rb").read(), "application/octet-stream")
+    return client.post("/v1/models", files=files,
+                       data={"name": name, "task": task, "accuracy": str(accuracy), "visibility": visibility})
+
+
+def wait_ready(client: httpx.Client, name: str, timeout_s: float = 120.0) -> dict:
+    deadline = time.time() + timeout_s
+    while (m := client.get(f"/v1/models/{name}").json())["status"] not in ("ready", "failed"):
+        assert time.time() < deadline, m
+        time.sleep(0.3)
+    return m
+
+
+def test_a_model_shared_into_another_tenants_task_never_answers_its_queries(stack: Stack, tenants, tmp_path):
+    victim, attacker = tenants["victim"], tenants["attacker"]
+    task = "victim/digits"
+    r = register(victim, stack.paths["logistic-regression"], "victim-model", task, 0.95,
+                 validation=stack.validation_path)
+    assert r.status_code == 201, r.text
+    assert wait_ready(victim, "victim-model")["status"] == "ready"
+    # the attacker shares a model into the victim's task, declaring it perfect, and loads it
+    r = register(attacker, stack.paths["mlp-32"], "hijack", task, 1.0, visibility="shared")
+    assert r.status_code == 201, r.text
+    assert wait_ready(attacker, "hijack")["status"] == "ready"
+    row = stack.data.x_test[:1].tolist()
+    assert attacker.post("/v1/infer", json={"architecture": "hijack", "inputs": row}).status_code == 200
+    answered = {"victim": 0, "attacker": 0, "refused": 0}
+    for i in range(20):
+        for floor in (0.99, 0.9):
+            r = victim.post("/v1/infer", json={"task": task, "inputs": stack.data.x_test[i:i + 1].tolist(),
+                                               "objective": {"min_accuracy": floor}})
+            if r.status_code == 200:
+                arch = r.json()["decision"]["variant"].split(":")[0]
+                answered["attacker" if arch == "hijack" else "victim"] += 1
+            else:
+                assert r.status_code == 422, r.text  # 0.99 is more than the victim's own model has
+                answered["refused"] += 1
+    assert answered["attacker"] == 0 and answered["victim"] == 20 and answered["refused"] == 20, answered
+    # a third tenant querying the task sees the owner's shared models only: here none (the victim's is private)
+    r = attacker.post("/v1/infer", json={"task": task, "inputs": row})
+    assert r.status_code == 200 and r.json()["decision"]["variant"].startswith("hijack:")  # its own, for itself
+
+
+def test_registering_into_another_tenants_private_task_reveals_nothing(stack: Stack, tenants, tmp_path):
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.random.default_rng(0).random((40, 8)).astype(np.float32)
+    model = LogisticRegression(max_iter=200).fit(x, (x[:, 0] > 0.5).astype(int))
+    path = tmp_path / "eight.onnx"
+    path.write_bytes(to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17).SerializeToString())
+    victim, attacker = tenants["victim"], tenants["attacker"]
+    r = register(victim, stack.paths["logistic-regression"], "victim-secret", "victim/private-task", 0.9)
+    assert r.status_code == 201, r.text
+    # another input shape in the same task name: no "task takes inputs [...]" with the victim's spec
+    r = register(attacker, str(path), "prober", "victim/private-task", 0.9)
+    assert r.status_code == 201, r.text  # the attacker's own model, for its own queries only
+    assert "[-1,64]" not in r.text.replace(" ", "") and "victim-secret" not in r.text
+    tasks = {t["task"]: t for t in attacker.get("/v1/tasks").json()["tasks"]}
+    assert "victim-secret" not in json.dumps(tasks)

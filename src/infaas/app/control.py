@@ -61,7 +61,7 @@ class ControlPlane:
         existing = self.store.find_architecture(name)
         if existing is not None:
             return self._same_or_conflict(existing, checked.sha256, tenant, task_id, float(accuracy), visibility), False
-        self._check_task_inputs(task_id, checked.inputs)
+        self._check_task_inputs(task_id, checked.inputs, tenant)
         val_key = None
         if validation is not None:
             self._check_validation(validation, checked.inputs, checked.outputs)
@@ -117,9 +117,12 @@ class ControlPlane:
                 )
         return existing
 
-    def _check_task_inputs(self, task: str, inputs: tuple[TensorSpec, ...]) -> None:
-        """Architectures of one task answer the same queries, so they take the same inputs."""
+    def _check_task_inputs(self, task: str, inputs: tuple[TensorSpec, ...], tenant: str) -> None:
+        """Architectures of one task answer the same queries, so they take the same inputs. Only the
+        ones the registrant may see are compared: another tenant's private task reveals nothing."""
         for other in self.store.architectures(task):
+            if not (other.tenant == tenant or other.visibility == "shared"):
+                continue
             if _shape_key(other.inputs) != _shape_key(inputs):
                 raise InvalidInput(
                     f"task {task!r} takes inputs {[t.to_dict() for t in other.inputs]}, "

@@ -85,7 +85,7 @@ class DataPlane:
     def _refresh(self, now: float) -> None:
         version = self.store.catalogue_version()
         if version != self._catalogue_version:
-            catalogue = Catalogue.build(self.store.all_variants(), self.settings.hardware)
+            catalogue = Catalogue.build(self.store.all_variants(), self.settings.hardware, self.store.task_owners())
             self._specs = {a.name: a.inputs for a in self.store.architectures()}
             self._catalogue, self._catalogue_version = catalogue, version
         healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]

@@ -60,9 +60,29 @@ class MetadataStore:
             self.table.put(item, expect_version=0)
         except ConditionFailed:
             return self.get_architecture(arch.name)
-        self.table.put({"pk": "TASKS", "sk": arch.task, "body": {"task": arch.task}})
+        self._claim_task(arch.task, arch.tenant)
         self._bump_catalogue()
         return arch
+
+    def _claim_task(self, task: str, tenant: str) -> None:
+        """The first tenant to register into a task owns it (``task_owners``); later ones do not."""
+        try:
+            self.table.put({"pk": "TASKS", "sk": task, "body": {"task": task, "owner": tenant}}, expect_version=0)
+        except ConditionFailed:
+            pass
+
+    def task_owners(self) -> dict[str, str]:
+        """task -> the tenant that owns it: its task queries are answered by its own models and the
+        ones it shared, and by no one else's (``core.selection._visible``)."""
+        out = {}
+        for item in self.table.query("TASKS"):
+            owner = item["body"].get("owner")
+            if owner is None:  # recorded before tasks had owners: the tenant of its first architecture
+                first = sorted(self.architectures(item["sk"]), key=lambda a: a.created_at)[:1]
+                owner = first[0].tenant if first else None
+            if owner:
+                out[item["sk"]] = owner
+        return out
 
     def get_architecture(self, name: str) -> Architecture:
         item = self.table.get(f"ARCH#{name}", "A")

@@ -85,9 +85,13 @@ class Catalogue:
     # ("architecture" | "task", name) -> the one-row ranking (``rank``), at the prices ``prices``
     ranked: Mapping[tuple[str, str], tuple[tuple, ...]] = field(default_factory=dict, compare=False, repr=False)
     prices: tuple = ()
+    # task -> the tenant that owns it: a query by task uses its own tenant's variants and the
+    # variants the owner shared, nobody else's (``_visible``). A task not listed: anyone's shared.
+    task_owners: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
-    def build(variants: Iterable[Variant], hardware: Mapping[str, HardwareType] | None = None) -> "Catalogue":
+    def build(variants: Iterable[Variant], hardware: Mapping[str, HardwareType] | None = None,
+              task_owners: Mapping[str, str] | None = None) -> "Catalogue":
         ready = [v for v in variants if v.status == "ready" and v.profile is not None and v.accuracy is not None]
         by_arch: dict[str, list[Variant]] = {}
         by_task: dict[str, list[Variant]] = {}
@@ -105,6 +109,7 @@ class Catalogue:
             by_task={k: tuple(vs) for k, vs in by_task.items()},
             ranked=ranked,
             prices=price_key(hardware) if hardware is not None else (),
+            task_owners=dict(task_owners or {}),
         )
 
 
@@ -249,28 +254,33 @@ def cost_per_query(variant: Variant, rows: int, price_per_hour: float) -> float:
     return price_per_hour / 3600.0 * seconds * rows / (runs * batch)
 
 
-def _target(query: Query, catalogue: Catalogue) -> tuple[tuple[str, str], tuple[Variant, ...], str]:
-    """What the query names: (index key, every ready variant it covers, how to say it)."""
+def _target(query: Query, catalogue: Catalogue) -> tuple[tuple[str, str], tuple[Variant, ...], str, str | None]:
+    """What the query names: (index key, every ready variant it covers, how to say it, whose shared
+    variants it may use: for a task, its owner's only; None: anyone's)."""
     named = [x for x in (query.variant, query.architecture, query.task) if x]
     if len(named) != 1:
         raise InvalidInput("name exactly one of variant, architecture or task", field="target")
     if query.variant:
         found: tuple[Variant, ...] = (catalogue.variants[query.variant],) if query.variant in catalogue.variants else ()
-        return ("variant", query.variant), found, f"variant {query.variant!r}"
+        return ("variant", query.variant), found, f"variant {query.variant!r}", None
     if query.architecture:
         return (("architecture", query.architecture), catalogue.by_architecture.get(query.architecture, ()),
-                f"architecture {query.architecture!r}")
-    return ("task", query.task or ""), catalogue.by_task.get(query.task or "", ()), f"task {query.task!r}"
+                f"architecture {query.architecture!r}", None)
+    task = query.task or ""
+    return ("task", task), catalogue.by_task.get(task, ()), f"task {query.task!r}", catalogue.task_owners.get(task)
 
 
-def _visible(v: Variant, tenant: str) -> bool:
-    return v.tenant == tenant or v.visibility == "shared"
+def _visible(v: Variant, tenant: str, publisher: str | None = None) -> bool:
+    """A tenant uses its own variants, and shared ones: of anyone when it names a variant or an
+    architecture (its choice), of the task's owner only when it names a task, so that nobody can
+    answer another tenant's task queries by sharing a model into that task."""
+    return v.tenant == tenant or (v.visibility == "shared" and (publisher is None or v.tenant == publisher))
 
 
 def candidates(query: Query, catalogue: Catalogue) -> tuple[Variant, ...]:
     """The variants a query may use: named ones, visible to its tenant."""
-    _, found, what = _target(query, catalogue)
-    visible = tuple(v for v in found if _visible(v, query.tenant))
+    _, found, what, publisher = _target(query, catalogue)
+    visible = tuple(v for v in found if _visible(v, query.tenant, publisher))
     if not visible:
         # Same message whether it does not exist or belongs to another tenant.
         raise NotFound(f"no ready {what}", field="target")
@@ -288,22 +298,23 @@ class _Option:
     loaded: bool
 
 
-def _ranking(query: Query, catalogue: Catalogue, cluster: Cluster) -> tuple[tuple[tuple, ...], tuple[tuple, ...], str]:
+def _ranking(query: Query, catalogue: Catalogue,
+             cluster: Cluster) -> tuple[tuple[tuple, ...], tuple[tuple, ...], str, str | None]:
     """Every variant the query names as ``(cost, variant, steady_ms, cold_ms)``, cheapest first
     (``rank``; tenants not yet filtered); the same cut to variants with a loaded replica; and how
-    to name the target in an error. A one-row query on an architecture or task reads the rankings
-    the snapshots were built with; any other is ranked here."""
-    key, found, what = _target(query, catalogue)
+    to name the target in an error; whose shared variants count (``_target``). A one-row query on
+    an architecture or task reads the rankings the snapshots were built with; any other is ranked here."""
+    key, found, what, publisher = _target(query, catalogue)
     ranked = catalogue.ranked.get(key) if query.rows == 1 and catalogue.prices == cluster.prices else None
     if ranked is None:
-        ranked = rank((v for v in found if _visible(v, query.tenant)), query.rows, cluster.hardware)
-        return ranked, ranked, what
+        ranked = rank((v for v in found if _visible(v, query.tenant, publisher)), query.rows, cluster.hardware)
+        return ranked, ranked, what, publisher
     if cluster.catalogue is catalogue:
-        return ranked, cluster.loaded_ranked.get(key, ()), what
-    return ranked, ranked, what
+        return ranked, cluster.loaded_ranked.get(key, ()), what, publisher
+    return ranked, ranked, what, publisher
 
 
-def _usable(ranked: tuple[tuple, ...], query: Query, what: str) -> tuple[list, list]:
+def _usable(ranked: tuple[tuple, ...], query: Query, what: str, publisher: str | None) -> tuple[list, list]:
     """The entries visible to the tenant that meet the accuracy floor and whose steady latency
     (an empty replica) meets the latency objective, in rank order; and those of them whose load
     plus first batch fits the objective (they may load in time). ``NotFound`` when the tenant
@@ -312,8 +323,8 @@ def _usable(ranked: tuple[tuple, ...], query: Query, what: str) -> tuple[list, l
     limit = math.inf if limit is None else limit
     floor = -math.inf if floor is None else floor
     entries = [e for e in ranked if e[2] <= limit and (e[1].accuracy or 0.0) >= floor
-               and (e[1].visibility == "shared" or e[1].tenant == tenant)]
-    if not entries and not any(_visible(e[1], tenant) for e in ranked):
+               and _visible(e[1], tenant, publisher)]
+    if not entries and not any(_visible(e[1], tenant, publisher) for e in ranked):
         # Same message whether it does not exist or belongs to another tenant.
         raise NotFound(f"no ready {what}", field="target")
     loadable = entries if limit == math.inf else [e for e in entries if e[3] <= limit]
@@ -325,7 +336,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
     if query.rows < 1:
         raise InvalidInput("a query needs at least one row", field="inputs")
     obj = query.objective
-    everything, loaded, what = _ranking(query, catalogue, cluster)
+    everything, loaded, what, publisher = _ranking(query, catalogue, cluster)
     limit = math.inf if obj.latency_ms is None else obj.latency_ms
     max_cost = math.inf if obj.max_cost is None else obj.max_cost
     floor = -math.inf if obj.min_accuracy is None else obj.min_accuracy
@@ -340,7 +351,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
             break  # sorted by cost: nothing further can be a cheaper loaded replica
         loads = replicas.get(v.id)
         if (not loads or steady > limit or (v.accuracy or 0.0) < floor
-                or (v.tenant != tenant and v.visibility != "shared")):
+                or (v.tenant != tenant and (v.visibility != "shared" or (publisher is not None and v.tenant != publisher)))):
             continue
         acc = -(v.accuracy or 0.0)
         top, at = v.batch_cap, v.profile.latency_at
@@ -366,7 +377,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
     if b1 is not None:
         (cost, _, lat), v, worker = b1
         return _decision(_Option(1, cost, lat, v, worker, min(rows, v.batch_cap), True), query, cluster)
-    ranked, loadable = _usable(everything, query, what)
+    ranked, loadable = _usable(everything, query, what, publisher)
     best: _Option | None = None
     if b4 is not None:
         (lat, cost, _), v, worker = b4
@@ -398,7 +409,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         if not placeable and accurate:
             hw = sorted({v.hardware for v in accurate})
             raise Unavailable(f"no worker of hardware type {', '.join(hw)} is up", retry_after_s=2.0)
-        raise _unreachable(query, tuple(e[1] for e in everything if _visible(e[1], query.tenant)), cluster)
+        raise _unreachable(query, tuple(e[1] for e in everything if _visible(e[1], query.tenant, publisher)), cluster)
     return _decision(best, query, cluster)
 
 
