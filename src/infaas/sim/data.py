@@ -1,7 +1,10 @@
 """Inputs of the simulator: hardware, variant profiles, request traces, tenants.
 
 Everything here is read in place (the Proteus data set's licence allows use
-for comparison only; it is never copied into this repository).
+for comparison only; it is never copied into this repository). The data folder
+is ``--data``, else ``INFAAS_PROTEUS_DIR``, else the cache ``infaas sim data
+fetch`` downloads into (``~/.cache/infaas/proteus``), else
+``../shared/data/proteus`` beside the repository (``data_dir``).
 
 Hardware mapping (docs/evaluation.md states it next to every result)
 --------------------------------------------------------------------
@@ -59,8 +62,11 @@ import numpy as np
 from infaas.core.batching import batch_limits
 from infaas.core.domain import READY, HardwareType, Profile, Variant
 
-# ``../shared/data/proteus`` next to the repository, unless INFAAS_PROTEUS_DIR says otherwise.
-DEFAULT_DATA_DIR = Path(os.environ.get("INFAAS_PROTEUS_DIR", Path(__file__).resolve().parents[3].parent / "shared" / "data" / "proteus"))
+# Where the Proteus data folder is when no path is given: see ``default_data_dir``.
+DEFAULT_DATA_DIR: Path | None = None  # set (by tests or an embedding program) to skip the search
+DATA_DIR_ENV = "INFAAS_PROTEUS_DIR"
+# The copy some checkouts have beside the repository (before ``infaas sim data fetch`` existed).
+LEGACY_DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "proteus"
 
 ACCEL_TO_HW = {
     "onnxruntime_cpu": "cpu",
@@ -100,8 +106,28 @@ PARAMS_M = {
 TENANT = "proteus"
 
 
+def default_data_dir() -> Path:
+    """The Proteus data folder when none is named: ``INFAAS_PROTEUS_DIR``, else the cache that
+    ``infaas sim data fetch`` fills (``fetch.cache_dir()``) if it holds the data, else
+    ``../shared/data/proteus`` beside the repository if present."""
+    if DEFAULT_DATA_DIR is not None:
+        return Path(DEFAULT_DATA_DIR)
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    from infaas.sim import fetch
+
+    cache = fetch.cache_dir()
+    if fetch.has_data(cache):
+        return cache
+    if LEGACY_DATA_DIR.is_dir():
+        return LEGACY_DATA_DIR
+    raise FileNotFoundError(f"no Proteus data set: run `infaas sim data fetch` (it fills {cache}), or name a copy "
+                            f"with --data DIR or {DATA_DIR_ENV}")
+
+
 def data_dir(path: str | os.PathLike | None = None) -> Path:
-    p = Path(path) if path else DEFAULT_DATA_DIR
+    """``path`` if given (``--data``), else ``default_data_dir()``."""
+    p = Path(path) if path else default_data_dir()
     return p.resolve()
 
 
