@@ -121,4 +121,6 @@ class Data(Construct):
             "INFAAS_BUCKET": self.bucket.bucket_name,
             "INFAAS_QUEUE_PREFIX": self.queue_prefix,
             "INFAAS_MAX_RECEIVES": str(MAX_RECEIVES),
+            # offline jobs: each tenant reads and writes under <this>/<tenant>/ only (infaas.wiring.open_location)
+            "INFAAS_OFFLINE_S3_ROOT": f"s3://{self.bucket.bucket_name}/offline",
         }

@@ -158,3 +158,42 @@ def test_registering_into_another_tenants_private_task_reveals_nothing(stack: St
     assert "[-1,64]" not in r.text.replace(" ", "") and "victim-secret" not in r.text
     tasks = {t["task"]: t for t in attacker.get("/v1/tasks").json()["tasks"]}
     assert "victim-secret" not in json.dumps(tasks)
+
+
+# ----------------------------------------------------------------- offline files
+def test_offline_jobs_stay_in_their_tenants_area(stack: Stack, tenants):
+    victim, attacker = tenants["victim"], tenants["attacker"]
+    root = os.path.join(stack.data_dir, "offline")
+    mine, theirs = os.path.join(root, "team-attacker"), os.path.join(root, "team-victim")
+    os.makedirs(os.path.join(theirs, "in"), exist_ok=True)
+    os.makedirs(os.path.join(theirs, "out"), exist_ok=True)
+    np.save(os.path.join(theirs, "in", "secret.npy"), stack.data.x_test[:2])
+    with open(os.path.join(theirs, "out", "results.out.npz"), "wb") as f:
+        f.write(b"the victim's results")
+    os.makedirs(os.path.join(mine, "in"), exist_ok=True)
+    os.symlink(os.path.join(theirs, "in", "secret.npy"), os.path.join(mine, "in", "linked.npy"))
+    os.symlink(os.path.join(theirs, "in"), os.path.join(mine, "linked-dir"))
+    job = {"architecture": "logistic-regression"}
+    refused = 0
+    for src, dst in ((os.path.join(theirs, "in"), "out"),  # read the victim's inputs by absolute path
+                     ("../team-victim/in", "out"),  # ... or by a relative one
+                     ("linked-dir", "out"),  # ... or through a linked folder
+                     ("in", os.path.join(theirs, "out")),  # overwrite the victim's outputs
+                     ("in", "../team-victim/out"),
+                     ("s3://some-bucket/in", "out")):  # make the local API sign AWS requests
+        r = attacker.post("/v1/jobs", json={**job, "input": src, "output": dst})
+        assert r.status_code in (400, 403), (src, dst, r.text)
+        assert r.json()["field"] in ("location", "input"), r.text
+        refused += 1
+    # a linked file inside the attacker's own folder is not an input
+    r = attacker.post("/v1/jobs", json={**job, "input": "in", "output": "out"})
+    assert r.status_code == 400 and "no " in r.json()["message"], r.text
+    assert refused == 6
+    with open(os.path.join(theirs, "out", "results.out.npz"), "rb") as f:
+        assert f.read() == b"the victim's results"
+    # the victim's own job in its own area still runs, on its own model
+    r = register(victim, stack.paths["logistic-regression"], "victim-offline", "victim/offline", 0.9)
+    assert r.status_code == 201, r.text
+    assert wait_ready(victim, "victim-offline")["status"] == "ready"
+    r = victim.post("/v1/jobs", json={"architecture": "victim-offline", "input": "in", "output": "out2"})
+    assert r.status_code == 201, r.text

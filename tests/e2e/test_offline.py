@@ -38,7 +38,7 @@ def offline_stack(tmp_path_factory):
         val.write_bytes(digits.validation_npz(data))
         client.register(trained.path, name="mlp-32", task=digits.TASK, accuracy=0.95, validation=str(val))
         client.wait_ready(["mlp-32"], timeout_s=180)
-        yield stack, client, data, os.path.join(stack.data_dir, "offline")
+        yield stack, client, data, os.path.join(stack.data_dir, "offline", "local")  # the local tenant's area
 
 
 def _online_probe(stack: StackProcess, x: np.ndarray, seconds: float) -> list[float]:

@@ -80,6 +80,7 @@ def deployment(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "INFAAS_QUEUE_PREFIX": f"{prefix}-",
         "INFAAS_MODEL_CACHE_DIR": str(cache),
         "INFAAS_BUILD_HARDWARE": "cpu",
+        "INFAAS_OFFLINE_S3_ROOT": f"s3://{prefix}-models/offline",
         "POWERTOOLS_SERVICE_NAME": "infaas-test",
         "POWERTOOLS_METRICS_NAMESPACE": "Infaas",
     }

@@ -13,6 +13,7 @@ from aws_support import LambdaContext, json_body, rest_event
 from test_lambda_flow import frontend, registered, trained, worker  # noqa: F401  (shared module fixtures)
 
 N_FILES = 20
+AREA = "offline/tester"  # INFAAS_OFFLINE_S3_ROOT (conftest) / the caller's tenant (the IAM user "tester")
 
 
 def test_job_reads_s3_runs_on_the_worker_and_writes_s3(registered, frontend, trained, deployment):  # noqa: F811
@@ -22,8 +23,8 @@ def test_job_reads_s3_runs_on_the_worker_and_writes_s3(registered, frontend, tra
     for i in range(N_FILES):
         buf = io.BytesIO()
         np.save(buf, rows[i])
-        s3.put_object(Bucket=deployment.bucket, Key=f"jobs/in/x{i:02d}.npy", Body=buf.getvalue())
-    job = {"input": f"s3://{deployment.bucket}/jobs/in", "output": f"s3://{deployment.bucket}/jobs/out",
+        s3.put_object(Bucket=deployment.bucket, Key=f"{AREA}/in/x{i:02d}.npy", Body=buf.getvalue())
+    job = {"input": f"s3://{deployment.bucket}/{AREA}/in", "output": f"s3://{deployment.bucket}/{AREA}/out",
            "architecture": "digits-logreg", "objective": {"min_accuracy": 0.5}}
     response = frontend.handler(rest_event("POST", "/v1/jobs", body=json.dumps(job),
                                            headers={"content-type": "application/json"}), LambdaContext())
@@ -38,8 +39,8 @@ def test_job_reads_s3_runs_on_the_worker_and_writes_s3(registered, frontend, tra
         time.sleep(0.5)
     assert status["state"] == "done" and status["done"] == N_FILES, status
 
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=deployment.bucket, Prefix="jobs/out/")["Contents"])
-    assert keys == [f"jobs/out/x{i:02d}.out.npz" for i in range(N_FILES)]  # each exactly once
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=deployment.bucket, Prefix=f"{AREA}/out/")["Contents"])
+    assert keys == [f"{AREA}/out/x{i:02d}.out.npz" for i in range(N_FILES)]  # each exactly once
     variant = status["variant"]
     body = json_body(frontend.handler(rest_event("GET", "/v1/models/digits-logreg"), LambdaContext()))
     model_key = next(v for v in body["variants"] if v["id"] == variant)
@@ -55,3 +56,13 @@ def test_job_reads_s3_runs_on_the_worker_and_writes_s3(registered, frontend, tra
         np.testing.assert_array_equal(got["label"], want[0])
         np.testing.assert_array_equal(got["label"], model.model.predict(rows[i]))
     assert model_key["status"] == "ready"
+
+
+def test_a_job_outside_the_tenants_s3_area_is_refused(registered, frontend, deployment):  # noqa: F811
+    for where in (f"s3://{deployment.bucket}/offline/someone-else/in", f"s3://{deployment.bucket}/models",
+                  f"s3://{deployment.bucket}/offline/tester/../someone-else/in", "s3://another-bucket/offline/tester/in"):
+        job = {"input": where, "output": f"s3://{deployment.bucket}/{AREA}/out", "architecture": "digits-logreg"}
+        response = frontend.handler(rest_event("POST", "/v1/jobs", body=json.dumps(job),
+                                               headers={"content-type": "application/json"}), LambdaContext())
+        assert response["statusCode"] == 403, (where, response)
+        assert json_body(response)["field"] == "location"

@@ -34,7 +34,7 @@ class Services:
         if self.jobs is None:
             self.jobs = JobService(self.control.store, self.control.queue, self.settings,
                                    catalogue=lambda: self.data.snapshot(force=True)[0],
-                                   locations=lambda uri: open_location(uri, self.settings))
+                                   locations=lambda uri, tenant: open_location(uri, self.settings, tenant))
         if self.auth is None:
             self.auth = Authenticator(self.control.store, enabled=self.settings.auth == "keys")
         if self.limiter is None:

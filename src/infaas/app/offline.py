@@ -62,9 +62,9 @@ class Location(Protocol):
     def exists(self, name: str) -> bool: ...
 
 
-# A resolver from a job's ``input``/``output`` to its ``Location``: ``infaas.wiring.open_location``
-# (a folder under the offline root, or ``s3://bucket/prefix``).
-Locations = Callable[[str], Location]
+# A resolver from a job's ``input``/``output`` and its tenant to the ``Location``: ``infaas.wiring.open_location``
+# (a folder in the tenant's offline area, or ``s3://bucket/prefix`` inside it).
+Locations = Callable[[str, str], Location]
 
 
 def input_files(names: Iterable[str]) -> list[str]:
@@ -108,8 +108,8 @@ class JobService:
     def submit(self, doc: Mapping[str, Any], tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
         if not isinstance(doc, Mapping):
             raise InvalidInput("a job is a JSON object", field="body")
-        src = self.locations(doc.get("input"))
-        dst = self.locations(doc.get("output"))
+        src = self.locations(doc.get("input"), tenant)
+        dst = self.locations(doc.get("output"), tenant)
         named = {k: doc[k] for k in ("task", "architecture", "variant") if doc.get(k)}
         if len(named) != 1:
             raise InvalidInput("name exactly one of 'task', 'architecture' or 'variant'", field="target")
@@ -205,8 +205,8 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
     if record["status"] == "done":
         return "done"  # delivered again after it finished: the output is already there
     try:
-        src = locations(job["input"])
-        dst = locations(job["output"])
+        src = locations(job["input"], job["tenant"])  # checked again: the area is the job's tenant's
+        dst = locations(job["output"], job["tenant"])
         rows = read_rows(msg["name"], src.read(msg["name"])).astype(job["dtype"], copy=False)
         executor = executor_for(job["variant"])
         name = executor.input_names[0]

@@ -1,7 +1,9 @@
-"""Model store keys: the one rule every ``ModelStore`` (a folder, S3) checks a key against."""
+"""Model store keys: the one rule every ``ModelStore`` (a folder, S3) checks a key against; and the
+name of a tenant's offline area."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from infaas.core.errors import InvalidInput
@@ -15,3 +17,14 @@ def check_key(key: str) -> str:
     if not parts or any(not _SEGMENT.match(p) or ".." in p for p in parts):
         raise InvalidInput(f"model store key {key!r} is not a safe relative path", field="key")
     return key
+
+
+_SAFE_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def tenant_folder(tenant: str) -> str:
+    """The folder (or S3 prefix) name of a tenant's offline area: the name itself when it is a
+    plain one, else a digest of it (an IAM ARN has ':' and '/'); never '..' or empty."""
+    if _SAFE_TENANT.fullmatch(tenant) and tenant not in (".", ".."):
+        return tenant
+    return "t-" + hashlib.sha256(tenant.encode()).hexdigest()[:24]

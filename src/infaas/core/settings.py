@@ -182,6 +182,9 @@ class Settings:
     scale_fill_fleet_ms: float = 0.0
     refuse_late: str = "off"  # "on": a query every replica would answer past its latency_ms gets 503 + Retry-After
     offline_root: str = ""  # local folders offline jobs may read and write; default <data_dir>/offline
+    # s3://bucket/prefix under which each tenant's offline jobs read and write (<prefix>/<tenant>/...);
+    # unset: s3:// locations are refused (on AWS the deployment sets it)
+    offline_s3_root: str = ""
     offline_max_files: int = 100_000  # input files per job
     offline_visibility_s: float = 30.0  # an item a worker took and did not finish is retried after this
     offline_quiet_s: float = 0.2  # a worker runs offline items only after this long without online requests

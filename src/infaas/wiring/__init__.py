@@ -9,6 +9,7 @@ May import: ``infaas.app``, ``infaas.adapters`` and below (the front ends import
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 from infaas.app.store import MetadataStore
@@ -52,18 +53,28 @@ def worker_secret(settings: Settings) -> str:
     return local_secret(settings.data_dir)
 
 
-def open_location(uri: str, settings: Settings, s3_client=None):
-    """Where an offline job reads or writes (``app.offline.Location``): ``s3://bucket/prefix``,
-    or a folder under ``settings.offline_root_dir``."""
-    from infaas.core.errors import InvalidInput
+def open_location(uri: str, settings: Settings, tenant: str, s3_client=None):
+    """Where a tenant's offline job reads or writes (``app.offline.Location``): a folder in the
+    tenant's own area under ``settings.offline_root_dir`` (``<root>/<tenant>/``), or, where the
+    deployment allows S3 (``INFAAS_OFFLINE_S3_ROOT``), ``s3://bucket/prefix`` inside
+    ``<s3 root>/<tenant>/``. Anything else, another tenant's area included, is refused."""
+    from infaas.core.errors import Forbidden, InvalidInput
+    from infaas.core.keys import tenant_folder
 
     if not isinstance(uri, str) or not uri:
-        raise InvalidInput("a location is required (a folder under the offline root, or s3://bucket/prefix)",
+        raise InvalidInput("a location is required (a folder in your offline area, or s3://bucket/prefix)",
                            field="location")
+    area = tenant_folder(tenant)
     if uri.startswith("s3://"):
+        if not settings.offline_s3_root:
+            raise InvalidInput("s3:// locations are not enabled here: set INFAAS_OFFLINE_S3_ROOT (the deployment does "
+                               "on AWS) or use a folder in your offline area", field="location")
+        mine = settings.offline_s3_root.rstrip("/") + f"/{area}/"
+        if not (uri.rstrip("/") + "/").startswith(mine) or "/../" in uri + "/" or "//" in uri[len("s3://"):]:
+            raise Forbidden(f"location {uri!r} is outside your offline area {mine!r}", field="location")
         from infaas.adapters.aws.offline import S3Location
 
         return S3Location(uri, s3_client)
     from infaas.adapters.local.offline import FolderLocation
 
-    return FolderLocation(settings.offline_root_dir, uri)
+    return FolderLocation(os.path.join(settings.offline_root_dir, area), uri)
