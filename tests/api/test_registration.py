@@ -131,3 +131,18 @@ def test_a_build_log_keeps_the_whole_error_behind_the_summary():
     text = log.text().decode()
     assert "x" * 500 in text  # the full cause, not the 40-character summary
     assert "line 2 of the child's stderr" in text
+
+
+def test_a_model_with_string_outputs_is_refused_at_registration_with_the_fix(stack: Stack):
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    x = stack.data.x_test[:60].astype(np.float32)
+    model = LogisticRegression(max_iter=300).fit(x, np.array(["cat", "dog", "eel"] * 20))
+    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
+    resp = stack.http.post("/v1/models", files={"file": ("m.onnx", onx.SerializeToString(), "application/octet-stream")},
+                           data={"name": "string-labels", "task": digits.TASK, "accuracy": "0.9"})
+    assert resp.status_code == 400, resp.text
+    body = resp.json()
+    assert body["field"] == "file" and "'label'" in body["message"] and "LabelEncoder" in body["message"]
+    assert stack.http.get("/v1/models/string-labels").status_code == 404

@@ -101,7 +101,8 @@ def test_worker_errors_come_back_as_the_same_errors(worker):
 
     missing, broken = run(main())
     assert isinstance(missing, errors.NotFound) and missing.field == "variant"
-    assert isinstance(broken, errors.WorkerFault)  # the worker failing is the API's to retry elsewhere
+    # the worker answered that the variant failed: the model's fault, not the worker's (it stays in selection)
+    assert isinstance(broken, errors.VariantFault)
 
 
 @pytest.mark.parametrize("head, body_len, status", [

@@ -288,6 +288,8 @@ def worker_error(url: str, status: int, body: bytes) -> errors.InfaasError:
         return errors.WorkerFault(f"worker at {url} refused this API's worker key (INFAAS_WORKER_SECRET differs)")
     if status < 500:
         return errors.InvalidInput(exc.message, field=exc.field)
+    if status == 500:  # the worker is up and said what failed: the variant's fault, not the worker's
+        return errors.VariantFault(f"the variant failed on the worker: {exc.message}")
     return errors.WorkerFault(f"worker at {url} failed: {exc.message}")
 
 

@@ -16,16 +16,19 @@ import numpy as np
 
 from infaas.app.store import MetadataStore
 from infaas.core.domain import (
+    FAILED,
     Decision,
     Query,
     TensorSpec,
 )
-from infaas.core.errors import NotFound, WorkerFault
+from infaas.core.errors import InfaasError, NotFound, VariantFault, WorkerFault
 from infaas.core.ports import WorkerClient
 from infaas.core.selection import Catalogue, Cluster, candidates, select
 from infaas.core.settings import Settings
 
 log = logging.getLogger("infaas.app.data")
+
+FAULTY_AFTER = 5  # failures in a row on workers that answered before a variant is taken out of service
 
 
 from infaas.app.coalescer import Coalescer
@@ -59,6 +62,7 @@ class DataPlane:
         self._coalescers: dict[tuple[str, str], Coalescer] = {}
         self._refreshing = False
         self._pending: dict[tuple[str, str], int] = {}  # (worker, variant) -> rows sent, not yet answered
+        self._faults: dict[str, int] = {}  # variant id -> failures in a row (``_variant_failed``)
 
     def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
         """The cached snapshot. A stale one is refreshed in a thread while queries
@@ -143,15 +147,35 @@ class DataPlane:
                 if i + 1 >= len(targets):
                     raise
                 retried = True
+            except VariantFault as exc:  # the model failed, the worker did not: nobody else is affected
+                self._variant_failed(decision.variant, exc)
+                raise
             finally:
                 left = self._pending[key] - rows
                 if left:
                     self._pending[key] = left
                 else:
                     del self._pending[key]
+        self._faults.pop(decision.variant, None)
         if retried:
             decision = _moved(decision, targets[1])
         return Answer(outputs, decision, (time.perf_counter() - t0) * 1000, retried)
+
+    def _variant_failed(self, variant_id: str, exc: VariantFault) -> None:
+        """``FAULTY_AFTER`` failures in a row and the variant is marked failed in the catalogue (its
+        owner sees why in ``infaas models``); selection stops using it at the next refresh."""
+        n = self._faults[variant_id] = self._faults.get(variant_id, 0) + 1
+        if n < FAULTY_AFTER:
+            return
+        self._faults.pop(variant_id, None)
+        try:
+            v = self.store.get_variant(variant_id)
+            self.store.put_variant(replace(v, status=FAILED, message=f"taken out of service after {n} queries in a "
+                                           f"row failed on workers: {exc.message}"[:2000]))
+            log.warning("variant %s taken out of service: %s", variant_id, exc.message)
+            self._refreshed_at = -math.inf  # the next query reads the catalogue again: it is gone at once
+        except InfaasError as err:  # the store is busy: the next failure tries again
+            log.warning("could not take variant %s out of service: %s", variant_id, err.message)
 
     def _coalescer(self, url: str, variant_id: str, max_rows: int) -> Coalescer:
         key = (url, variant_id)

@@ -111,6 +111,14 @@ class WorkerFault(InfaasError):
     code = "worker_fault"
 
 
+class VariantFault(InfaasError):
+    """A worker answered, but the variant failed on it (502): the model's fault, not the worker's,
+    so the worker stays in selection for everyone else (``app.data.DataPlane``)."""
+
+    status = 502
+    code = "variant_fault"
+
+
 class Unavailable(InfaasError):
     """No capacity or a briefly unavailable dependency (503); retry later."""
 

@@ -26,6 +26,9 @@ _LEN = struct.Struct("<I")
 OIP_TO_NUMPY = {
     "BOOL": "bool",
     "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
     "INT8": "int8",
     "INT16": "int16",
     "INT32": "int32",

@@ -1,0 +1,86 @@
+"""One tenant's broken model does not take the cluster away from everyone (issue: a model whose
+every query failed on the worker made the API suspect each worker in turn). A worker that
+answers "this variant failed" stays in selection; the variant is taken out of service after
+``FAULTY_AFTER`` failures in a row, with the reason in the catalogue.
+
+Real parts: the SQLite store, the data plane, the selector, the HTTP worker client over the
+frame socket; the worker is a stand-in frame server whose answer fails for one variant."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+
+import numpy as np
+import pytest
+from fakes import make_architecture, make_profile, make_variant, make_worker
+
+from infaas.adapters import frames
+from infaas.adapters.local.secret import socket_dir, socket_path
+from infaas.adapters.local.sqlite import SqliteDatabase, SqliteItemTable
+from infaas.adapters.workerclient import HttpWorkerClient
+from infaas.app.data import FAULTY_AFTER, DataPlane
+from infaas.app.store import MetadataStore
+from infaas.core import errors, tensors
+from infaas.core.domain import Query, ReplicaLoad
+from infaas.core.settings import Settings
+
+KEY = "k" * 32
+GOOD = make_variant("good-model", profile=make_profile({1: (0.1, 0.2)}), tenant="victim")
+BROKEN = make_variant("broken-model", profile=make_profile({1: (0.1, 0.2)}), tenant="attacker")
+
+
+async def answer(variant_id, objective, rid, body):
+    if variant_id == BROKEN.id:  # what a worker answers when encoding the outputs fails
+        return errors.internal("worker error: ValueError")
+    feed = tensors.decode(body)
+    return 200, tensors.CONTENT_TYPE.encode(), [], tensors.encode({"probabilities": np.zeros((1, 10), np.float32)
+                                                                   + next(iter(feed.values())).sum()})
+
+
+@pytest.fixture
+def plane(tmp_path):
+    store = MetadataStore(SqliteItemTable(SqliteDatabase(str(tmp_path / "db.sqlite3"))))
+    for v in (GOOD, BROKEN):
+        store.create_architecture(make_architecture(v.architecture, tenant=v.tenant))
+        store.put_variant(v)
+    directory = socket_dir(str(tmp_path / "data"))
+    port = random.randint(20000, 60000)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(socket_path(directory, port))
+    worker = make_worker("w1", replicas=[ReplicaLoad(GOOD.id), ReplicaLoad(BROKEN.id)], heartbeat_at=time.time())
+    worker = type(worker)(**{**worker.__dict__, "url": f"http://127.0.0.1:{port}"})
+    store.heartbeat(worker, ttl_s=3600)
+    settings = Settings(data_dir=str(tmp_path / "data"), suspect_s=60.0)
+    plane = DataPlane(store, HttpWorkerClient(socket_dir=directory, key=KEY), settings)
+    yield plane, store, sock
+    sock.close()
+
+
+def test_a_broken_variant_fails_alone_and_is_taken_out_of_service(plane):
+    plane, store, sock = plane
+    x = {"input": np.ones((1, 64), np.float32)}
+
+    async def main():
+        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, answer, 1 << 20, KEY), sock=sock)
+        outcomes = []
+        for i in range(FAULTY_AFTER + 3):
+            try:
+                await plane.infer(Query(1, architecture="broken-model", tenant="attacker"), x)
+                outcomes.append("ok")
+            except errors.InfaasError as exc:
+                outcomes.append(type(exc).__name__)
+            # the victim, on the same worker, between every attack
+            good = await plane.infer(Query(1, architecture="good-model", tenant="victim"), x)
+            assert good.decision.worker == "w1"
+        server.close()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert outcomes[:FAULTY_AFTER] == ["VariantFault"] * FAULTY_AFTER  # 502 for the broken model's owner ...
+    assert set(outcomes[FAULTY_AFTER:]) == {"NotFound"}  # ... then it is out of service
+    broken = store.get_variant(BROKEN.id)
+    assert broken.status == "failed" and "taken out of service" in broken.message and "ValueError" in broken.message
+    assert store.get_variant(GOOD.id).status == "ready"
