@@ -146,3 +146,23 @@ def test_a_model_with_string_outputs_is_refused_at_registration_with_the_fix(sta
     body = resp.json()
     assert body["field"] == "file" and "'label'" in body["message"] and "LabelEncoder" in body["message"]
     assert stack.http.get("/v1/models/string-labels").status_code == 404
+
+
+def test_a_small_npz_that_unpacks_to_gigabytes_is_refused_before_unpacking(stack: Stack):
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("inputs.npy", "w", force_zip64=True) as f:  # 320 MiB of zeros, ~0.3 MB packed
+            header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1), np.float32))
+            header["shape"] = ((320 << 20) // 256, 64)
+            np.lib.format.write_array_header_1_0(f, header)
+            chunk = bytes(1 << 20)
+            for _ in range(320):
+                f.write(chunk)
+    blob = buf.getvalue()
+    assert len(blob) < 2 << 20
+    resp = upload(stack, "npz-bomb", accuracy=0.9, validation=blob)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["field"] == "validation" and "unpacks to" in resp.json()["message"]
+    assert stack.http.get("/v2/health/ready").status_code == 200

@@ -133,6 +133,7 @@ class ControlPlane:
 
     @staticmethod
     def _check_validation(blob: bytes, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...] = ()) -> None:
+        _check_unpacked_size(blob, VALIDATION_MAX_BYTES)
         try:
             loaded = np.load(io.BytesIO(blob), allow_pickle=False)
             if isinstance(loaded, np.ndarray):  # a .npy file: one array, not an archive
@@ -216,6 +217,21 @@ class ControlPlane:
             if self.models.exists(log_key(v)):
                 self.models.delete(log_key(v))
         self.models.delete(arch.model_key)
+
+
+VALIDATION_MAX_BYTES = 256 << 20  # a validation .npz's arrays, unpacked
+
+
+def _check_unpacked_size(blob: bytes, limit: int) -> None:
+    """An .npz is a zip: its members' unpacked sizes are read from the archive's directory before
+    anything is unpacked, so a small file that would unpack to gigabytes is refused at once."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as z:
+            unpacked = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip: np.load says what it is
+    if unpacked > limit:
+        raise InvalidInput(f"validation unpacks to {unpacked:,} bytes; the limit is {limit:,}", field="validation")
 
 
 _INTEGER_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"}
