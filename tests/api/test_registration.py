@@ -166,3 +166,19 @@ def test_a_small_npz_that_unpacks_to_gigabytes_is_refused_before_unpacking(stack
     assert resp.status_code == 400, resp.text
     assert resp.json()["field"] == "validation" and "unpacks to" in resp.json()["message"]
     assert stack.http.get("/v2/health/ready").status_code == 200
+
+
+def test_delete_removes_every_artefact_of_the_model(stack: Stack):
+    import os
+
+    resp = upload(stack, "short-lived", accuracy=0.9, validation=open(stack.validation_path, "rb").read())
+    assert resp.status_code == 201, resp.text
+    deadline = time.time() + 120
+    while stack.client.model("short-lived")["status"] == "building":
+        assert time.time() < deadline
+        time.sleep(0.3)
+    models_dir = os.path.join(stack.data_dir, "models")
+    files = lambda: [os.path.join(d, f) for d, _, fs in os.walk(models_dir) for f in fs if "short-lived" in d + f]  # noqa: E731
+    assert any(f.endswith(".validation.npz") for f in files()) and any(f.endswith(".log") for f in files())
+    assert stack.http.delete("/v1/models/short-lived").status_code == 204
+    assert files() == []

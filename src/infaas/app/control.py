@@ -217,6 +217,8 @@ class ControlPlane:
             if self.models.exists(log_key(v)):
                 self.models.delete(log_key(v))
         self.models.delete(arch.model_key)
+        if arch.validation_key and self.models.exists(arch.validation_key):  # every artefact of the model goes
+            self.models.delete(arch.validation_key)
 
 
 VALIDATION_MAX_BYTES = 256 << 20  # a validation .npz's arrays, unpacked
