@@ -197,3 +197,51 @@ def test_offline_jobs_stay_in_their_tenants_area(stack: Stack, tenants):
     assert wait_ready(victim, "victim-offline")["status"] == "ready"
     r = victim.post("/v1/jobs", json={"architecture": "victim-offline", "input": "in", "output": "out2"})
     assert r.status_code == 201, r.text
+
+
+# ----------------------------------------------------------------- memory
+def _memory_growing_model(path) -> None:
+    """A model whose allocation grows with an input value: ConstantOfShape(max(x)) summed."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             helper.make_node("Cast", ["m"], ["mi"], to=TensorProto.INT64),
+             helper.make_node("Reshape", ["mi", "one"], ["shape"]),
+             helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=1),
+             helper.make_node("Add", ["x", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "grow", [x], [y], initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def _worker_pids(stack: Stack) -> dict[int, int]:
+    from stack_support import child_pids
+
+    out = {}
+    for pid in child_pids(stack.process.proc.pid):
+        with open(f"/proc/{pid}/status") as f:
+            out[pid] = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return out
+
+
+def test_a_model_that_grows_with_its_input_cannot_take_the_workers_memory(stack: Stack, tenants, tmp_path):
+    attacker = tenants["attacker"]
+    path = tmp_path / "grow.onnx"
+    _memory_growing_model(path)
+    r = register(attacker, str(path), "grower", "attacker/grow", 0.5)
+    assert r.status_code == 201, r.text
+    assert wait_ready(attacker, "grower")["status"] == "ready"
+    small = attacker.post("/v1/infer", json={"architecture": "grower", "inputs": [[3.0]]})
+    assert small.status_code == 200 and small.json()["outputs"][0]["data"] == [6.0], small.text
+    before = _worker_pids(stack)
+    # 1.5e9 floats: 6 GB, three times the worker's 2 GiB replica budget
+    big = attacker.post("/v1/infer", json={"architecture": "grower", "inputs": [[1.5e9]]})
+    assert big.status_code in (400, 502), big.text  # that query fails ...
+    after = _worker_pids(stack)
+    assert set(after) == set(before)  # ... and no worker died: every tenant's replicas are still there
+    assert max(after.values()) < 3 * (1 << 20)  # kB: no worker holds 3 GiB
+    assert victim_answers(stack) == 5

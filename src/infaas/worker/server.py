@@ -379,7 +379,40 @@ def main(argv: list[str] | None = None) -> None:
     sockets = local_sockets(settings.host, port, socket_dir(settings.data_dir)) if args.local_socket else None
     if sockets and len(sockets) == 2:  # HTTP on TCP for everyone, frames on the local socket for the API here
         agent.frame_socket = sockets.pop()
+    if args.hardware == "cpu":
+        limit_memory(settings.worker_memory_bytes)
     server.run(sockets=sockets)
+
+
+MEMORY_HEADROOM = 1 << 30  # address space beyond the replica budget: thread stacks, allocator arenas, runtimes
+
+
+def limit_memory(budget_bytes: int) -> int | None:
+    """Cap this worker's address space at what it holds now plus the replica budget and a headroom
+    (``RLIMIT_AS``), so that a model whose allocations grow with its input fails that query (the
+    runtime's allocation fails and the variant answers an error) instead of taking the machine's
+    memory and every tenant's replicas with it. CPU workers only: CUDA and the Neuron runtime
+    reserve far more address space than they use. Returns the limit set, or None."""
+    import ctypes
+    import resource
+
+    try:  # few malloc arenas: each reserves 64 MiB of address space per thread that allocates
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/status") as f:
+            held = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    limit = held + budget_bytes + MEMORY_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    log.info("address space limited to %d MiB (%d MiB held at start, replica budget %d MiB)",
+             limit >> 20, held >> 20, budget_bytes >> 20)
+    return limit
 
 
 def local_sockets(host: str, port: int, directory: str) -> list[socket.socket] | None:
