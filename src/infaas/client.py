@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -18,6 +20,11 @@ class ApiError(Exception):
         super().__init__(f"{status} {body.get('error')}: {body.get('message')}")
         self.status = status
         self.body = body
+
+
+def _segment(text: str) -> str:
+    """One path segment: a name with '/', '?' or '#' must not reach another route."""
+    return quote(text, safe="")
 
 
 class Client:
@@ -47,9 +54,9 @@ class Client:
     # -- control plane ------------------------------------------------------
     def register(self, path: str, *, name: str, task: str, accuracy: float, validation: str | None = None,
                  visibility: str = "private") -> dict[str, Any]:
-        files = {"file": (name + ".onnx", open(path, "rb").read(), "application/octet-stream")}
+        files = {"file": (name + ".onnx", Path(path).read_bytes(), "application/octet-stream")}
         if validation:
-            files["validation"] = ("validation.npz", open(validation, "rb").read(), "application/octet-stream")
+            files["validation"] = ("validation.npz", Path(validation).read_bytes(), "application/octet-stream")
         data = {"name": name, "task": task, "accuracy": str(accuracy), "visibility": visibility}
         return self._check(self.http.post("/v1/models", data=data, files=files))
 
@@ -57,7 +64,14 @@ class Client:
         return self._check(self.http.get("/v1/models"))["models"]
 
     def model(self, name: str) -> dict[str, Any]:
-        return self._check(self.http.get(f"/v1/models/{name}"))
+        return self._check(self.http.get(f"/v1/models/{_segment(name)}"))
+
+    def delete_model(self, name: str) -> None:
+        """Delete an architecture this tenant owns, with its variants (204; 404 or 403 otherwise)."""
+        self._check(self.http.delete(f"/v1/models/{_segment(name)}"))
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return self._check(self.http.get("/v1/tasks"))["tasks"]
 
     def workers(self) -> list[dict[str, Any]]:
         return self._check(self.http.get("/v1/workers"))["workers"]
@@ -83,11 +97,15 @@ class Client:
     def submit_job(self, **job: Any) -> dict[str, Any]:
         return self._check(self.http.post("/v1/jobs", json=job))
 
+    def jobs(self) -> list[dict[str, Any]]:
+        """This tenant's jobs as submitted (``job`` adds their progress and state)."""
+        return self._check(self.http.get("/v1/jobs"))["jobs"]
+
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._check(self.http.get(f"/v1/jobs/{job_id}"))
+        return self._check(self.http.get(f"/v1/jobs/{_segment(job_id)}"))
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return self._check(self.http.post(f"/v1/jobs/{job_id}/cancel"))
+        return self._check(self.http.post(f"/v1/jobs/{_segment(job_id)}/cancel"))
 
     def wait_job(self, job_id: str, *, timeout_s: float = 3600.0,
                  progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

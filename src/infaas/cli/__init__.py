@@ -1,4 +1,4 @@
-"""The ``infaas`` command: up, register, models, workers, query, jobs, events, tenants, demo, sim.
+"""The ``infaas`` command: up, register, models, workers, tasks, query, jobs, events, tenants, demo, sim.
 
 The top layer: it may import every other package.
 """
@@ -12,18 +12,93 @@ import sys
 
 import numpy as np
 
+API_KEY_HINT = "the CLI sends the key given by --api-key or INFAAS_API_KEY (create one with 'infaas tenants create')"
+
+
+class CliError(Exception):
+    """A mistake in the command line or its input files: printed as one ``error:`` line, exit 1."""
+
+
+def default_url(env=None) -> str:
+    """Where the API is: ``INFAAS_URL`` if set, else the address `infaas up` listens on with the same
+    settings: ``http://<INFAAS_HOST>:<INFAAS_PORT>`` (127.0.0.1 and 8080 by default, 127.0.0.1 for a
+    wildcard host), read with the readers of ``infaas.core.settings``."""
+    from infaas.core.settings import Settings, env_int, env_str
+
+    env = os.environ if env is None else env
+    url = env_str(env, "INFAAS_URL")
+    if url:
+        return url
+    host = env_str(env, "INFAAS_HOST", Settings.host)
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{env_int(env, 'INFAAS_PORT', Settings.port, low=1, high=65535)}"
+
 
 def _client(args):
     from infaas.client import Client
 
+    args.url = args.url or default_url()
+    if not args.url.startswith(("http://", "https://")):
+        raise CliError(f"the API address {args.url!r} (--url or INFAAS_URL) must start with http:// or https://")
     return Client(args.url, api_key=args.api_key)
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def api_error_line(exc, api_key: str | None = None) -> str:
+    """An error answer of the API as one line: status, error code, message (and, for a 401 sent without
+    a key, how to send one)."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code, message = body.get("error"), body.get("message")
+    line = f"{exc.status}" + (f" {code}" if code else "") + (f": {one_line(message)}" if message else "")
+    if exc.status == 401 and not api_key:
+        line += f"; {API_KEY_HINT}"
+    return line
+
+
+def table(headers: list[str], rows: list[list], right: tuple[int, ...] = ()) -> list[str]:
+    """Plain-text aligned columns, two spaces apart: numbers (the ``right`` columns) to the right,
+    text to the left; no trailing spaces."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+            for r in cells]
+
+
+def _print_table(headers: list[str], rows: list[list], right: tuple[int, ...] = (), indent: str = "") -> None:
+    for line in table(headers, rows, right):
+        print(indent + line)
+
+
+def _print_json(doc) -> None:
+    """``--json``: the API's answer as it came, for scripts."""
+    print(json.dumps(doc, indent=2))
+
+
+def _num(x, digits: int = 3) -> str | None:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _when(t) -> str | None:
+    import time as _time
+
+    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t)) if isinstance(t, (int, float)) and t else None
 
 
 def cmd_up(args) -> int:
     from infaas.core.settings import Settings
-    from infaas.local.stack import run
+    from infaas.local.stack import StartError, run
 
-    run(Settings.from_env(data_dir=args.data_dir, port=args.port, workers=args.workers))
+    try:
+        run(Settings.from_env(data_dir=args.data_dir, port=args.port, workers=args.workers))
+    except StartError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -62,45 +137,108 @@ def _progress_printer():
 
 
 def _print_variants(variants: list[dict]) -> None:
-    print(f"  {'variant':42} {'status':9} {'accuracy':>8} {'p99 b1 ms':>10} {'p99 b32 ms':>11} {'load ms':>8}")
+    rows = []
     for v in variants:
         p = v.get("profile") or {}
         lat = p.get("latency_ms", {})
-        b1 = lat.get("1", [None, None])[1]
-        b32 = lat.get("32", [None, None])[1]
-        acc = v.get("accuracy")
-        fmt = lambda x, d=3: f"{x:.{d}f}" if isinstance(x, (int, float)) else "-"
-        print(f"  {v['id']:42} {v['status']:9} {fmt(acc, 4):>8} {fmt(b1):>10} {fmt(b32):>11} {fmt(p.get('load_ms'), 1):>8}"
-              + (f"  ({v['message']})" if v.get("message") else ""))
+        source = None if v.get("accuracy") is None else "measured" if v.get("accuracy_measured") else "declared"
+        rows.append([v["id"], v["status"], _num(v.get("accuracy"), 4), source, _num(lat.get("1", [None, None])[1]),
+                     _num(lat.get("32", [None, None])[1]), _num(p.get("load_ms"), 1), one_line(v.get("message") or "")])
+    _print_table(["variant", "status", "accuracy", "source", "p99 b1 ms", "p99 b32 ms", "load ms", "message"], rows,
+                 right=(2, 4, 5, 6), indent="  ")
+
+
+def _tensors(specs: list[dict]) -> str:
+    return ", ".join(f"{t['name']} {t['dtype']} {t['shape']}" for t in specs)
 
 
 def cmd_models(args) -> int:
+    words = args.words
+    if words and words[0] == "delete":
+        if len(words) != 2:
+            raise CliError("name one model to delete: infaas models delete NAME")
+        return _delete_model(args, words[1])
+    if len(words) > 1:
+        raise CliError(f"unexpected {' '.join(words[1:])!r}: infaas models [NAME | delete NAME] [--json]")
     client = _client(args)
-    if args.name:
-        status = client.model(args.name)
-        print(f"{status['name']} ({status['task']}, {status['visibility']}): {status['status']}")
+    if words:
+        status = client.model(words[0])
+        if args.json:
+            _print_json(status)
+            return 0
+        print(f"{status['name']} ({status['task']}, {status['visibility']}, owner {status.get('tenant', '-')}): "
+              f"{status['status']}")
+        measured = _num(status.get("measured_accuracy"), 4) or "not measured"
+        print(f"accuracy: declared {_num(status.get('declared_accuracy'), 4)}, measured {measured}"
+              + (f" ({status['accuracy_note']})" if status.get("accuracy_note") else ""))
+        print(f"inputs: {_tensors(status.get('inputs', []))}")
+        print(f"outputs: {_tensors(status.get('outputs', []))}")
         _print_variants(status["variants"])
+        return 0
+    models = client.models()
+    if args.json:
+        _print_json({"models": models})
+    elif not models:
+        print("no models yet: register one with 'infaas register'")
     else:
-        for m in client.models():
-            print(f"{m['name']:24} {m['task']:28} {m['status']:9} declared accuracy {m['declared_accuracy']}")
+        _print_table(["name", "task", "status", "visibility", "declared", "measured"],
+                     [[m["name"], m["task"], m["status"], m.get("visibility"), _num(m.get("declared_accuracy"), 4),
+                       _num(m.get("measured_accuracy"), 4)] for m in models], right=(4, 5))
+    return 0
+
+
+def _delete_model(args, name: str) -> int:
+    client = _client(args)
+    status = client.model(name)  # a missing or foreign model fails here with the API's own 404
+    client.delete_model(name)
+    if args.json:
+        _print_json({"deleted": name, "variants": [v["id"] for v in status["variants"]]})
+    else:
+        print(f"deleted model {name} ({status['task']}) and its {len(status['variants'])} variant(s)")
     return 0
 
 
 def cmd_workers(args) -> int:
-    for w in _client(args).workers():
-        reps = ", ".join(f"{r['variant_id']} (q={r['queued_rows']})" for r in w["replicas"]) or "no replicas"
-        print(f"{w['id']:12} {w['hardware']:6} {w['state']:9} {w['url']:28} {reps}")
+    workers = _client(args).workers()
+    if args.json:
+        _print_json({"workers": workers})
+    elif not workers:
+        print("no live workers")
+    else:
+        rows = []
+        for w in workers:
+            reps = ", ".join(f"{r['variant_id']} (q={r['queued_rows']})" for r in w["replicas"]) or "-"
+            mem = f"{w.get('memory_used_bytes', 0) / 2**20:.0f}/{w.get('memory_budget_bytes', 0) / 2**20:.0f}"
+            rows.append([w["id"], w["hardware"], w["state"], w["url"], mem, reps])
+        _print_table(["id", "hardware", "state", "url", "memory MiB", "replicas (queued rows)"], rows, right=(4,))
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    tasks = _client(args).tasks()
+    if args.json:
+        _print_json({"tasks": tasks})
+    elif not tasks:
+        print("no tasks yet: a task appears with its first registered model")
+    else:
+        _print_table(["task", "architectures", "inputs"],
+                     [[t["task"], ", ".join(t["architectures"]), _tensors(t.get("inputs", []))] for t in tasks])
     return 0
 
 
 def cmd_events(args) -> int:
     import time as _time
 
-    for e in _client(args).events():
-        when = _time.strftime("%H:%M:%S", _time.localtime(e["at"]))
-        print(f"{when} {e['kind']:8} {e['reason']}")
-        if args.verbose:
-            print("         " + json.dumps(e["data"], sort_keys=True))
+    events = _client(args).events()
+    if args.json:
+        _print_json({"events": events})
+    elif not events:
+        print("no autoscaling events yet")
+    else:
+        headers = ["time", "kind", "reason"] + (["inputs"] if args.verbose else [])
+        rows = [[_time.strftime("%H:%M:%S", _time.localtime(e["at"])), e["kind"], one_line(e["reason"])]
+                + ([json.dumps(e["data"], sort_keys=True)] if args.verbose else []) for e in events]
+        _print_table(headers, rows)
     return 0
 
 
@@ -111,6 +249,21 @@ def _job_line(s: dict) -> str:
 
 def cmd_jobs(args) -> int:
     client = _client(args)
+    if args.action == "list":
+        jobs = client.jobs()
+        if args.json:
+            _print_json({"jobs": jobs})
+        elif not jobs:
+            print("no jobs yet: submit one with 'infaas jobs submit'")
+        else:
+            rows = []
+            for j in jobs:
+                s = client.job(j["id"])  # the list holds jobs as submitted; their state is per job
+                rows.append([s["id"], s["state"], s["done"], s["failed"], s["left"], s["items"], s.get("rows"),
+                             s.get("variant"), _when(s.get("created_at"))])
+            _print_table(["id", "state", "done", "failed", "left", "items", "rows", "variant", "submitted"], rows,
+                         right=(2, 3, 4, 5, 6))
+        return 0
     if args.action == "submit":
         target = {k: getattr(args, k) for k in ("task", "architecture", "variant") if getattr(args, k)}
         objective = {k: v for k, v in (("min_accuracy", args.min_accuracy), ("max_cost", args.max_cost)) if v is not None}
@@ -141,15 +294,112 @@ def cmd_jobs(args) -> int:
     return 0 if s["state"] == "done" else 1
 
 
-def cmd_query(args) -> int:
-    if args.input:
-        x = np.load(args.input)
+JSON_EXAMPLE = "--json '[[0.0, 0.1]]'"
+
+
+def parse_json_rows(text: str) -> np.ndarray:
+    """``--json``: the rows as a JSON array of arrays of numbers; every mistake is one line saying what is wrong."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        near = text[exc.pos:exc.pos + 20]
+        what = " ('...' is not a value)" if "..." in text else ""
+        raise CliError(f"--json: not valid JSON at char {exc.pos} ({near!r}): {exc.msg}{what}; give the full rows, "
+                       f"e.g. {JSON_EXAMPLE}") from None
+    if not isinstance(doc, list) or not doc:
+        raise CliError(f"--json: expected a non-empty array of rows, got {type(doc).__name__}; e.g. {JSON_EXAMPLE}")
+    try:
+        x = np.asarray(doc)
+    except ValueError:
+        lengths = sorted({len(r) if isinstance(r, list) else 1 for r in doc})
+        raise CliError(f"--json: the rows differ in shape (lengths {lengths}); every row needs the same number of values"
+                       ) from None
+    if x.dtype.kind not in "biuf":
+        what = "strings" if x.dtype.kind in "US" else "null or nested values"
+        raise CliError(f"--json: the rows must hold only numbers (or true/false), not {what}; e.g. {JSON_EXAMPLE}")
+    return x
+
+
+def load_rows(path: str) -> np.ndarray:
+    """``--input``: an ``.npy`` array, or an ``.npz`` with an array ``inputs`` (as the validation files) or just one array."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise CliError(f"--input {path}: not an .npy or .npz array file ({one_line(exc)})") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if "inputs" in names:
+            return loaded["inputs"]
+        if len(names) == 1:
+            return loaded[names[0]]
+    raise CliError(f"--input {path}: an .npz needs an array named 'inputs' (or just one array); it holds {names}")
+
+
+def cast_rows(x: np.ndarray, dtype: str | None, source: str) -> np.ndarray:
+    """Rows as ``dtype`` (None: as they are), refusing a cast that would change a value: a fraction,
+    NaN or out-of-range number to an integer type, a complex number, an overflow to infinity."""
+    from infaas.core.tensors import NUMPY_TO_OIP
+
+    takes = ", ".join(sorted(NUMPY_TO_OIP))
+    if dtype is not None:
+        try:
+            want = np.dtype(dtype)
+        except TypeError:
+            raise CliError(f"--dtype {dtype!r}: not a numpy dtype; one of {takes}") from None
+        if want.name not in NUMPY_TO_OIP:
+            raise CliError(f"--dtype {dtype!r}: the API takes {takes}")
     else:
-        x = np.asarray(json.loads(args.json), dtype=args.dtype)
-    outputs, decision = _client(args).infer(
-        x, task=args.task, architecture=args.architecture, variant=args.variant,
-        min_accuracy=args.min_accuracy, latency_ms=args.latency_ms, max_cost=args.max_cost,
-    )
+        if x.dtype.name not in NUMPY_TO_OIP:
+            raise CliError(f"{source}: {x.dtype} values are not a tensor type the API takes ({takes}); cast them with --dtype")
+        return x
+    if x.dtype == want:
+        return x
+    cannot = f"{source}: cannot cast {x.dtype} values to {want.name}"
+    if x.dtype.kind not in "biufc":
+        raise CliError(f"{cannot}: they are not numbers")
+    if x.dtype.kind == "c" and want.kind != "c":
+        if np.any(x.imag != 0):
+            raise CliError(f"{cannot}: they have imaginary parts")
+        x = x.real
+    with np.errstate(all="ignore"):
+        y = x.astype(want)
+        if want.kind in "biu":
+            if x.dtype.kind == "f":
+                bad = ~np.isfinite(x) | (x != np.round(x))
+                if bad.any():
+                    raise CliError(f"{cannot} without changing them: {x[bad].flat[0].item()!r} is not a whole number")
+            changed = y.astype(x.dtype) != x
+            if changed.any():
+                raise CliError(f"{cannot} without changing them: {x[changed].flat[0].item()!r} is out of range for {want.name}")
+        elif want.kind == "f":
+            overflow = np.isfinite(x) & ~np.isfinite(y)
+            if overflow.any():
+                raise CliError(f"{cannot}: {x[overflow].flat[0].item()!r} is too large for {want.name}")
+    return y
+
+
+def query_rows(args) -> np.ndarray:
+    """The rows of ``infaas query``, from any input form, cast to ``--dtype`` (float32 for --json by default)."""
+    if args.input:
+        return cast_rows(load_rows(args.input), args.dtype, f"--input {args.input}")
+    return cast_rows(parse_json_rows(args.json), args.dtype or "float32", "--json")
+
+
+def cmd_query(args) -> int:
+    from infaas.client import ApiError
+
+    x = query_rows(args)
+    try:
+        outputs, decision = _client(args).infer(
+            x, task=args.task, architecture=args.architecture, variant=args.variant,
+            min_accuracy=args.min_accuracy, latency_ms=args.latency_ms, max_cost=args.max_cost,
+        )
+    except ApiError as exc:
+        if isinstance(exc.body, dict) and exc.body.get("field") == "datatype" and exc.body.get("message"):
+            exc.body = {**exc.body, "message": f"{exc.body['message']} (cast the rows with --dtype)"}
+        raise
     print(json.dumps({"outputs": {k: v.tolist() for k, v in outputs.items()}, "decision": decision}, indent=2))
     return 0
 
@@ -172,9 +422,18 @@ def cmd_tenants(args) -> int:
         print("the key is shown only this once; keep it secret:")
         print(key)
     elif args.action == "list":
-        for k in store.keys(args.tenant):
-            state = "revoked" if k.get("revoked") else "active"
-            print(f"{k['key_id']}  {k['tenant']:20} {','.join(k['scopes']):24} {state}")
+        # never the secret's digest: ids, tenants, scopes, state
+        keys = [{"key_id": k["key_id"], "tenant": k["tenant"], "scopes": list(k["scopes"]),
+                 "revoked": bool(k.get("revoked")), "created_at": k.get("created_at")} for k in store.keys(args.tenant)]
+        if args.json:
+            _print_json({"keys": keys})
+        elif not keys:
+            print("no keys" + (f" for tenant {args.tenant}" if args.tenant else "")
+                  + ": create one with 'infaas tenants create TENANT'")
+        else:
+            _print_table(["key id", "tenant", "scopes", "state", "created"],
+                         [[k["key_id"], k["tenant"], ",".join(k["scopes"]), "revoked" if k["revoked"] else "active",
+                           _when(k["created_at"])] for k in keys])
     elif args.action == "revoke":
         identity.revoke_key(store, args.key_id)
         print(f"revoked key {args.key_id}")
@@ -188,7 +447,12 @@ def cmd_demo(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    """``infaas sim compare``: replay recorded traces against a simulated cluster, once per policy."""
+    """``infaas sim compare``: replay recorded traces against a simulated cluster, once per policy;
+    ``infaas sim data fetch``: download the Proteus data set it replays."""
+    if args.action == "data":
+        from infaas.sim.fetch import fetch_main
+
+        return fetch_main(args)
     from infaas.sim.cli import compare_main
 
     return compare_main(args)
@@ -196,7 +460,8 @@ def cmd_sim(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infaas", description="Model-less inference serving.")
-    p.add_argument("--url", default=os.environ.get("INFAAS_URL", "http://127.0.0.1:8080"), help="API address (env INFAAS_URL)")
+    p.add_argument("--url", default=None, help="API address (default: env INFAAS_URL, else "
+                   "http://127.0.0.1:$INFAAS_PORT, port 8080 when unset)")
     p.add_argument("--api-key", default=os.environ.get("INFAAS_API_KEY"), help="API key (env INFAAS_API_KEY)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -216,15 +481,25 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--wait", action="store_true", help="show progress until its variants are ready")
     reg.set_defaults(func=cmd_register)
 
-    models = sub.add_parser("models", help="list architectures, or show one with its variants")
-    models.add_argument("name", nargs="?")
+    models = sub.add_parser("models", help="list architectures, show one with its variants, or delete one",
+                            usage="infaas models [NAME | delete NAME] [--json]")
+    models.add_argument("words", nargs="*", metavar="NAME | delete NAME",
+                        help="an architecture to show; 'delete NAME' deletes one you own, with its variants")
+    models.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     models.set_defaults(func=cmd_models)
 
-    workers = sub.add_parser("workers", help="list live workers and their replicas")
+    workers = sub.add_parser("workers", help="list live workers and their replicas (admin key)")
+    workers.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     workers.set_defaults(func=cmd_workers)
 
-    jobs = sub.add_parser("jobs", help="offline (batch) jobs: submit, status, wait, cancel")
+    tasks = sub.add_parser("tasks", help="list tasks, their architectures and input spec")
+    tasks.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    tasks.set_defaults(func=cmd_tasks)
+
+    jobs = sub.add_parser("jobs", help="offline (batch) jobs: submit, list, status, wait, cancel")
     jsub = jobs.add_subparsers(dest="action", required=True)
+    jlist = jsub.add_parser("list", help="your jobs with their state")
+    jlist.add_argument("--json", action="store_true", help="print the API's JSON (jobs as submitted) instead of a table")
     submit = jsub.add_parser("submit", help="submit a job; prints its id at once")
     submit.add_argument("--input", required=True, help="folder under the offline root, or s3://bucket/prefix")
     submit.add_argument("--output", required=True, help="folder under the offline root, or s3://bucket/prefix")
@@ -242,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("events", help="autoscaling decisions and their reasons (admin key)")
     ev.add_argument("-v", "--verbose", action="store_true", help="also print each decision's inputs")
+    ev.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     ev.set_defaults(func=cmd_events)
 
     q = sub.add_parser("query", help="send one query")
@@ -250,9 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--architecture")
     target.add_argument("--variant")
     data = q.add_mutually_exclusive_group(required=True)
-    data.add_argument("--input", help=".npy file of input rows")
-    data.add_argument("--json", help="rows as JSON, e.g. '[[0.1, 0.2, ...]]'")
-    q.add_argument("--dtype", default="float32")
+    data.add_argument("--input", help=".npy file of input rows, or .npz with an array 'inputs'")
+    data.add_argument("--json", help="rows as a JSON array of arrays, every value written out, e.g. '[[0.0, 0.1]]'")
+    q.add_argument("--dtype", default=None, help="cast the rows to this type, whatever the input form (default: "
+                   "float32 for --json, the file's own type for --input); a cast that would change a value is refused")
     q.add_argument("--min-accuracy", type=float)
     q.add_argument("--latency-ms", type=float)
     q.add_argument("--max-cost", type=float)
@@ -265,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scopes", default="query,register", help="comma-separated: query, register, admin")
     lst = ten_sub.add_parser("list", help="list keys (ids, tenants, scopes; never secrets)")
     lst.add_argument("tenant", nargs="?")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rev = ten_sub.add_parser("revoke", help="revoke a key by id")
     rev.add_argument("key_id")
     for sp in (create, lst, rev):
@@ -287,30 +565,58 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--seed", type=int, default=0)
     cmp_.add_argument("--duration", type=float, default=None, help="replay only the first this many seconds")
     cmp_.add_argument("--policies", default=None, help="comma-separated subset (default: all of the mode)")
-    cmp_.add_argument("--data", default=None, help="the Proteus data folder (default ../shared/data/proteus)")
+    cmp_.add_argument("--data", default=None, help="the Proteus data folder (default: INFAAS_PROTEUS_DIR, else the "
+                      "`infaas sim data fetch` cache, else ../shared/data/proteus)")
     cmp_.add_argument("--doc", default="docs/evaluation.md", help="report page to update")
     cmp_.add_argument("--img", default="docs/img", help="folder for the plots")
     cmp_.add_argument("--no-report", action="store_true", help="print the table only")
+    dat = sim_sub.add_parser("data", help="the Proteus data set the simulator replays")
+    fetch = dat.add_subparsers(dest="data_action", required=True).add_parser(
+        "fetch", help="download the Proteus profiles and traces (pinned, SHA-256 checked) into a local cache")
+    fetch.add_argument("--url", dest="source_url", default=None, metavar="URL",
+                       help="archive to download (default: env INFAAS_PROTEUS_URL, else GitHub at the pinned commit)")
+    fetch.add_argument("--dest", default=None, metavar="DIR", help="folder to install into (default $XDG_CACHE_HOME/infaas/proteus, "
+                       "~/.cache/infaas/proteus)")
+    fetch.add_argument("--force", action="store_true", help="download again even if the folder holds verified data")
     sim.set_defaults(func=cmd_sim)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure the user can act on is one ``error:`` line on stderr and exit status 1."""
+    import httpx
+
     from infaas.client import ApiError
     from infaas.core.errors import InfaasError
 
     args = build_parser().parse_args(argv)
+
+    def fail(message) -> int:
+        print(f"error: {one_line(message)}", file=sys.stderr)
+        return 1
+
+    def url() -> str:  # set by _client before any request
+        return getattr(args, "url", None) or "its address"
+
     try:
         return args.func(args)
     except ApiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(api_error_line(exc, args.api_key))
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        return fail(f"cannot reach the INFaaS API at {url()}: start it with 'infaas up' or set INFAAS_URL")
+    except httpx.TimeoutException:
+        return fail(f"the INFaaS API at {url()} did not answer in time")
+    except httpx.TransportError as exc:
+        return fail(f"the connection to the INFaaS API at {url()} failed: {exc or type(exc).__name__}")
+    except CliError as exc:
+        return fail(exc)
     except InfaasError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        return fail(exc.message)
+    except BrokenPipeError:  # the reader went away (`infaas models | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(exc)
     except KeyboardInterrupt:
         return 130
 
