@@ -46,8 +46,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	INFAAS_LOAD_TESTS=1 $(BIN)/python -m pytest tests/load -s -q
 
-# The trace-driven comparison of docs/evaluation.md (reads ../shared/data/proteus
-# or INFAAS_PROTEUS_DIR; about five minutes): rewrites its results and plots.
+# The trace-driven comparison of docs/evaluation.md (reads the data `infaas sim data fetch`
+# downloads, or --data / INFAAS_PROTEUS_DIR; about five minutes): rewrites its results and plots.
 sim: $(STAMP)
 	$(BIN)/infaas sim compare --all
 
