@@ -66,6 +66,9 @@ class Client:
     def model(self, name: str) -> dict[str, Any]:
         return self._check(self.http.get(f"/v1/models/{_segment(name)}"))
 
+    def model_logs(self, name: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/models/{_segment(name)}/logs"))
+
     def delete_model(self, name: str) -> None:
         """Delete an architecture this tenant owns, with its variants (204; 404 or 403 otherwise)."""
         self._check(self.http.delete(f"/v1/models/{_segment(name)}"))

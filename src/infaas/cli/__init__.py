@@ -111,7 +111,13 @@ def cmd_register(args) -> int:
         final = client.wait_ready([args.name], progress=_progress_printer())
         print()
         _print_variants(final[args.name]["variants"])
-        return 0 if final[args.name]["status"] == "ready" else 1
+        failed = [v for v in final[args.name]["variants"] if v["status"] == "failed"]
+        for v in failed:
+            print(f"failed: {v['id']}: {one_line(v.get('message') or 'no reason given')}", file=sys.stderr)
+        if failed:
+            print(f"{len(failed)} variant(s) failed; the full build logs: infaas models {args.name} --logs",
+                  file=sys.stderr)
+        return 0 if final[args.name]["status"] == "ready" and not failed else 1
     return 0
 
 
@@ -125,7 +131,8 @@ def _progress_printer():
         if busy:
             doing = ", ".join(busy)
         elif done == len(variants):
-            doing = "all built and profiled"
+            counts = {k: sum(v["status"] == k for v in variants) for k in ("ready", "skipped", "failed")}
+            doing = "all done: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
         else:
             doing = "waiting for a worker of the right hardware type"
         line = f"  [{done}/{len(variants)} variants done] {doing}"
@@ -161,6 +168,15 @@ def cmd_models(args) -> int:
     if len(words) > 1:
         raise CliError(f"unexpected {' '.join(words[1:])!r}: infaas models [NAME | delete NAME] [--json]")
     client = _client(args)
+    if words and args.logs:
+        logs = client.model_logs(words[0])
+        if args.json:
+            _print_json(logs)
+            return 0
+        for vid, entry in logs["variants"].items():
+            print(f"== {vid}: {entry['status']}")
+            print((entry.get("log") or "(no build log yet)").rstrip())
+        return 0
     if words:
         status = client.model(words[0])
         if args.json:
@@ -482,10 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     reg.set_defaults(func=cmd_register)
 
     models = sub.add_parser("models", help="list architectures, show one with its variants, or delete one",
-                            usage="infaas models [NAME | delete NAME] [--json]")
+                            usage="infaas models [NAME [--logs] | delete NAME] [--json]")
     models.add_argument("words", nargs="*", metavar="NAME | delete NAME",
                         help="an architecture to show; 'delete NAME' deletes one you own, with its variants")
     models.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    models.add_argument("--logs", action="store_true", help="with NAME: each variant's full build and profiling log")
     models.set_defaults(func=cmd_models)
 
     workers = sub.add_parser("workers", help="list live workers and their replicas (admin key)")
