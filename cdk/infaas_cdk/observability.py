@@ -42,8 +42,8 @@ class Observability(Construct):
             cw.GraphWidget(title="Queries by hardware; worker faults", width=12, left=[
                 cw.Metric(namespace="Infaas", metric_name="Queries", dimensions_map={"Hardware": hw},
                           statistic="Sum", period=MINUTE, label=hw) for hw in hardware],
-                right=[cw.Metric(namespace="Infaas", metric_name="WorkerFaults",
-                                 dimensions_map={"service": "infaas-selector"}, statistic="Sum", period=MINUTE)]),
+                right=[cw.Metric(namespace="Infaas", metric_name="WorkerFaults",  # adapters.aws.metrics.DIMENSIONS
+                                 statistic="Sum", period=MINUTE)]),
         )
         self.dashboard.add_widgets(*[
             cw.GraphWidget(title=f"{name} function", width=8,

@@ -35,9 +35,8 @@ import logging
 import os
 from typing import Any, Mapping
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from infaas.adapters.aws import metrics as names
 from infaas.adapters.aws._sdk import sdk_errors
@@ -53,7 +52,6 @@ logger = Logger()
 # the package's own loggers (infaas.*) log through Powertools too: JSON, with the correlation id
 logging.getLogger("infaas")
 copy_config_to_registered_loggers(source_logger=logger, include={"infaas"})
-metrics = Metrics()
 
 
 class AwsAutoscaler:
@@ -89,9 +87,7 @@ class AwsAutoscaler:
         params = self.params()
         plan = Autoscaler(self.adapters.store, self.fleet, params, self.settings.hardware).run_once()
         for hw, n in (plan.desired_workers.items() if plan else ()):
-            with single_metric(name=names.DESIRED_WORKERS, unit=MetricUnit.Count, value=n,
-                               namespace=metrics.namespace) as m:
-                m.add_dimension(name="Hardware", value=hw)
+            names.emf(names.DESIRED_WORKERS, n, Hardware=hw)
         return plan, params
 
 
@@ -105,7 +101,6 @@ AUTOSCALER = build()
 
 
 @logger.inject_lambda_context(log_event=True)
-@metrics.log_metrics
 def handler(event, context):
     logger.append_keys(trigger=event.get("detail-type", "direct") if isinstance(event, dict) else "direct")
     plan, params = AUTOSCALER.run_once()

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import logging
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from mangum import Mangum
 
 from infaas.adapters.aws import metrics as names
@@ -38,7 +37,6 @@ logger = Logger()
 # the package's own loggers (infaas.*) log through Powertools too: JSON, with the correlation id
 logging.getLogger("infaas")
 copy_config_to_registered_loggers(source_logger=logger, include={"infaas"})
-metrics = Metrics()
 
 
 def _hardware(variant_id: str) -> str:
@@ -53,17 +51,13 @@ class MeasuredDataPlane(DataPlane):
         try:
             answer = await super().infer(query, arrays)
         except InfaasError as exc:
-            with single_metric(name=names.REJECTED, unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as m:
-                m.add_dimension(name="Reason", value=exc.code)
+            names.emf(names.REJECTED, 1, Reason=exc.code)
             raise
         hardware = _hardware(answer.decision.variant)
-        with single_metric(name=names.QUERY_LATENCY, unit=MetricUnit.Milliseconds, value=answer.latency_ms,
-                           namespace=metrics.namespace) as m:
-            m.add_dimension(name="Hardware", value=hardware)
-        with single_metric(name=names.QUERIES, unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as m:
-            m.add_dimension(name="Hardware", value=hardware)
+        names.emf(names.QUERY_LATENCY, answer.latency_ms, Hardware=hardware)
+        names.emf(names.QUERIES, 1, Hardware=hardware)
         if answer.retried:
-            metrics.add_metric(name=names.WORKER_FAULTS, unit=MetricUnit.Count, value=1)
+            names.emf(names.WORKER_FAULTS, 1)
         return answer
 
 
@@ -76,6 +70,5 @@ ASGI = Mangum(ApiGatewayIdentity(create_app(lambda_services(SETTINGS, ADAPTERS, 
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@metrics.log_metrics
 def handler(event, context):
     return ASGI(event, context)

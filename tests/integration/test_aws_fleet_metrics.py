@@ -182,9 +182,9 @@ def test_autoscaler_starts_a_gpu_worker_for_waiting_build_jobs(autoscaler, fleet
     result = autoscaler.handler(ALARM_EVENT, LambdaContext())
     assert result["applied"] and result["min_workers"]["gpu"] == 1
     assert fleet.desired()["gpu"] == 1
-    # metrics in embedded metric format on stdout (Powertools), one line per hardware type
+    # metrics in embedded metric format on stdout (adapters.aws.metrics.emf), one line per hardware type
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert any(line.get("DesiredWorkers") == [1.0] and line.get("Hardware") == "gpu" for line in lines)
+    assert any(line.get("DesiredWorkers") == 1 and line.get("Hardware") == "gpu" for line in lines)
     # the package's own loggers (infaas.app.autoscaler, infaas.fleet) log as Powertools JSON, with the
     # invocation's request id and keys
     import logging

@@ -203,8 +203,15 @@ def test_query_through_the_selector_is_served_by_the_worker(registered, selector
     if answer["decision"]["variant"].split(":")[1].endswith("fp32"):  # and scikit-learn's own labels
         assert got["label"].tolist() == model.model.predict(rows).tolist()
     # one EMF metric line per answer, per hardware type
-    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"QueryLatency"' in line]
+    from infaas.adapters.aws.metrics import DIMENSIONS
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"CloudWatchMetrics"' in line]
+    emf = [d for d in lines if "QueryLatency" in d]
     assert emf and emf[-1]["Hardware"] == "cpu" and emf[-1]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Infaas"
+    for d in lines:  # exactly the dimensions the alarms read (tests/infrastructure: every alarm's series exists)
+        (spec,) = d["_aws"]["CloudWatchMetrics"]
+        (metric,) = spec["Metrics"]
+        assert spec["Dimensions"] == [list(DIMENSIONS[metric["Name"]])] and "service" not in d, d
 
 
 def test_the_worker_answers_only_callers_with_the_worker_key(registered, selector, worker, deployment, trained):

@@ -1,13 +1,40 @@
-"""The CloudWatch metric names this deployment publishes.
+"""The CloudWatch metrics this deployment publishes, and the one way they are written.
 
-The Lambda functions publish them with Powertools' ``Metrics`` (embedded
-metric format on stdout: no API call on the request path); the CDK stack's
-dashboard and alarms (``cdk/infaas_cdk``) spell out the same names.
+The Lambda functions write each metric as one line in CloudWatch's embedded metric format
+(EMF) on stdout (``emf``): no API call on the request path, and exactly the dimensions in
+``DIMENSIONS`` -- the ones the CDK stack's alarms and dashboard read (``cdk/infaas_cdk``;
+a test checks every alarm reads a series written here). Powertools' ``Metrics`` is not
+used for this: it adds a ``service`` dimension to every metric, and an alarm on
+``{Hardware}`` would then read a series nobody writes.
 """
+
+from __future__ import annotations
+
+import json
+import sys
+import time
 
 NAMESPACE = "Infaas"
 QUERY_LATENCY = "QueryLatency"  # Milliseconds, per Hardware; selector
 QUERIES = "Queries"  # Count, per Hardware; selector
 WORKER_FAULTS = "WorkerFaults"  # Count; selector (a query retried elsewhere)
-REJECTED = "Rejected"  # Count; selector (no feasible variant, bad input)
+REJECTED = "Rejected"  # Count, per Reason; selector (no feasible variant, bad input)
 DESIRED_WORKERS = "DesiredWorkers"  # Count, per Hardware; autoscaler
+
+UNITS = {QUERY_LATENCY: "Milliseconds", QUERIES: "Count", WORKER_FAULTS: "Count", REJECTED: "Count",
+         DESIRED_WORKERS: "Count"}
+DIMENSIONS: dict[str, tuple[str, ...]] = {QUERY_LATENCY: ("Hardware",), QUERIES: ("Hardware",), WORKER_FAULTS: (),
+                                          REJECTED: ("Reason",), DESIRED_WORKERS: ("Hardware",)}
+
+
+def emf(name: str, value: float, out=None, **dimensions: str) -> str:
+    """Write one metric as an EMF line (and return it); ``dimensions`` must be the metric's own."""
+    if tuple(sorted(dimensions)) != tuple(sorted(DIMENSIONS[name])):
+        raise ValueError(f"{name} is published with dimensions {DIMENSIONS[name]}, not {tuple(dimensions)}")
+    line = json.dumps({
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [
+            {"Namespace": NAMESPACE, "Dimensions": [list(DIMENSIONS[name])], "Metrics": [{"Name": name, "Unit": UNITS[name]}]}]},
+        name: value, **dimensions,
+    })
+    print(line, file=out or sys.stdout, flush=True)
+    return line
