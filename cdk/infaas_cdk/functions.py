@@ -47,7 +47,9 @@ class Functions(Construct):
             vpc=network, env={"INFAAS_SNAPSHOT_S": "1.0", "INFAAS_WORKER_SECRET_ARN": data.worker_key.secret_arn},
         )
         self.autoscaler = self._function(
-            "Autoscaler", "autoscaler", memory_mb=512, timeout=Duration.seconds(60), reserved=1,
+            # no reserved concurrency: a new account's quota (10) cannot spare it, and two overlapping runs are
+            # safe anyway (the plan is one conditionally written item: the loser applies nothing)
+            "Autoscaler", "autoscaler", memory_mb=512, timeout=Duration.seconds(60),
             env={"INFAAS_SCALE_PERIOD_S": "60", "INFAAS_SCALE_COOLDOWN_S": "300", "INFAAS_SCALE_DOWN_PERIODS": "10",
                  "INFAAS_SCALE_IDLE_UNLOAD_S": "900"},
         )

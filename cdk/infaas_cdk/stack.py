@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
@@ -16,10 +18,17 @@ from .nag import acknowledge
 from .observability import Observability
 
 
+def name_prefix(stack_name: str) -> str:
+    """The prefix of every named resource (groups, queues, alarms, dashboard), from the stack's name:
+    a second stack in the account (``-c infaas:stack_name=Staging``) collides with nothing."""
+    return re.sub(r"[^a-z0-9]+", "-", stack_name.lower()).strip("-") or "infaas"
+
+
 class InfaasStack(Stack):
-    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, prefix: str = "infaas", **kwargs) -> None:
+    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, prefix: str | None = None, **kwargs) -> None:
         super().__init__(scope, id, description="infaas: model-less inference serving (API, workers, autoscaler)",
                          **kwargs)
+        prefix = prefix or name_prefix(id)
         self.config = config
         self.network = Network(self, "Network", config=config)
         self.data = Data(self, "Data", config=config, prefix=prefix)

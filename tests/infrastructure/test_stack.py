@@ -255,7 +255,6 @@ def test_alarms_are_wired_to_the_autoscaler_with_a_schedule(synthesized, functio
         assert [_ref(t["Arn"]) for t in rule["Targets"]] == [autoscaler_id]
     groups = json.loads(functions["autoscaler"]["Environment"]["Variables"]["INFAAS_FLEET_GROUPS"])
     assert groups == {hw: f"infaas-workers-{hw}" for hw in HARDWARE}
-    assert functions["autoscaler"]["ReservedConcurrentExecutions"] == 1
 
 
 def test_dashboard_and_outputs(synthesized):
@@ -264,3 +263,24 @@ def test_dashboard_and_outputs(synthesized):
     for needle in ("QueryLatency", "GroupInServiceInstances", "ApproximateNumberOfMessagesVisible", "5XXError"):
         assert needle in body
     assert {"ApiUrl", "TableName", "BucketName", "QueuePrefix", "Dashboard"} <= set(synthesized.template["Outputs"])
+
+
+def test_no_function_reserves_concurrency(functions):
+    """A new account's concurrency quota is 10, and Lambda keeps 10 unreserved: any reservation fails the deploy."""
+    for name, fn in functions.items():
+        assert "ReservedConcurrentExecutions" not in fn, name
+
+
+def test_a_second_stack_names_its_resources_after_itself(tmp_path):
+    from conftest import load_cdk_app
+
+    app, stack = load_cdk_app().build_app(context={"infaas:stack_name": "Staging"}, outdir=str(tmp_path), nag=False)
+    app.synth()
+    template = json.loads((tmp_path / f"{stack.stack_name}.template.json").read_text())
+    names = set()
+    for r in template["Resources"].values():
+        props = r.get("Properties", {})
+        for key in ("AutoScalingGroupName", "QueueName", "AlarmName", "DashboardName", "LifecycleHookName"):
+            if isinstance(props.get(key), str):
+                names.add(props[key])
+    assert names and all(n.startswith("staging-") or n == "infaas-drain" for n in names), sorted(names)
