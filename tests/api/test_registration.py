@@ -182,3 +182,24 @@ def test_delete_removes_every_artefact_of_the_model(stack: Stack):
     assert any(f.endswith(".validation.npz") for f in files()) and any(f.endswith(".log") for f in files())
     assert stack.http.delete("/v1/models/short-lived").status_code == 204
     assert files() == []
+
+
+def test_without_labels_a_reduced_precision_variant_is_rated_by_its_agreement(stack: Stack):
+    with open(stack.paths["mlp-32"], "rb") as f:
+        resp = stack.http.post("/v1/models", files={"file": ("m.onnx", f.read(), "application/octet-stream")},
+                               data={"name": "mlp-unlabelled", "task": digits.TASK, "accuracy": "0.95"})
+    assert resp.status_code == 201, resp.text
+    deadline = time.time() + 120
+    while (m := stack.client.model("mlp-unlabelled"))["status"] == "building":
+        assert time.time() < deadline, m
+        time.sleep(0.3)
+    by_format = {v["format"]: v for v in m["variants"] if v["status"] == "ready"}
+    assert by_format["fp32"]["agreement"] == 1.0 and by_format["fp32"]["accuracy"] == 0.95
+    int8 = by_format["int8"]
+    assert 0.5 < int8["agreement"] <= 1.0  # measured against the registered model on sample inputs
+    assert int8["accuracy"] == round(0.95 - (1 - int8["agreement"]), 6)  # never more than the original
+    if int8["agreement"] < 1.0:
+        assert int8["accuracy_source"].startswith("estimated")
+    logs = stack.http.get("/v1/models/mlp-unlabelled/logs").json()["variants"][int8["id"]]["log"]
+    assert "agreement" in logs
+    stack.http.delete("/v1/models/mlp-unlabelled")

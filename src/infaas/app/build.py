@@ -41,6 +41,14 @@ def build_lane(hardware: str) -> str:
 LOG_LIMIT = 256 << 10  # bytes of build log kept per variant (the end is kept: that is where failures are)
 
 
+def estimated_accuracy(declared: float, agreement: float | None) -> float:
+    """Without labels: a variant that answers as the registered model does on a share ``agreement`` of
+    the rows is right at least as often as the model, less the rows where they differ."""
+    if agreement is None:
+        return declared
+    return round(max(0.0, declared - (1.0 - agreement)), 6)
+
+
 def log_key(variant: Variant) -> str:
     """Where a variant's full build log is kept in the model store (``ControlPlane.build_logs``)."""
     return f"logs/{variant.architecture}/{variant.id.replace(':', '_')}.log"
@@ -109,7 +117,7 @@ def run_build_job(
             blog.add(f"built {len(built):,} bytes; profiling (validation data: {'yes' if validation else 'no'})")
             v = store.put_variant(dataclasses.replace(v, status=PROFILING, model_key=key))
             result = profile_in_subprocess(models.local_path(key), v.to_dict(), arch.inputs, validation, limits,
-                                           cache_dir=cache_dir)
+                                           cache_dir=cache_dir, reference=original)
             profile = Profile(
                 hardware=v.hardware,
                 latency_ms={int(b): (p50, p99) for b, (p50, p99) in result["latency_ms"].items()},
@@ -118,20 +126,25 @@ def run_build_job(
                 measured_at=clock(),
             )
             measured = result["accuracy"]
+            agree = result.get("agreement")
             v = store.put_variant(
                 dataclasses.replace(
                     v,
                     status=READY,
                     profile=profile,
-                    accuracy=measured if measured is not None else arch.accuracy,
+                    accuracy=measured if measured is not None else estimated_accuracy(arch.accuracy, agree),
                     accuracy_measured=measured is not None,
+                    agreement=agree,
                 )
             )
             log.info("variant %s ready: p99 at b1 %.3f ms", v.id, profile.latency_at(1))
             blog.add("latency p50 / p99 ms by batch: " + ", ".join(
                 f"{b}: {p50:.3f} / {p99:.3f}" for b, (p50, p99) in sorted(profile.latency_ms.items())))
             blog.add(f"load {profile.load_ms:.1f} ms, peak memory {profile.peak_memory_bytes:,} bytes; accuracy "
-                     + (f"{measured:.4f} measured" if measured is not None else f"{arch.accuracy:.4f} declared, not measured"))
+                     + (f"{measured:.4f} measured" if measured is not None else
+                        f"{v.accuracy:.4f} estimated: declared {arch.accuracy:.4f} less the disagreement "
+                        f"({result.get('agreement_measure')}: {agree:.4f})" if agree is not None else
+                        f"{arch.accuracy:.4f} declared, not measured"))
             blog.add("ready")
         except NotApplicable as exc:
             v = store.put_variant(dataclasses.replace(v, status=SKIPPED, message=exc.message))

@@ -321,7 +321,11 @@ def describe_variant(v: Variant) -> dict[str, Any]:
         "status": v.status,
         "accuracy": v.accuracy,
         "accuracy_measured": v.accuracy_measured,
-        "accuracy_source": "measured" if v.accuracy_measured else "declared (not measured)",
+        "accuracy_source": ("measured" if v.accuracy_measured else
+                            "declared (not measured)" if v.agreement is None or v.agreement >= 1.0 else
+                            f"estimated: declared less its disagreement with the registered model (agreement "
+                            f"{v.agreement:.4f})"),
+        "agreement": v.agreement,
         "message": v.message,
     }
     if v.profile:

@@ -202,6 +202,9 @@ class Variant:
     accuracy_measured: bool = False
     profile: Profile | None = None
     message: str = ""  # why it failed or was skipped
+    # without validation data: how often it answers as the registered model does on sample inputs
+    # (``runtime.profile.agreement``); its accuracy is then the declared one less its disagreement
+    agreement: float | None = None
 
     @functools.cached_property
     def id(self) -> str:  # computed once per record: selection reads it on every candidate

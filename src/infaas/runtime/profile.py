@@ -12,6 +12,12 @@ Latency per batch size is the p50 and p99 of repeated runs (at least
 Accuracy is measured on the owner's validation data when given: the share of
 rows whose predicted class (an integer output, or the argmax of a score
 output) equals the label.
+
+Without validation data, a variant's quality is measured as its **agreement**
+with the registered model (the original file, run by onnxruntime on the CPU)
+on ``AGREEMENT_ROWS`` sample inputs (``agreement``): for a classifier the
+share of rows whose predicted class is the same, for any other model the
+share of rows whose every output is within 1 % (relative) of the original's.
 """
 
 from __future__ import annotations
@@ -31,6 +37,43 @@ from infaas.core.domain import TensorSpec
 from infaas.core.errors import ProfilingFailed
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+AGREEMENT_ROWS = 256
+
+
+def _is_classifier(outputs: Mapping[str, np.ndarray]) -> bool:
+    return any((v.ndim == 1 and np.issubdtype(v.dtype, np.integer)) or v.ndim == 2 for v in outputs.values())
+
+
+def agreement(reference: Mapping[str, np.ndarray], variant: Mapping[str, np.ndarray]) -> tuple[float, str]:
+    """How often a variant answers as the registered model does, on the same rows, and how that was counted."""
+    if _is_classifier(reference):
+        same = predicted_labels(reference) == predicted_labels(variant)
+        return float(np.mean(same)), "top-1 agreement with the registered model"
+    rows = None
+    for (name, ref), got in zip(reference.items(), variant.values()):
+        a = np.asarray(ref, np.float64).reshape(len(ref), -1)
+        b = np.asarray(got, np.float64).reshape(len(got), -1)
+        close = np.all(np.abs(a - b) <= 0.01 * np.abs(a) + 1e-6, axis=1)
+        rows = close if rows is None else rows & close
+    return float(np.mean(rows)) if rows is not None else 0.0, "rows within 1 % of the registered model's outputs"
+
+
+def measure_agreement(reference_path: str, ex, specs: Sequence[TensorSpec], max_batch: int) -> dict:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(reference_path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    feed = sample_inputs(specs, AGREEMENT_ROWS, seed=7)
+    ref: dict[str, list] = {}
+    got: dict[str, list] = {}
+    for start in range(0, AGREEMENT_ROWS, max_batch):
+        chunk = {k: np.ascontiguousarray(v[start:start + max_batch]) for k, v in feed.items()}
+        for k, v in zip(names, session.run(None, chunk)):
+            ref.setdefault(k, []).append(v)
+        for k, v in ex.run(chunk).items():
+            got.setdefault(k, []).append(v)
+    value, how = agreement({k: np.concatenate(v) for k, v in ref.items()}, {k: np.concatenate(v) for k, v in got.items()})
+    return {"agreement": value, "agreement_measure": f"{how} on {AGREEMENT_ROWS} sample inputs"}
 
 
 @dataclass(frozen=True)
@@ -70,7 +113,7 @@ def predicted_labels(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None, limits: ProfileLimits,
-            cache_dir: str | None = None) -> dict:
+            cache_dir: str | None = None, reference: str | None = None) -> dict:
     """Runs in the child process. Accuracy is measured for every variant, so
     reduced-precision ones (int8, fp16) get their own figure, not the original's."""
     from infaas.core.domain import Variant
@@ -105,13 +148,16 @@ def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: s
             chunk = val_x[i : i + v.max_batch].astype(specs[0].dtype)
             preds.append(predicted_labels(ex.run({specs[0].name: chunk})))
         accuracy = float((np.concatenate(preds) == val_y).mean())
+    quality = {}
+    if val_x is None and reference:
+        quality = measure_agreement(reference, ex, specs, v.max_batch)
     peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024
-    return {"latency_ms": latency, "load_ms": load_ms, "peak_memory_bytes": peak, "accuracy": accuracy}
+    return {"latency_ms": latency, "load_ms": load_ms, "peak_memory_bytes": peak, "accuracy": accuracy, **quality}
 
 
 def profile_in_subprocess(
     path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None = None, limits: ProfileLimits = ProfileLimits(),
-    *, cache_dir: str | None = None,
+    *, cache_dir: str | None = None, reference: str | None = None,
 ) -> dict:
     """Profile in a child process under a time and address-space limit (the
     address-space limit for CPU variants only: CUDA and the Neuron runtime
@@ -125,6 +171,7 @@ def profile_in_subprocess(
             "budget_s": limits.budget_s,
             "min_runs": limits.min_runs,
             "cache_dir": cache_dir,
+            "reference": reference,
         }
     )
     cpu_only = variant.get("hardware", "cpu") == "cpu"
@@ -161,7 +208,8 @@ def _main() -> None:
     req = json.loads(sys.stdin.read())
     specs = [TensorSpec.from_dict(s) for s in req["specs"]]
     limits = ProfileLimits(budget_s=req["budget_s"], min_runs=req["min_runs"])
-    result = measure(req["path"], req["variant"], specs, req["validation"], limits, req.get("cache_dir"))
+    result = measure(req["path"], req["variant"], specs, req["validation"], limits, req.get("cache_dir"),
+                     req.get("reference"))
     print(json.dumps(result))
 
 
