@@ -41,6 +41,12 @@ def load_cdk_app():
 
 
 @pytest.fixture(scope="session")
+def build_app():
+    """``cdk/app.py``'s ``build_app``, for tests that synthesise with their own context."""
+    return load_cdk_app().build_app
+
+
+@pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     for name in ("CDK_DEFAULT_ACCOUNT", "CDK_DEFAULT_REGION", "CDK_OUTDIR"):  # offline, environment-agnostic
         os.environ.pop(name, None)

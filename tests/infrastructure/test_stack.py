@@ -271,10 +271,8 @@ def test_no_function_reserves_concurrency(functions):
         assert "ReservedConcurrentExecutions" not in fn, name
 
 
-def test_a_second_stack_names_its_resources_after_itself(tmp_path):
-    from conftest import load_cdk_app
-
-    app, stack = load_cdk_app().build_app(context={"infaas:stack_name": "Staging"}, outdir=str(tmp_path), nag=False)
+def test_a_second_stack_names_its_resources_after_itself(build_app, tmp_path):
+    app, stack = build_app(context={"infaas:stack_name": "Staging"}, outdir=str(tmp_path), nag=False)
     app.synth()
     template = json.loads((tmp_path / f"{stack.stack_name}.template.json").read_text())
     names = set()
