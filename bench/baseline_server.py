@@ -1,19 +1,28 @@
 """The baseline of the benchmark: a minimal hand-written inference endpoint.
 
 One process, FastAPI + uvicorn (same server stack and defaults as the INFaaS
-API), one onnxruntime session on the CPU. The request body is the raw float32
-bytes of the input rows; the answer is the raw bytes of every output, in the
-model's output order, concatenated. No validation, no selection, no hop to a
-worker: this is the floor a model-serving stack is compared against.
+API), one onnxruntime session on the CPU, two formats per model:
+
+- raw bytes, ``POST /infer``: the body is the raw float32 bytes of the input
+  rows; the answer is the raw bytes of every output, in the model's output
+  order, concatenated;
+- JSON, ``POST /infer_json``: the body is ``{"x": [[...floats...], ...]}``; the
+  answer is ``{"outputs": [...]}``, every output as nested lists, in the
+  model's output order.
+
+No validation, no selection, no hop to a worker: this is the floor a
+model-serving stack is compared against.
 
 Run: ``python bench/baseline_server.py MODEL.onnx [NAME=MODEL2.onnx ...] --port 8123 [--threads 1]``.
-The first model answers ``POST /infer``; each model given as ``NAME=PATH`` also
-answers ``POST /NAME/infer`` (one process, one session per model).
+The first model answers ``POST /infer`` and ``POST /infer_json``; each model given
+as ``NAME=PATH`` also answers ``POST /NAME/infer`` and ``POST /NAME/infer_json``
+(one process, one session per model).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import onnxruntime as ort
@@ -22,7 +31,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 
-def _endpoint(model_path: str, threads: int):
+def _endpoints(model_path: str, threads: int):
+    """The raw-bytes and the JSON endpoint of one model, on one session."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -37,7 +47,13 @@ def _endpoint(model_path: str, threads: int):
         return Response(b"".join(np.ascontiguousarray(o).tobytes() for o in outs),
                         media_type="application/octet-stream")
 
-    return infer
+    async def infer_json(request: Request):
+        x = np.asarray(json.loads(await request.body())["x"], dtype=np.float32).reshape((-1, *row_shape))
+        outs = session.run(None, {inp.name: x})
+        return Response(json.dumps({"outputs": [o.tolist() for o in outs]}, separators=(",", ":")).encode(),
+                        media_type="application/json")
+
+    return infer, infer_json
 
 
 def create_app(model_path: str, threads: int = 1, named: dict[str, str] | None = None) -> FastAPI:
@@ -47,11 +63,14 @@ def create_app(model_path: str, threads: int = 1, named: dict[str, str] | None =
     def health():
         return {"ok": True}
 
-    endpoints: dict[str, object] = {}  # one session per file
+    endpoints: dict[str, tuple] = {}  # one session per file
     for name, path in {"": model_path, **(named or {})}.items():
         if path not in endpoints:
-            endpoints[path] = _endpoint(path, threads)
-        app.add_api_route(f"/{name}/infer" if name else "/infer", endpoints[path], methods=["POST"])
+            endpoints[path] = _endpoints(path, threads)
+        raw, as_json = endpoints[path]
+        prefix = f"/{name}" if name else ""
+        app.add_api_route(f"{prefix}/infer", raw, methods=["POST"])
+        app.add_api_route(f"{prefix}/infer_json", as_json, methods=["POST"])
     return app
 
 

@@ -117,10 +117,10 @@ def main() -> None:
         for key in args.models:
             for conc in (int(c) for c in args.conc.split(",")):
                 systems = [("infaas", stack.port, stack.proc.pid,
-                            infaas_request(stack.port, chosen[key], inputs[key], stack.api_key))]
+                            infaas_request(chosen[key], inputs[key], stack.api_key))]
                 if fastapi:
                     systems.append(("fastapi", fastapi.port, fastapi.pid,
-                                    raw_request(fastapi.port, f"/{key}/infer", inputs[key])))
+                                    raw_request(f"/{key}/infer", inputs[key])))
                 for name, port, root, req in systems:
                     spies = []
                     if args.profile and name == "infaas":

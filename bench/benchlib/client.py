@@ -1,6 +1,14 @@
-"""The load-generating client: a closed-loop asyncio HTTP/1.1 client over raw streams
-(keep-alive, one connection per loop, request bytes encoded once), what it measures, and the
-request builders of each system."""
+"""The load-generating clients, what they measure, and the request builders of each system.
+
+Two clients drive the same closed loops and fill the same ``Result``:
+
+- ``measure``: a light asyncio HTTP/1.1 client over raw streams (keep-alive, one connection per
+  loop, the request bytes encoded once), as little client work per request as Python allows;
+- ``measure_aiohttp``: aiohttp, a widely used client (one ``ClientSession``, a ``TCPConnector``
+  with ``limit=concurrency``, keep-alive), what a typical Python caller pays per request.
+
+Each request is described once (``HttpRequest``: method, path, headers, body); the raw client
+sends its bytes (``wire``), aiohttp its url, headers and body."""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ import json
 import socket
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,7 +93,58 @@ class Result:
         return (self.machine_busy_s - self.cpu_s - self.server_cpu_s) / self.wall_s if self.wall_s else float("nan")
 
 
+# ------------------------------------------------------------ the closed loops
+Call = Callable[[], Awaitable[tuple[int, bytes]]]  # one request: (status, body)
+ClientFn = Callable[..., Awaitable[Result]]  # measure / measure_aiohttp
 
+
+async def _loop(call: Call, reset: Callable[[], None], failures: tuple[type[BaseException], ...], res: Result | None,
+                deadline: float, budget: list[int]) -> None:
+    """Closed loop: send, wait for the answer, send again; until the deadline
+    or until the shared request budget is spent. ``res`` None: a warm-up, nothing kept."""
+    clock = time.perf_counter
+    while budget[0] > 0 and clock() < deadline:
+        budget[0] -= 1
+        t0 = clock()
+        try:
+            status, body = await call()
+        except failures as exc:
+            reset()
+            if res is not None:
+                res.errors[type(exc).__name__] = res.errors.get(type(exc).__name__, 0) + 1
+            await asyncio.sleep(0.01)
+            continue
+        t1 = clock()
+        if res is None:
+            continue
+        if status == 200:
+            res.latencies_ms.append((t1 - t0) * 1000.0)
+        else:
+            res.non200[status] = res.non200.get(status, 0) + 1
+            res.samples.setdefault(status, body[:300])
+
+
+async def _run_loops(system: str, root: int, loops: list[tuple[Call, Callable[[], None]]],
+                     failures: tuple[type[BaseException], ...], warmup_s: float, max_s: float,
+                     max_requests: int) -> Result:
+    """Warm up every loop (results thrown away), then measure them together: the answers, and the
+    CPU of this process, of the server's processes and of the whole machine meanwhile."""
+    warm_until = time.perf_counter() + warmup_s
+    await asyncio.gather(*(_loop(c, r, failures, None, warm_until, [1 << 30]) for c, r in loops))
+    res = Result(system, len(loops))
+    budget = [max_requests]
+    server0, busy0 = tree_cpu_s(root), machine_busy_s()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(_loop(c, r, failures, res, t0 + max_s, budget) for c, r in loops))
+    res.wall_s = time.perf_counter() - t0
+    res.cpu_s = time.process_time() - cpu0
+    res.machine_busy_s = machine_busy_s() - busy0
+    server1 = tree_cpu_s(root)
+    res.server_cpu_s, res.leader_cpu_s = server1[0] - server0[0], server1[1] - server0[1]
+    return res
+
+
+# --------------------------------------------------------- the raw-socket client
 class Conn:
     """One keep-alive HTTP/1.1 connection that sends a fixed request."""
 
@@ -132,54 +192,64 @@ class Conn:
             self.close()
         return status, body
 
-
-async def _loop(conn: Conn, res: Result | None, deadline: float, budget: list[int]) -> None:
-    """Closed loop: send, wait for the answer, send again; until the deadline
-    or until the shared request budget is spent."""
-    clock = time.perf_counter
-    while budget[0] > 0 and clock() < deadline:
-        budget[0] -= 1
-        t0 = clock()
-        try:
-            status, body = await asyncio.wait_for(conn.call(), 30.0)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, RuntimeError,
-                ValueError) as exc:
-            conn.close()
-            if res is not None:
-                res.errors[type(exc).__name__] = res.errors.get(type(exc).__name__, 0) + 1
-            await asyncio.sleep(0.01)
-            continue
-        t1 = clock()
-        if res is None:
-            continue
-        if status == 200:
-            res.latencies_ms.append((t1 - t0) * 1000.0)
-        else:
-            res.non200[status] = res.non200.get(status, 0) + 1
-            res.samples.setdefault(status, body[:300])
+    async def timed_call(self) -> tuple[int, bytes]:
+        return await asyncio.wait_for(self.call(), 30.0)
 
 
-async def measure(system: str, port: int, root: int, request: bytes, concurrency: int, warmup_s: float,
+RAW_FAILURES = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, RuntimeError,
+                ValueError)
+
+
+async def measure(system: str, port: int, root: int, request: HttpRequest, concurrency: int, warmup_s: float,
                   max_s: float, max_requests: int) -> Result:
-    conns = [Conn(port, request) for _ in range(concurrency)]
+    """The raw-socket client: ``concurrency`` closed loops, one keep-alive connection each, opened
+    before the warm-up; ``request`` encoded once. ``root``: the server's process tree, for its CPU."""
+    wire = request.wire(port)
+    conns = [Conn(port, wire) for _ in range(concurrency)]
     try:
         await asyncio.gather(*(c.open() for c in conns))
-        # warm-up: same connections, results thrown away
-        await asyncio.gather(*(_loop(c, None, time.perf_counter() + warmup_s, [1 << 30]) for c in conns))
-        res = Result(system, concurrency)
-        budget = [max_requests]
-        server0, busy0 = tree_cpu_s(root), machine_busy_s()
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(_loop(c, res, t0 + max_s, budget) for c in conns))
-        res.wall_s = time.perf_counter() - t0
-        res.cpu_s = time.process_time() - cpu0
-        res.machine_busy_s = machine_busy_s() - busy0
-        server1 = tree_cpu_s(root)
-        res.server_cpu_s, res.leader_cpu_s = server1[0] - server0[0], server1[1] - server0[1]
-        return res
+        return await _run_loops(system, root, [(c.timed_call, c.close) for c in conns], RAW_FAILURES, warmup_s, max_s,
+                                max_requests)
     finally:
         for c in conns:
             c.close()
+
+
+# ------------------------------------------------------------------ aiohttp
+def aiohttp_version() -> str | None:
+    """aiohttp's version, or None where it is not installed (``pip install -e '.[bench]'``)."""
+    try:
+        import aiohttp
+    except ImportError:
+        return None
+    return aiohttp.__version__
+
+
+async def measure_aiohttp(system: str, port: int, root: int, request: HttpRequest, concurrency: int,
+                          warmup_s: float, max_s: float, max_requests: int) -> Result:
+    """aiohttp, as a typical caller uses it: one ``ClientSession`` with a ``TCPConnector(limit=concurrency)``
+    (keep-alive; each loop takes a pooled connection per request), ``concurrency`` closed loops, a 30 s
+    timeout per request; otherwise as ``measure`` (warm-up, round, caps, CPU, non-200 answers)."""
+    import aiohttp
+
+    url, headers, body, method = request.url(port), request.headers, request.body, request.method
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30.0)) as session:
+
+        async def call() -> tuple[int, bytes]:
+            async with session.request(method, url, headers=headers, data=body) as resp:
+                return resp.status, await resp.read()
+
+        failures = (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError)
+        return await _run_loops(system, root, [(call, _nothing)] * concurrency, failures, warmup_s, max_s,
+                                max_requests)
+
+
+def _nothing() -> None:
+    """After a failed request aiohttp has already dropped its connection."""
+
+
+CLIENTS: dict[str, ClientFn] = {"raw": measure, "aiohttp": measure_aiohttp}
 
 
 def _event_loop_name() -> str:
@@ -201,34 +271,71 @@ def run_client(coro):
 
 
 # --------------------------------------------------------------- the requests
-def http_request(port: int, path: str, body: bytes, extra_headers: dict[str, str],
-                 content_type: str = "application/octet-stream") -> bytes:
-    head = [f"POST {path} HTTP/1.1", f"Host: {HOST}:{port}", f"Content-Type: {content_type}",
-            f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in extra_headers.items()), "", ""]
-    return "\r\n".join(head).encode("latin-1") + body
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request, described once: the raw client sends ``wire(port)``, aiohttp ``url(port)``,
+    ``headers`` and ``body`` (it adds Host and Content-Length itself, and a few headers of its own)."""
+
+    path: str
+    body: bytes
+    headers: dict[str, str]  # Content-Type and the system's own (auth, binary header length)
+    method: str = "POST"
+
+    def url(self, port: int) -> str:
+        return f"http://{HOST}:{port}{self.path}"
+
+    def wire(self, port: int) -> bytes:
+        head = [f"{self.method} {self.path} HTTP/1.1", f"Host: {HOST}:{port}", f"Content-Length: {len(self.body)}",
+                *(f"{k}: {v}" for k, v in self.headers.items()), "", ""]
+        return "\r\n".join(head).encode("latin-1") + self.body
 
 
-def infaas_request(port: int, variant_id: str, rows: np.ndarray, api_key: str) -> bytes:
+OCTETS = {"Content-Type": "application/octet-stream"}
+JSON = {"Content-Type": "application/json"}
+
+
+def _f32(rows: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rows, dtype=np.float32)
+
+
+def _oip_path(variant_id: str) -> str:
+    return f"/v2/models/{urllib.parse.quote(variant_id, safe=':')}/infer"
+
+
+def infaas_request(variant_id: str, rows: np.ndarray, api_key: str) -> HttpRequest:
     """OIP binary extension, as ``infaas.client.Client.infer`` builds it."""
-    arr = np.ascontiguousarray(rows, dtype=np.float32)
+    arr = _f32(rows)
     raw = arr.tobytes()
     header = json.dumps({
         "inputs": [{"name": "input", "shape": list(arr.shape), "datatype": "FP32",
                     "parameters": {"binary_data_size": len(raw)}}],
         "parameters": {"binary_data_output": True},
     }).encode()
-    path = f"/v2/models/{urllib.parse.quote(variant_id, safe=':')}/infer"
-    return http_request(port, path, header + raw, {"Inference-Header-Content-Length": str(len(header)),
-                                                   "Authorization": f"Bearer {api_key}"})
+    return HttpRequest(_oip_path(variant_id), header + raw,
+                       {**OCTETS, "Inference-Header-Content-Length": str(len(header)),
+                        "Authorization": f"Bearer {api_key}"})
 
 
-def raw_request(port: int, path: str, rows: np.ndarray) -> bytes:
-    return http_request(port, path, np.ascontiguousarray(rows, dtype=np.float32).tobytes(), {})
+def infaas_json_request(variant_id: str, rows: np.ndarray, api_key: str) -> HttpRequest:
+    """OIP v2 JSON: the input tensor's data as a flat list, the outputs answered as JSON too."""
+    arr = _f32(rows)
+    body = json.dumps({"inputs": [{"name": "input", "shape": list(arr.shape), "datatype": "FP32",
+                                   "data": arr.ravel().tolist()}]}).encode()
+    return HttpRequest(_oip_path(variant_id), body, {**JSON, "Authorization": f"Bearer {api_key}"})
 
 
-def bento_request(port: int, rows: np.ndarray) -> bytes:
-    body = json.dumps({"x": np.asarray(rows, dtype=np.float32).tolist()}).encode()
-    return http_request(port, "/predict", body, {}, content_type="application/json")
+def raw_request(path: str, rows: np.ndarray) -> HttpRequest:
+    """The raw float32 bytes of the rows (bench/baseline_server.py's ``/NAME/infer``, Ray Serve)."""
+    return HttpRequest(path, _f32(rows).tobytes(), dict(OCTETS))
+
+
+def json_request(path: str, rows: np.ndarray) -> HttpRequest:
+    """``{"x": [[...]]}`` (bench/baseline_server.py's ``/NAME/infer_json``, BentoML's ``/predict``)."""
+    return HttpRequest(path, json.dumps({"x": _f32(rows).tolist()}).encode(), dict(JSON))
+
+
+def bento_request(rows: np.ndarray) -> HttpRequest:
+    return json_request("/predict", rows)
 
 
 BOUNDARY = "infaas-bench-boundary-7c1f"
@@ -239,7 +346,7 @@ def multipart(field_name: str, raw: bytes) -> bytes:
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + raw + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def bento_image_request(port: int, rows: np.ndarray) -> bytes:
+def bento_image_request(rows: np.ndarray) -> HttpRequest:
     """BentoML's file upload: the raw float32 bytes as a multipart file."""
-    body = multipart("data", np.ascontiguousarray(rows, dtype=np.float32).tobytes())
-    return http_request(port, "/image", body, {}, content_type=f"multipart/form-data; boundary={BOUNDARY}")
+    return HttpRequest("/image", multipart("data", _f32(rows).tobytes()),
+                       {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})

@@ -8,8 +8,18 @@ import os
 import platform
 import time
 
-from benchlib.client import Result, _event_loop_name
-from benchlib.config import CORES, DOC, LABELS, SQUEEZE, TINY, WORKERS
+from benchlib.client import Result, _event_loop_name, aiohttp_version
+from benchlib.config import (
+    CORES,
+    DOC,
+    SQUEEZE,
+    TINY,
+    WORKERS,
+    counterpart,
+    is_infaas,
+    label,
+    split_key,
+)
 from benchlib.procs import Memory, machine_busy_s
 
 BEGIN = "<!-- bench/run.py: local-vs-baseline BEGIN (generated; edit bench/run.py instead) -->"
@@ -43,6 +53,7 @@ def machine() -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "client loop": _event_loop_name(),
+        "aiohttp": aiohttp_version() or "not installed",
         "busy before": _busy_before(),
     }
 
@@ -91,37 +102,43 @@ def best_of(res: dict[str, dict[int, Result]], keys: tuple[str, ...]) -> str | N
 
 def model_table(model: str, systems: tuple[str, ...], res: dict[str, dict[int, Result]], raw: dict[str, dict],
                 missing: dict[str, str]) -> str:
-    ours = res.get("infaas", {})
-    o1, o32 = ours.get(1), ours.get(32)
-    out = ["| system | c=1 p50 ms | c=1 p99 ms | c=32 req/s | c=32 p50 ms | c=32 p99 ms | non-200 / errors "
+    """One row per system and client; each compared with INFaaS in the same format under the same client
+    (``config.counterpart``), raw onnxruntime with INFaaS's binary endpoint under the raw-socket client."""
+    out = ["| system (client) | c=1 p50 ms | c=1 p99 ms | c=32 req/s | c=32 p50 ms | c=32 p99 ms | non-200 / errors "
            "| client CPU c=1 / c=32 | server CPU c=1 / c=32 | server CPU ms per answer c=1 / c=32 "
-           "| machine CPU c=32 | INFaaS ÷ system: c=32 req/s | c=1 p50 | c=32 p99 |",
+           "| machine CPU c=32 | INFaaS ÷ system (same format, same client): c=32 req/s | c=1 p50 | c=32 p99 |",
            "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for key in systems:
-        label = LABELS[key]
-        if key in missing:
-            out.append(f"| {label} | not measured: {missing[key][:160]} |" + " |" * 12)
+        why = missing.get(key) or missing.get(split_key(key)[0])
+        if why:
+            out.append(f"| {label(key)} | not measured: {why[:160]} |" + " |" * 12)
             continue
-        r1, r32 = res[key].get(1), res[key].get(32)
-        name = f"**{label}**" if key == "infaas" else label
-        ratios = ("", "", "") if key == "infaas" else (
-            f"**{_ratio(o32.rps, r32.rps)}**" if o32 and r32 else "-",
-            _ratio(o1.pct(50), r1.pct(50)) if o1 and r1 else "-",
-            _ratio(o32.pct(99), r32.pct(99)) if o32 and r32 else "-")
-        out.append(f"| {name} | {_f(r1.pct(50), 3)} | {_f(r1.pct(99), 3)} | {_f(r32.rps, 0)} | {_f(r32.pct(50), 2)} "
-                   f"| {_f(r32.pct(99), 2)} | {_bad([r1, r32])} | {_pc(r1.cpu_share)} / {_pc(r32.cpu_share)} "
-                   f"| {_pc(r1.server_share)} / {_pc(r32.server_share)} "
-                   f"| {_f(r1.cpu_ms_per_answer, 3)} / {_f(r32.cpu_ms_per_answer, 3)} | {_pc(r32.machine_share)} "
-                   f"| {ratios[0]} | {ratios[1]} | {ratios[2]} |")
-    for label, r in raw.items():
+        out.append(_system_row(key, res[key], res.get(counterpart(key), {})))
+    o32 = res.get("infaas", {}).get(32)
+    for name, r in raw.items():
         if "error" in r:
-            out.append(f"| {label} | not measured: {r['error'][:160]} |" + " |" * 12)
+            out.append(f"| {name} | not measured: {r['error'][:160]} |" + " |" * 12)
             continue
         ratio = f"**{_ratio(o32.rps, r['per_s'])}**" if o32 else "-"
-        out.append(f"| {label} | {_f(r['p50_ms'], 3)} (one call) | {_f(r['p99_ms'], 3)} (one call) "
+        out.append(f"| {name} | {_f(r['p50_ms'], 3)} (one call) | {_f(r['p99_ms'], 3)} (one call) "
                    f"| {_f(r['per_s'], 0)} inferences/s | | | 0 | no client | {_pc(r['cpu_s'] / r['wall_s'])} "
                    f"| {_f(r['cpu_s'] * 1000 / max(r['per_s'] * r['wall_s'], 1), 3)} | | {ratio} | | |")
     return "\n".join(out)
+
+
+def _system_row(key: str, mine: dict[int, Result], ours: dict[int, Result]) -> str:
+    r1, r32 = mine.get(1), mine.get(32)
+    o1, o32 = ours.get(1), ours.get(32)
+    name = f"**{label(key)}**" if is_infaas(key) else label(key)
+    ratios = ("", "", "") if is_infaas(key) else (
+        f"**{_ratio(o32.rps, r32.rps)}**" if o32 and r32 else "-",
+        _ratio(o1.pct(50), r1.pct(50)) if o1 and r1 else "-",
+        _ratio(o32.pct(99), r32.pct(99)) if o32 and r32 else "-")
+    return (f"| {name} | {_f(r1.pct(50), 3)} | {_f(r1.pct(99), 3)} | {_f(r32.rps, 0)} | {_f(r32.pct(50), 2)} "
+            f"| {_f(r32.pct(99), 2)} | {_bad([r1, r32])} | {_pc(r1.cpu_share)} / {_pc(r32.cpu_share)} "
+            f"| {_pc(r1.server_share)} / {_pc(r32.server_share)} "
+            f"| {_f(r1.cpu_ms_per_answer, 3)} / {_f(r32.cpu_ms_per_answer, 3)} | {_pc(r32.machine_share)} "
+            f"| {ratios[0]} | {ratios[1]} | {ratios[2]} |")
 
 
 def memory_table(mem: dict[str, tuple[str, Memory]], missing: dict[str, str], infaas_rss: float | None) -> str:
@@ -204,14 +221,18 @@ def section(info, versions, peers_state, peers_s, chosen, ready_s, results, raw,
         "",
         "### Tiny model: MLP 512-256 on digits",
         "",
-        f"Every system serves the same file: {about(TINY)}. One row of 64 float32 per request.",
+        f"Every system serves the same file: {about(TINY)}. One row of 64 float32 per request, in two formats: "
+        "binary (INFaaS's OIP binary extension, FastAPI's raw bytes) and JSON (INFaaS's OIP JSON, FastAPI's "
+        "`{\"x\": [[...]]}`); INFaaS and FastAPI each measured with both clients, the peers with the raw-socket one. "
+        "Each row is compared with INFaaS in the same format under the same client.",
         "",
         model_table(TINY, systems[TINY], results[TINY], raw[TINY], missing),
         "",
         "### Compute-bound model: SqueezeNet 1.0 (onnx's light_squeezenet, batch dimension made dynamic)",
         "",
         f"Every system serves the same file: {about(SQUEEZE)}. One image of 3×224×224 float32 (588 KiB) per "
-        "request. The graph is the `onnx` wheel's `backend/test/data/light/light_squeezenet.onnx` with its weights "
+        "request; INFaaS (binary) and FastAPI (raw bytes) measured with both clients, the peers with the raw-socket "
+        "one. The graph is the `onnx` wheel's `backend/test/data/light/light_squeezenet.onnx` with its weights "
         "(ConstantOfShape nodes) materialised as He-scaled random initialisers, its batch dimension made dynamic, "
         "converted to opset 13 (the final Softmax becomes Flatten → Softmax → Reshape, which works at any batch; "
         "checked); registered with INFaaS as task `classification/imagenet-light` without validation data.",
@@ -237,15 +258,20 @@ def section(info, versions, peers_state, peers_s, chosen, ready_s, results, raw,
         "### How it was measured",
         "",
         "- **INFaaS**: `infaas up` with "
-        f"{WORKERS} CPU workers and no tenant rate limit (`INFAAS_TENANT_RPS=0`: every answer must be a 200), "
-        "queried over its OIP binary endpoint `POST /v2/models/{{variant_id}}/infer` (JSON "
-        "header + raw bytes, `Inference-Header-Content-Length`, binary output, `Authorization: Bearer`): API process "
+        f"{WORKERS} CPU workers and no tenant rate limit (`INFAAS_TENANT_RPS=0`: every answer must be a 200) and no access log (`INFAAS_ACCESS_LOG=off`, as the others run), "
+        "queried over its OIP endpoint `POST /v2/models/{variant_id}/infer` with `Authorization: Bearer`, in two "
+        "formats: *OIP binary* (JSON header + raw bytes, `Inference-Header-Content-Length`, binary output) and *OIP "
+        "JSON* (`{\"inputs\": [{\"name\", \"shape\": [1, N], \"datatype\": \"FP32\", \"data\": [...]}]}`, the "
+        "outputs answered as JSON tensors): API process "
         "(uvicorn, the inference routes on a bare ASGI path in front of FastAPI: parse, authenticate, select; "
         "concurrent queries for one variant and worker coalesced into one call of at most the variant's efficient "
         "batch) → worker over a local Unix socket with length-prefixed binary frames (batching, onnxruntime with 1 "
         "intra-op thread) → back.",
         "- **FastAPI raw bytes**: `bench/baseline_server.py`, one FastAPI/uvicorn process with one session per model: "
-        "`request.body()` → `np.frombuffer` → `session.run` (1 intra-op thread) → raw output bytes, nothing else.",
+        "`request.body()` → `np.frombuffer` → `session.run` (1 intra-op thread) → raw output bytes, nothing else. "
+        "**FastAPI JSON**: the same process and session, `POST /NAME/infer_json`: `json.loads` of `{\"x\": [[...]]}` "
+        "→ `np.asarray` → `session.run` → `{\"outputs\": [...]}` (every output as nested lists, `json.dumps`), "
+        "nothing else.",
         "- **Ray Serve**: `bench/peers/ray_server.py`, a one-node Ray cluster on loopback "
         "(`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, `_node_ip_address=\"127.0.0.1\"`, no dashboard), Serve's proxy on "
         "127.0.0.1; per model one application per configuration, one replica, `max_ongoing_requests=64` (Serve's "
@@ -264,10 +290,13 @@ def section(info, versions, peers_state, peers_s, chosen, ready_s, results, raw,
         "Its p50/p99 columns are those of one `session.run` call.",
         "- Before measuring, every system answered the same outputs as onnxruntime in-process for the same rows "
         "(8 digits rows, 2 random images).",
-        "- **client**: one asyncio process "
-        f"({info['client loop']} event loop), raw HTTP/1.1 over asyncio streams, one keep-alive connection per closed "
-        "loop, the same code and pre-encoded request bytes for every system; {runs}; the rounds alternate the "
-        "systems (A B C …, then … C B A) and are merged; traffic only to 127.0.0.1.".replace("{runs}", runs),
+        f"- **clients**: one asyncio process ({info['client loop']} event loop), closed loops, two clients, each "
+        "request described once and sent by both: the *raw-socket client*, raw HTTP/1.1 over asyncio streams, one "
+        "keep-alive connection per closed loop, the request's bytes encoded once (as little client work as Python "
+        f"allows), and *aiohttp* {info.get('aiohttp', '')} (a widely used client: one `ClientSession`, a "
+        "`TCPConnector(limit=concurrency)`, keep-alive, each request sent with `session.request(...)` and its "
+        "body read whole; what a typical Python caller pays). Both: {runs}; the rounds alternate the systems and "
+        "the clients (A B C …, then … C B A) and are merged; traffic only to 127.0.0.1.".replace("{runs}", runs),
         "- **c=1 / c=32**: closed loops in the client; 1 measures latency alone, 32 throughput under load. "
         "**p50/p99**: time from writing the request to reading the whole answer, 200 answers only. **req/s**: 200 "
         "answers / wall time. **non-200 / errors**: other statuses and transport errors, never in the latencies.",
@@ -276,8 +305,8 @@ def section(info, versions, peers_state, peers_s, chosen, ready_s, results, raw,
         f"(up to {CORES * 100}%); **server CPU ms per answer**: CPU time of all the server's processes / 200 "
         "answers (for raw onnxruntime: per inference), what one answer costs whatever the concurrency; "
         "**machine CPU**: busy share of all cores (`/proc/stat`) during the measurement.",
-        "- **INFaaS ÷ system**: for req/s above 1× means INFaaS serves more; for latency below 1× means INFaaS "
-        "answers faster.",
+        "- **INFaaS ÷ system**: INFaaS in the row's format under the row's client ÷ the row; for req/s above 1× "
+        "means INFaaS serves more; for latency below 1× means INFaaS answers faster.",
     ]
     if notes:
         lines += ["", "### Observed during the run", ""] + [f"- {n}" for n in notes]

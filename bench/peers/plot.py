@@ -24,7 +24,8 @@ def main() -> None:
     panels = spec["panels"]
     cols = 2
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 3.3 * rows), squeeze=False)
+    most = max((len(p["bars"]) for p in panels), default=1)  # a panel's height grows with its bars
+    fig, axes = plt.subplots(rows, cols, figsize=(7.6 * cols, max(3.3, 1.0 + 0.24 * most) * rows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, p in zip(axes.flat, panels):
