@@ -38,7 +38,8 @@ def test_the_layer_holds_binary_wheels_for_the_lambda_runtime(layers):
     python = layers.OUT / "python"
     manifest = json.loads((layers.OUT / "manifest.json").read_text())
     assert manifest["python"] == "3.12" and manifest["platform"] == "manylinux2014_x86_64"
-    for package in ("numpy", "onnx", "fastapi", "pydantic_core", "mangum", "aws_lambda_powertools", "multipart"):
+    for package in ("numpy", "onnx", "fastapi", "pydantic_core", "mangum", "aws_lambda_powertools", "multipart",
+                    "prometheus_client", "fastapi_offline"):
         assert (python / package).is_dir(), package
     extensions = list((python / "numpy").rglob("*.so"))
     assert extensions and all("cpython-312-x86_64-linux-gnu" in p.name for p in extensions

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from infaas.adapters import logs
-from infaas.adapters.http.asgi import send_bytes, serve_asgi
-from infaas.api import control, data, jobs
-from infaas.api.deps import Services
-from infaas.core import errors
+from infaas.adapters.http.asgi import read_body, send_bytes
+from infaas.api import console, control, data, docs, jobs, metrics
+from infaas.api.deps import REQUEST_INFO, RequestInfo, Services
+from infaas.core import errors, oip
 from infaas.core.errors import HttpStatus, InfaasError, InvalidInput, NotFound
 
 log = logging.getLogger("infaas.api")
@@ -27,41 +31,33 @@ def error_response(exc: InfaasError) -> Response:
                     headers={k.decode(): v.decode() for k, v in extra})
 
 
+OIP_INFER = "/v2/models/{name}/infer"  # the route template, as the OpenAPI document and the metrics name it
+_BINARY = oip.BINARY_HEADER.encode()
+
+
 class DataRoutes:
-    """The inference routes as one handler (``adapters.http.asgi``): ``POST /v1/infer`` and
-    ``POST /v2/models/{name}/infer`` call the same functions the FastAPI routes call
-    (``api.data.answer_*``); ``DataPlaneFastPath`` serves it in front of FastAPI."""
+    """The inference routes as one handler: ``POST /v1/infer`` and ``POST /v2/models/{name}/infer``
+    call the same functions the FastAPI routes call (``api.data.answer_*``);
+    ``DataPlaneFastPath`` serves them in front of FastAPI."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
         self.limit = services.settings.max_body_bytes
 
-    def match(self, path: str):
-        if path == "/v1/infer" or (path.startswith("/v2/models/") and path.endswith("/infer")):
-            return self.answer
+    @staticmethod
+    def route(path: str) -> str | None:
+        """The route template of an inference path, else None."""
+        if path == "/v1/infer":
+            return path
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            return OIP_INFER
         return None
 
-    async def answer(self, path: str, headers: list, body: bytes) -> tuple[int, bytes, list, bytes]:
-        authorization = binary = given = None
-        for k, v in headers:
-            if k == b"authorization":
-                authorization = v.decode("latin-1")
-            elif k == b"inference-header-content-length":
-                binary = v.decode("latin-1")
-            elif k == logs.HEADER:
-                given = v
-        rid = logs.request_id_from(given)
-        token = logs.REQUEST_ID.set(rid)
-        try:
-            status, media, extra, payload = await self._answer(path, authorization, binary, body)
-        finally:
-            logs.REQUEST_ID.reset(token)
-        return status, media, [*extra, (logs.HEADER, rid.encode())], payload
-
-    async def _answer(self, path: str, authorization: str | None, binary: str | None,
-                      body: bytes) -> tuple[int, bytes, list, bytes]:
+    async def answer(self, path: str, authorization: str | None, binary: str | None, body: bytes,
+                     info: RequestInfo) -> tuple[int, bytes, list, bytes]:
         try:
             who = self.services.principal(authorization, "query").tenant
+            info.tenant = who
             if path == "/v1/infer":
                 reply = await data.answer_plain(self.services, body, who)
             else:
@@ -78,22 +74,93 @@ class DataRoutes:
 
 
 class DataPlaneFastPath:
-    """Inference requests skip the framework's routing and dependency solving.
+    """The outermost ASGI layer: every request gets its request id (the caller's ``x-request-id``
+    when it is safe to log, else a new one; answered in ``x-request-id``), one access log line
+    (``logs.access``) and its counts (``Services.telemetry``: route, status, duration).
 
-    The outermost ASGI layer: ``POST`` to an inference route goes to ``DataRoutes``
-    through ``serve_asgi``; everything else, and the OpenAPI description of these
-    two routes, stays with FastAPI."""
+    Inference requests (``POST`` to an inference route) skip the framework's routing and
+    dependency solving: the body is read here (413 past the limit, without keeping it), handed to
+    ``DataRoutes`` and the answer sent in two ASGI messages. Everything else, and the OpenAPI
+    description of these two routes, stays with FastAPI. Nothing here reads a body that is not an
+    inference request's."""
 
-    def __init__(self, app, services: Services) -> None:
+    def __init__(self, app, services: Services, site: FastAPI | None = None) -> None:
         self.app, self.routes = app, DataRoutes(services)
+        self.telemetry = services.telemetry
+        self.site = site  # the FastAPI app: its plain routes (``/openapi.json``) name no template in the scope
+        self._plain: list | None = None
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
-            handler = self.routes.match(path)
-            if handler is not None:
-                return await serve_asgi(handler, path, scope, receive, send, self.routes.limit)
-        return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        route = self.routes.route(path) if method == "POST" else None
+        authorization = binary = given = length = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                authorization = v
+            elif k == logs.HEADER:
+                given = v
+            elif k == b"content-length":
+                length = v
+            elif k == _BINARY:
+                binary = v
+        rid = logs.request_id_from(given)
+        token = logs.REQUEST_ID.set(rid)
+        info = RequestInfo()
+        try:
+            if route is not None:
+                await self._infer(path, receive, send, rid, authorization, binary, length, info)
+            else:
+                scope[REQUEST_INFO] = info
+                await self.app(scope, receive, _answering(send, rid.encode(), info))
+        except asyncio.CancelledError:  # the client went away before its answer
+            info.status = info.status or 499
+            raise
+        finally:
+            status = info.status or 500
+            elapsed = time.perf_counter() - started
+            if route is None:
+                route = getattr(scope.get("route"), "path_format", None) or self._template(scope)
+            self.telemetry.request(method, route, status, elapsed)
+            logs.access(method, path, route, status, elapsed * 1000.0, info.tenant, rid)
+            logs.REQUEST_ID.reset(token)
+
+    def _template(self, scope) -> str:
+        """The template of a route FastAPI does not name in the scope (its own plain routes), else
+        ``unmatched``: a label for the metrics that never holds a path as sent."""
+        if self._plain is None:
+            self._plain = [r for r in (self.site.routes if self.site else ())
+                           if isinstance(r, Route) and not isinstance(r, APIRoute)]
+        for r in self._plain:
+            if r.matches(scope)[0] is Match.FULL:
+                return r.path_format
+        return "unmatched"
+
+    async def _infer(self, path, receive, send, rid, authorization, binary, length, info) -> None:
+        limit = self.routes.limit
+        body = None if length is not None and length.isdigit() and int(length) > limit else await read_body(receive, limit)
+        if body is None:
+            status, media, extra, payload = errors.too_large(limit)
+        else:
+            status, media, extra, payload = await self.routes.answer(
+                path, None if authorization is None else authorization.decode("latin-1"),
+                None if binary is None else binary.decode("latin-1"), body, info)
+        info.status = status
+        await send_bytes(send, status, media, payload, [*extra, (logs.HEADER, rid.encode())])
+
+
+def _answering(send, rid: bytes, info: RequestInfo):
+    """``send`` that notes the status and adds ``x-request-id`` to the answer."""
+
+    async def answering(message):
+        if message["type"] == "http.response.start":
+            info.status = message["status"]
+            message = {**message, "headers": [*message.get("headers", ()), (logs.HEADER, rid)]}
+        await send(message)
+
+    return answering
 
 
 class BodyLimit:
@@ -138,6 +205,17 @@ class _TooLarge(Exception):
     pass
 
 
+DESCRIPTION = """\
+Send an API key as `Authorization: Bearer <key>` (the **Authorize** button): each route needs a
+scope, `query`, `register` or `admin` (`GET /metrics`, `GET /v1/workers` and `GET /v1/events` are
+admin's). With `INFAAS_AUTH=off` no key is needed.
+
+Every error is JSON `{"error", "message", "field", "details"}`; bad input is a 400 naming the field.
+Every answer carries `x-request-id` (yours when you send a safe one, else a new one), which the
+service's log lines carry too. `GET /console` is a live view of models, workers and decisions.
+"""
+
+
 def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -148,12 +226,18 @@ def create_app(services: Services) -> FastAPI:
         title="INFaaS",
         version="0.1.0",
         summary="Model-less inference serving: say what you need, the service decides how.",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # docs.install: the same pages, with their assets served from here
+        redoc_url=None,
     )
     app.state.services = services
     app.include_router(control.router)
     app.include_router(data.router)
     app.include_router(jobs.router)
+    app.include_router(metrics.router)
+    app.include_router(console.router)
+    docs.install(app)
 
     @app.exception_handler(InfaasError)
     async def _domain(_request: Request, exc: InfaasError):
@@ -178,5 +262,5 @@ def create_app(services: Services) -> FastAPI:
         return error_response(InfaasError(errors.INTERNAL_MESSAGE))
 
     app.add_middleware(BodyLimit, limit=services.settings.max_body_bytes, upload_limit=services.settings.max_upload_bytes * 2 + (1 << 20))
-    app.add_middleware(DataPlaneFastPath, services=services)
+    app.add_middleware(DataPlaneFastPath, services=services, site=app)
     return app

@@ -20,7 +20,8 @@ async def _read_limited(upload: UploadFile, limit: int, field: str) -> bytes:
     return data
 
 
-@router.post("/models", summary="Register a model (ONNX) once; variants are generated and profiled in the background")
+@router.post("/models", summary="Register a model (ONNX) once; variants are generated and profiled in the background",
+             responses={409: {"description": "A different file, or another task, under a name that exists"}})
 async def register_model(
     file: UploadFile = File(..., description="the ONNX model"),
     name: str = Form(..., description="architecture name: letters, digits, '.', '_', '-'"),
@@ -49,12 +50,16 @@ def list_models(task: str | None = None, svc: Services = Depends(services), call
     return {"models": svc.control.models_list(caller.tenant, task)}
 
 
-@router.get("/models/{name}", summary="One architecture: variants, profiles, status")
+@router.get("/models/{name}", summary="One architecture: variants, profiles, status",
+            responses={404: {"description": "No architecture of that name that your tenant may see"}})
 def get_model(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     return svc.control.model_status(name, caller.tenant)
 
 
-@router.delete("/models/{name}", status_code=204, summary="Delete an architecture you own and its variants")
+@router.delete("/models/{name}", status_code=204, summary="Delete an architecture you own and its variants",
+               responses={403: {"description": "The key lacks the register scope, or the model is another tenant's "
+                                               "shared one"},
+                          404: {"description": "No architecture of that name that your tenant may see"}})
 def delete_model(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("register"))):
     svc.control.delete(name, caller.tenant)
 
@@ -74,6 +79,7 @@ def list_events(since: float = 0.0, svc: Services = Depends(services), _caller: 
     return {"events": svc.control.store.events(since)}
 
 
-@router.get("/models/{name}/logs", summary="Each variant's full build and profiling log")
+@router.get("/models/{name}/logs", summary="Each variant's full build and profiling log",
+            responses={404: {"description": "No architecture of that name that your tenant may see"}})
 def model_logs(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     return svc.control.build_logs(name, caller.tenant)

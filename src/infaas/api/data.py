@@ -1,6 +1,8 @@
-"""Data plane: the model-less ``/v1/infer`` and the Open Inference Protocol v2.
+"""Data plane: the model-less ``/v1/infer`` and the Open Inference Protocol v2 (with Triton's
+statistics extension, ``/v2/models/stats``).
 
-Routes only decode, call ``DataPlane.infer`` and encode.
+Routes only decode, call ``DataPlane.infer`` and encode; each answer (or refusal) is counted in
+``Services.telemetry`` on the way out.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from infaas.api.deps import Services, require, services
+from infaas.api.docs import errors
 from infaas.app.identity import Principal
 from infaas.core import oip
 from infaas.core.domain import Query
-from infaas.core.errors import InvalidInput, NotFound
+from infaas.core.errors import InfaasError, InvalidInput, NotFound
 from infaas.core.tensors import compact_json
 
 router = APIRouter(tags=["data plane"])
@@ -49,6 +52,32 @@ _INFER_DOC = {
         },
     }
 }
+
+
+_OIP_INFER_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object", "description": "the objective: min_accuracy, latency_ms, max_cost; "
+                                                               "binary_data_output"},
+                "inputs": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                    "datatype": {"type": "string", "example": "FP32"}, "data": {"type": "array"}}}},
+                "outputs": {"type": "array", "items": {"type": "object"}},
+            }}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                                    "description": "binary tensor extension: the JSON header "
+                                                                   "(Inference-Header-Content-Length bytes), then the tensors"}},
+        },
+    }
+}
+# What the inference routes answer besides bad input (400), a body too large (413) and the key's errors.
+_INFER_ERRORS = errors(404, 413, 422, 502, 503, s413="The body is larger than INFAAS_MAX_BODY_BYTES, or has more "
+                                                      "rows than INFAAS_MAX_ROWS")
+# A query no variant answered: the console shows these among the decisions.
+_REFUSED = frozenset({422, 502, 503})
 
 
 def _target(doc: dict[str, Any]) -> dict[str, str]:
@@ -120,8 +149,25 @@ async def answer_plain(svc: Services, body: bytes, who: str) -> Reply:
         if len(specs) != 1:
             raise InvalidInput("this model has several inputs: send them as a list of named tensors", field="inputs")
         arrays = {specs[0].name: oip.rows_to_array(inputs, specs[0].dtype)}
-    answer = await svc.data.infer(query, arrays)
+    answer = await _infer(svc, query, arrays)
     return _json(_answer_json(answer))
+
+
+async def _infer(svc: Services, query: Query, arrays: dict):
+    """``DataPlane.infer``, counted (``api.telemetry``)."""
+    try:
+        answer = await svc.data.infer(query, arrays)
+    except InfaasError as exc:
+        if exc.status in _REFUSED:
+            svc.telemetry.refused(query, exc, _rows(arrays))
+        raise
+    svc.telemetry.answered(query, answer, _rows(arrays))
+    return answer
+
+
+def _rows(arrays: dict) -> int:
+    first = next(iter(arrays.values()), None)
+    return first.shape[0] if first is not None and first.ndim else 1
 
 
 async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | None, who: str) -> Reply:
@@ -150,7 +196,7 @@ async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | No
     wants_binary = bool(params.get("binary_data_output")) or any(
         (o.get("parameters") or {}).get("binary_data") for o in outputs
     )
-    answer = await svc.data.infer(query, arrays)
+    answer = await _infer(svc, query, arrays)
     header = {"model_name": name, "model_version": answer.decision.variant, "id": doc.get("id"),
               "parameters": {"decision": decision_dict(answer.decision)}}
     if wants_binary:
@@ -165,13 +211,14 @@ def _response(reply: Reply) -> Response:
 
 
 @router.post("/v1/infer", summary="Model-less query: name a task, architecture or variant and an objective",
-             openapi_extra=_INFER_DOC)
+             openapi_extra=_INFER_DOC, responses=_INFER_ERRORS)
 async def infer(request: Request, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     return _response(await answer_plain(svc, await request.body(), caller.tenant))
 
 
 @router.post("/v2/models/{name:path}/infer", tags=["open inference protocol"],
-             summary="OIP v2 inference; objective in parameters (min_accuracy, latency_ms, max_cost); binary extension supported")
+             summary="OIP v2 inference; objective in parameters (min_accuracy, latency_ms, max_cost); binary extension supported",
+             openapi_extra=_OIP_INFER_DOC, responses=_INFER_ERRORS)
 async def oip_infer(name: str, request: Request, svc: Services = Depends(services),
                     caller: Principal = Depends(require("query"))):
     body = await request.body()
@@ -183,7 +230,8 @@ def live():
     return {"live": True}
 
 
-@router.get("/v2/health/ready", tags=["open inference protocol"])
+@router.get("/v2/health/ready", tags=["open inference protocol"],
+            responses=errors(503, s503="No worker is up (the body is {\"ready\": false, \"workers\": 0})"))
 def ready(svc: Services = Depends(services)):
     _, cluster = svc.data.snapshot()
     ok = bool(cluster.workers)
@@ -197,13 +245,60 @@ def server_metadata():
     return {"name": "infaas", "version": __version__, "extensions": ["binary_tensor_data", "model_less"]}
 
 
-@router.get("/v2/models/{name:path}/ready", tags=["open inference protocol"])
+@router.get("/v2/models/stats", tags=["open inference protocol"],
+            summary="Statistics of every model you may query (Triton's statistics extension)")
+def all_model_stats(svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return model_stats(svc, caller.tenant)
+
+
+@router.get("/v2/models/{name:path}/stats", tags=["open inference protocol"], responses=errors(404),
+            summary="Statistics of a variant, an architecture's variants or a task's (Triton's statistics extension)")
+def one_model_stats(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
+    return model_stats(svc, caller.tenant, name)
+
+
+def model_stats(svc: Services, who: str, name: str | None = None) -> dict[str, Any]:
+    """Triton's statistics shape, one entry per variant: ``name`` the architecture, ``version`` the
+    variant, as the OIP routes name them. What this API process counted since it started:
+
+    - ``inference_count``: rows answered; ``execution_count``: worker calls (after coalescing);
+    - ``inference_stats.success``: queries answered and their total time in the service (ns);
+    - ``inference_stats.fail``: worker calls that failed (each failed every query it carried) and their time;
+    - ``inference_stats.compute_infer``: worker calls that answered and their round trip from this
+      API (the worker's queue and run, and the hop).
+
+    Triton's ``queue``, ``compute_input`` and ``compute_output`` are not measured here and left out.
+    Only variants the tenant may query are listed; ``name`` is a variant, architecture or task."""
+    from infaas.core.selection import candidates
+
+    catalogue, _ = svc.data.snapshot()
+    if name is None:
+        variants = [v for v in catalogue.variants.values() if v.tenant == who or v.visibility == "shared"]
+    else:
+        variants = list(candidates(Query(rows=1, tenant=who, **_target_from_name(name)), catalogue))
+    counted = svc.telemetry.variants
+    out = []
+    for v in sorted(variants, key=lambda v: (v.architecture, v.id)):
+        s = counted.get(v.id)
+        success = (s.success, s.success_ns) if s else (0, 0)
+        calls = (s.calls, s.calls_ns, s.failed_calls, s.failed_calls_ns) if s else (0, 0, 0, 0)
+        out.append({
+            "name": v.architecture, "version": v.id, "last_inference": s.last_ms if s else 0,
+            "inference_count": s.rows if s else 0, "execution_count": calls[0],
+            "inference_stats": {"success": {"count": success[0], "ns": success[1]},
+                                "fail": {"count": calls[2], "ns": calls[3]},
+                                "compute_infer": {"count": calls[0], "ns": calls[1]}},
+        })
+    return {"model_stats": out}
+
+
+@router.get("/v2/models/{name:path}/ready", tags=["open inference protocol"], responses=errors(404))
 def model_ready(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     _metadata(name, svc, caller.tenant)
     return {"name": name, "ready": True}
 
 
-@router.get("/v2/models/{name:path}", tags=["open inference protocol"],
+@router.get("/v2/models/{name:path}", tags=["open inference protocol"], responses=errors(404),
             summary="Metadata of a variant, architecture or task (inputs, outputs, variants)")
 def model_metadata(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     return _metadata(name, svc, caller.tenant)

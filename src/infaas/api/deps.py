@@ -6,8 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPBearer
 
+from infaas.api.telemetry import MeteredClient, Telemetry
 from infaas.app.control import ControlPlane
 from infaas.app.data import DataPlane
 from infaas.app.identity import Authenticator, Principal
@@ -27,6 +29,7 @@ class Services:
     auth: Authenticator = field(default=None)  # type: ignore[assignment]
     limiter: RateLimiter = field(default=None)  # type: ignore[assignment]
     jobs: JobService = field(default=None)  # type: ignore[assignment]
+    telemetry: Telemetry = field(default=None)  # type: ignore[assignment]
 
     _principals: dict = field(default_factory=dict, repr=False)  # authorization header -> (until, Principal)
 
@@ -39,6 +42,10 @@ class Services:
             self.auth = Authenticator(self.control.store, enabled=self.settings.auth == "keys")
         if self.limiter is None:
             self.limiter = RateLimiter(self.settings.tenant_rps, self.settings.tenant_burst)
+        if self.telemetry is None:
+            self.telemetry = Telemetry(lambda: self.data.snapshot()[0])
+        if not isinstance(self.data.client, MeteredClient):  # counts worker calls per variant (telemetry)
+            self.data.client = MeteredClient(self.data.client, self.telemetry)
 
     def principal(self, authorization: str | None, scope: str) -> Principal:
         """Authenticate, authorise ``scope``, and count the request against the tenant's rate.
@@ -66,10 +73,35 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def require(scope: str) -> Callable[[Request], Principal]:
+# Where the outermost ASGI layer (``api.app.DataPlaneFastPath``) keeps what it logs about a request
+# (``RequestInfo``) in the ASGI scope: ``require`` fills in the tenant.
+REQUEST_INFO = "infaas.request"
+
+
+class RequestInfo:
+    __slots__ = ("status", "tenant")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.tenant: str | None = None
+
+
+# Documents ``Authorization: Bearer <key>`` in the OpenAPI description (the Authorize button, a
+# lock on each route that needs a key, with the scope it needs: OpenAPI 3.1's role names);
+# ``Services.principal`` reads the header itself.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer",
+                    description="An API key: `Authorization: Bearer infaas_...` (`infaas tenants create`). "
+                                "Each route needs a scope (query, register or admin); with INFAAS_AUTH=off none is needed.")
+
+
+def require(scope: str) -> Callable[..., Principal]:
     """A dependency that yields the caller's Principal if it holds ``scope``."""
 
-    def dependency(request: Request) -> Principal:
-        return services(request).principal(request.headers.get("authorization"), scope)
+    def dependency(request: Request, _documented=Security(BEARER, scopes=[scope])) -> Principal:
+        who = services(request).principal(request.headers.get("authorization"), scope)
+        info = request.scope.get(REQUEST_INFO)
+        if info is not None:
+            info.tenant = who.tenant
+        return who
 
     return dependency

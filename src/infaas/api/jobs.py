@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from infaas.api.deps import Services, require, services
+from infaas.api.docs import errors
 from infaas.app.identity import Principal
 from infaas.core import oip
 
@@ -31,7 +32,11 @@ _SUBMIT_DOC = {
 }
 
 
-@router.post("", summary="Submit an offline job; answers at once with its id", openapi_extra=_SUBMIT_DOC)
+@router.post("", summary="Submit an offline job; answers at once with its id", openapi_extra=_SUBMIT_DOC,
+             responses=errors(403, 404, 422, s403="The key lacks the query scope, or a location is outside your "
+                                                  "offline area",
+                              s404="No model of that name that your tenant may use, or no input location",
+                              s422="No variant meets the objective"))
 async def submit(request: Request, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     doc = oip.parse_json(await request.body())
     status = await run_in_threadpool(svc.jobs.submit, doc, caller.tenant)
@@ -43,11 +48,12 @@ def list_jobs(svc: Services = Depends(services), caller: Principal = Depends(req
     return {"jobs": svc.jobs.jobs(caller.tenant)}
 
 
-@router.get("/{job_id}", summary="Items done, failed (with errors) and left; estimated time to finish")
+@router.get("/{job_id}", summary="Items done, failed (with errors) and left; estimated time to finish",
+            responses=errors(404))
 def job_status(job_id: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     return svc.jobs.status(job_id, caller.tenant)
 
 
-@router.post("/{job_id}/cancel", summary="Cancel a job; items not yet started are dropped")
+@router.post("/{job_id}/cancel", summary="Cancel a job; items not yet started are dropped", responses=errors(404))
 def cancel(job_id: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     return svc.jobs.cancel(job_id, caller.tenant)

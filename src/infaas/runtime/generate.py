@@ -19,8 +19,11 @@ Per hardware type (docs/hardware.md says more):
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 
 from infaas.core.domain import Architecture, Variant
@@ -161,6 +164,25 @@ def _optimised_fp32(path: str) -> bytes:
             return f.read()
 
 
+@contextlib.contextmanager
+def _quiet_quantiser():
+    """onnxruntime's quantiser logs through the root logger (a warning per call, a line per
+    tensor): its records and warnings are dropped for the call, nobody else's."""
+    where = f"{os.sep}onnxruntime{os.sep}quantization{os.sep}"
+
+    def keep(record: logging.LogRecord) -> bool:
+        return where not in record.pathname
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"onnxruntime\.quantization")
+            yield
+    finally:
+        root.removeFilter(keep)
+
+
 def _dynamic_int8(path: str) -> bytes:
     """Weights to int8, activations quantised at run time."""
     import onnx
@@ -172,7 +194,8 @@ def _dynamic_int8(path: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "int8.onnx")
         try:
-            quantize_dynamic(path, out, weight_type=QuantType.QInt8)
+            with _quiet_quantiser():
+                quantize_dynamic(path, out, weight_type=QuantType.QInt8)
         except Exception as exc:
             raise NotApplicable(f"dynamic quantisation failed: {str(exc).splitlines()[0][:200]}") from None
         with open(out, "rb") as f:
