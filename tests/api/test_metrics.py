@@ -181,6 +181,29 @@ def test_model_statistics_are_tenant_scoped(stack: Stack):
     assert stack.http.get("/v2/models/no-such-model/stats").status_code == 404
 
 
+def test_a_shared_models_statistics_are_its_owners(stack: Stack):
+    """Every tenant may query another's shared model, but its counts are every tenant's traffic:
+    only the owner sees them."""
+    import dataclasses
+
+    store = stack.http.app.state.services.control.store
+    arch = store.get_architecture(ARCH)
+    shared = dataclasses.replace(arch, name="stats-shared", tenant="team-owner", visibility="shared", task="t/stats")
+    store.create_architecture(shared)
+    for v in store.variants_of(ARCH)[:1]:
+        store.put_variant(dataclasses.replace(v, architecture=shared.name, tenant=shared.tenant,
+                                              visibility="shared", task=shared.task))
+    _, owner = create_key(store, "team-owner", ("query",))
+    stack.http.app.state.services.data.snapshot(force=True)
+    try:
+        assert "stats-shared" in {a["name"] for a in stack.http.get("/v1/models").json()["models"]}  # queryable
+        assert "stats-shared" not in {name for name, _ in stats(stack)}  # but its figures are not ours
+        assert stack.http.get("/v2/models/stats-shared/stats").json() == {"model_stats": []}
+        assert "stats-shared" in {name for name, _ in stats(stack, key=owner)}
+    finally:
+        store.delete_architecture(shared.name)
+
+
 # ----------------------------------------------------------------- access log and request ids
 def access_lines(stack: Stack) -> list[dict]:
     out = []

@@ -246,7 +246,7 @@ def server_metadata():
 
 
 @router.get("/v2/models/stats", tags=["open inference protocol"],
-            summary="Statistics of every model you may query (Triton's statistics extension)")
+            summary="Statistics of every model you own (Triton's statistics extension)")
 def all_model_stats(svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     return model_stats(svc, caller.tenant)
 
@@ -268,14 +268,16 @@ def model_stats(svc: Services, who: str, name: str | None = None) -> dict[str, A
       API (the worker's queue and run, and the hop).
 
     Triton's ``queue``, ``compute_input`` and ``compute_output`` are not measured here and left out.
-    Only variants the tenant may query are listed; ``name`` is a variant, architecture or task."""
+    Only the tenant's own variants are listed (``name`` is a variant, architecture or task): the
+    figures count every tenant's queries, so those of a shared model are its owner's to see."""
     from infaas.core.selection import candidates
 
     catalogue, _ = svc.data.snapshot()
     if name is None:
-        variants = [v for v in catalogue.variants.values() if v.tenant == who or v.visibility == "shared"]
+        variants = [v for v in catalogue.variants.values() if v.tenant == who]
     else:
-        variants = list(candidates(Query(rows=1, tenant=who, **_target_from_name(name)), catalogue))
+        variants = [v for v in candidates(Query(rows=1, tenant=who, **_target_from_name(name)), catalogue)
+                    if v.tenant == who]
     counted = svc.telemetry.variants
     out = []
     for v in sorted(variants, key=lambda v: (v.architecture, v.id)):
