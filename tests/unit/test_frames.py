@@ -109,6 +109,7 @@ def test_worker_errors_come_back_as_the_same_errors(worker):
     (b'{"variant": "m", "key": "' + KEY.encode() + b'"}', 10 << 20, 413),  # over the limit: answered, closed
     (b'{"variant": "m"}', 4, 401),  # no worker key
     (b'{"variant": "m", "key": "guess"}', 4, 401),  # a wrong one
+    (b'{"variant": "m", "key": "\\ud800"}', 4, 401),  # one that does not encode as UTF-8
     (b"not json", 4, 400),
     (b'{"objective_ms": 5}', 4, 400),  # no variant
     (b'{"variant": 5}', 4, 400),

@@ -62,7 +62,9 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answ
                 writer.write(ANSWER.pack(400, len(payload)) + payload)
                 await writer.drain()
                 return
-            if not (isinstance(given, str) and hmac.compare_digest(given.encode(), key.encode())):
+            # a lone surrogate ("\\ud800" in the JSON) does not encode: compared as is, it is just wrong
+            if not (isinstance(given, str)
+                    and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), key.encode())):
                 payload = errors.encode(errors.Unauthenticated("a worker answers its stack only: no or a wrong worker key",
                                                                field="key"))[3]
                 writer.write(ANSWER.pack(401, len(payload)) + payload)

@@ -85,9 +85,12 @@ class Catalogue:
     # ("architecture" | "task", name) -> the one-row ranking (``rank``), at the prices ``prices``
     ranked: Mapping[tuple[str, str], tuple[tuple, ...]] = field(default_factory=dict, compare=False, repr=False)
     prices: tuple = ()
-    # task -> the tenant that owns it: a query by task uses its own tenant's variants and the
-    # variants the owner shared, nobody else's (``_visible``). A task not listed: anyone's shared.
+    # task -> the tenant that owns it: a query by task uses its own tenant's variants when it has
+    # any in the task, else the variants the owner shared, nobody else's (``_target``). A task not
+    # listed: anyone's shared.
     task_owners: Mapping[str, str] = field(default_factory=dict)
+    # task -> the tenants with a ready variant in it
+    task_tenants: Mapping[str, frozenset] = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def build(variants: Iterable[Variant], hardware: Mapping[str, HardwareType] | None = None,
@@ -110,6 +113,7 @@ class Catalogue:
             ranked=ranked,
             prices=price_key(hardware) if hardware is not None else (),
             task_owners=dict(task_owners or {}),
+            task_tenants={k: frozenset(v.tenant for v in vs) for k, vs in by_task.items()},
         )
 
 
@@ -256,7 +260,8 @@ def cost_per_query(variant: Variant, rows: int, price_per_hour: float) -> float:
 
 def _target(query: Query, catalogue: Catalogue) -> tuple[tuple[str, str], tuple[Variant, ...], str, str | None]:
     """What the query names: (index key, every ready variant it covers, how to say it, whose shared
-    variants it may use: for a task, its owner's only; None: anyone's)."""
+    variants it may use: None, anyone's, when it names a variant or an architecture; for a task,
+    none but its own when the tenant has a variant in the task, else the task owner's only)."""
     named = [x for x in (query.variant, query.architecture, query.task) if x]
     if len(named) != 1:
         raise InvalidInput("name exactly one of variant, architecture or task", field="target")
@@ -267,13 +272,18 @@ def _target(query: Query, catalogue: Catalogue) -> tuple[tuple[str, str], tuple[
         return (("architecture", query.architecture), catalogue.by_architecture.get(query.architecture, ()),
                 f"architecture {query.architecture!r}", None)
     task = query.task or ""
-    return ("task", task), catalogue.by_task.get(task, ()), f"task {query.task!r}", catalogue.task_owners.get(task)
+    # A tenant with a model of its own in the task is answered by its own models only: whoever
+    # registered into the task first (its owner) cannot answer its queries with a "better" one.
+    mine = query.tenant in catalogue.task_tenants.get(task, ())
+    publisher = query.tenant if mine else catalogue.task_owners.get(task)
+    return ("task", task), catalogue.by_task.get(task, ()), f"task {query.task!r}", publisher
 
 
 def _visible(v: Variant, tenant: str, publisher: str | None = None) -> bool:
-    """A tenant uses its own variants, and shared ones: of anyone when it names a variant or an
-    architecture (its choice), of the task's owner only when it names a task, so that nobody can
-    answer another tenant's task queries by sharing a model into that task."""
+    """A tenant uses its own variants, and shared ones of ``publisher`` (``_target``): of anyone
+    when it names a variant or an architecture (its choice); when it names a task, of the task's
+    owner only, and only while the tenant has none of its own there, so that nobody can answer
+    another tenant's task queries by sharing a model into that task, first or not."""
     return v.tenant == tenant or (v.visibility == "shared" and (publisher is None or v.tenant == publisher))
 
 
