@@ -26,13 +26,14 @@ each costs the API about 10 µs of CPU, a tenth of a small query's.)
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import re
+import secrets
 import sys
 import time
-import uuid
 from contextvars import ContextVar
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("infaas_request_id", default=None)
@@ -51,7 +52,13 @@ def request_id_from(value: bytes | str | None) -> str:
         value = value.encode("utf-8", "replace")
     if value is not None and _SAFE.fullmatch(value):
         return value.decode("ascii")
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_COUNT):012x}"
+
+
+# New ids: 32 hex digits like a uuid4's, a random prefix per process and a counter (a uuid4 per
+# request reads os.urandom: 5 % of the API's CPU at 5,000 requests a second).
+_PREFIX = secrets.token_hex(10)
+_COUNT = itertools.count()
 
 
 class JsonFormatter(logging.Formatter):
