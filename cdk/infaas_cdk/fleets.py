@@ -54,7 +54,9 @@ class Fleets(Construct):
             self._group(hw, fleet, config, data, network)
 
     def _group(self, hw: str, fleet: FleetConfig, config: DeployConfig, data: Data, network: Network) -> None:
-        path, built = worker_bundle(hw, config.require_artifacts)
+        # A fleet that may never start a machine (max 0) boots nothing from its bundle: a placeholder
+        # is enough even where artifacts are required.
+        path, built = worker_bundle(hw, config.require_artifacts and fleet.max_size > 0)
         if not built:
             Annotations.of(self).add_warning_v2(
                 f"infaas:worker-bundle-{hw}", f"The {hw} worker bundle is a placeholder: run "

@@ -7,7 +7,7 @@ listed here fails ``make synth`` and the infrastructure tests.
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import Acknowledgment, Stack, Token, Validations
 from constructs import IConstruct
 
 PACK = "AwsSolutions::"
@@ -69,8 +69,13 @@ def acknowledge(stack) -> None:  # stack: InfaasStack
                   "group by its name.")
         _ack(fleets.role, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
         _ack(fns.autoscaler.role, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
-    _ack(fleets.role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-"
-         "<AWS::AccountId>-<AWS::Region>/*]",
+    # The asset bucket's ARN as cdk-nag prints it: with a region given (``infaas:region``) the region and
+    # the partition are literal, else CloudFormation's pseudo parameters.
+    stack = Stack.of(fleets.role)
+    region = "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
+    partition = "<AWS::Partition>" if Token.is_unresolved(stack.partition) else stack.partition
+    _ack(fleets.role, f"AwsSolutions-IAM5[Resource::arn:{partition}:s3:::cdk-hnb659fds-assets-"
+         f"<AWS::AccountId>-{region}/*]",
          "Workers download their bundle (wheelhouse, install script) from the CDK asset bucket at boot; "
          "granted by asset.grant_read.")
     for group in fleets.groups.values():
