@@ -174,3 +174,26 @@ def test_keys_never_reach_the_log_or_error_bodies(stack, keys):
     for secret in secrets + ["z" * 43]:
         assert secret not in log
         assert all(secret not in b for b in bodies)
+
+
+def test_a_malformed_request_is_logged_as_a_json_line(stack):
+    """uvicorn's own complaints go through the service's JSON lines, not plain text in the same stream."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    url = urlsplit(stack.url)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as s:
+        s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        s.recv(1024)
+    deadline = time.time() + 10
+    while True:
+        lines = open(stack.log_path, encoding="utf-8", errors="replace").read().splitlines()
+        found = [line for line in lines if "Invalid HTTP request" in line]
+        if found or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert found, "uvicorn said nothing about the malformed request"
+    for line in found:
+        doc = json.loads(line)
+        assert doc["level"] == "WARNING" and doc["logger"].startswith("uvicorn")

@@ -80,8 +80,11 @@ def test_generation_plan_per_hardware_type():
 def test_variant_files_and_the_owner_torchscript_key():
     neuron = generation_plan(arch(), "inferentia")[0]
     gpu = generation_plan(arch(), "gpu")[0]
-    assert variant_suffix(neuron) == ".pt" and variant_key(neuron) == "variants/mlp-32/mlp-32_neuron-fp32_inferentia_b1.pt"
-    assert variant_key(gpu).endswith("mlp-32_onnx-fp32_gpu_b32.onnx")
+    sha = arch().sha256
+    assert variant_suffix(neuron) == ".pt"
+    assert variant_key(neuron, sha) == f"variants/mlp-32/{sha[:16]}/mlp-32_neuron-fp32_inferentia_b1.pt"
+    assert variant_key(gpu, sha).endswith("mlp-32_onnx-fp32_gpu_b32.onnx")
+    assert variant_key(gpu, "cd" * 32) != variant_key(gpu, sha)  # the same name with another file: another key
     assert torchscript_key(arch()) == "architectures/mlp-32/abababababababab.torchscript.pt"
 
 

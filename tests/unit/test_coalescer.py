@@ -20,7 +20,7 @@ class Worker(WorkerClient):
         self.calls: list[int] = []
         self.fault = fault
 
-    async def infer(self, url, variant_id, frame, objective_ms):
+    async def infer(self, url, variant_id, frame, objective_ms, model=None):
         x = tensors.decode(frame)["x"]
         self.calls.append(len(x))
         await asyncio.sleep(0)  # on the wire: other callers run meanwhile
@@ -71,7 +71,7 @@ class VectoredWorker(Worker):
 
     takes_parts = True
 
-    async def infer(self, url, variant_id, frame, objective_ms):
+    async def infer(self, url, variant_id, frame, objective_ms, model=None):
         assert isinstance(frame, list)
         return await super().infer(url, variant_id, b"".join(bytes(p) for p in frame), objective_ms)
 

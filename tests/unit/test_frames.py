@@ -18,7 +18,7 @@ from infaas.adapters.workerclient import HttpWorkerClient
 from infaas.core import errors, tensors
 
 
-async def _answer(variant_id, objective, rid, body):
+async def _answer(variant_id, objective, rid, body, model=None):
     """A stand-in worker: doubles the tensors, or answers the error a variant id names."""
     if variant_id == "missing":
         return errors.encode(errors.NotFound("no variant 'missing'", field="variant"))

@@ -32,7 +32,7 @@ GOOD = make_variant("good-model", profile=make_profile({1: (0.1, 0.2)}), tenant=
 BROKEN = make_variant("broken-model", profile=make_profile({1: (0.1, 0.2)}), tenant="attacker")
 
 
-async def answer(variant_id, objective, rid, body):
+async def answer(variant_id, objective, rid, body, model=None):
     if variant_id == BROKEN.id:  # what a worker answers when encoding the outputs fails
         return errors.internal("worker error: ValueError")
     feed = tensors.decode(body)

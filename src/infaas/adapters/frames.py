@@ -28,15 +28,16 @@ MAX_HEADER = 4096
 
 
 def request(variant_id: str, objective_ms: float | None, request_id: str | None, chunks: list, size: int,
-            key: str = "") -> list:
-    """The buffers of one request (the body's chunks are sent as they are: one vectored write)."""
+            key: str = "", model: str | None = None) -> list:
+    """The buffers of one request (the body's chunks are sent as they are: one vectored write).
+    ``model``: the variant's file (``Variant.model_key``) as the caller's catalogue has it."""
     head = json.dumps({"variant": variant_id, "objective_ms": objective_ms, "request_id": request_id,
-                       "key": key}).encode()
+                       "key": key, "model": model}).encode()
     return [REQUEST.pack(len(head), size) + head, *chunks]
 
 
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer, limit: int, key: str) -> None:
-    """A worker's side of one connection: ``answer(variant_id, objective_ms, request_id, body)`` ->
+    """A worker's side of one connection: ``answer(variant_id, objective_ms, request_id, body, model)`` ->
     (status, media type, headers, body) for each request (only the status and the body travel), until the client closes it. A request over ``limit`` bytes,
     or a malformed one, is answered and the connection closed (its stream cannot be trusted)."""
     try:
@@ -56,7 +57,9 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answ
                 variant_id, objective, rid = head["variant"], head.get("objective_ms"), head.get("request_id")
                 if not isinstance(variant_id, str) or not (objective is None or isinstance(objective, (int, float))):
                     raise ValueError("bad header values")
-                given = head.get("key")
+                given, model = head.get("key"), head.get("model")
+                if not (model is None or isinstance(model, str)):
+                    raise ValueError("bad model")
             except (ValueError, KeyError, TypeError):
                 payload = errors.encode(errors.InvalidInput("malformed frame header", field="header"))[3]
                 writer.write(ANSWER.pack(400, len(payload)) + payload)
@@ -72,7 +75,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answ
                 return
             body = await reader.readexactly(body_len)
             status, _media, _headers, payload = await answer(variant_id, objective,
-                                                             rid if isinstance(rid, str) else None, body)
+                                                             rid if isinstance(rid, str) else None, body, model)
             writer.writelines([ANSWER.pack(status, len(payload)), payload])
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):

@@ -36,6 +36,7 @@ _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 KEY_HEADER = "x-infaas-worker-key"  # the worker credential on HTTP (``frames``: the header's "key")
+MODEL_HEADER = "x-infaas-model"  # the variant's file as the caller's catalogue has it (``frames``: "model")
 
 # what a worker may answer that is the caller's business (passed through); anything else is the worker failing
 _PASSED_THROUGH = (errors.InvalidInput, errors.NotFound, errors.Unavailable, errors.PayloadTooLarge,
@@ -173,8 +174,10 @@ class HttpWorkerClient(WorkerClient):
             self._key = self._key()
         return self._key
 
-    async def infer(self, url: str, variant_id: str, frame, objective_ms: float | None) -> bytes:
-        """``frame``: the tensor frame as bytes, or as a list of buffers (``tensors.encode_parts``)."""
+    async def infer(self, url: str, variant_id: str, frame, objective_ms: float | None,
+                    model: str | None = None) -> bytes:
+        """``frame``: the tensor frame as bytes, or as a list of buffers (``tensors.encode_parts``);
+        ``model``: the variant's file as the catalogue has it (the worker reloads a replica of another)."""
         addr = self._addrs.get(url)
         if addr is None:
             parts = urlsplit(url)
@@ -189,13 +192,15 @@ class HttpWorkerClient(WorkerClient):
 
         def parts_for(conn: _Conn) -> list:
             if conn.framed:  # the local socket: frames (adapters/frames.py)
-                out = frames.request(variant_id, objective, rid, chunks, size, self.key)
+                out = frames.request(variant_id, objective, rid, chunks, size, self.key, model)
             else:
                 extra = f"{KEY_HEADER}: {self.key}\r\n"
                 if objective is not None:
                     extra += f"x-infaas-objective-ms: {objective!r}\r\n"
                 if rid is not None:
                     extra += f"x-request-id: {rid}\r\n"
+                if model is not None:
+                    extra += f"{MODEL_HEADER}: {model}\r\n"
                 head = (
                     f"POST /v1/infer/{variant_id} HTTP/1.1\r\nhost: {addr[0]}\r\n"
                     f"content-type: {tensors.CONTENT_TYPE}\r\ncontent-length: {size}\r\n{extra}\r\n"
@@ -302,13 +307,14 @@ class InProcessWorkerClient(WorkerClient):
     def __init__(self, workers: dict) -> None:
         self.workers = workers
 
-    async def infer(self, url: str, variant_id: str, frame, objective_ms: float | None) -> bytes:
+    async def infer(self, url: str, variant_id: str, frame, objective_ms: float | None,
+                    model: str | None = None) -> bytes:
         agent = self.workers.get(url)
         if agent is None:
             raise errors.WorkerFault(f"no worker at {url} in this process")
         body = frame if isinstance(frame, bytes) else b"".join(bytes(part) for part in frame)
         objective = None if objective_ms is None else float(objective_ms)
-        status, _media, _extra, answer = await agent.answer(variant_id, objective, logs.REQUEST_ID.get(), body)
+        status, _media, _extra, answer = await agent.answer(variant_id, objective, logs.REQUEST_ID.get(), body, model)
         if status == 200:
             return answer
         raise worker_error(url, status, answer)

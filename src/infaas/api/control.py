@@ -21,7 +21,10 @@ async def _read_limited(upload: UploadFile, limit: int, field: str) -> bytes:
 
 
 @router.post("/models", summary="Register a model (ONNX) once; variants are generated and profiled in the background",
-             responses={409: {"description": "A different file, or another task, under a name that exists"}})
+             status_code=201,
+             responses={201: {"description": "Registered: its variants are being built and profiled"},
+                        200: {"description": "The same file, task, accuracy and visibility again: what is stored"},
+                        409: {"description": "A different file, or another task, under a name that exists"}})
 async def register_model(
     file: UploadFile = File(..., description="the ONNX model"),
     name: str = Form(..., description="architecture name: letters, digits, '.', '_', '-'"),
@@ -62,6 +65,7 @@ def get_model(name: str, svc: Services = Depends(services), caller: Principal = 
                           404: {"description": "No architecture of that name that your tenant may see"}})
 def delete_model(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("register"))):
     svc.control.delete(name, caller.tenant)
+    svc.telemetry.forget(name)
 
 
 @router.get("/tasks", summary="Tasks with at least one architecture, and their input spec")

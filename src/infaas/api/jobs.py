@@ -33,6 +33,7 @@ _SUBMIT_DOC = {
 
 
 @router.post("", summary="Submit an offline job; answers at once with its id", openapi_extra=_SUBMIT_DOC,
+             status_code=201,
              responses=errors(403, 404, 422, s403="The key lacks the query scope, or a location is outside your "
                                                   "offline area",
                               s404="No model of that name that your tenant may use, or no input location",

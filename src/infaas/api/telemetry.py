@@ -11,8 +11,10 @@ types and text format are made only at scrape time (``api.metrics``), from these
   (a histogram per route, seconds, as the service measured it).
 - ``answered`` / ``refused``: a query's outcome. Per variant: queries answered, their rows and
   service-side nanoseconds (``Answer.latency_ms``); per task and tenant: objectives met or missed
-  (a query with ``latency_ms`` in its objective, against the answer's measured latency); and the
-  last ``DECISIONS`` decisions (or refusals) with their reasons, for the console.
+  (a query with ``latency_ms`` in its objective, against the answer's measured latency); and each
+  tenant's last ``DECISIONS`` decisions (or refusals) with their reasons, for the console (a ring
+  per tenant: one tenant's flood of queries pushes out nobody else's).
+- ``forget``: a deleted architecture's counts go with it (a name registered again starts at zero).
 - ``MeteredClient``: the data plane's worker client, counting each worker call per variant (after
   coalescing: one call may carry several queries) and its round trip, and whether it failed.
 """
@@ -77,7 +79,8 @@ class Telemetry:
         self.durations: dict[tuple[str, str], Histogram] = {}  # (method, route) -> seconds
         self.variants: dict[str, VariantStats] = {}
         self.objectives: dict[tuple[str, str], list[int]] = {}  # (task, tenant) -> [met, missed]
-        self.decisions: collections.deque = collections.deque(maxlen=decisions)
+        self.decisions: dict[str, collections.deque] = {}  # tenant -> its last decisions
+        self._ring = decisions
         self.registry = None  # prometheus_client's CollectorRegistry of this app, made at the first scrape
 
     # ---------------------------------------------------------------- counting (event loop thread)
@@ -120,11 +123,22 @@ class Telemetry:
             if counts is None:
                 counts = self.objectives[key] = [0, 0]
             counts[0 if latency_ms <= objective else 1] += 1
-        self.decisions.append((now, query, d, latency_ms, rows, logs.REQUEST_ID.get(), None))
+        self._ring_of(query.tenant).append((now, query, d, latency_ms, rows, logs.REQUEST_ID.get(), None))
 
     def refused(self, query: Query, error, rows: int) -> None:
         """A query no variant answered (objective out of reach, over capacity, a worker fault)."""
-        self.decisions.append((time.time(), query, None, None, rows, logs.REQUEST_ID.get(), error))
+        self._ring_of(query.tenant).append((time.time(), query, None, None, rows, logs.REQUEST_ID.get(), error))
+
+    def _ring_of(self, tenant: str) -> collections.deque:
+        ring = self.decisions.get(tenant)
+        if ring is None:
+            ring = self.decisions[tenant] = collections.deque(maxlen=self._ring)
+        return ring
+
+    def forget(self, architecture: str) -> None:
+        """A deleted architecture's per-variant counts (its name may be registered again, by anyone)."""
+        for vid in [vid for vid, s in self.variants.items() if s.architecture == architecture]:
+            self.variants.pop(vid, None)
 
     def called(self, variant_id: str, ns: int, ok: bool) -> None:
         s = self.variants.get(variant_id) or self.variant(variant_id)
@@ -138,10 +152,13 @@ class Telemetry:
     # ---------------------------------------------------------------- reading (any thread)
     def recent(self, tenant: str | None = None, limit: int = DECISIONS) -> list[dict[str, Any]]:
         """The last decisions, newest first; only ``tenant``'s own unless ``tenant`` is None."""
+        if tenant is not None:
+            ring = self.decisions.get(tenant)
+            entries = _copy(ring) if ring is not None else []
+        else:
+            entries = sorted((e for r in list(self.decisions.values()) for e in _copy(r)), key=lambda e: e[0])
         out = []
-        for t, query, d, latency_ms, rows, rid, error in reversed(_copy(self.decisions)):
-            if tenant is not None and query.tenant != tenant:
-                continue
+        for t, query, d, latency_ms, rows, rid, error in reversed(entries):
             target = query.variant or query.architecture or query.task
             objective = query.objective.latency_ms
             doc: dict[str, Any] = {
@@ -192,10 +209,11 @@ class MeteredClient(WorkerClient):
         self.inner, self.telemetry = inner, telemetry
         self.takes_parts = inner.takes_parts
 
-    async def infer(self, url: str, variant_id: str, frame, objective_ms: float | None) -> bytes:
+    async def infer(self, url: str, variant_id: str, frame, objective_ms: float | None,
+                    model: str | None = None) -> bytes:
         t0 = time.perf_counter_ns()
         try:
-            out = await self.inner.infer(url, variant_id, frame, objective_ms)
+            out = await self.inner.infer(url, variant_id, frame, objective_ms, model)
         except Exception:
             self.telemetry.called(variant_id, time.perf_counter_ns() - t0, False)
             raise

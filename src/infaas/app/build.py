@@ -80,8 +80,11 @@ class BuildLog:
         return data if len(data) <= LOG_LIMIT else b"[... cut: the start of the log]\n" + data[-LOG_LIMIT:]
 
 
-def variant_key(variant: Variant) -> str:
-    return f"variants/{variant.architecture}/{variant.id.replace(':', '_')}{variant_suffix(variant)}"
+def variant_key(variant: Variant, sha256: str) -> str:
+    """Where a built variant's file goes: named by the registered file's hash too, so a name
+    registered again with other content gets other keys, and a worker still holding the old
+    replica sees that it holds another model (``ReplicaCache.get``)."""
+    return f"variants/{variant.architecture}/{sha256[:16]}/{variant.id.replace(':', '_')}{variant_suffix(variant)}"
 
 
 def run_build_job(
@@ -111,7 +114,7 @@ def run_build_job(
         blog.add(f"building {v.id}: format {v.format}, runtime {v.runtime}, hardware {v.hardware}, "
                  f"batches up to {v.max_batch}")
         try:
-            key = variant_key(v)
+            key = variant_key(v, arch.sha256)
             built = build_variant(v, original, torchscript_path=owner_torchscript)
             models.put(key, built)
             blog.add(f"built {len(built):,} bytes; profiling (validation data: {'yes' if validation else 'no'})")

@@ -23,8 +23,8 @@ class Coalescer:
     """
 
     def __init__(self, client: WorkerClient, url: str, variant_id: str, max_rows: int, max_inflight: int = 2,
-                 max_bytes: int = 8 << 20) -> None:
-        self.client, self.url, self.variant_id = client, url, variant_id
+                 max_bytes: int = 8 << 20, model: str | None = None) -> None:
+        self.client, self.url, self.variant_id, self.model = client, url, variant_id, model
         self.max_rows, self.max_inflight, self.max_bytes = max(1, max_rows), max_inflight, max_bytes
         self.waiting: collections.deque = collections.deque()  # (feed, rows, objective_ms, future, nbytes)
         self.inflight = 0
@@ -72,7 +72,8 @@ class Coalescer:
             frame = tensors.encode_batch_parts(feeds) if self.client.takes_parts else None
             if frame is None:  # not joinable without a copy (or the client wants bytes): concatenate
                 frame = tensors.encode({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]})
-        raw = await self.client.infer(self.url, self.variant_id, frame, min(objectives) if objectives else None)
+        raw = await self.client.infer(self.url, self.variant_id, frame, min(objectives) if objectives else None,
+                                      self.model)
         return tensors.decode(raw)
 
     async def _drain(self) -> None:

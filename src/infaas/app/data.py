@@ -135,12 +135,14 @@ class DataPlane:
         decision = select(query, catalogue, cluster)
         targets = [(decision.worker, decision.worker_url), *decision.fallback_workers][:2]
         retried = False
-        max_rows = catalogue.variants[decision.variant].batch_cap
+        chosen = catalogue.variants[decision.variant]
+        max_rows, model = chosen.batch_cap, chosen.model_key
         for i, (worker_id, url) in enumerate(targets):
             key = (worker_id, decision.variant)
             self._pending[key] = self._pending.get(key, 0) + rows
             try:
-                outputs = await self._coalescer(url, decision.variant, max_rows).infer(feed, rows, query.objective.latency_ms)
+                outputs = await self._coalescer(url, decision.variant, max_rows, model).infer(
+                    feed, rows, query.objective.latency_ms)
                 break
             except WorkerFault:
                 self.suspect(worker_id)
@@ -177,14 +179,14 @@ class DataPlane:
         except InfaasError as err:  # the store is busy: the next failure tries again
             log.warning("could not take variant %s out of service: %s", variant_id, err.message)
 
-    def _coalescer(self, url: str, variant_id: str, max_rows: int) -> Coalescer:
-        key = (url, variant_id)
+    def _coalescer(self, url: str, variant_id: str, max_rows: int, model: str | None = None) -> Coalescer:
+        key = (url, variant_id, model)
         c = self._coalescers.get(key)
         if c is None:
             if len(self._coalescers) > 4096:  # workers come and go: forget idle ones
                 self._coalescers = {k: v for k, v in self._coalescers.items() if v.inflight or v.waiting}
             c = self._coalescers[key] = Coalescer(self.client, url, variant_id, max_rows,
-                                                  max_bytes=self.settings.max_body_bytes)
+                                                  max_bytes=self.settings.max_body_bytes, model=model)
         return c
 
 

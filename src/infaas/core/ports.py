@@ -116,7 +116,11 @@ class WorkerClient:
 
     takes_parts = False  # True: ``frame`` may be a list of buffers (``tensors.encode_parts``), not one bytes
 
-    async def infer(self, url: str, variant_id: str, frame: bytes, objective_ms: float | None) -> bytes:  # pragma: no cover
+    async def infer(self, url: str, variant_id: str, frame: bytes, objective_ms: float | None,
+                    model: str | None = None) -> bytes:  # pragma: no cover
+        """``model``: the variant's file (``Variant.model_key``) as the caller's catalogue has it; a
+        worker holding a replica of another file (the name was deleted and registered again)
+        loads the variant afresh rather than answer with the old model."""
         raise NotImplementedError
 
     async def close(self) -> None:

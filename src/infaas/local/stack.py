@@ -160,8 +160,10 @@ def run(settings: Settings) -> None:
         # Keep idle client connections longer than clients keep them (httpx: 5 s), so a
         # client never reuses a connection the server is closing at that moment.
         # The inference routes take the bare ASGI path (api.app.DataPlaneFastPath); everything else goes to FastAPI.
+        # log_config=None: uvicorn's own lines ("Invalid HTTP request received.") go through this
+        # process's JSON lines (adapters.logs) instead of plain text in the same stream.
         config = uvicorn.Config(create_app(services), host=settings.host, port=port, log_level="warning",
-                                access_log=False, timeout_keep_alive=65)
+                                access_log=False, timeout_keep_alive=65, log_config=None)
         server = _server(uvicorn, config, started)
         server.run(sockets=[sock])
         if not server.started:

@@ -69,6 +69,11 @@ class Replica:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        while self._queue:  # nobody will run them now: their callers retry elsewhere
+            r = self._queue.popleft()
+            if not r.future.done():
+                r.future.set_exception(Unavailable(f"replica of {self.variant.id} unloaded; retry", retry_after_s=0.5))
+        self.queued_rows = 0
 
     @property
     def busy(self) -> bool:
@@ -148,6 +153,12 @@ class Replica:
                     outputs = self.executor.run(feed)
                 else:
                     outputs = await loop.run_in_executor(self.pool, self.executor.run, feed)
+            except asyncio.CancelledError:  # unloaded mid-run: its callers retry elsewhere
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(Unavailable(f"replica of {self.variant.id} unloaded; retry",
+                                                           retry_after_s=0.5))
+                raise
             except Exception as exc:  # hand the error to every caller of this batch
                 for r in batch:
                     if not r.future.done():
@@ -200,7 +211,28 @@ class ReplicaCache:
     def memory_used_bytes(self) -> int:
         return sum(r.memory_bytes for r in self.replicas.values())
 
-    async def get(self, variant_id: str) -> Replica:
+    async def get(self, variant_id: str, model: str | None = None) -> Replica:
+        """The variant's replica, loaded if needed. ``model``: the file the caller's catalogue
+        names (``Variant.model_key``). A replica of another file is of a model since deleted and
+        registered again under the same name: it is unloaded and the variant loaded afresh, and if
+        the store still names another file the caller's catalogue is stale (503, retry)."""
+        replica = self.replicas.get(variant_id)
+        if replica is not None:
+            if model is None or replica.variant.model_key == model:
+                return replica
+            await self.unload(variant_id, reason=f"holds {replica.variant.model_key}, the caller names {model}")
+            replica = await self._get(variant_id)
+            if replica.variant.model_key != model:
+                raise Unavailable(f"variant {variant_id} changed since the caller's catalogue was read; retry",
+                                  retry_after_s=1.0)
+            return replica
+        replica = await self._get(variant_id)
+        if model is not None and replica.variant.model_key != model:
+            raise Unavailable(f"variant {variant_id} changed since the caller's catalogue was read; retry",
+                              retry_after_s=1.0)
+        return replica
+
+    async def _get(self, variant_id: str) -> Replica:
         replica = self.replicas.get(variant_id)
         if replica is not None:
             return replica

@@ -38,7 +38,7 @@ from infaas.adapters import frames, logs
 from infaas.adapters.http.asgi import send_bytes, serve_asgi
 from infaas.adapters.local.processes import free_port
 from infaas.adapters.local.secret import socket_dir, socket_path
-from infaas.adapters.workerclient import KEY_HEADER
+from infaas.adapters.workerclient import KEY_HEADER, MODEL_HEADER
 from infaas.app import offline
 from infaas.app.autoscaler import assignments_for
 from infaas.app.build import build_lane, run_build_job
@@ -57,6 +57,7 @@ log = logging.getLogger("infaas.worker")
 
 _FRAME = tensors.CONTENT_TYPE.encode()
 _KEY = KEY_HEADER.encode()
+_MODEL = MODEL_HEADER.encode()
 _JSON = b"application/json"
 
 
@@ -297,19 +298,21 @@ class WorkerAgent:
 
     async def answer_infer(self, path: str, headers: list, body: bytes) -> tuple[int, bytes, list, bytes]:
         """``POST /v1/infer/{variant}`` (HTTP, from an API on another machine)."""
-        objective = rid = None
+        objective = rid = model = None
         for k, v in headers:
-            if k == b"x-infaas-objective-ms":
+            if k == _MODEL:
+                model = v.decode("latin-1")
+            elif k == b"x-infaas-objective-ms":
                 try:
                     objective = float(v)
                 except ValueError:
                     return errors.encode(InvalidInput("x-infaas-objective-ms must be a number", field="headers"))
             elif k == logs.HEADER:
                 rid = v
-        return await self.answer(path[len("/v1/infer/") :], objective, rid, body)
+        return await self.answer(path[len("/v1/infer/") :], objective, rid, body, model)
 
     async def answer(self, variant_id: str, objective: float | None, rid: str | bytes | None,
-                     body: bytes) -> tuple[int, bytes, list, bytes]:
+                     body: bytes, model: str | None = None) -> tuple[int, bytes, list, bytes]:
         """Run ``body`` (a tensor frame) through the variant's replica, loading it if needed: the one
         handler behind the HTTP route, the local frame socket and the in-process client."""
         self.inflight += 1
@@ -321,7 +324,7 @@ class WorkerAgent:
                 raise InvalidInput("tensor frame has no tensors", field="body")
             first = next(iter(feed.values()))
             rows = first.shape[0] if first.ndim else 1
-            replica = await self.cache.get(variant_id)
+            replica = await self.cache.get(variant_id, model)
             outputs = await replica.infer(feed, rows, objective)
             return 200, _FRAME, [], tensors.encode(outputs)
         except InfaasError as exc:
@@ -373,7 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     worker_id = args.worker_id or f"{args.hardware}-{uuid.uuid4().hex[:8]}"
     agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{settings.host}:{port}")
     config = uvicorn.Config(agent, host=settings.host, port=port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65)
+                            timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65,
+                            log_config=None)  # uvicorn's lines as JSON lines too (adapters.logs)
     server = uvicorn.Server(config)
     log.info("worker %s (%s) listening on %s:%d", worker_id, args.hardware, settings.host, port)
     sockets = local_sockets(settings.host, port, socket_dir(settings.data_dir)) if args.local_socket else None
