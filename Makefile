@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test test-unit test-busy up bench sim clean synth layers
+.PHONY: demo test test-unit test-busy up bench sim clean synth layers deploy-check
 
 $(STAMP): pyproject.toml
 	@echo "[1/3] creating $(VENV) with $$($(PYTHON) --version)"
@@ -66,6 +66,12 @@ clean:
 # it writes the CloudFormation template to cdk.out/ and runs cdk-nag on it.
 # `layers` builds the Lambda dependencies layer under build/layers/ without
 # Docker (pip --platform manylinux2014_x86_64, binary wheels only).
+# Every offline check of a deployment: the README's deploy block as far as it goes without an
+# account (its synth with the deploy line's own -c context, also in another region and stack
+# name), cdk-nag, cfn-lint, the layer's size, the IAM map and the metrics the alarms read.
+deploy-check: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/infrastructure
+
 synth: $(STAMP)
 	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(BIN)/python cdk/app.py
 	@echo "template: cdk.out/Infaas.template.json"

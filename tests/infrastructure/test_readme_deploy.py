@@ -67,15 +67,20 @@ def test_every_offline_line_of_the_deploy_block_runs_as_written(ran):
     assert all(w.endswith(".whl") for w in wheels)
 
 
-def test_the_deploy_lines_context_synthesises_with_every_artifact(ran, build_app, tmp_path):
+@pytest.mark.parametrize("elsewhere", [{}, {"infaas:region": "eu-west-1", "infaas:stack_name": "InfaasTwo"}],
+                         ids=["as-written", "another-region-and-stack"])
+def test_the_deploy_lines_context_synthesises_with_every_artifact(ran, build_app, tmp_path, elsewhere):
     """``cdk deploy``'s own ``-c`` values, ``require_artifacts=true`` among them: with the layer
-    and the CPU bundle built by the lines before, synthesis (cdk-nag included) passes."""
+    and the CPU bundle built by the lines before, synthesis (cdk-nag included) passes, as written
+    and in another region under another stack name."""
     lines, _, _ = ran
     [deploy] = [line for line in lines if line.startswith("cdk deploy")]
     words = shlex.split(deploy, comments=True)
     context = dict(words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "-c")
     assert context["infaas:require_artifacts"] == "true" and context["infaas:region"] == "us-east-1"
+    context.update(elsewhere)
     app, stack = build_app(context=context, outdir=str(tmp_path))
+    assert stack.stack_name == context.get("infaas:stack_name", "Infaas")
     app.synth()
     template = json.loads((tmp_path / f"{stack.stack_name}.template.json").read_text())
     groups = [v["Properties"] for v in template["Resources"].values() if v["Type"] == "AWS::AutoScaling::AutoScalingGroup"]
