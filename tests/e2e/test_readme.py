@@ -49,6 +49,21 @@ def run(line: str, env: dict, cwd) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", line], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+def wait_ready(port: int, up: subprocess.Popen, timeout_s: float = 90.0) -> None:
+    """Until ``infaas up`` on ``port`` answers ready; fails with its output if it exits first."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if up.poll() is not None:
+            pytest.fail(f"infaas up exited {up.returncode}: {up.stdout.read().decode() if up.stdout else ''}")
+        assert time.time() < deadline, "infaas up is not ready"
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def readme_stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("readme")
@@ -65,15 +80,7 @@ def readme_stack(tmp_path_factory):
     up = subprocess.Popen(["bash", "-c", "exec " + lines[0].split("#")[0].replace(".venv/bin/", BIN + "/")], env=env,
                           cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert up.poll() is None and time.time() < deadline, up.stdout.read().decode() if up.poll() else "not up"
-            time.sleep(0.3)
+        wait_ready(port, up)
         yield work, env, lines[1:]
     finally:
         up.terminate()
@@ -126,15 +133,7 @@ def test_register_wait_names_each_failed_variant_and_exits_non_zero(tmp_path):
     env.pop("INFAAS_URL", None)
     up = subprocess.Popen([f"{BIN}/infaas", "up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline
-            time.sleep(0.3)
+        wait_ready(port, up)
         proc = run(f".venv/bin/infaas register {trained.path} --name doomed --task t/x --accuracy 0.9 --wait", env,
                    tmp_path)
         assert proc.returncode == 1, proc.stdout + proc.stderr
