@@ -216,3 +216,37 @@ def test_device_check_dry_run_on_a_small_model(tmp_path):
     assert "gpu: onnx-fp32:gpu:b32, onnx-fp16:gpu:b32, tensorrt-fp16:gpu:b1" in out
     half = onnx.load(str(tmp_path / "squeezenet_onnx-fp16_gpu_b32.onnx"))
     onnx.checker.check_model(half, full_check=True)
+
+
+def test_the_quantiser_says_nothing_in_the_services_log(trained):
+    """onnxruntime's quantiser logs through the root logger (a warning per call, lines per tensor):
+    the int8 build drops its records and warnings for the call and leaves the root logger as it was."""
+    import logging
+    import warnings
+
+    from infaas.runtime.generate import _dynamic_int8
+
+    paths, _validation, _data = trained
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    root = logging.getLogger()
+    handler, level = Keep(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    filters = list(root.filters)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            int8 = _dynamic_int8(paths["mlp-32"])
+            logging.getLogger("infaas.build").info("after the quantiser")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert int8 and onnx.load_from_string(int8).graph.node
+    assert [r.getMessage() for r in seen] == ["after the quantiser"]  # ours still gets through
+    assert not caught, [str(w.message) for w in caught]
+    assert root.filters == filters

@@ -200,6 +200,8 @@ def _dynamic_int8(path: str) -> bytes:
             raise NotApplicable(f"dynamic quantisation failed: {str(exc).splitlines()[0][:200]}") from None
         with open(out, "rb") as f:
             data = f.read()
-    if data == open(path, "rb").read():
+    with open(path, "rb") as f:
+        unchanged = data == f.read()
+    if unchanged:
         raise NotApplicable("quantisation left the graph unchanged")
     return data
