@@ -127,7 +127,8 @@ class Client:
     def infer(self, inputs: np.ndarray, *, task: str | None = None, architecture: str | None = None,
               variant: str | None = None, min_accuracy: float | None = None, latency_ms: float | None = None,
               max_cost: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Model-less query through the OIP binary extension; returns (outputs, decision)."""
+        """Model-less query through the OIP binary extension; returns (outputs, decision), the
+        decision with the answer's ``latency_ms`` (measured in the service) and ``objective_met``."""
         name = variant or architecture or task
         if sum(x is not None for x in (task, architecture, variant)) != 1:
             raise ValueError("name exactly one of task, architecture, variant")
@@ -151,4 +152,7 @@ class Client:
             size = o["parameters"]["binary_data_size"]
             outputs[o["name"]] = np.frombuffer(resp.content, dtype=OIP_TO_NUMPY[o["datatype"]], count=size // np.dtype(OIP_TO_NUMPY[o["datatype"]]).itemsize, offset=offset).reshape(o["shape"])
             offset += size
-        return outputs, doc["parameters"]["decision"]
+        params = doc["parameters"]
+        # the decision, and how it went: the time measured in the service and whether it met the objective
+        return outputs, {**params["decision"], "latency_ms": params.get("latency_ms"),
+                         "objective_met": params.get("objective_met")}

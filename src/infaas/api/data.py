@@ -50,7 +50,12 @@ _INFER_DOC = {
                 }
             }
         },
-    }
+    },
+    "responses": {"200": {"description": "The outputs; `decision` (variant, worker, batch, `predicted_latency_ms`: "
+                                         "compute and queueing as the profiles predict them, cost, accuracy, why); "
+                                         "`latency_ms`: measured in the service from taking the query to its "
+                                         "outputs; `objective_met`: whether that is within the objective's "
+                                         "latency_ms (null without one)"}},
 }
 
 
@@ -71,7 +76,9 @@ _OIP_INFER_DOC = {
                                                     "description": "binary tensor extension: the JSON header "
                                                                    "(Inference-Header-Content-Length bytes), then the tensors"}},
         },
-    }
+    },
+    "responses": {"200": {"description": "OIP v2 outputs; `parameters` holds `decision`, `latency_ms` (measured "
+                                         "in the service) and `objective_met` (null without a latency objective)"}},
 }
 # What the inference routes answer besides bad input (400), a body too large (413) and the key's errors.
 _INFER_ERRORS = errors(404, 413, 422, 502, 503, s413="The body is larger than INFAAS_MAX_BODY_BYTES, or has more "
@@ -102,11 +109,19 @@ def decision_dict(d) -> dict[str, Any]:
             "cost_per_query": d.cost_per_query, "accuracy": d.accuracy, "loaded": d.loaded, "reason": d.reason}
 
 
-def _answer_json(answer, model_name: str | None = None) -> dict[str, Any]:
+def objective_met(query: Query, answer) -> bool | None:
+    """Whether the answer's measured service-side time (``Answer.latency_ms``: from the data plane
+    taking the query to its outputs) is within the query's latency objective; None without one."""
+    limit = query.objective.latency_ms
+    return None if limit is None else answer.latency_ms <= limit
+
+
+def _answer_json(answer, query: Query, model_name: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "outputs": oip.tensors_to_json(answer.outputs),
         "decision": decision_dict(answer.decision),
         "latency_ms": round(answer.latency_ms, 4),
+        "objective_met": objective_met(query, answer),
     }
     if model_name is not None:
         body["model_name"] = model_name
@@ -150,7 +165,7 @@ async def answer_plain(svc: Services, body: bytes, who: str) -> Reply:
             raise InvalidInput("this model has several inputs: send them as a list of named tensors", field="inputs")
         arrays = {specs[0].name: oip.rows_to_array(inputs, specs[0].dtype)}
     answer = await _infer(svc, query, arrays)
-    return _json(_answer_json(answer))
+    return _json(_answer_json(answer, query))
 
 
 async def _infer(svc: Services, query: Query, arrays: dict):
@@ -198,7 +213,8 @@ async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | No
     )
     answer = await _infer(svc, query, arrays)
     header = {"model_name": name, "model_version": answer.decision.variant, "id": doc.get("id"),
-              "parameters": {"decision": decision_dict(answer.decision)}}
+              "parameters": {"decision": decision_dict(answer.decision), "latency_ms": round(answer.latency_ms, 4),
+                             "objective_met": objective_met(query, answer)}}
     if wants_binary:
         payload, hlen = oip.binary_response(header, answer.outputs)
         return Reply(payload, "application/octet-stream", {"Inference-Header-Content-Length": str(hlen)})
