@@ -180,3 +180,20 @@ def test_refusal_is_recorded_not_raised():
 
     sim, res = run([0.0, 1.0], Nowhere())
     assert sim.refused == {0: "no room", 1: "no room"} and res.violations == 2 and res.refused == 2
+
+
+@pytest.mark.parametrize("gap_s", [6.0, 15.0, 30.0])
+def test_steady_low_rate_traffic_loads_its_replica_once(gap_s):
+    """One query every ``gap_s`` for 2 minutes, through the production ``select``, ``control_period``
+    and ``reconcile`` on the simulator's clock: the replica is loaded at the first query and kept (a
+    quiet variant keeps one replica for ``idle_unload_s``, 60 s), never unloaded and loaded again.
+    Without that hold (``idle_unload_s`` 1 s) queries 15 s or more apart each pay a load."""
+    arrivals = [i * gap_s * 1000 for i in range(int(120 / gap_s) + 1)]
+    policy = Ours(ScalingParams(period_s=2.0, min_workers={"cpu": 1}, max_workers={"cpu": 2}))
+    sim, res = run(arrivals, policy)
+    assert policy.plans >= 55  # the autoscaler ran all along (every 2 s)
+    assert sim.loads == 1, sim.loads
+    assert res.violation_rate == 0.0
+    if gap_s >= 15:
+        hasty = Ours(ScalingParams(period_s=2.0, min_workers={"cpu": 1}, max_workers={"cpu": 2}, idle_unload_s=1.0))
+        assert run(arrivals, hasty)[0].loads == len(arrivals)
