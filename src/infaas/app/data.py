@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from infaas.app.coalescer import Coalescer
 from infaas.app.store import MetadataStore
 from infaas.core.domain import (
     FAILED,
@@ -22,6 +23,7 @@ from infaas.core.domain import (
     TensorSpec,
 )
 from infaas.core.errors import InfaasError, NotFound, VariantFault, WorkerFault
+from infaas.core.inputs import validate_inputs
 from infaas.core.ports import WorkerClient
 from infaas.core.selection import Catalogue, Cluster, candidates, select
 from infaas.core.settings import Settings
@@ -30,9 +32,8 @@ log = logging.getLogger("infaas.app.data")
 
 FAULTY_AFTER = 5  # failures in a row on workers that answered before a variant is taken out of service
 
-
-from infaas.app.coalescer import Coalescer
-from infaas.core.inputs import validate_inputs
+# A snapshot older than this is refreshed before a query is decided on it (``fresh_snapshot``).
+STALE_S = 1.0
 
 
 @dataclass
@@ -60,7 +61,7 @@ class DataPlane:
         self._refreshed_at = -math.inf
         self._suspect_until: dict[str, float] = {}  # worker id -> time it may be selected again
         self._coalescers: dict[tuple[str, str], Coalescer] = {}
-        self._refreshing = False
+        self._refreshing: asyncio.Future | None = None  # the refresh under way in a thread
         self._pending: dict[tuple[str, str], int] = {}  # (worker, variant) -> rows sent, not yet answered
         self._faults: dict[str, int] = {}  # variant id -> failures in a row (``_variant_failed``)
 
@@ -71,18 +72,34 @@ class DataPlane:
         now = self.clock()
         if force or self._refreshed_at == -math.inf:
             self._refresh(now)
-        elif now - self._refreshed_at >= self.settings.snapshot_s and not self._refreshing:
+        elif now - self._refreshed_at >= self.settings.snapshot_s and self._refreshing is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # called outside the event loop (a thread, a Lambda handler)
                 self._refresh(now)
             else:
-                self._refreshing = True
-                loop.run_in_executor(None, self._refresh, now).add_done_callback(self._refreshed)
+                self._refreshing = loop.run_in_executor(None, self._refresh, now)
+                self._refreshing.add_done_callback(self._refreshed)
         return self._catalogue, self._cluster
 
+    async def fresh_snapshot(self) -> tuple[Catalogue, Cluster]:
+        """The snapshot a query is decided on. One older than ``STALE_S`` (after a lull: at one
+        query every few seconds, each query would otherwise be decided on the view of the one
+        before it, a replica loaded since still unknown) is refreshed first, off the event loop,
+        or the refresh already under way is awaited; a younger stale one is refreshed in the
+        background while the query goes on with it."""
+        if self._refreshed_at != -math.inf and self.clock() - self._refreshed_at >= STALE_S:
+            if self._refreshing is None:
+                self.snapshot()  # starts the refresh
+            if self._refreshing is not None:
+                try:
+                    await asyncio.shield(self._refreshing)
+                except Exception:  # the store is busy (``_refreshed`` logs it): decide on the view there is
+                    pass
+        return self.snapshot()
+
     def _refreshed(self, fut) -> None:
-        self._refreshing = False
+        self._refreshing = None
         if fut.exception() is not None:  # the store was busy: the next query tries again
             log.warning("snapshot refresh failed: %s", fut.exception())
 
@@ -131,7 +148,7 @@ class DataPlane:
         specs = self.input_specs(query)
         feed, rows = validate_inputs(arrays, specs, self.settings.max_rows)
         query = Query(rows, query.objective, query.variant, query.architecture, query.task, query.tenant)
-        catalogue, cluster = self.snapshot()
+        catalogue, cluster = await self.fresh_snapshot()
         decision = select(query, catalogue, cluster)
         targets = [(decision.worker, decision.worker_url), *decision.fallback_workers][:2]
         retried = False
