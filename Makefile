@@ -40,7 +40,7 @@ test-busy: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit tests/architecture
 
-# The benchmarks (docs/performance.md), then the load ramp of tests/load (the autoscaler
+# The benchmarks (docs/performance.md), then tests/load: the load ramp and the low-rate run (the autoscaler
 # under load: rates derived from this machine's profiles, so it belongs here, not in `make test`).
 # The bench extra (aiohttp, the second client of bench/run.py) goes into $(VENV) first, once.
 BENCH_STAMP := $(VENV)/.bench-installed
