@@ -22,7 +22,7 @@ import numpy as np
 
 from infaas.core.batching import BatchLimits, replica_limits, wait_ms
 from infaas.core.domain import ReplicaLoad, Variant
-from infaas.core.errors import Unavailable
+from infaas.core.errors import NotFound, Unavailable
 from infaas.core.eviction import Resident, choose_evictions
 from infaas.runtime.executor import Executor
 
@@ -199,8 +199,10 @@ class ReplicaCache:
         memory_budget_bytes: int,
         threads: int = 1,
         clock: Callable[[], float] = time.time,
+        lookup: Callable[[str], Variant] | None = None,
     ) -> None:
         self.loader = loader
+        self.lookup = lookup  # the variant's record as the store has it now (``get``: which file is current)
         self.memory_budget_bytes = memory_budget_bytes
         self.clock = clock
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="compute")
@@ -220,6 +222,15 @@ class ReplicaCache:
         if replica is not None:
             if model is None or replica.variant.model_key == model:
                 return replica
+            if self.lookup is not None:  # which of the two is current? A stale caller must not unload the new one
+                try:
+                    current = await asyncio.get_running_loop().run_in_executor(None, self.lookup, variant_id)
+                except NotFound:  # deleted: nobody's catalogue should name it for long
+                    await self.unload(variant_id, reason="deleted")
+                    raise
+                if current.model_key == replica.variant.model_key:
+                    raise Unavailable(f"variant {variant_id} changed since the caller's catalogue was read; retry",
+                                      retry_after_s=1.0)
             await self.unload(variant_id, reason=f"holds {replica.variant.model_key}, the caller names {model}")
             replica = await self._get(variant_id)
             if replica.variant.model_key != model:

@@ -73,7 +73,8 @@ class WorkerAgent:
         self.store = self.adapters.store
         self.state = WORKER_UP
         self.started_at = time.time()
-        self.cache = ReplicaCache(self._load, memory_budget_bytes=settings.worker_memory_bytes, threads=1)
+        self.cache = ReplicaCache(self._load, memory_budget_bytes=settings.worker_memory_bytes, threads=1,
+                                  lookup=self.store.get_variant)
         self._served_at_last_beat: dict[str, int] = {}
         self._last_beat = time.time()
         self._tasks: list[asyncio.Task] = []
