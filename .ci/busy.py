@@ -20,7 +20,9 @@ def main(argv: list[str]) -> int:
         print("usage: python .ci/busy.py -- COMMAND ...", file=sys.stderr)
         return 2
     cores = os.cpu_count() or 1
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    # Each spinner stops when this process is gone, however it ends (a kill skips the finally below).
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(cores)]
     started = time.monotonic()
     print(f"busy: {cores} spinning process(es) on {cores} core(s) while running: {' '.join(command)}", flush=True)
     try:
