@@ -145,3 +145,22 @@ def make_architecture(
         created_at=1.5,
         size_bytes=1234,
     )
+
+
+def memory_growing_model(path) -> None:
+    """An ONNX model whose allocation grows with an input value: ConstantOfShape(max(x)), summed
+    and added to x (input and output ``x``/``y``, float32, shape [N, 1])."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             helper.make_node("Cast", ["m"], ["mi"], to=TensorProto.INT64),
+             helper.make_node("Reshape", ["mi", "one"], ["shape"]),
+             helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=1),
+             helper.make_node("Add", ["x", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "grow", [x], [y], initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))

@@ -11,6 +11,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+from fakes import memory_growing_model
 from stack_support import ARCHITECTURES, Stack
 
 from infaas.adapters.local.secret import SECRET_FILE, SOCKET_DIR
@@ -200,24 +201,6 @@ def test_offline_jobs_stay_in_their_tenants_area(stack: Stack, tenants):
 
 
 # ----------------------------------------------------------------- memory
-def _memory_growing_model(path) -> None:
-    """A model whose allocation grows with an input value: ConstantOfShape(max(x)) summed."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])
-    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
-             helper.make_node("Cast", ["m"], ["mi"], to=TensorProto.INT64),
-             helper.make_node("Reshape", ["mi", "one"], ["shape"]),
-             helper.make_node("ConstantOfShape", ["shape"], ["big"],
-                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
-             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=1),
-             helper.make_node("Add", ["x", "s"], ["y"])]
-    graph = helper.make_graph(nodes, "grow", [x], [y], initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-
-
 def _worker_pids(stack: Stack) -> dict[int, int]:
     from stack_support import child_pids
 
@@ -231,7 +214,7 @@ def _worker_pids(stack: Stack) -> dict[int, int]:
 def test_a_model_that_grows_with_its_input_cannot_take_the_workers_memory(stack: Stack, tenants, tmp_path):
     attacker = tenants["attacker"]
     path = tmp_path / "grow.onnx"
-    _memory_growing_model(path)
+    memory_growing_model(path)
     r = register(attacker, str(path), "grower", "attacker/grow", 0.5)
     assert r.status_code == 201, r.text
     assert wait_ready(attacker, "grower")["status"] == "ready"

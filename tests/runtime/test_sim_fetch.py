@@ -212,11 +212,11 @@ def test_a_missing_archive_names_the_http_error(server, tmp_path):
 # -- where the simulator looks ------------------------------------------------------------------------
 @pytest.fixture
 def no_data(tmp_path, monkeypatch):
-    """No data anywhere: an empty XDG cache, no INFAAS_PROTEUS_DIR, no ../shared copy."""
+    """No data anywhere: an empty XDG cache, no INFAAS_PROTEUS_DIR, no legacy copy beside the checkout."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("INFAAS_PROTEUS_DIR", raising=False)
     monkeypatch.setattr(data, "DEFAULT_DATA_DIR", None)
-    monkeypatch.setattr(data, "LEGACY_DATA_DIR", tmp_path / "shared" / "data" / "proteus")
+    monkeypatch.setattr(data, "LEGACY_DATA_DIR", tmp_path / "legacy" / "data" / "proteus")
     return tmp_path
 
 

@@ -109,19 +109,12 @@ def decision_dict(d) -> dict[str, Any]:
             "cost_per_query": d.cost_per_query, "accuracy": d.accuracy, "loaded": d.loaded, "reason": d.reason}
 
 
-def objective_met(query: Query, answer) -> bool | None:
-    """Whether the answer's measured service-side time (``Answer.latency_ms``: from the data plane
-    taking the query to its outputs) is within the query's latency objective; None without one."""
-    limit = query.objective.latency_ms
-    return None if limit is None else answer.latency_ms <= limit
-
-
 def _answer_json(answer, query: Query, model_name: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "outputs": oip.tensors_to_json(answer.outputs),
         "decision": decision_dict(answer.decision),
         "latency_ms": round(answer.latency_ms, 4),
-        "objective_met": objective_met(query, answer),
+        "objective_met": query.objective.met_by(answer.latency_ms),
     }
     if model_name is not None:
         body["model_name"] = model_name
@@ -214,7 +207,7 @@ async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | No
     answer = await _infer(svc, query, arrays)
     header = {"model_name": name, "model_version": answer.decision.variant, "id": doc.get("id"),
               "parameters": {"decision": decision_dict(answer.decision), "latency_ms": round(answer.latency_ms, 4),
-                             "objective_met": objective_met(query, answer)}}
+                             "objective_met": query.objective.met_by(answer.latency_ms)}}
     if wants_binary:
         payload, hlen = oip.binary_response(header, answer.outputs)
         return Reply(payload, "application/octet-stream", {"Inference-Header-Content-Length": str(hlen)})

@@ -116,13 +116,13 @@ class Telemetry:
         s.success_ns += int(latency_ms * 1e6)
         s.rows += rows
         s.last_ms = int(now * 1000)
-        objective = query.objective.latency_ms
-        if objective is not None:
+        met = query.objective.met_by(latency_ms)
+        if met is not None:
             key = (s.task, query.tenant)
             counts = self.objectives.get(key)
             if counts is None:
                 counts = self.objectives[key] = [0, 0]
-            counts[0 if latency_ms <= objective else 1] += 1
+            counts[0 if met else 1] += 1
         self._ring_of(query.tenant).append((now, query, d, latency_ms, rows, logs.REQUEST_ID.get(), None))
 
     def refused(self, query: Query, error, rows: int) -> None:
@@ -160,7 +160,6 @@ class Telemetry:
         out = []
         for t, query, d, latency_ms, rows, rid, error in reversed(entries):
             target = query.variant or query.architecture or query.task
-            objective = query.objective.latency_ms
             doc: dict[str, Any] = {
                 "time": t, "tenant": query.tenant, "target": target,
                 "target_kind": "variant" if query.variant else "architecture" if query.architecture else "task",
@@ -170,10 +169,10 @@ class Telemetry:
                 doc.update(variant=d.variant, worker=d.worker, batch=d.batch,
                            predicted_latency_ms=round(d.predicted_latency_ms, 4), latency_ms=round(latency_ms, 4),
                            cost_per_query=d.cost_per_query, accuracy=d.accuracy, loaded=d.loaded, reason=d.reason,
-                           objective_met=None if objective is None else latency_ms <= objective)
+                           objective_met=query.objective.met_by(latency_ms))
             else:
                 doc.update(variant=None, worker=None, reason=error.message, error=error.code, status=error.status,
-                           objective_met=None if objective is None else False)
+                           objective_met=None if query.objective.latency_ms is None else False)
             out.append(doc)
             if len(out) >= limit:
                 break

@@ -301,6 +301,10 @@ class Objective:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def met_by(self, latency_ms: float) -> bool | None:
+        """Whether an answer measured at ``latency_ms`` met the latency objective; None without one."""
+        return None if self.latency_ms is None else latency_ms <= self.latency_ms
+
 
 @dataclass(frozen=True)
 class Query:

@@ -219,9 +219,7 @@ class ReplicaCache:
         registered again under the same name: it is unloaded and the variant loaded afresh, and if
         the store still names another file the caller's catalogue is stale (503, retry)."""
         replica = self.replicas.get(variant_id)
-        if replica is not None:
-            if model is None or replica.variant.model_key == model:
-                return replica
+        if replica is not None and model is not None and replica.variant.model_key != model:
             if self.lookup is not None:  # which of the two is current? A stale caller must not unload the new one
                 try:
                     current = await asyncio.get_running_loop().run_in_executor(None, self.lookup, variant_id)
@@ -232,15 +230,12 @@ class ReplicaCache:
                     raise Unavailable(f"variant {variant_id} changed since the caller's catalogue was read; retry",
                                       retry_after_s=1.0)
             await self.unload(variant_id, reason=f"holds {replica.variant.model_key}, the caller names {model}")
+            replica = None
+        if replica is None:
             replica = await self._get(variant_id)
-            if replica.variant.model_key != model:
+            if model is not None and replica.variant.model_key != model:  # the store names yet another file
                 raise Unavailable(f"variant {variant_id} changed since the caller's catalogue was read; retry",
                                   retry_after_s=1.0)
-            return replica
-        replica = await self._get(variant_id)
-        if model is not None and replica.variant.model_key != model:
-            raise Unavailable(f"variant {variant_id} changed since the caller's catalogue was read; retry",
-                              retry_after_s=1.0)
         return replica
 
     async def _get(self, variant_id: str) -> Replica:
