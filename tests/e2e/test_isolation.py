@@ -228,3 +228,56 @@ def test_a_model_that_grows_with_its_input_cannot_take_the_workers_memory(stack:
     assert set(after) == set(before)  # ... and no worker died: every tenant's replicas are still there
     assert max(after.values()) < 3 * (1 << 20)  # kB: no worker holds 3 GiB
     assert victim_answers(stack) == 5
+
+
+# ----------------------------------------------------------------- connections
+HALF_OPEN = 20_000
+
+
+def test_twenty_thousand_half_open_connections_keep_no_client_out(stack: Stack):
+    """Twenty thousand connections that send half a request header and hold it, from processes
+    other than the victim's: the API holds at most its connection bound, pushes the oldest
+    half-sent ones out for every newcomer, and the victim's queries keep succeeding, on its kept
+    connection and on new ones, during the attack and after."""
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit
+
+    from half_open import descriptors
+
+    url = urlsplit(stack.url)
+    api_pid = stack.process.proc.pid
+    per_process = min(10_000, descriptors())
+    counts = [per_process] * (HALF_OPEN // per_process) + ([HALF_OPEN % per_process] if HALF_OPEN % per_process else [])
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "half_open.py")
+    kept = httpx.Client(base_url=stack.url, timeout=30.0, headers=dict(stack.http.headers))
+    x = stack.data.x_test[:1].tolist()
+    assert kept.post("/v1/infer", json={"architecture": ARCH, "inputs": x}).status_code == 200
+    hold_s = 8.0  # under the API's 10 s header deadline: every attacker connection is still held
+    attackers = [subprocess.Popen([sys.executable, script, url.hostname, str(url.port), str(n), str(hold_s)],
+                                  stdout=subprocess.PIPE, text=True) for n in counts]
+    try:
+        connected = sum(int(a.stdout.readline().split()[1]) for a in attackers)  # "connected N"
+        ok_kept = ok_new = 0
+        most_fds = 0
+        for _ in range(5):  # while every attacker still holds its connections
+            most_fds = max(most_fds, len(os.listdir(f"/proc/{api_pid}/fd")))
+            ok_kept += kept.post("/v1/infer", json={"architecture": ARCH, "inputs": x}).status_code == 200
+            with httpx.Client(base_url=stack.url, timeout=30.0, headers=dict(stack.http.headers)) as fresh:
+                ok_new += fresh.post("/v1/infer", json={"architecture": ARCH, "inputs": x}).status_code == 200
+        results = [json.loads(a.stdout.readline()) for a in attackers]
+    finally:
+        for a in attackers:
+            a.kill()
+            a.wait()
+    print(f"half-open attack: {connected} connected, victim answered {ok_kept}/5 on its kept connection and "
+          f"{ok_new}/5 on new ones, API held at most {most_fds} descriptors; attackers saw {results}")
+    assert connected >= HALF_OPEN * 0.95, results  # the attack really opened them
+    assert ok_kept == 5 and ok_new == 5
+    assert most_fds < 1000 + 200  # the bound (INFAAS_MAX_CONNECTIONS, 1000) plus the API's own files
+    assert sum(r["closed"] for r in results) >= connected - 1000  # all but the bound were pushed out
+    assert victim_answers(stack) == 5
+    deadline = time.time() + 20
+    while "connections at the limit of 1000" not in stack.log_tail(400):
+        assert time.time() < deadline, "the push-outs were not logged"
+        time.sleep(0.5)

@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
 from infaas.adapters import logs
-from infaas.adapters.http.asgi import read_body, send_bytes
-from infaas.api import console, control, data, docs, jobs, metrics
+from infaas.adapters.http.asgi import ClientGone, read_body, send_bytes
+from infaas.api import data
 from infaas.api.deps import REQUEST_INFO, RequestInfo, Services
 from infaas.core import errors, oip
 from infaas.core.errors import HttpStatus, InfaasError, InvalidInput, NotFound
@@ -140,7 +140,11 @@ class DataPlaneFastPath:
 
     async def _infer(self, path, receive, send, rid, authorization, binary, length, info) -> None:
         limit = self.routes.limit
-        body = None if length is not None and length.isdigit() and int(length) > limit else await read_body(receive, limit)
+        try:
+            body = None if length is not None and length.isdigit() and int(length) > limit else await read_body(receive, limit)
+        except ClientGone:
+            info.status = 499  # gone before its body arrived: nobody to answer
+            return
         if body is None:
             status, media, extra, payload = errors.too_large(limit)
         else:
@@ -216,7 +220,12 @@ service's log lines carry too. `GET /console` is a live view of models, workers 
 """
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, *, control_plane: bool = True) -> FastAPI:
+    """The API: every route, or with ``control_plane=False`` only the data plane's (``/v1/infer`` and the
+    Open Inference Protocol's ``/v2`` routes), which is what the selector function serves: it then loads
+    neither the registration routes (python-multipart, onnx) nor offline jobs, metrics, the console or
+    the documentation pages, and starts in a fraction of the time."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
@@ -232,12 +241,17 @@ def create_app(services: Services) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
-    app.include_router(control.router)
-    app.include_router(data.router)
-    app.include_router(jobs.router)
-    app.include_router(metrics.router)
-    app.include_router(console.router)
-    docs.install(app)
+    if control_plane:
+        from infaas.api import console, control, docs, jobs, metrics
+
+        app.include_router(control.router)
+        app.include_router(data.router)
+        app.include_router(jobs.router)
+        app.include_router(metrics.router)
+        app.include_router(console.router)
+        docs.install(app)
+    else:
+        app.include_router(data.router)
 
     @app.exception_handler(InfaasError)
     async def _domain(_request: Request, exc: InfaasError):

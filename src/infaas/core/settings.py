@@ -164,6 +164,11 @@ class Settings:
     max_body_bytes: int = 8 << 20  # inference and control requests other than uploads
     max_upload_bytes: int = 200 << 20  # model uploads
     max_rows: int = 4096  # rows per inference request
+    # HTTP connections per server (API and each worker); beyond it, connections without a request in
+    # progress are closed first, then newcomers get 503 (adapters/http/guard.py)
+    max_connections: int = 1000
+    header_timeout_s: float = 10.0  # a request header must arrive whole within this, or 408
+    body_timeout_s: float = 30.0  # the longest gap between pieces of a request body
     heartbeat_s: float = 0.5
     heartbeat_ttl_s: float = 3.0  # a worker silent this long is out of selection
     suspect_s: float = 2.0  # a worker that just failed a request is out of selection this long

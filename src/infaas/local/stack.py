@@ -128,6 +128,8 @@ def run(settings: Settings) -> None:
     starts) when the data dir is another stack's or the port is taken."""
     import uvicorn
 
+    from infaas.adapters.http import guard
+
     logs.configure("api")
     os.makedirs(settings.data_dir, exist_ok=True)
     lock = lock_data_dir(settings.data_dir)
@@ -162,8 +164,11 @@ def run(settings: Settings) -> None:
         # The inference routes take the bare ASGI path (api.app.DataPlaneFastPath); everything else goes to FastAPI.
         # log_config=None: uvicorn's own lines ("Invalid HTTP request received.") go through this
         # process's JSON lines (adapters.logs) instead of plain text in the same stream.
+        # http=: uvicorn's httptools protocol with a bound on open connections and header and body
+        # deadlines (adapters/http/guard.py), which uvicorn alone does not have.
         config = uvicorn.Config(create_app(services), host=settings.host, port=port, log_level="warning",
-                                access_log=False, timeout_keep_alive=65, log_config=None)
+                                access_log=False, timeout_keep_alive=65, log_config=None,
+                                http=guard.from_settings("api", settings).protocol())
         server = _server(uvicorn, config, started)
         server.run(sockets=[sock])
         if not server.started:

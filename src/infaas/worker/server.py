@@ -358,6 +358,8 @@ class WorkerAgent:
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
+    from infaas.adapters.http import guard
+
     parser = argparse.ArgumentParser(prog="python -m infaas.worker", description="Run one INFaaS worker process.")
     parser.add_argument("--hardware", default="cpu", help="hardware type this worker declares (default: cpu)")
     parser.add_argument("--host", default=None)
@@ -378,7 +380,8 @@ def main(argv: list[str] | None = None) -> None:
     agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{settings.host}:{port}")
     config = uvicorn.Config(agent, host=settings.host, port=port, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65,
-                            log_config=None)  # uvicorn's lines as JSON lines too (adapters.logs)
+                            log_config=None,  # uvicorn's lines as JSON lines too (adapters.logs)
+                            http=guard.from_settings(f"worker {worker_id}", settings).protocol())
     server = uvicorn.Server(config)
     log.info("worker %s (%s) listening on %s:%d", worker_id, args.hardware, settings.host, port)
     sockets = local_sockets(settings.host, port, socket_dir(settings.data_dir)) if args.local_socket else None

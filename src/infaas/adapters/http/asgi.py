@@ -14,11 +14,18 @@ from typing import Awaitable, Callable
 from infaas.core import errors
 
 
+class ClientGone(Exception):
+    """The client closed the connection (or it was closed for it) before its body arrived."""
+
+
 async def read_body(receive, limit: int) -> bytes | None:
-    """The whole request body; None when it exceeds ``limit`` bytes (the rest is read and dropped)."""
+    """The whole request body; None when it exceeds ``limit`` bytes (the rest is read and dropped).
+    Raises ``ClientGone`` when the connection ends before the body does."""
     chunks, size, over = [], 0, False
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -52,6 +59,9 @@ async def serve_asgi(handler: Handler, path: str, scope, receive, send, limit: i
     if declared is not None and declared.isdigit() and int(declared) > limit:
         body = None
     else:
-        body = await read_body(receive, limit)
+        try:
+            body = await read_body(receive, limit)
+        except ClientGone:
+            return  # nobody to answer
     status, content_type, extra, payload = errors.too_large(limit) if body is None else await handler(path, scope["headers"], body)
     await send_bytes(send, status, content_type, payload, extra)
