@@ -66,7 +66,9 @@ ADAPTERS = make_adapters(SETTINGS)  # the role only allows reading the table: th
 # every call to a worker carries the worker key, read from Secrets Manager at the first query
 DATA = MeasuredDataPlane(ADAPTERS.store, HttpWorkerClient(timeout_s=SETTINGS.request_timeout_s,
                                                            key=lambda: worker_secret(SETTINGS)), SETTINGS)
-ASGI = Mangum(ApiGatewayIdentity(create_app(lambda_services(SETTINGS, ADAPTERS, DATA))), lifespan="off")
+# only the data plane's routes: no registration (python-multipart, onnx), offline jobs, metrics or pages to load
+ASGI = Mangum(ApiGatewayIdentity(create_app(lambda_services(SETTINGS, ADAPTERS, DATA), control_plane=False)),
+              lifespan="off")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

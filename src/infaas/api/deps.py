@@ -4,40 +4,37 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from fastapi import Request, Security
 from fastapi.security import HTTPBearer
 
 from infaas.api.telemetry import MeteredClient, Telemetry
-from infaas.app.control import ControlPlane
 from infaas.app.data import DataPlane
 from infaas.app.identity import Authenticator, Principal
-from infaas.app.offline import JobService
 from infaas.core.ratelimit import RateLimiter
 from infaas.core.settings import Settings
-from infaas.wiring import open_location
+
+if TYPE_CHECKING:  # the data-plane function (functions/selector) never loads the control plane or offline jobs
+    from infaas.app.control import ControlPlane
+    from infaas.app.offline import JobService
 
 PRINCIPAL_CACHE_S = 0.5
 
 
 @dataclass
 class Services:
-    control: ControlPlane
+    control: "ControlPlane"
     data: DataPlane
     settings: Settings
     auth: Authenticator = field(default=None)  # type: ignore[assignment]
     limiter: RateLimiter = field(default=None)  # type: ignore[assignment]
-    jobs: JobService = field(default=None)  # type: ignore[assignment]
+    jobs: "JobService" = field(default=None)  # type: ignore[assignment]  # made at first use (``offline``)
     telemetry: Telemetry = field(default=None)  # type: ignore[assignment]
 
     _principals: dict = field(default_factory=dict, repr=False)  # authorization header -> (until, Principal)
 
     def __post_init__(self) -> None:
-        if self.jobs is None:
-            self.jobs = JobService(self.control.store, self.control.queue, self.settings,
-                                   catalogue=lambda: self.data.snapshot(force=True)[0],
-                                   locations=lambda uri, tenant: open_location(uri, self.settings, tenant))
         if self.auth is None:
             self.auth = Authenticator(self.control.store, enabled=self.settings.auth == "keys")
         if self.limiter is None:
@@ -46,6 +43,17 @@ class Services:
             self.telemetry = Telemetry(lambda: self.data.snapshot()[0])
         if not isinstance(self.data.client, MeteredClient):  # counts worker calls per variant (telemetry)
             self.data.client = MeteredClient(self.data.client, self.telemetry)
+
+    def offline(self) -> "JobService":
+        """The offline job service, made at its first use (the data plane alone never needs it)."""
+        if self.jobs is None:
+            from infaas.app.offline import JobService
+            from infaas.wiring import open_location
+
+            self.jobs = JobService(self.control.store, self.control.queue, self.settings,
+                                   catalogue=lambda: self.data.snapshot(force=True)[0],
+                                   locations=lambda uri, tenant: open_location(uri, self.settings, tenant))
+        return self.jobs
 
     def principal(self, authorization: str | None, scope: str) -> Principal:
         """Authenticate, authorise ``scope``, and count the request against the tenant's rate.

@@ -40,21 +40,21 @@ _SUBMIT_DOC = {
                               s422="No variant meets the objective"))
 async def submit(request: Request, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     doc = oip.parse_json(await request.body())
-    status = await run_in_threadpool(svc.jobs.submit, doc, caller.tenant)
+    status = await run_in_threadpool(svc.offline().submit, doc, caller.tenant)
     return JSONResponse(status, status_code=201)
 
 
 @router.get("", summary="Your jobs")
 def list_jobs(svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
-    return {"jobs": svc.jobs.jobs(caller.tenant)}
+    return {"jobs": svc.offline().jobs(caller.tenant)}
 
 
 @router.get("/{job_id}", summary="Items done, failed (with errors) and left; estimated time to finish",
             responses=errors(404))
 def job_status(job_id: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
-    return svc.jobs.status(job_id, caller.tenant)
+    return svc.offline().status(job_id, caller.tenant)
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a job; items not yet started are dropped", responses=errors(404))
 def cancel(job_id: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
-    return svc.jobs.cancel(job_id, caller.tenant)
+    return svc.offline().cancel(job_id, caller.tenant)

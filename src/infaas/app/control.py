@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from infaas.app.build import build_lane, log_key
 from infaas.app.store import MetadataStore
 from infaas.core.domain import (
     DEFAULT_TENANT,
@@ -28,8 +27,6 @@ from infaas.core.domain import Task as TaskName
 from infaas.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from infaas.core.ports import JobQueue, ModelStore
 from infaas.core.settings import Settings
-from infaas.runtime.generate import PLANS, generation_plan
-from infaas.runtime.validate import ModelLimits, check_model
 
 
 class ControlPlane:
@@ -56,6 +53,11 @@ class ControlPlane:
             raise InvalidInput(f"accuracy must be a number between 0 and 1, got {accuracy!r}", field="accuracy")
         if visibility not in ("private", "shared"):
             raise InvalidInput(f"visibility must be 'private' or 'shared', got {visibility!r}", field="visibility")
+        from infaas.runtime.validate import (  # onnx: only where a model is registered
+            ModelLimits,
+            check_model,
+        )
+
         checked = check_model(data, ModelLimits(max_bytes=self.settings.max_upload_bytes))
 
         existing = self.store.find_architecture(name)
@@ -86,6 +88,9 @@ class ControlPlane:
         stored = self.store.create_architecture(arch)
         if stored is not arch:  # lost a race with another registration of the same name
             return self._same_or_conflict(stored, checked.sha256, tenant, task_id, float(accuracy), visibility), False
+        from infaas.app.build import build_lane
+        from infaas.runtime.generate import generation_plan
+
         for hardware in self.build_hardware():
             for v in generation_plan(arch, hardware):
                 self.store.put_variant(v)
@@ -94,6 +99,8 @@ class ControlPlane:
 
     def build_hardware(self) -> list[str]:
         """Hardware types this deployment builds for (``INFAAS_BUILD_HARDWARE``) that have a plan."""
+        from infaas.runtime.generate import PLANS
+
         return [h for h in self.settings.build_hardware_types if h in PLANS]
 
     @staticmethod
@@ -199,6 +206,8 @@ class ControlPlane:
     def build_logs(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
         """Each variant's full build log (``app.build.BuildLog``), by variant id; a variant not
         built yet has none."""
+        from infaas.app.build import log_key
+
         self.visible_architecture(name, tenant)
         out = {}
         for v in self.store.variants_of(name):
@@ -211,6 +220,8 @@ class ControlPlane:
         arch = self.visible_architecture(name, tenant)
         if arch.tenant != tenant:
             raise Forbidden(f"architecture {name!r} is shared by another tenant; only its owner may delete it", field="name")
+        from infaas.app.build import log_key
+
         for v in self.store.delete_architecture(name):
             if v.model_key:
                 self.models.delete(v.model_key)
