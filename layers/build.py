@@ -9,6 +9,13 @@ Then files no function uses are pruned: the ONNX package's backend test data
 unzipped size plus each function's must stay under Lambda's 250 MB; ``python
 layers/build.py --check`` prints the sizes and fails above the limit.
 
+Bytecode: Lambda's ``/opt`` is read-only, so a layer without ``.pyc`` files
+is compiled again on every cold start (about a second more for the
+frontend). When an interpreter of the runtime's version is at hand
+(``python3.12`` on ``PATH``, ``INFAAS_LAMBDA_PYTHON``, or a pyenv version),
+the layer is compiled with it (``unchecked-hash`` ``.pyc`` files, used without
+looking at the sources' dates); the manifest says whether it was.
+
 The build is skipped when ``build/layers/deps/manifest.json`` records the same
 requirements, platform and Python version (``--force`` rebuilds).
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -40,38 +48,73 @@ PRUNE_NAMES = ("__pycache__", "tests")
 PRUNE_SUFFIXES = (".pyi", ".pyx", ".pxd", ".h", ".hpp", ".c", ".cc", ".cpp")
 
 
-def _fingerprint() -> str:
-    text = REQUIREMENTS.read_text() + PLATFORM + PYTHON_VERSION + repr(PRUNE) + repr(PRUNE_NAMES)
+def find_python(version: str = PYTHON_VERSION) -> str | None:
+    """An interpreter of ``version`` (Lambda's runtime): ``INFAAS_LAMBDA_PYTHON``, ``python<version>`` on
+    ``PATH``, a pyenv version, or this one if it is that version; None when there is none."""
+    candidates = [os.environ.get("INFAAS_LAMBDA_PYTHON"), shutil.which(f"python{version}")]
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if pyenv.is_dir():
+        candidates += [str(p / "bin" / f"python{version}") for p in sorted(pyenv.glob(f"{version}.*"), reverse=True)]
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        candidates.append(sys.executable)
+    for path in candidates:
+        if not path or not os.access(path, os.X_OK):
+            continue
+        found = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True, check=False).stdout.strip()
+        if found == version:
+            return path
+    return None
+
+
+def compile_bytecode(folder: Path, python: str) -> None:
+    """``.pyc`` files beside the sources, made by ``python`` (the runtime's version), checked by hash and
+    never against the sources' dates (a deployment package keeps no meaningful dates)."""
+    subprocess.run([python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+                    str(folder)], check=True, stdout=subprocess.DEVNULL)
+
+
+def _fingerprint(python_version: str = PYTHON_VERSION, bytecode: bool = True) -> str:
+    text = (REQUIREMENTS.read_text() + PLATFORM + python_version + repr(PRUNE) + repr(PRUNE_NAMES)
+            + ("bytecode" if bytecode else ""))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def is_current() -> bool:
-    manifest = OUT / "manifest.json"
-    if not manifest.is_file() or not (OUT / "python").is_dir():
+def is_current(out: Path = OUT, python_version: str = PYTHON_VERSION) -> bool:
+    manifest = out / "manifest.json"
+    if not manifest.is_file() or not (out / "python").is_dir():
         return False
-    return json.loads(manifest.read_text()).get("fingerprint") == _fingerprint()
+    recorded = json.loads(manifest.read_text())
+    return recorded.get("fingerprint") == _fingerprint(python_version, bool(recorded.get("bytecode")))
 
 
-def build(force: bool = False) -> Path:
-    """Build the layer folder (``build/layers/deps``, with ``python/`` inside) unless current."""
-    if not force and is_current():
-        return OUT
-    staging = OUT.with_name("deps.staging")
+def build(force: bool = False, out: Path = OUT, python_version: str = PYTHON_VERSION) -> Path:
+    """Build the layer folder (``build/layers/deps``, with ``python/`` inside) unless current.
+    ``out`` and ``python_version`` serve tests that need a layer of their own (another interpreter)."""
+    out = Path(out)
+    python = find_python(python_version)
+    if not force and is_current(out, python_version) and (
+            python is None or json.loads((out / "manifest.json").read_text()).get("bytecode")):
+        return out
+    staging = out.with_name(out.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     target = staging / "python"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-         "--platform", PLATFORM, "--implementation", "cp", "--python-version", PYTHON_VERSION,
+         "--platform", PLATFORM, "--implementation", "cp", "--python-version", python_version,
          "--only-binary=:all:", "--target", str(target), "-r", str(REQUIREMENTS)],
         check=True,
     )
     prune(target)
+    if python is not None:
+        compile_bytecode(target, python)
     (staging / "manifest.json").write_text(json.dumps(
-        {"fingerprint": _fingerprint(), "platform": PLATFORM, "python": PYTHON_VERSION,
+        {"fingerprint": _fingerprint(python_version, python is not None), "platform": PLATFORM,
+         "python": python_version, "bytecode": python is not None,
          "unzipped_bytes": folder_bytes(staging / "python")}, indent=2))
-    shutil.rmtree(OUT, ignore_errors=True)
-    staging.rename(OUT)
-    return OUT
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out
 
 
 def prune(target: Path) -> None:
@@ -109,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="print unzipped sizes; fail above Lambda's limit")
     args = parser.parse_args(argv)
     out = build(force=args.force)
-    print(f"layer: {out / 'python'}")
+    bytecode = json.loads((out / "manifest.json").read_text()).get("bytecode")
+    print(f"layer: {out / 'python'} ({'with' if bytecode else 'WITHOUT'} bytecode: "
+          f"{'compiled by python' + PYTHON_VERSION if bytecode else 'no python' + PYTHON_VERSION + ' found'})")
     if args.check:
         ok = True
         for name, s in sizes().items():

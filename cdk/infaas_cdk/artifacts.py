@@ -1,7 +1,10 @@
 """What the stack ships, located (and staged) at synth time, without Docker.
 
 * Function code: ``functions/<name>/`` plus the ``infaas`` package, copied to
-  ``build/functions/<name>/`` on every synth (well under a megabyte).
+  ``build/functions/<name>/`` on every synth (well under a megabyte), with
+  bytecode compiled by Lambda's Python when one is at hand (``layers/build.py``:
+  ``find_python``), since ``/var/task`` is read-only and sources without
+  ``.pyc`` are compiled again on every cold start.
 * The dependencies layer: ``build/layers/deps/`` from ``make layers``
   (``layers/build.py``).
 * Worker bundles: ``build/worker/<hardware>/`` from ``python worker_ami/build_bundle.py``
@@ -17,6 +20,7 @@ deployed.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -30,12 +34,25 @@ class MissingArtifact(RuntimeError):
     pass
 
 
-def stage_function(name: str) -> Path:
-    """``build/functions/<name>``: the handler's folder and the ``infaas`` package."""
-    out = BUILD / "functions" / name
+def layer_build():
+    """``layers/build.py`` as a module (its interpreter lookup and bytecode step)."""
+    spec = importlib.util.spec_from_file_location("infaas_layers_build", ROOT / "layers" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stage_function(name: str, out: Path | None = None) -> Path:
+    """``build/functions/<name>`` (or ``out``): the handler's folder and the ``infaas`` package, with
+    bytecode of Lambda's Python version when an interpreter of it is found (none of this machine's)."""
+    out = Path(out) if out is not None else BUILD / "functions" / name
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(ROOT / "functions" / name, out, ignore=_IGNORE)
     shutil.copytree(ROOT / "src" / "infaas", out / "infaas", ignore=_IGNORE)
+    build = layer_build()
+    python = build.find_python(build.PYTHON_VERSION)
+    if python is not None:
+        build.compile_bytecode(out, python)
     return out
 
 

@@ -46,6 +46,9 @@ def test_the_layer_holds_binary_wheels_for_the_lambda_runtime(layers):
                               if "cpython" in p.name)
     assert not (python / "onnx" / "backend" / "test").exists()  # pruned: ~60 MB of sample models
     assert not (python / "boto3").exists()  # the runtime provides it
+    if manifest["bytecode"]:  # compiled by Lambda's Python (layers/build.py: find_python), never by another
+        compiled = list((python / "fastapi").rglob("*.pyc"))
+        assert compiled and all(".cpython-312." in p.name for p in compiled)
 
 
 def test_the_function_code_is_the_handler_folder_plus_the_package(synthesized):
@@ -54,7 +57,8 @@ def test_the_function_code_is_the_handler_folder_plus_the_package(synthesized):
     assert len(handlers) == 3
     for folder in handlers:
         assert (folder / "infaas" / "app" / "data.py").is_file()
-        assert not list(folder.rglob("__pycache__"))
+        # bytecode of Lambda's Python only (none of this machine's interpreter, if it is another)
+        assert all(".cpython-312." in p.name for p in folder.rglob("*.pyc")), folder
 
 
 # Packages the product's virtualenv has but the Lambda layer leaves out (layers/requirements.txt).
