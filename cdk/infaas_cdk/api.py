@@ -25,7 +25,12 @@ from constructs import Construct
 
 from .config import DeployConfig
 
-BINARY_MEDIA_TYPES = ["multipart/form-data", "application/octet-stream", "application/x-infaas-tensors"]
+# Every body is binary to API Gateway: a request body reaches the function base64-encoded whatever its
+# Content-Type (Mangum decodes it), and a base64 answer (Mangum's, for any non-text media type) goes back as
+# bytes whatever the client's Accept says. With a list of types instead, a client that sends binary without
+# one of them -- tritonclient's binary tensors carry no Content-Type -- has its bytes mangled as text, and an
+# OIP binary answer comes back as base64 text unless the client's first Accept type is on the list.
+BINARY_MEDIA_TYPES = ["*/*"]
 WAF_REQUESTS_PER_5_MIN_PER_IP = 60_000  # 200/s sustained from one address
 
 
