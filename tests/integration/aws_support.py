@@ -86,3 +86,42 @@ def json_body(response: dict[str, Any]) -> Any:
     if response.get("isBase64Encoded"):
         raw = base64.b64decode(raw)
     return json.loads(raw)
+
+
+def start_worker(env: dict[str, str], data_dir: Path, worker_id: str, port: int | None = None):
+    """``python -m infaas.worker`` on loopback, configured as a worker machine is
+    (``/etc/infaas/worker.env``), against the moto server; ``proc.log_path`` is its log."""
+    import os
+    import subprocess
+
+    from infaas.adapters.local.processes import free_port
+
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    full = {**os.environ, **env, "INFAAS_HOST": "127.0.0.1", "INFAAS_DATA_DIR": str(data_dir),
+            "INFAAS_MODEL_CACHE_DIR": str(data_dir / "cache"), "INFAAS_HEARTBEAT_S": "0.5",
+            "INFAAS_QUEUE_WAIT_S": "1", "OMP_NUM_THREADS": "1"}
+    log = open(data_dir / "worker.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "infaas.worker", "--hardware", "cpu", "--port", str(port),
+                             "--worker-id", worker_id], env=full, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    proc.log_path = data_dir / "worker.log"
+    proc.port = port
+    return proc
+
+
+def stop_worker(proc) -> None:
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tail(path: Path, n: int = 40) -> str:
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
