@@ -196,6 +196,9 @@ class Settings:
     snapshot_s: float = 0.2  # how often the API refreshes its view of the cluster
     worker_memory_bytes: int = 2 << 30  # replica memory budget per worker
     worker_threads: int = 1  # onnxruntime intra-op threads per replica
+    # "process": each CPU replica in a process of its own, its address space capped at the replica
+    # budget (runtime/sandbox.py); "thread": in the worker's process (one trusted tenant, no isolation)
+    replica_isolation: str = "process"
     request_timeout_s: float = 10.0  # API -> worker
     # The credential every API -> worker call carries. Locally, when unset, a random one kept
     # in <data_dir>/worker.secret (0600); on AWS the Secrets Manager secret worker_secret_arn names.
@@ -214,6 +217,8 @@ class Settings:
             raise SettingsError(f"INFAAS_SCALE_TARGET_UTILISATION={self.scale_target_utilisation}: expected 0 < x <= 1")
         if self.refuse_late not in ("on", "off"):
             raise SettingsError(f"INFAAS_REFUSE_LATE={self.refuse_late!r}: expected 'on' or 'off'")
+        if self.replica_isolation not in ("process", "thread"):
+            raise SettingsError(f"INFAAS_REPLICA_ISOLATION={self.replica_isolation!r}: expected 'process' or 'thread'")
         if self.auth not in ("keys", "off"):
             raise SettingsError(f"INFAAS_AUTH={self.auth!r}: expected 'keys' or 'off'")
         if self.backend not in ("local", "aws"):

@@ -74,6 +74,9 @@ class Replica:
             if not r.future.done():
                 r.future.set_exception(Unavailable(f"replica of {self.variant.id} unloaded; retry", retry_after_s=0.5))
         self.queued_rows = 0
+        close = getattr(self.executor, "close", None)  # a replica process (runtime/sandbox.py) ends with it
+        if close is not None:
+            await asyncio.get_running_loop().run_in_executor(None, close)
 
     @property
     def busy(self) -> bool:

@@ -47,6 +47,7 @@ from infaas.core.domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
 from infaas.core.errors import InfaasError, InvalidInput, NotFound, Unavailable
 from infaas.core.reconcile import Loaded, grace_s, reconcile
 from infaas.core.settings import Settings
+from infaas.runtime import sandbox
 from infaas.runtime.executor import load_executor
 from infaas.runtime.hardware import missing_runtimes, probe_runtimes
 from infaas.runtime.profile import ProfileLimits
@@ -98,6 +99,10 @@ class WorkerAgent:
         if variant.hardware != self.hardware:
             raise InvalidInput(f"variant {variant_id} runs on {variant.hardware}, this worker is {self.hardware}", field="variant")
         path = self.adapters.models.local_path(variant.model_key)
+        if self.settings.replica_isolation == "process" and sandbox.isolated(variant):
+            return variant, sandbox.IsolatedExecutor(variant, path, allowance_bytes=self.settings.worker_memory_bytes,
+                                                     intra_op_threads=self.settings.worker_threads,
+                                                     cache_dir=self.cache_dir)
         return variant, load_executor(variant, path, intra_op_threads=self.settings.worker_threads, cache_dir=self.cache_dir)
 
     # -- background loops -------------------------------------------------
@@ -389,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
         agent.frame_socket = sockets.pop()
     if args.hardware == "cpu":
         limit_memory(settings.worker_memory_bytes)
+        if settings.replica_isolation == "process":
+            sandbox.warm_up()  # the fork server replica processes start from, now rather than at the first load
     server.run(sockets=sockets)
 
 
