@@ -102,9 +102,9 @@ def main() -> None:
         adapters = LocalAdapters(Settings(data_dir=data_dir))
         for key in args.models:
             _, d = client.infer(inputs[key], architecture=names[key])
-            chosen[key] = d["variant"]
+            chosen[key] = (d["variant"], client.model(names[key])["inputs"][0]["name"])
             path = os.path.join(WORK, f"quick-{key}.variant.onnx")
-            shutil.copyfile(adapters.models.local_path(adapters.store.get_variant(d["variant"]).model_key), path)
+            shutil.copyfile(adapters.models.local_path(adapters.store.get_variant(chosen[key][0]).model_key), path)
         if args.fastapi:
             port = _free_port()
             fastapi = Server("fastapi", [sys.executable, os.path.join(ROOT, "bench", "baseline_server.py"),
@@ -117,7 +117,7 @@ def main() -> None:
         for key in args.models:
             for conc in (int(c) for c in args.conc.split(",")):
                 systems = [("infaas", stack.port, stack.proc.pid,
-                            infaas_request(chosen[key], inputs[key], stack.api_key))]
+                            infaas_request(chosen[key][0], inputs[key], stack.api_key, chosen[key][1]))]
                 if fastapi:
                     systems.append(("fastapi", fastapi.port, fastapi.pid,
                                     raw_request(f"/{key}/infer", inputs[key])))
@@ -136,6 +136,8 @@ def main() -> None:
                     before = _leaders(root)
                     r = run_client(measure(name, port, root, req, conc, 0.5, args.seconds, 1_000_000))
                     show(f"{name} {key}", r, before, _leaders(root))
+                    for status, body in r.samples.items():
+                        print(f"  {r.non200[status]} answers {status}, e.g. {body[:200]!r}")
                     for spy in spies:
                         spy.wait()
     finally:

@@ -242,7 +242,8 @@ def copy_chosen_variants(started: Started, tmp: str, data, status: dict) -> tupl
         with open(path, "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()
         variant = next(v for v in status[name]["variants"] if v["id"] == vid)
-        chosen[name] = {"id": vid, "path": path, "sha": sha, "variant": variant, "size": os.path.getsize(path)}
+        chosen[name] = {"id": vid, "path": path, "sha": sha, "variant": variant, "size": os.path.getsize(path),
+                        "input": client.model(name)["inputs"][0]["name"]}
         print(f"  {name}: INFaaS chose {vid} (sha256 {sha[:16]}…, {os.path.getsize(path) / 1e6:.1f} MB)", flush=True)
     sessions = {name: ort_session(c["path"]) for name, c in chosen.items()}
     return inputs, chosen, sessions
@@ -323,9 +324,9 @@ def request_for(started: Started, chosen: dict, paths: dict, model: str, system:
     """The request ``system`` (without its client) answers ``rows`` of ``model`` to: described once, for both clients."""
     stack = started.stack
     if system == "infaas":
-        return infaas_request(chosen[model]["id"], rows, stack.api_key)
+        return infaas_request(chosen[model]["id"], rows, stack.api_key, chosen[model]["input"])
     if system == "infaas-json":
-        return infaas_json_request(chosen[model]["id"], rows, stack.api_key)
+        return infaas_json_request(chosen[model]["id"], rows, stack.api_key, chosen[model]["input"])
     if system == "bento":
         return bento_request(rows) if model == TINY else bento_image_request(rows)
     if system == "fastapi-json":

@@ -302,12 +302,12 @@ def _oip_path(variant_id: str) -> str:
     return f"/v2/models/{urllib.parse.quote(variant_id, safe=':')}/infer"
 
 
-def infaas_request(variant_id: str, rows: np.ndarray, api_key: str) -> HttpRequest:
-    """OIP binary extension, as ``infaas.client.Client.infer`` builds it."""
+def infaas_request(variant_id: str, rows: np.ndarray, api_key: str, input_name: str) -> HttpRequest:
+    """OIP binary extension, as ``infaas.client.Client.infer`` builds it; ``input_name``: the model's input."""
     arr = _f32(rows)
     raw = arr.tobytes()
     header = json.dumps({
-        "inputs": [{"name": "input", "shape": list(arr.shape), "datatype": "FP32",
+        "inputs": [{"name": input_name, "shape": list(arr.shape), "datatype": "FP32",
                     "parameters": {"binary_data_size": len(raw)}}],
         "parameters": {"binary_data_output": True},
     }).encode()
@@ -316,10 +316,10 @@ def infaas_request(variant_id: str, rows: np.ndarray, api_key: str) -> HttpReque
                         "Authorization": f"Bearer {api_key}"})
 
 
-def infaas_json_request(variant_id: str, rows: np.ndarray, api_key: str) -> HttpRequest:
+def infaas_json_request(variant_id: str, rows: np.ndarray, api_key: str, input_name: str) -> HttpRequest:
     """OIP v2 JSON: the input tensor's data as a flat list, the outputs answered as JSON too."""
     arr = _f32(rows)
-    body = json.dumps({"inputs": [{"name": "input", "shape": list(arr.shape), "datatype": "FP32",
+    body = json.dumps({"inputs": [{"name": input_name, "shape": list(arr.shape), "datatype": "FP32",
                                    "data": arr.ravel().tolist()}]}).encode()
     return HttpRequest(_oip_path(variant_id), body, {**JSON, "Authorization": f"Bearer {api_key}"})
 
