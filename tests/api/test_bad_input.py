@@ -39,10 +39,11 @@ def expect_error(resp: httpx.Response, status: int | tuple[int, ...], *, error: 
     assert resp.headers["content-type"].startswith("application/json"), resp.headers
     body = resp.json()
     assert isinstance(body, dict), body
-    assert isinstance(body.get("error"), str) and body["error"], body
-    assert isinstance(body.get("message"), str) and body["message"], body
+    assert isinstance(body.get("error"), str) and body["error"], body  # the message, as the OIP has it
+    assert isinstance(body.get("message"), str) and body["message"] == body["error"], body
+    assert isinstance(body.get("code"), str) and body["code"], body
     if error is not None:
-        assert body["error"] == error, body
+        assert body["code"] == error, body
     if field is not None:
         assert body.get("field") == field, body
     if mentions is not None:
@@ -193,7 +194,7 @@ def test_oip_json_bad_inputs_list(stack: Stack, inputs):
 def test_two_input_tensors_for_a_single_input_model(stack: Stack):
     x = row(stack)
     doc = {"inputs": [oip_tensor(x), oip_tensor(x, name="Y")]}
-    expect_error(stack.http.post(f"/v2/models/{ARCH}/infer", json=doc), 400, field="inputs")
+    expect_error(stack.http.post(f"/v2/models/{ARCH}/infer", json=doc), 400, field="inputs[1].name", mentions="'Y'")
 
 
 # ----------------------------------------------------------------- non-finite values
@@ -260,7 +261,7 @@ def test_oversized_binary_oip_body(stack: Stack):
 def test_too_many_rows(stack: Stack):
     x = np.zeros((DEFAULT_MAX_ROWS + 1, 64), dtype=np.float32)  # 1 MiB: under the body limit
     body = expect_error(oip_binary(stack, ARCH, x), 413, field="inputs", mentions=str(DEFAULT_MAX_ROWS))
-    assert body["error"] == "payload_too_large"
+    assert body["code"] == "payload_too_large"
 
 
 def test_zero_rows(stack: Stack):
@@ -496,7 +497,7 @@ def assert_not_registered(stack: Stack, name: str) -> None:
                          ids=["random-bytes", "text", "empty", "onnx-without-graph"])
 def test_bad_model_upload(stack: Stack, content: bytes):
     body = expect_error(register(stack, name="bad-upload", file=content), 400, field="file")
-    assert body["error"] in ("invalid_model", "invalid_input")
+    assert body["code"] in ("invalid_model", "invalid_input")
     assert_not_registered(stack, "bad-upload")
 
 
@@ -527,7 +528,7 @@ def test_name_with_path_characters(stack: Stack, name: str):
     tmp_before = _evil_in_tmp()
 
     body = expect_error(register(stack, name=name, file=model_bytes(stack)), 400, field="name")
-    assert body["error"] == "invalid_input"
+    assert body["code"] == "invalid_input"
 
     outside_after = {p for p in _tree(base) if not p.startswith(stack.data_dir + os.sep)}
     assert outside_after == outside_before, outside_after - outside_before
@@ -543,7 +544,7 @@ def test_name_with_path_characters_in_the_url(stack: Stack, path: str):
         resp = stack.http.request(method, path)
         assert 400 <= resp.status_code < 500, (method, path, resp.status_code, resp.text)
         body = resp.json()
-        assert body["error"] and body["message"]
+        assert body["error"] and body["message"] and body["code"]
     for arch in ARCHITECTURES:  # nothing was deleted
         assert stack.http.get(f"/v1/models/{arch}").status_code == 200
 
@@ -675,7 +676,7 @@ def test_onnx_model_refused_by_the_checks(stack: Stack, edit):
     references external data could make a worker read any file on its host)."""
     blob = _edited(model_bytes(stack, "mlp-32"), edit)  # the MLP has initializers
     body = expect_error(register(stack, name="refused-model", file=blob), 400, field="file")
-    assert body["error"] in ("invalid_model", "invalid_input")
+    assert body["code"] in ("invalid_model", "invalid_input")
     assert_not_registered(stack, "refused-model")
 
 

@@ -177,7 +177,7 @@ def test_model_statistics_are_tenant_scoped(stack: Stack):
     _, other = create_key(store, "team-stats", ("query",))
     assert not {name for name, _ in stats(stack, key=other)} & set(ARCHITECTURES)  # private to the tenant "local"
     resp = stack.http.get(f"/v2/models/{ARCH}/stats", headers={"authorization": f"Bearer {other}"})
-    assert resp.status_code == 404 and resp.json()["error"] == "not_found"
+    assert resp.status_code == 404 and resp.json()["code"] == "not_found"
     assert stack.http.get("/v2/models/no-such-model/stats").status_code == 404
 
 

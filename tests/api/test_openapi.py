@@ -71,7 +71,7 @@ def test_unknown_docs_asset_is_a_404(stack: Stack):
     for name in ("nope.js", "..%2Fdocs.py", "core.py"):
         resp = stack.http.get(f"/docs/assets/{name}")
         assert resp.status_code == 404, (name, resp.status_code)
-        assert resp.json()["error"] in ("not_found", "http")  # no such asset, or no such route
+        assert resp.json()["code"] in ("not_found", "http")  # no such asset, or no such route
 
 
 def test_the_bearer_scheme_and_a_lock_on_each_route_that_needs_a_key(schema: dict):

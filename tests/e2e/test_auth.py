@@ -81,7 +81,7 @@ def test_every_protected_route_needs_a_valid_key(stack, keys, method, path, scop
         r = call(stack, method, path, body, key)
         assert r.status_code == 401, (label, r.status_code, r.text)
         doc = r.json()
-        assert doc["error"] == "unauthenticated" and doc["field"] == "authorization"
+        assert doc["code"] == "unauthenticated" and doc["field"] == "authorization"
         # The same answer whatever was wrong: nothing to learn about which ids exist.
         assert doc["message"] == "missing, unknown or revoked API key; send 'Authorization: Bearer <key>'"
 
@@ -91,7 +91,7 @@ def test_every_protected_route_checks_its_scope(stack, keys, method, path, scope
     lacking = {"query": keys["register"], "register": keys["query"], "admin": keys["a"]}[scope]
     r = call(stack, method, path, body, lacking)
     assert r.status_code == 403, r.text
-    assert r.json()["error"] == "forbidden" and scope in r.json()["message"]
+    assert r.json()["code"] == "forbidden" and scope in r.json()["message"]
     holder = {"query": keys["query"], "register": keys["register"], "admin": keys["admin"]}[scope]
     r = call(stack, method, path, body, holder)
     assert r.status_code not in (401, 403), r.text

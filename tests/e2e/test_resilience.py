@@ -113,7 +113,7 @@ def test_a_tenant_over_its_rate_gets_429_and_others_do_not(lr_model, tmp_path):
             limited = [r for r in codes[3:] if r.status_code == 429]
             assert limited, [r.status_code for r in codes]
             r = limited[0]
-            assert r.json()["error"] == "rate_limited" and "greedy" in r.json()["message"]
+            assert r.json()["code"] == "rate_limited" and "greedy" in r.json()["message"]
             assert 1 <= int(r.headers["retry-after"]) <= 2  # one token at 0.5/s: at most 2 s, rounded up
             # Another tenant is unaffected by the first one's excess.
             assert http.get("/v1/models", headers={"authorization": f"Bearer {polite}"}).status_code == 200

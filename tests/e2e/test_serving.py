@@ -298,7 +298,7 @@ def test_register_different_file_under_existing_name_conflicts(stack: Stack):
     resp = _register(stack, stack.paths["mlp-32"], "logistic-regression")
     assert resp.status_code == 409, resp.text
     body = resp.json()
-    assert body["error"] == "conflict" and body["field"] == "name" and body["message"]
+    assert body["code"] == "conflict" and body["field"] == "name" and body["message"]
     # the existing model is untouched
     status = stack.http.get("/v1/models/logistic-regression").json()
     assert status["sha256"] == stack.status["logistic-regression"]["sha256"]

@@ -24,7 +24,9 @@ def test_every_error_survives_the_round_trip(cls):
     status, media, headers, body = errors.encode(exc)
     assert status == cls.status and media == b"application/json"
     doc = json.loads(body)
-    assert doc == {"error": cls.code, "message": "it went wrong", "field": "inputs", "details": {"best_accuracy": 0.5}}
+    # ``error`` is the message (the Open Inference Protocol's field, what its clients show), ``code`` the code
+    assert doc == {"error": "it went wrong", "code": cls.code, "message": "it went wrong", "field": "inputs",
+                   "details": {"best_accuracy": 0.5}}
     back = errors.decode(status, body)
     assert back.code == cls.code and back.status == cls.status
     assert (back.message, back.field, back.details) == ("it went wrong", "inputs", {"best_accuracy": 0.5})
@@ -42,7 +44,8 @@ def test_retry_after_is_whole_seconds_rounded_up_and_at_least_one(cls):
 
 def test_internal_answers_say_nothing_of_the_exception():
     status, _, _, body = errors.internal()
-    assert status == 500 and json.loads(body) == {"error": "internal", "message": errors.INTERNAL_MESSAGE}
+    assert status == 500 and json.loads(body) == {"error": errors.INTERNAL_MESSAGE, "code": "internal",
+                                                  "message": errors.INTERNAL_MESSAGE}
 
 
 def test_too_large_names_the_body_and_the_limit():
@@ -58,5 +61,11 @@ def test_a_body_that_is_not_ours_keeps_its_status(status, body):
 
 
 def test_an_unknown_code_is_an_http_error_with_its_status():
-    exc = errors.decode(405, b'{"error": "method_not_allowed", "message": "no"}')
+    exc = errors.decode(405, b'{"error": "no", "code": "method_not_allowed", "message": "no"}')
     assert isinstance(exc, errors.HttpStatus) and exc.status == 405 and exc.message == "no"
+
+
+def test_an_error_body_of_the_protocol_alone_keeps_its_message():
+    """``{"error": "<message>"}`` as an Open Inference Protocol server writes it, without our code."""
+    exc = errors.decode(400, b'{"error": "unexpected input tensor"}')
+    assert isinstance(exc, errors.HttpStatus) and exc.status == 400 and exc.message == "unexpected input tensor"

@@ -54,7 +54,7 @@ def api_error_line(exc, api_key: str | None = None) -> str:
     """An error answer of the API as one line: status, error code, message (and, for a 401 sent without
     a key, how to send one)."""
     body = exc.body if isinstance(exc.body, dict) else {}
-    code, message = body.get("error"), body.get("message")
+    code, message = body.get("code"), body.get("message") or body.get("error")
     line = f"{exc.status}" + (f" {code}" if code else "") + (f": {one_line(message)}" if message else "")
     if exc.status == 401 and not api_key:
         line += f"; {API_KEY_HINT}"

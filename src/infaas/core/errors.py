@@ -30,7 +30,10 @@ class InfaasError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        """The error's JSON body. ``error`` is the human message, as the Open Inference Protocol has it
+        (its clients show that field); ``code`` the stable machine-readable code; ``message`` the
+        message again, for readers of the service's own earlier shape."""
+        body: dict[str, Any] = {"error": self.message, "code": self.code, "message": self.message}
         if self.field is not None:
             body["field"] = self.field
         if self.details:
@@ -84,6 +87,13 @@ class PayloadTooLarge(InfaasError):
 
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(InfaasError):
+    """A body in an encoding the service does not read (an unknown ``Content-Encoding``) (415)."""
+
+    status = 415
+    code = "unsupported_media_type"
 
 
 class NoFeasibleVariant(InfaasError):
@@ -213,12 +223,14 @@ def decode(status: int, body: bytes) -> InfaasError:
     ours becomes an ``InfaasError`` with the answer's status and the start of its text."""
     try:
         doc = json.loads(body)
-        code, message = doc["error"], str(doc.get("message", ""))
+        if not isinstance(doc, dict) or not isinstance(doc.get("error"), str):
+            raise ValueError("not an error body")
+        code, message = doc.get("code"), str(doc.get("message", doc["error"]))
     except (ValueError, KeyError, TypeError):
         exc = InfaasError(f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
         exc.status = status
         return exc
-    cls = _classes().get(code)
+    cls = _classes().get(code) if isinstance(code, str) else None
     if cls is None or cls is HttpStatus:
         return HttpStatus(status, message)
     exc = cls.__new__(cls)
