@@ -5,21 +5,30 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 import httpx
 import numpy as np
 
-from infaas.core.oip import BINARY_HEADER
-from infaas.core.tensors import NUMPY_TO_OIP, OIP_TO_NUMPY
+from infaas.core.oip import BINARY_HEADER, oip_datatype
+from infaas.core.tensors import (
+    OIP_TO_NUMPY,
+    deserialize_strings,
+    is_string,
+    serialize_strings,
+)
 
 
 class ApiError(Exception):
+    """An error answer: ``status``, and ``body`` with ``error`` (the message), ``code``, ``field``."""
+
     def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(f"{status} {body.get('error')}: {body.get('message')}")
+        code = body.get("code")
+        super().__init__(f"{status}{' ' + code if code else ''}: {body.get('message') or body.get('error')}")
         self.status = status
         self.body = body
+        self.code = code
 
 
 def _segment(text: str) -> str:
@@ -33,6 +42,7 @@ class Client:
         """``http``: an httpx client to send through instead of one to ``url`` (e.g. an
         in-process ASGI app's test client); the key is added to its headers."""
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._input_names: dict[str, tuple[str, ...]] = {}  # model name -> its input names (metadata)
         if http is not None:
             http.headers.update(headers)
             self.http = http
@@ -47,7 +57,7 @@ class Client:
             try:
                 body = resp.json()
             except ValueError:
-                body = {"error": "http", "message": resp.text[:200]}
+                body = {"error": resp.text[:200], "code": "http", "message": resp.text[:200]}
             raise ApiError(resp.status_code, body)
         return resp.json() if resp.content else None
 
@@ -124,24 +134,43 @@ class Client:
             time.sleep(0.5)
 
     # -- data plane -----------------------------------------------------------
-    def infer(self, inputs: np.ndarray, *, task: str | None = None, architecture: str | None = None,
-              variant: str | None = None, min_accuracy: float | None = None, latency_ms: float | None = None,
+    def input_names(self, name: str) -> tuple[str, ...]:
+        """The input names of a variant, architecture or task (its OIP metadata), asked once per name."""
+        names = self._input_names.get(name)
+        if names is None:
+            meta = self._check(self.http.get(f"/v2/models/{_oip_name(name)}"))
+            names = self._input_names[name] = tuple(t["name"] for t in meta["inputs"])
+        return names
+
+    def infer(self, inputs: np.ndarray | Mapping[str, np.ndarray], *, task: str | None = None,
+              architecture: str | None = None, variant: str | None = None, min_accuracy: float | None = None,
+              latency_ms: float | None = None,
               max_cost: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Model-less query through the OIP binary extension; returns (outputs, decision), the
-        decision with the answer's ``latency_ms`` (measured in the service) and ``objective_met``."""
+        decision with the answer's ``latency_ms`` (measured in the service) and ``objective_met``.
+
+        ``inputs``: one array for a single-input model (sent under the model's input name, read
+        from its metadata once), or ``{name: array}``. Strings (numpy ``str`` or ``object`` arrays
+        of ``str``) travel as ``BYTES`` and come back as ``object`` arrays of ``str``."""
         name = variant or architecture or task
         if sum(x is not None for x in (task, architecture, variant)) != 1:
             raise ValueError("name exactly one of task, architecture, variant")
         params = {k: v for k, v in (("min_accuracy", min_accuracy), ("latency_ms", latency_ms), ("max_cost", max_cost)) if v is not None}
-        arr = np.ascontiguousarray(inputs)
-        raw = arr.tobytes()
-        header = {
-            "inputs": [{"name": "input", "shape": list(arr.shape), "datatype": NUMPY_TO_OIP[arr.dtype.name],
-                        "parameters": {"binary_data_size": len(raw)}}],
-            "parameters": {**params, "binary_data_output": True},
-        }
+        if not isinstance(inputs, Mapping):
+            names = self.input_names(name)
+            if len(names) != 1:
+                raise ValueError(f"{name} takes {len(names)} inputs {list(names)}: pass them as a dict")
+            inputs = {names[0]: inputs}
+        tensors, chunks = [], []
+        for input_name, value in inputs.items():
+            arr = np.asarray(value)
+            raw = serialize_strings(arr) if is_string(arr.dtype) else np.ascontiguousarray(arr).tobytes()
+            tensors.append({"name": input_name, "shape": list(arr.shape), "datatype": oip_datatype(arr.dtype),
+                            "parameters": {"binary_data_size": len(raw)}})
+            chunks.append(raw)
+        header = {"inputs": tensors, "parameters": {**params, "binary_data_output": True}}
         head = json.dumps(header).encode()
-        resp = self.http.post(f"/v2/models/{name}/infer", content=head + raw,
+        resp = self.http.post(f"/v2/models/{_oip_name(name)}/infer", content=head + b"".join(chunks),
                               headers={BINARY_HEADER: str(len(head)), "content-type": "application/octet-stream"})
         if resp.status_code >= 400:
             self._check(resp)
@@ -150,9 +179,21 @@ class Client:
         offset, outputs = n, {}
         for o in doc["outputs"]:
             size = o["parameters"]["binary_data_size"]
-            outputs[o["name"]] = np.frombuffer(resp.content, dtype=OIP_TO_NUMPY[o["datatype"]], count=size // np.dtype(OIP_TO_NUMPY[o["datatype"]]).itemsize, offset=offset).reshape(o["shape"])
+            count = 1
+            for d in o["shape"]:
+                count *= d
+            if o["datatype"] == "BYTES":
+                arr = deserialize_strings(resp.content, count, offset, offset + size, f"output {o['name']!r}")
+            else:
+                arr = np.frombuffer(resp.content, dtype=OIP_TO_NUMPY[o["datatype"]], count=count, offset=offset)
+            outputs[o["name"]] = arr.reshape(o["shape"])
             offset += size
         params = doc["parameters"]
         # the decision, and how it went: the time measured in the service and whether it met the objective
         return outputs, {**params["decision"], "latency_ms": params.get("latency_ms"),
                          "objective_met": params.get("objective_met")}
+
+
+def _oip_name(name: str) -> str:
+    """A model name in an OIP path: a task keeps its '/', nothing else may reach another route."""
+    return quote(name, safe="/:")

@@ -133,19 +133,24 @@ def test_a_build_log_keeps_the_whole_error_behind_the_summary():
     assert "line 2 of the child's stderr" in text
 
 
-def test_a_model_with_string_outputs_is_refused_at_registration_with_the_fix(stack: Stack):
-    from skl2onnx import to_onnx
-    from sklearn.linear_model import LogisticRegression
+def test_an_output_without_a_protocol_datatype_is_refused_at_registration_naming_it(stack: Stack):
+    """String outputs are served (as BYTES, tests/api/test_oip_conformance.py); an output whose type the
+    Open Inference Protocol has no datatype for (here bfloat16) is refused at upload, named."""
+    import onnx
+    from onnx import TensorProto, helper
 
-    x = stack.data.x_test[:60].astype(np.float32)
-    model = LogisticRegression(max_iter=300).fit(x, np.array(["cat", "dog", "eel"] * 20))
-    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
-    resp = stack.http.post("/v1/models", files={"file": ("m.onnx", onx.SerializeToString(), "application/octet-stream")},
-                           data={"name": "string-labels", "task": digits.TASK, "accuracy": "0.9"})
+    graph = helper.make_graph([helper.make_node("Cast", ["X"], ["half"], to=TensorProto.BFLOAT16)], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("half", TensorProto.BFLOAT16, ["N", 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    resp = stack.http.post("/v1/models", files={"file": ("m.onnx", model.SerializeToString(), "application/octet-stream")},
+                           data={"name": "bf16-output", "task": digits.TASK, "accuracy": "0.9"})
     assert resp.status_code == 400, resp.text
     body = resp.json()
-    assert body["field"] == "file" and "'label'" in body["message"] and "LabelEncoder" in body["message"]
-    assert stack.http.get("/v1/models/string-labels").status_code == 404
+    assert body["field"] == "file" and "output 'half' (bfloat16)" in body["error"] and "BYTES" in body["error"]
+    assert body["details"] == {"output": ["half"]}
+    assert stack.http.get("/v1/models/bf16-output").status_code == 404
 
 
 def test_a_small_npz_that_unpacks_to_gigabytes_is_refused_before_unpacking(stack: Stack):

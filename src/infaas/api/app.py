@@ -49,15 +49,16 @@ class DataRoutes:
         """The route template of an inference path, else None."""
         if path == "/v1/infer":
             return path
-        if path.startswith("/v2/models/") and path.endswith("/infer"):
+        if path.startswith("/v2/models/") and path.endswith("/infer") and len(path) > len("/v2/models//infer"):
             return OIP_INFER
         return None
 
     async def answer(self, path: str, authorization: str | None, binary: str | None, body: bytes,
-                     info: RequestInfo) -> tuple[int, bytes, list, bytes]:
+                     info: RequestInfo, encoding: str | None = None) -> tuple[int, bytes, list, bytes]:
         try:
             who = self.services.principal(authorization, "query").tenant
             info.tenant = who
+            body = data.request_body(self.services, body, encoding)
             if path == "/v1/infer":
                 reply = await data.answer_plain(self.services, body, who)
             else:
@@ -95,8 +96,8 @@ class DataPlaneFastPath:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
-        route = self.routes.route(path) if method == "POST" else None
-        authorization = binary = given = length = None
+        route = self.routes.route(path)
+        authorization = binary = given = length = encoding = None
         for k, v in scope["headers"]:
             if k == b"authorization":
                 authorization = v
@@ -106,12 +107,19 @@ class DataPlaneFastPath:
                 length = v
             elif k == _BINARY:
                 binary = v
+            elif k == b"content-encoding":
+                encoding = v
         rid = logs.request_id_from(given)
         token = logs.REQUEST_ID.set(rid)
         info = RequestInfo()
         try:
-            if route is not None:
-                await self._infer(path, receive, send, rid, authorization, binary, length, info)
+            if route is not None and method != "POST":  # an inference route takes POST only
+                status, media, extra, payload = errors.encode(HttpStatus(405, f"{method} is not allowed on {path}: "
+                                                                              "inference takes POST"))
+                info.status = status
+                await send_bytes(send, status, media, payload, [*extra, (b"allow", b"POST"), (logs.HEADER, rid.encode())])
+            elif route is not None:
+                await self._infer(path, receive, send, rid, authorization, binary, length, info, encoding)
             else:
                 scope[REQUEST_INFO] = info
                 await self.app(scope, receive, _answering(send, rid.encode(), info))
@@ -138,7 +146,7 @@ class DataPlaneFastPath:
                 return r.path_format
         return "unmatched"
 
-    async def _infer(self, path, receive, send, rid, authorization, binary, length, info) -> None:
+    async def _infer(self, path, receive, send, rid, authorization, binary, length, info, encoding=None) -> None:
         limit = self.routes.limit
         try:
             body = None if length is not None and length.isdigit() and int(length) > limit else await read_body(receive, limit)
@@ -150,7 +158,8 @@ class DataPlaneFastPath:
         else:
             status, media, extra, payload = await self.routes.answer(
                 path, None if authorization is None else authorization.decode("latin-1"),
-                None if binary is None else binary.decode("latin-1"), body, info)
+                None if binary is None else binary.decode("latin-1"), body, info,
+                None if encoding is None else encoding.decode("latin-1"))
         info.status = status
         await send_bytes(send, status, media, payload, [*extra, (logs.HEADER, rid.encode())])
 
@@ -214,7 +223,8 @@ Send an API key as `Authorization: Bearer <key>` (the **Authorize** button): eac
 scope, `query`, `register` or `admin` (`GET /metrics`, `GET /v1/workers` and `GET /v1/events` are
 admin's). With `INFAAS_AUTH=off` no key is needed.
 
-Every error is JSON `{"error", "message", "field", "details"}`; bad input is a 400 naming the field.
+Every error is JSON `{"error", "code", "message", "field", "details"}`: `error` is the message (as the Open
+Inference Protocol has it), `code` a stable code; bad input is a 400 naming the field.
 Every answer carries `x-request-id` (yours when you send a safe one, else a new one), which the
 service's log lines carry too. `GET /console` is a live view of models, workers and decisions.
 """

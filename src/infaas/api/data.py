@@ -103,6 +103,46 @@ def _target_from_name(name: str) -> dict[str, str]:
     return {"architecture": name}
 
 
+VERSIONS = "/versions/"
+
+
+def split_version(name: str) -> tuple[str, str | None]:
+    """``{model}/versions/{version}`` (the OIP's versioned paths) as (model, version); else (name, None)."""
+    model, sep, version = name.rpartition(VERSIONS)
+    if not sep:
+        return name, None
+    if not model or not version or "/" in version:
+        raise NotFound(f"no model version at {name!r}: the path is /v2/models/{{model}}/versions/{{version}}",
+                       field="version")
+    return model, version
+
+
+def versions(svc: Services, model: str, who: str) -> list[str]:
+    """The versions of a model as its metadata lists them: the ids of its variants the tenant may use."""
+    from infaas.core.selection import candidates
+
+    query = Query(rows=1, tenant=who, **_target_from_name(model))
+    svc.data.input_specs(query)  # 404 for a name nobody may use, after a refresh for one just registered
+    catalogue, _ = svc.data.snapshot()
+    return [v.id for v in candidates(query, catalogue)]
+
+
+def resolve(svc: Services, name: str, who: str) -> tuple[str, dict[str, str], str | None]:
+    """An OIP path's ``{name}`` (maybe ``{model}/versions/{version}``) as (model, the query's target,
+    version). A version is one of the model's variants (``versions``); any other is a 404."""
+    model, version = split_version(name)
+    if version is None:
+        return model, _target_from_name(model), None
+    known = versions(svc, model, who)
+    if version not in known:
+        svc.data.snapshot(force=True)  # built a moment ago?
+        known = versions(svc, model, who)
+    if version not in known:
+        shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+        raise NotFound(f"model {model!r} has no version {version!r}; its versions are {shown}", field="version")
+    return model, {"variant": version}, version
+
+
 def decision_dict(d) -> dict[str, Any]:
     """``Decision.to_dict()`` without ``dataclasses.asdict``'s deep copy (every answer carries one)."""
     return {"variant": d.variant, "worker": d.worker, "batch": d.batch, "predicted_latency_ms": d.predicted_latency_ms,
@@ -151,7 +191,7 @@ async def answer_plain(svc: Services, body: bytes, who: str) -> Reply:
     query = Query(rows=1, objective=oip.parse_objective(doc.get("objective")), tenant=who, **target)
     inputs = doc.get("inputs")
     if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
-        arrays = dict(oip.tensor_from_json(t, i) for i, t in enumerate(inputs))
+        arrays = oip.tensors_from_json(inputs)
     else:
         specs = svc.data.input_specs(query)
         if len(specs) != 1:
@@ -178,8 +218,14 @@ def _rows(arrays: dict) -> int:
     return first.shape[0] if first is not None and first.ndim else 1
 
 
+def request_body(svc: Services, body: bytes, encoding: str | None) -> bytes:
+    """The body as sent before its ``Content-Encoding`` (gzip, deflate), within the body limit."""
+    return oip.inflate(body, encoding, svc.settings.max_body_bytes)
+
+
 async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | None, who: str) -> Reply:
-    """``POST /v2/models/{name}/infer``: OIP v2, JSON or binary extension."""
+    """``POST /v2/models/{name}[/versions/{version}]/infer``: OIP v2, JSON or binary extension."""
+    model, target, _ = resolve(svc, name, who)
     if header_len is not None:
         try:
             n = int(header_len)
@@ -188,31 +234,30 @@ async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | No
         doc, arrays = oip.parse_binary(body, n)
     else:
         doc = oip.parse_json(body)
-        inputs = doc.get("inputs")
-        if not isinstance(inputs, list) or not inputs:
-            raise InvalidInput("inputs must be a non-empty list of tensors", field="inputs")
-        arrays = dict(oip.tensor_from_json(t, i) for i, t in enumerate(inputs))
+        arrays = oip.tensors_from_json(doc.get("inputs"))
+    rid = oip.request_id(doc)
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise InvalidInput("parameters must be an object", field="parameters")
-    query = Query(rows=1, objective=oip.parse_objective(params, "parameters"), tenant=who, **_target_from_name(name))
-    outputs = doc.get("outputs") or []
-    if not isinstance(outputs, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("parameters") or {}, dict) for o in outputs
-    ):
-        raise InvalidInput("outputs must be a list of objects with an optional 'parameters' object", field="outputs")
-    wants_binary = bool(params.get("binary_data_output")) or any(
-        (o.get("parameters") or {}).get("binary_data") for o in outputs
-    )
+    query = Query(rows=1, objective=oip.parse_objective(params, "parameters"), tenant=who, **target)
+    names, binary, default_binary = oip.requested_outputs(doc, params)
+    if names is not None:  # refused before anything runs
+        known = svc.data.output_names(query)
+        for i, n in enumerate(names):
+            if n not in known:
+                raise InvalidInput(f"{n!r} is not an output of {model!r}; its outputs are {sorted(known)}",
+                                   field=f"outputs[{i}].name")
     answer = await _infer(svc, query, arrays)
-    header = {"model_name": name, "model_version": answer.decision.variant, "id": doc.get("id"),
-              "parameters": {"decision": decision_dict(answer.decision), "latency_ms": round(answer.latency_ms, 4),
-                             "objective_met": query.objective.met_by(answer.latency_ms)}}
-    if wants_binary:
-        payload, hlen = oip.binary_response(header, answer.outputs)
-        return Reply(payload, "application/octet-stream", {"Inference-Header-Content-Length": str(hlen)})
-    header["outputs"] = oip.tensors_to_json(answer.outputs)
-    return _json(header)
+    outputs = oip.select_outputs(answer.outputs, names)
+    header: dict[str, Any] = {"model_name": model, "model_version": answer.decision.variant}
+    if rid is not None:
+        header["id"] = rid
+    header["parameters"] = {"decision": decision_dict(answer.decision), "latency_ms": round(answer.latency_ms, 4),
+                            "objective_met": query.objective.met_by(answer.latency_ms)}
+    payload, hlen = oip.encode_response(header, outputs, binary, default_binary)
+    if hlen is None:
+        return Reply(payload)
+    return Reply(payload, "application/octet-stream", {"Inference-Header-Content-Length": str(hlen)})
 
 
 def _response(reply: Reply) -> Response:
@@ -222,7 +267,8 @@ def _response(reply: Reply) -> Response:
 @router.post("/v1/infer", summary="Model-less query: name a task, architecture or variant and an objective",
              openapi_extra=_INFER_DOC, responses=_INFER_ERRORS)
 async def infer(request: Request, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
-    return _response(await answer_plain(svc, await request.body(), caller.tenant))
+    body = request_body(svc, await request.body(), request.headers.get("content-encoding"))
+    return _response(await answer_plain(svc, body, caller.tenant))
 
 
 @router.post("/v2/models/{name:path}/infer", tags=["open inference protocol"],
@@ -230,7 +276,7 @@ async def infer(request: Request, svc: Services = Depends(services), caller: Pri
              openapi_extra=_OIP_INFER_DOC, responses=_INFER_ERRORS)
 async def oip_infer(name: str, request: Request, svc: Services = Depends(services),
                     caller: Principal = Depends(require("query"))):
-    body = await request.body()
+    body = request_body(svc, await request.body(), request.headers.get("content-encoding"))
     return _response(await answer_oip(svc, name, body, request.headers.get(oip.BINARY_HEADER), caller.tenant))
 
 
@@ -251,13 +297,21 @@ def ready(svc: Services = Depends(services)):
 def server_metadata():
     from infaas import __version__
 
-    return {"name": "infaas", "version": __version__, "extensions": ["binary_tensor_data", "model_less"]}
+    return {"name": "infaas", "version": __version__,
+            "extensions": ["binary_tensor_data", "statistics", "model_less"]}
 
 
 @router.get("/v2/models/stats", tags=["open inference protocol"],
             summary="Statistics of every model you own (Triton's statistics extension)")
 def all_model_stats(svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     return model_stats(svc, caller.tenant)
+
+
+@router.get("/v2/models/{name:path}/versions/{version}/stats", tags=["open inference protocol"], responses=errors(404),
+            summary="Statistics of one version (variant) of a model you own (Triton's statistics extension)")
+def version_stats(name: str, version: str, svc: Services = Depends(services),
+                  caller: Principal = Depends(require("query"))):
+    return model_stats(svc, caller.tenant, f"{name}{VERSIONS}{version}")
 
 
 @router.get("/v2/models/{name:path}/stats", tags=["open inference protocol"], responses=errors(404),
@@ -277,16 +331,18 @@ def model_stats(svc: Services, who: str, name: str | None = None) -> dict[str, A
       API (the worker's queue and run, and the hop).
 
     Triton's ``queue``, ``compute_input`` and ``compute_output`` are not measured here and left out.
-    Only the tenant's own variants are listed (``name`` is a variant, architecture or task): the
-    figures count every tenant's queries, so those of a shared model are its owner's to see."""
+    Only the tenant's own variants are listed (``name`` is a variant, architecture or task, maybe
+    ``{model}/versions/{version}``): the figures count every tenant's queries, so those of a shared
+    model are its owner's to see."""
     from infaas.core.selection import candidates
 
     catalogue, _ = svc.data.snapshot()
     if name is None:
         variants = [v for v in catalogue.variants.values() if v.tenant == who]
     else:
-        variants = [v for v in candidates(Query(rows=1, tenant=who, **_target_from_name(name)), catalogue)
-                    if v.tenant == who]
+        _, target, _ = resolve(svc, name, who)
+        catalogue, _ = svc.data.snapshot()
+        variants = [v for v in candidates(Query(rows=1, tenant=who, **target), catalogue) if v.tenant == who]
     counted = svc.telemetry.variants
     out = []
     for v in sorted(variants, key=lambda v: (v.architecture, v.id)):
@@ -303,10 +359,26 @@ def model_stats(svc: Services, who: str, name: str | None = None) -> dict[str, A
     return {"model_stats": out}
 
 
+@router.get("/v2/models/{name:path}/versions/{version}/ready", tags=["open inference protocol"], responses=errors(404),
+            summary="Whether a version (variant) of a model is ready")
+def version_ready(name: str, version: str, svc: Services = Depends(services),
+                  caller: Principal = Depends(require("query"))):
+    _metadata(f"{name}{VERSIONS}{version}", svc, caller.tenant)
+    return {"name": name, "version": version, "ready": True}
+
+
 @router.get("/v2/models/{name:path}/ready", tags=["open inference protocol"], responses=errors(404))
 def model_ready(name: str, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
-    _metadata(name, svc, caller.tenant)
-    return {"name": name, "ready": True}
+    _metadata(name, svc, caller.tenant)  # 404 for no such model or version
+    model, version = split_version(name)
+    return {"name": model, "ready": True, **({"version": version} if version else {})}
+
+
+@router.get("/v2/models/{name:path}/versions/{version}", tags=["open inference protocol"], responses=errors(404),
+            summary="Metadata of one version (variant) of a model: a version is one of those its metadata lists")
+def version_metadata(name: str, version: str, svc: Services = Depends(services),
+                     caller: Principal = Depends(require("query"))):
+    return _metadata(f"{name}{VERSIONS}{version}", svc, caller.tenant)
 
 
 @router.get("/v2/models/{name:path}", tags=["open inference protocol"], responses=errors(404),
@@ -316,20 +388,23 @@ def model_metadata(name: str, svc: Services = Depends(services), caller: Princip
 
 
 def _metadata(name: str, svc: Services, who: str) -> dict[str, Any]:
+    """OIP model metadata; ``versions`` are the ids of the model's variants the tenant may use,
+    each reachable as ``/v2/models/{name}/versions/{version}``."""
     from infaas.core.selection import candidates
 
-    target = _target_from_name(name)
+    model, target, _ = resolve(svc, name, who)
+    query = Query(rows=1, tenant=who, **target)
+    specs = svc.data.input_specs(query)
     catalogue, _ = svc.data.snapshot()
-    variants = candidates(Query(rows=1, tenant=who, **target), catalogue)
-    specs = svc.data.input_specs(Query(rows=1, tenant=who, **target))
+    variants = candidates(query, catalogue)
     arch = svc.control.store.find_architecture(variants[0].architecture)
     if arch is None:
-        raise NotFound(f"no model named {name!r}", field="name")
-    as_oip = lambda ts: [{"name": t.name, "datatype": oip.NUMPY_TO_OIP.get(t.dtype, "BYTES"), "shape": list(t.shape)} for t in ts]
+        raise NotFound(f"no model named {model!r}", field="name")
+    as_oip = lambda ts: [{"name": t.name, "datatype": oip.oip_datatype(t.dtype), "shape": list(t.shape)} for t in ts]
     return {
-        "name": name,
-        "versions": [v.id for v in variants],
-        "platform": "onnxruntime",
+        "name": model,
+        "versions": versions(svc, model, who),
+        "platform": "onnxruntime_onnx",
         "inputs": as_oip(specs),
         "outputs": as_oip(arch.outputs),
     }

@@ -57,6 +57,7 @@ class DataPlane:
         self._catalogue = Catalogue.build([])
         self._catalogue_version = -1
         self._specs: dict[str, tuple[TensorSpec, ...]] = {}
+        self._outputs: dict[str, tuple[str, ...]] = {}  # architecture -> its output names
         self._cluster = Cluster.build([], settings.hardware)
         self._refreshed_at = -math.inf
         self._suspect_until: dict[str, float] = {}  # worker id -> time it may be selected again
@@ -107,7 +108,9 @@ class DataPlane:
         version = self.store.catalogue_version()
         if version != self._catalogue_version:
             catalogue = Catalogue.build(self.store.all_variants(), self.settings.hardware, self.store.task_owners())
-            self._specs = {a.name: a.inputs for a in self.store.architectures()}
+            architectures = self.store.architectures()
+            self._specs = {a.name: a.inputs for a in architectures}
+            self._outputs = {a.name: tuple(t.name for t in a.outputs) for a in architectures}
             self._catalogue, self._catalogue_version = catalogue, version
         healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]
         self._cluster = self._build_cluster(healthy)
@@ -134,6 +137,14 @@ class DataPlane:
             self.snapshot(force=True)
             specs = self._specs[arch]
         return specs
+
+    def output_names(self, query: Query) -> frozenset[str]:
+        """The output names of what the query names (for a task, those of any of its architectures),
+        if the tenant may use it; a name that does not exist is the same 404 as ``input_specs``'s."""
+        self.input_specs(query)  # the 404, and a catalogue that knows a model registered a moment ago
+        catalogue, _ = self.snapshot()
+        archs = {v.architecture for v in candidates(query, catalogue)}
+        return frozenset(n for a in archs for n in self._outputs.get(a, ()))
 
     def suspect(self, worker_id: str) -> None:
         """Keep a worker that just failed out of selection for ``suspect_s``

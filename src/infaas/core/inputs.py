@@ -22,15 +22,19 @@ def _finite(a: np.ndarray) -> bool:
 
 
 def validate_inputs(arrays: Mapping[str, np.ndarray], specs: tuple[TensorSpec, ...], max_rows: int) -> tuple[dict[str, np.ndarray], int]:
-    """Check names, dtypes, shapes and values against the model's input spec.
-
-    A single unnamed or differently named tensor is accepted for a single-input
-    model. Returns the feed and its row count.
+    """Check names, dtypes, shapes and values against the model's input spec: every input by its
+    name, no other (a name the model does not take is refused, naming it). Returns the feed and
+    its row count.
     """
-    if len(arrays) != len(specs):
-        raise InvalidInput(f"expected {len(specs)} input tensor(s) {[s.name for s in specs]}, got {len(arrays)}", field="inputs")
-    if len(specs) == 1 and specs[0].name not in arrays:
-        arrays = {specs[0].name: next(iter(arrays.values()))}
+    if len(specs) == 1 and len(arrays) == 1 and specs[0].name in arrays:
+        pass  # the common case, without building the name set
+    else:
+        names = [s.name for s in specs]
+        for i, n in enumerate(arrays):
+            if n not in names:
+                raise InvalidInput(f"{n!r} is not an input of this model; it takes {names}", field=f"inputs[{i}].name")
+        if len(arrays) != len(specs):
+            raise InvalidInput(f"expected {len(specs)} input tensor(s) {names}, got {len(arrays)}", field="inputs")
     feed, rows = {}, None
     for spec in specs:
         if spec.name not in arrays:

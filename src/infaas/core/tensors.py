@@ -5,6 +5,11 @@ list of ``{"name", "dtype", "shape"}``; the raw bytes of each tensor follow in
 order, C-contiguous, little-endian. Decoding is zero-copy (``np.frombuffer``).
 No JSON lists of floats on the hot path.
 
+String tensors (ONNX ``tensor(string)``, numpy ``object`` arrays of ``str``, the
+protocol's ``BYTES``) travel as the binary extension has them: each element a
+4-byte little-endian length and its UTF-8 bytes, in C order; their header entry
+adds ``nbytes``, the size of that run.
+
 The Open Inference Protocol's binary extension (``Inference-Header-Content-Length``)
 is parsed in ``infaas.core.oip``; both end in the same numpy arrays.
 """
@@ -36,8 +41,10 @@ OIP_TO_NUMPY = {
     "FP16": "float16",
     "FP32": "float32",
     "FP64": "float64",
+    "BYTES": "object",  # strings: numpy object arrays of str (what onnxruntime takes and gives)
 }
 NUMPY_TO_OIP = {v: k for k, v in OIP_TO_NUMPY.items()}
+STRING = "object"  # the dtype name of a string tensor (``TensorSpec.dtype``, frame headers)
 # numpy's ``dtype.name`` is computed in Python on every access: the hot path looks names up here
 _NAMES = {np.dtype(n): n for n in OIP_TO_NUMPY.values()}
 _DTYPES = {n: np.dtype(n) for n in OIP_TO_NUMPY.values()}
@@ -45,9 +52,60 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def dtype_name(dtype: np.dtype) -> str:
-    """``dtype.name``, from a table for the dtypes tensors travel as."""
+    """``dtype.name``, from a table for the dtypes tensors travel as; every string dtype
+    (``object``, numpy's fixed-width ``str`` and ``bytes``) is ``STRING``."""
     name = _NAMES.get(dtype)
-    return name if name is not None else dtype.name
+    if name is not None:
+        return name
+    return STRING if dtype.kind in "OUS" else dtype.name
+
+
+def is_string(dtype: np.dtype) -> bool:
+    return dtype.kind in "OUS"
+
+
+def serialize_strings(arr: np.ndarray, what: str = "tensor") -> bytes:
+    """The elements of a string tensor, C order, each as a 4-byte little-endian length and
+    its bytes (``str`` as UTF-8): the binary extension's ``BYTES`` form."""
+    parts = []
+    pack = _LEN.pack
+    for x in np.asarray(arr).ravel(order="C").tolist():
+        if isinstance(x, str):
+            b = x.encode("utf-8", "surrogatepass")
+        elif isinstance(x, (bytes, bytearray)):
+            b = bytes(x)
+        else:
+            raise InvalidInput(f"{what} holds a {type(x).__name__} where a string tensor holds text", field="datatype")
+        parts.append(pack(len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def deserialize_strings(buf, count: int, offset: int, end: int, what: str = "tensor",
+                        field: str = "body") -> np.ndarray:
+    """``count`` elements in the ``serialize_strings`` form from ``buf[offset:end]``, which they
+    must fill exactly, as a numpy object array of ``str``; each must be UTF-8 text (onnxruntime's
+    string tensors hold text)."""
+    if count * 4 > end - offset:  # every element has its 4-byte length: no allocation past the body
+        raise InvalidInput(f"{what}: {count} string elements need at least {count * 4} bytes, "
+                           f"{end - offset} given", field=field)
+    out = np.empty(count, dtype=object)
+    mv = memoryview(buf)
+    for i in range(count):
+        if offset + 4 > end:
+            raise InvalidInput(f"{what}: element {i} has no 4-byte length", field=field)
+        (n,) = _LEN.unpack_from(mv, offset)
+        offset += 4
+        if offset + n > end:
+            raise InvalidInput(f"{what}: element {i} declares {n} bytes, {end - offset} left", field=field)
+        try:
+            out[i] = str(mv[offset : offset + n], "utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{what}: element {i} is not UTF-8 text", field=field) from None
+        offset += n
+    if offset != end:
+        raise InvalidInput(f"{what}: {end - offset} bytes after its {count} string elements", field=field)
+    return out
 
 
 def compact_json(doc) -> bytes:
@@ -66,6 +124,11 @@ def encode_parts(tensors: Mapping[str, np.ndarray]) -> list:
     chunks: list = []
     for name, arr in tensors.items():
         arr = np.asarray(arr, order="C")  # not ascontiguousarray: it turns 0-d into 1-d
+        if arr.dtype.kind in "OUS":
+            raw = serialize_strings(arr, f"tensor {name!r}")
+            header.append({"name": name, "dtype": STRING, "shape": list(arr.shape), "nbytes": len(raw)})
+            chunks.append(raw)
+            continue
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         header.append({"name": name, "dtype": dtype_name(arr.dtype), "shape": list(arr.shape)})
@@ -86,13 +149,23 @@ def encode_batch_parts(feeds: list[Mapping[str, np.ndarray]]) -> list | None:
         rows, rest, dtype = 0, arr.shape[1:], arr.dtype
         if not arr.ndim or dtype.byteorder == ">":
             return None
+        strings = dtype.kind in "OUS"
+        nbytes = 0
         for f in feeds:
             a = f.get(name)
             if a is None or a.shape[1:] != rest or a.dtype != dtype or not a.flags.c_contiguous:
                 return None
             rows += a.shape[0]
-            chunks.append(memoryview(a.reshape(-1).view(np.uint8)))
-        header.append({"name": name, "dtype": dtype_name(dtype), "shape": [rows, *rest]})
+            if strings:  # length-prefixed elements: the runs of the feeds joined are the run of the batch
+                raw = serialize_strings(a, f"tensor {name!r}")
+                nbytes += len(raw)
+                chunks.append(raw)
+            else:
+                chunks.append(memoryview(a.reshape(-1).view(np.uint8)))
+        entry = {"name": name, "dtype": dtype_name(dtype), "shape": [rows, *rest]}
+        if strings:
+            entry["nbytes"] = nbytes
+        header.append(entry)
     if any(len(f) != len(first) for f in feeds):
         return None
     head = compact_json(header)
@@ -121,13 +194,22 @@ def decode(frame: bytes | memoryview) -> dict[str, np.ndarray]:
                 raise ValueError(f"need a string name, a list shape and one of {sorted(NUMPY_TO_OIP)} as dtype")
             dtype = _DTYPES[dtype_name]
             shape = tuple(int(s) for s in dims)
-        except (KeyError, TypeError, ValueError) as exc:
+            size = spec.get("nbytes") if dtype_name == STRING else None
+            if dtype_name == STRING and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+                raise ValueError("a string tensor needs its nbytes")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidInput(f"bad tensor description in frame header: {exc}", field="body") from None
         if any(s < 0 for s in shape):
             raise InvalidInput("tensor shapes must be non-negative", field="shape")
         count = 1
         for s in shape:  # Python ints: a huge shape cannot wrap around
             count *= s
+        if size is not None:
+            if offset + size > len(buf):
+                raise InvalidInput(f"tensor {name!r} needs {size} bytes, frame has {len(buf) - offset} left", field="body")
+            out[name] = deserialize_strings(buf, count, offset, offset + size, f"tensor {name!r}").reshape(shape)
+            offset += size
+            continue
         nbytes = count * dtype.itemsize
         if offset + nbytes > len(buf):
             raise InvalidInput(

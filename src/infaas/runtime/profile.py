@@ -51,6 +51,10 @@ def agreement(reference: Mapping[str, np.ndarray], variant: Mapping[str, np.ndar
         return float(np.mean(same)), "top-1 agreement with the registered model"
     rows = None
     for (name, ref), got in zip(reference.items(), variant.values()):
+        if ref.dtype.kind in "OUS":  # strings: the same text
+            same = np.asarray(ref).reshape(len(ref), -1) == np.asarray(got).reshape(len(got), -1)
+            rows = same.all(axis=1) if rows is None else rows & same.all(axis=1)
+            continue
         a = np.asarray(ref, np.float64).reshape(len(ref), -1)
         b = np.asarray(got, np.float64).reshape(len(got), -1)
         close = np.all(np.abs(a - b) <= 0.01 * np.abs(a) + 1e-6, axis=1)
@@ -95,6 +99,8 @@ def sample_inputs(specs: Sequence[TensorSpec], batch: int, validation: np.ndarra
             out[spec.name] = np.ascontiguousarray(np.concatenate([validation] * reps)[:batch].astype(spec.dtype))
         elif np.issubdtype(np.dtype(spec.dtype), np.floating):
             out[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
+        elif spec.dtype == "object":  # a string tensor: short words
+            out[spec.name] = rng.integers(0, 100, shape).astype(str).astype(object)
         else:
             out[spec.name] = np.zeros(shape, dtype=spec.dtype)
     return out

@@ -123,13 +123,12 @@ def check_model(data: bytes, limits: ModelLimits = ModelLimits()) -> CheckedMode
     if not inputs:
         raise InvalidModel("graph has no inputs", field="file")
     outputs = _specs(model.graph.output, set())
-    carried = set(OIP_TO_NUMPY.values())
+    carried = set(OIP_TO_NUMPY.values())  # every Open Inference Protocol datatype; strings as BYTES
     for kind, specs in (("input", inputs), ("output", outputs)):
         odd = [f"{t.name!r} ({t.dtype})" for t in specs if t.dtype not in carried]
         if odd:  # refused here, not found out by every query as a worker fault
-            hint = (" A scikit-learn classifier trained on string labels outputs them as strings: train it on "
-                    "integer class indices (e.g. LabelEncoder) and map them back in the application."
-                    if any(t.dtype in ("object", "string", "str") for t in specs) else "")
-            raise InvalidModel(f"{kind} {', '.join(odd)} cannot be served: tensors travel as "
-                               f"{sorted(carried)}.{hint}", field="file")
+            raise InvalidModel(f"{kind} {', '.join(odd)} cannot be served: the Open Inference Protocol carries "
+                               f"{', '.join(sorted(OIP_TO_NUMPY))} (numpy {', '.join(sorted(carried))}); "
+                               f"cast the {kind} in the graph (a Cast node) to one of them", field="file",
+                               **{kind: [t.name for t in specs if t.dtype not in carried]})
     return CheckedModel(model, hashlib.sha256(data).hexdigest(), inputs, outputs, len(data))
