@@ -221,14 +221,61 @@ def test_a_model_that_grows_with_its_input_cannot_take_the_workers_memory(stack:
     small = attacker.post("/v1/infer", json={"architecture": "grower", "inputs": [[3.0]]})
     assert small.status_code == 200 and small.json()["outputs"][0]["data"] == [6.0], small.text
     before = _worker_pids(stack)
-    # 1.5e9 floats: 6 GB, three times the worker's 2 GiB replica budget
-    big = attacker.post("/v1/infer", json={"architecture": "grower", "inputs": [[1.5e9]]})
-    assert big.status_code in (400, 502), big.text  # that query fails ...
+    # 1.5e9 floats: 6 GB, three times the replica budget (2 GiB), while the victim keeps querying
+    import threading
+
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def victim() -> None:
+        while not stop.is_set():
+            answers.append(victim_answers(stack, 1))
+
+    t = threading.Thread(target=victim)
+    t.start()
+    try:
+        bigs = [attacker.post("/v1/infer", json={"architecture": "grower", "inputs": [[1.5e9]]}) for _ in range(3)]
+    finally:
+        stop.set()
+        t.join()
+    for big in bigs:  # each such query fails alone, naming the replica's limit ...
+        assert big.status_code == 400 and big.json()["field"] == "inputs", big.text
     after = _worker_pids(stack)
-    assert set(after) == set(before)  # ... and no worker died: every tenant's replicas are still there
-    assert max(after.values()) < 3 * (1 << 20)  # kB: no worker holds 3 GiB
+    assert set(after) == set(before)  # ... no worker died: every tenant's replicas are still there
+    assert max(after.values()) < 1 << 20  # kB: no worker process held the query's memory (its replica did)
+    print(f"memory attack: 3 queries of 6 GB refused, victim answered {sum(answers)}/{len(answers)} meanwhile")
+    assert answers and sum(answers) == len(answers)
+    assert attacker.post("/v1/infer", json={"architecture": "grower", "inputs": [[3.0]]}).json()["outputs"][0]["data"] == [6.0]
     assert victim_answers(stack) == 5
 
+
+
+def test_a_replica_process_killed_takes_nothing_else_with_it(stack: Stack, tenants, tmp_path):
+    """The kernel's OOM killer (here: SIGKILL) ends one tenant's replica process: its worker, the
+    other tenants' replicas and the next query on that model are unaffected."""
+    import signal
+
+    attacker = tenants["attacker"]
+    path = tmp_path / "grow.onnx"
+    memory_growing_model(path)
+    r = register(attacker, str(path), "grower-2", "attacker/grow2", 0.5)
+    assert r.status_code in (201, 409), r.text
+    assert wait_ready(attacker, "grower-2")["status"] == "ready"
+    assert attacker.post("/v1/infer", json={"architecture": "grower-2", "inputs": [[1.0]]}).status_code == 200
+    workers_before = _worker_pids(stack)
+    killed = 0
+    for w in workers(stack):
+        health = httpx.get(f"{w['url']}/health", headers={KEY_HEADER: secret(stack)}).json()
+        for vid, pid in health["processes"].items():
+            assert pid not in workers_before  # a process of its own, not the worker
+            if vid.startswith("grower-2:"):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    assert killed >= 1
+    assert victim_answers(stack) == 5
+    r = attacker.post("/v1/infer", json={"architecture": "grower-2", "inputs": [[2.0]]})
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [4.0], r.text  # a new replica process
+    assert set(_worker_pids(stack)) == set(workers_before)
 
 # ----------------------------------------------------------------- connections
 HALF_OPEN = 20_000

@@ -125,6 +125,8 @@ class IsolatedExecutor:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:
+            if self._proc is not None and not self._proc.is_alive():
+                self._reap()  # it died while idle (the OOM killer, a signal): a death, and a new one below
             if self._proc is None:
                 self._restart()
             try:

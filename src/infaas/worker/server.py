@@ -7,7 +7,7 @@ without it a worker answers 401 and does nothing, loads nothing):
 * ``POST /v1/infer/{variant_id}``: body is a tensor frame (``infaas.core.tensors``),
   header ``x-infaas-objective-ms`` carries the tightest latency objective; the
   answer is a frame, or JSON ``{"error", "message"}`` with the error's status.
-* ``GET /health``: state; with the credential also id, hardware and replicas.
+* ``GET /health``: state; with the credential also id, hardware, replicas and each replica's process id.
 
 The server is a bare ASGI app (no framework) under uvicorn. Started by `infaas up`
 (``--local-socket``), a worker also serves the API on this machine over a Unix socket
@@ -290,7 +290,9 @@ class WorkerAgent:
         elif path == "/health":  # tenants' models are nobody else's business
             body = {"state": self.state}
             if trusted:
-                body.update(worker=self.id, hardware=self.hardware, replicas=sorted(self.cache.replicas))
+                body.update(worker=self.id, hardware=self.hardware, replicas=sorted(self.cache.replicas),
+                            processes={vid: pid for vid, r in self.cache.replicas.items()
+                                       if (pid := getattr(r.executor, "pid", None)) is not None})
             await send_bytes(send, 200, _JSON, json.dumps(body).encode())
         else:
             status, media, extra, payload = errors.encode(NotFound(f"no route {path!r} on a worker", field="path"))
