@@ -105,7 +105,7 @@ def test_no_route_documents_fastapis_validation_error(schema: dict):
         for status, r in responses.items():
             if status[0] in "45":
                 assert r["content"]["application/json"]["schema"] == {"$ref": ERROR_REF}, (method, path, status)
-    assert set(schema["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "message", "field", "details"}
+    assert set(schema["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "code", "message", "field", "details"}
 
 
 def test_every_locked_route_documents_the_key_errors(schema: dict):

@@ -81,8 +81,8 @@ _OIP_INFER_DOC = {
                                          "in the service) and `objective_met` (null without a latency objective)"}},
 }
 # What the inference routes answer besides bad input (400), a body too large (413) and the key's errors.
-_INFER_ERRORS = errors(404, 413, 422, 502, 503, s413="The body is larger than INFAAS_MAX_BODY_BYTES, or has more "
-                                                      "rows than INFAAS_MAX_ROWS")
+_INFER_ERRORS = errors(404, 413, 415, 422, 502, 503, s413="The body is larger than INFAAS_MAX_BODY_BYTES (as sent or "
+                                                           "once inflated), or has more rows than INFAAS_MAX_ROWS")
 # A query no variant answered: the console shows these among the decisions.
 _REFUSED = frozenset({422, 502, 503})
 
@@ -272,7 +272,8 @@ async def infer(request: Request, svc: Services = Depends(services), caller: Pri
 
 
 @router.post("/v2/models/{name:path}/infer", tags=["open inference protocol"],
-             summary="OIP v2 inference; objective in parameters (min_accuracy, latency_ms, max_cost); binary extension supported",
+             summary="OIP v2 inference ({name} or {name}/versions/{variant}); objective in parameters (min_accuracy, "
+                     "latency_ms, max_cost); requested outputs, binary extension, gzip or deflate bodies (docs/models.md)",
              openapi_extra=_OIP_INFER_DOC, responses=_INFER_ERRORS)
 async def oip_infer(name: str, request: Request, svc: Services = Depends(services),
                     caller: Principal = Depends(require("query"))):

@@ -36,8 +36,9 @@ ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css
 class ErrorBody(BaseModel):
     """Every error answer."""
 
-    error: str  # a stable code: invalid_input, unauthenticated, forbidden, not_found, ...
-    message: str
+    error: str  # the human message (the Open Inference Protocol's field, what its clients show)
+    code: str  # a stable code: invalid_input, unauthenticated, forbidden, not_found, ...
+    message: str  # the message again
     field: str | None = None  # the request field at fault (body, inputs, objective.latency_ms, name, ...)
     details: dict[str, Any] | None = None
 
@@ -49,6 +50,7 @@ STATUS = {
     404: "Nothing of that name that your tenant may use (another tenant's private model looks the same)",
     409: "Conflicts with what exists",
     413: "The body is larger than the limit (`INFAAS_MAX_BODY_BYTES`; uploads `INFAAS_MAX_UPLOAD_BYTES`)",
+    415: "A `Content-Encoding` the service does not read (it reads gzip, deflate and identity)",
     422: "No variant can meet the objective: `details` has the best accuracy, latency and cost available",
     429: "Over your tenant's request rate: `Retry-After` says when to try again",
     502: "The worker failed to answer (after one retry on another worker)",
