@@ -162,3 +162,25 @@ def test_the_socket_folder_is_the_owners_alone(tmp_path):
 
     directory = socket_dir(str(tmp_path / "data"))
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+
+
+def test_string_tensors_go_out_as_frames_and_come_back(worker):
+    """A string tensor (an ONNX tensor(string), the protocol's BYTES) crosses the local hop as
+    length-prefixed UTF-8, in one buffer or in parts (a coalesced batch), and comes back as ``str``."""
+    port, sock, directory = worker
+
+    async def main():
+        server = await serve(sock, 4 << 20)
+        client = client_for(directory)
+        words = np.array(["cat", "", "grün", "漢字"], dtype=object)
+        one = await client.infer(f"http://127.0.0.1:{port}", "m", tensors.encode({"text": words}), None)
+        parts = tensors.encode_batch_parts([{"text": words[:2]}, {"text": words[2:]}])
+        joined = await client.infer(f"http://127.0.0.1:{port}", "m", parts, None)
+        await client.close()
+        server.close()
+        return words, one, joined
+
+    words, one, joined = run(main())
+    for answer in (one, joined):
+        out = tensors.decode(answer)["text"]
+        assert out.dtype == object and out.tolist() == [w * 2 for w in words.tolist()]
