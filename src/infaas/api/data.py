@@ -405,7 +405,7 @@ def _metadata(name: str, svc: Services, who: str) -> dict[str, Any]:
     return {
         "name": model,
         "versions": versions(svc, model, who),
-        "platform": "onnxruntime_onnx",
+        "platform": "onnxruntime",
         "inputs": as_oip(specs),
         "outputs": as_oip(arch.outputs),
     }
