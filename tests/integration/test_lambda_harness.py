@@ -310,7 +310,7 @@ def test_a_worker_whose_instance_is_gone_costs_a_retry_within_the_29_s_limit(api
             c.close()
 
 
-def test_the_autoscaler_function_runs_a_control_period(functions, deployment, registered):
+def test_the_autoscaler_function_runs_a_control_period(functions, deployment, registered, capsys):
     asg = deployment.client("autoscaling")
     ec2 = deployment.client("ec2")
     image = ec2.describe_images()["Images"][0]["ImageId"]
@@ -327,3 +327,5 @@ def test_the_autoscaler_function_runs_a_control_period(functions, deployment, re
     assert result.error is None, (result.error, functions["autoscaler"].logs()[-3000:])
     assert result.result["min_workers"] == {"cpu": 1} and result.result["max_workers"] == {"cpu": 3}
     assert result.cold and functions["autoscaler"].cold_starts[0]["init_s"] > 0
+    with capsys.disabled():
+        print(f"\nautoscaler cold import: {functions['autoscaler'].cold_starts[0]['init_s']:.3f} s")
