@@ -328,3 +328,93 @@ def test_twenty_thousand_half_open_connections_keep_no_client_out(stack: Stack):
     while "connections at the limit of 1000" not in stack.log_tail(400):
         assert time.time() < deadline, "the push-outs were not logged"
         time.sleep(0.5)
+
+
+
+# ----------------------------------------------------------------- limits before work
+def _raw(stack: Stack, head: bytes, body_part: bytes = b"", timeout_s: float = 10.0) -> tuple[bytes, float]:
+    """Send a request head and the start of its body on a raw socket; the answer's first bytes and
+    the seconds it took, without ever sending the rest of the body."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(stack.url)
+    with socket.create_connection((url.hostname, url.port), timeout=timeout_s) as s:
+        started = time.monotonic()
+        s.sendall(head + body_part)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data, time.monotonic() - started
+
+
+def _key(stack: Stack) -> str:
+    return stack.http.headers["authorization"].split()[1]
+
+
+def _upload_head(length: int, key: str | None) -> bytes:
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    return (f"POST /v1/models HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+def test_uploads_are_refused_before_their_bodies_arrive(stack: Stack):
+    """Without a key, or over the documented upload limit (INFAAS_MAX_UPLOAD_BYTES, 200 MiB), the
+    answer comes after the head and one MiB of the body: nothing waits for, or spools, the rest."""
+    part = b"--b\r\n" + b"x" * (1 << 20)
+    answer, _ = _raw(stack, _upload_head(390 << 20, None), part)  # no key, 390 MiB declared
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    answer, _ = _raw(stack, _upload_head(150 << 20, None), part)  # no key, within the limit
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    answer, _ = _raw(stack, _upload_head(300 << 20, _key(stack)), part)  # a key, over the limit
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    answer, _ = _raw(stack, _upload_head((200 << 20) + 1, _key(stack)), part)  # one byte over: the limit holds
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert victim_answers(stack) == 5
+
+
+def test_two_authorization_headers_are_a_400_on_every_route(stack: Stack, tenants):
+    victim = tenants["victim"].headers["authorization"]
+    attacker = tenants["attacker"].headers["authorization"]
+    x = stack.data.x_test[:1].tolist()
+    routes = [("POST", "/v1/infer", {"json": {"architecture": ARCH, "inputs": x}}),
+              ("POST", f"/v2/models/{ARCH}/infer",
+               {"json": {"inputs": [{"name": stack.client.model(ARCH)["inputs"][0]["name"], "shape": [1, 64],
+                                     "datatype": "FP32", "data": x[0]}]}}),
+              ("GET", "/v1/models", {}), ("GET", "/v1/jobs", {}), ("GET", f"/v2/models/{ARCH}", {})]
+    for method, path, kwargs in routes:
+        for pair in ([("authorization", victim), ("authorization", attacker)],
+                     [("authorization", attacker), ("authorization", victim)]):
+            r = httpx.request(method, stack.url + path, headers=pair, timeout=30.0, **kwargs)
+            assert r.status_code == 400, (path, r.text)
+            assert r.json()["field"] == "authorization"
+    assert victim_answers(stack) == 5
+
+
+def test_a_small_validation_file_that_unpacks_to_gigabytes_is_refused_unopened(stack: Stack, tenants, tmp_path):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("inputs.npy", "w", force_zip64=True) as f:  # 1 GiB of zeros, about 1 MB packed
+            header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1), np.float32))
+            header["shape"] = ((1 << 30) // 256, 64)
+            np.lib.format.write_array_header_1_0(f, header)
+            chunk = bytes(1 << 20)
+            for _ in range(1024):
+                f.write(chunk)
+    bomb = tmp_path / "bomb.npz"
+    bomb.write_bytes(buf.getvalue())
+    model = os.path.join(stack.workdir, "models", f"{ARCH}.onnx")
+    api_pid = stack.process.proc.pid
+    r = register(tenants["attacker"], model, "bomb-carrier", "attacker/bomb", 0.9, validation=str(bomb))
+    assert r.status_code == 400 and r.json()["field"] == "validation", r.text
+    assert "unpacks to" in r.json()["message"]
+    with open(f"/proc/{api_pid}/status") as f:
+        rss_kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    assert rss_kib < 1 << 20  # the API never held the unpacked gigabyte
+    assert victim_answers(stack) == 5

@@ -86,7 +86,7 @@ class DataPlaneFastPath:
     inference request's."""
 
     def __init__(self, app, services: Services, site: FastAPI | None = None) -> None:
-        self.app, self.routes = app, DataRoutes(services)
+        self.app, self.routes, self.services = app, DataRoutes(services), services
         self.telemetry = services.telemetry
         self.site = site  # the FastAPI app: its plain routes (``/openapi.json``) name no template in the scope
         self._plain: list | None = None
@@ -98,9 +98,11 @@ class DataPlaneFastPath:
         method, path = scope["method"], scope["path"]
         route = self.routes.route(path)
         authorization = binary = given = length = encoding = None
+        authorizations = 0
         for k, v in scope["headers"]:
             if k == b"authorization":
                 authorization = v
+                authorizations += 1
             elif k == logs.HEADER:
                 given = v
             elif k == b"content-length":
@@ -113,7 +115,18 @@ class DataPlaneFastPath:
         token = logs.REQUEST_ID.set(rid)
         info = RequestInfo()
         try:
-            if route is not None and method != "POST":  # an inference route takes POST only
+            if authorizations > 1:  # which one would count? Proxies and frameworks disagree (first, last, joined)
+                status, media, extra, payload = errors.encode(InvalidInput(
+                    f"send one Authorization header, not {authorizations}", field="authorization"))
+                info.status = status
+                await send_bytes(send, status, media, payload, [*extra, (logs.HEADER, rid.encode())])
+            elif method == "POST" and path.rstrip("/") == "/v1/models" and (refusal := self._unregistering(authorization)):
+                # an upload is authenticated before a byte of its body is read (FastAPI would parse and
+                # spool the whole form first): a caller without the register scope sends nothing big
+                status, media, extra, payload = errors.encode(refusal)
+                info.status = status
+                await send_bytes(send, status, media, payload, [*extra, (logs.HEADER, rid.encode())])
+            elif route is not None and method != "POST":  # an inference route takes POST only
                 status, media, extra, payload = errors.encode(HttpStatus(405, f"{method} is not allowed on {path}: "
                                                                               "inference takes POST"))
                 info.status = status
@@ -134,6 +147,14 @@ class DataPlaneFastPath:
             self.telemetry.request(method, route, status, elapsed)
             logs.access(method, path, route, status, elapsed * 1000.0, info.tenant, rid)
             logs.REQUEST_ID.reset(token)
+
+    def _unregistering(self, authorization: bytes | None) -> InfaasError | None:
+        """Why this caller may not register models (401/403), or None."""
+        try:
+            self.services.principal(None if authorization is None else authorization.decode("latin-1"), "register")
+        except InfaasError as exc:
+            return exc
+        return None
 
     def _template(self, scope) -> str:
         """The template of a route FastAPI does not name in the scope (its own plain routes), else
@@ -285,6 +306,7 @@ def create_app(services: Services, *, control_plane: bool = True) -> FastAPI:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(InfaasError(errors.INTERNAL_MESSAGE))
 
-    app.add_middleware(BodyLimit, limit=services.settings.max_body_bytes, upload_limit=services.settings.max_upload_bytes * 2 + (1 << 20))
+    # one upload limit: the whole registration request (model, validation file and form fields together)
+    app.add_middleware(BodyLimit, limit=services.settings.max_body_bytes, upload_limit=services.settings.max_upload_bytes)
     app.add_middleware(DataPlaneFastPath, services=services, site=app)
     return app
