@@ -105,7 +105,7 @@ def test_requested_outputs_and_their_binary_flags():
         {"outputs": [{"name": "a", "parameters": {"binary_data": False}}, {"name": "b"}]},
         {"binary_data_output": True})
     assert names == ["a", "b"] and binary == {"a": False, "b": True} and default is True
-    assert oip.requested_outputs({}, {}) == (None, {}, False)
+    assert oip.requested_outputs({}, {}) == oip.requested_outputs({"outputs": []}, {}) == (None, {}, False)
     for doc, params, field in (({"outputs": [{"name": "a"}, {"name": "a"}]}, {}, "outputs[1].name"),
                                ({"outputs": [{"name": "a", "parameters": {"binary_data": "yes"}}]}, {},
                                 "outputs[0].parameters.binary_data"),

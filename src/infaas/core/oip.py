@@ -257,7 +257,7 @@ def requested_outputs(doc: Mapping[str, Any], params: Mapping[str, Any]) -> tupl
     if not isinstance(default, bool):
         raise InvalidInput("parameters.binary_data_output must be true or false", field="parameters.binary_data_output")
     outputs = doc.get("outputs")
-    if outputs is None:
+    if outputs is None or outputs == []:  # none named: every output
         return None, {}, default
     if not isinstance(outputs, list):
         raise InvalidInput("outputs must be a list of objects with a name and an optional 'parameters' object",
