@@ -155,9 +155,10 @@ def run(settings: Settings) -> None:
             print(f"INFaaS is up on http://{settings.host}:{port} with {settings.workers} cpu worker(s); "
                   f"data in {settings.data_dir}; API docs at http://{settings.host}:{port}/docs", flush=True)
             if settings.auth == "keys" and not services.control.store.keys():
-                print("No API key exists yet. Create the first one (shown once) in another terminal with:\n"
-                      f"  infaas tenants create <tenant> --scopes query,register,admin --data-dir {settings.data_dir}\n"
-                      "then send it as 'Authorization: Bearer <key>' (the CLI reads INFAAS_API_KEY).", flush=True)
+                print("No API key exists yet. Create one per team (shown once) in another terminal with:\n"
+                      f"  infaas tenants create <team> --scopes query,register --data-dir {settings.data_dir}\n"
+                      "then send it as 'Authorization: Bearer <key>' (the CLI reads INFAAS_API_KEY). The admin scope "
+                      "(workers, events, metrics: every tenant's model names) is for the operator only.", flush=True)
 
         # Keep idle client connections longer than clients keep them (httpx: 5 s), so a
         # client never reuses a connection the server is closing at that moment.
