@@ -277,6 +277,38 @@ def test_a_replica_process_killed_takes_nothing_else_with_it(stack: Stack, tenan
     assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [4.0], r.text  # a new replica process
     assert set(_worker_pids(stack)) == set(workers_before)
 
+
+def test_a_string_label_model_is_served_and_takes_no_worker_from_anyone(stack: Stack, tenants, tmp_path):
+    """A scikit-learn classifier with string labels (its ``label`` output a tensor of strings) once
+    failed every query as a worker fault, and the workers it failed on were taken out of selection
+    for every tenant. Its labels are now BYTES; queried 30 times beside the victim's queries."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 4)).astype(np.float32)
+    words = np.array(["cat", "dog", "emu"])
+    y = words[np.minimum((x[:, 0] * 3).astype(int), 2)]
+    clf = LogisticRegression(max_iter=500).fit(x, y)
+    path = tmp_path / "labels.onnx"
+    path.write_bytes(to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}).SerializeToString())
+    attacker = tenants["attacker"]
+    r = register(attacker, str(path), "string-labels", "attacker/labels", 0.9)
+    assert r.status_code == 201, r.text
+    assert wait_ready(attacker, "string-labels")["status"] == "ready"
+    before = {w["id"] for w in workers(stack)}
+    theirs = ours = 0
+    for i in range(30):
+        r = attacker.post("/v1/infer", json={"architecture": "string-labels", "inputs": x[i:i + 1].tolist()})
+        assert r.status_code == 200, r.text
+        label = next(o for o in r.json()["outputs"] if o["name"] == "label")
+        assert label["datatype"] == "BYTES" and label["data"] == clf.predict(x[i:i + 1]).tolist()
+        theirs += 1
+        ours += victim_answers(stack, 1)
+    print(f"string-label model: {theirs}/30 answered with its labels, victim {ours}/30")
+    assert ours == 30
+    assert {w["id"] for w in workers(stack)} == before
+
 # ----------------------------------------------------------------- connections
 HALF_OPEN = 20_000
 
