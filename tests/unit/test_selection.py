@@ -345,6 +345,50 @@ def test_refuse_late_answers_503_instead_of_queueing_a_query_every_replica_would
     assert d.worker == "w1" and d.predicted_latency_ms == 110.0
 
 
+def test_a_query_may_refuse_a_late_answer_itself_and_is_told_the_best_to_be_had():
+    """``if_late`` in the objective overrides the deployment's setting either way; the refusal
+    carries the best latency, accuracy and variant available now."""
+    v = make_variant("mlp", accuracy=0.93)
+    busy = make_worker("w1", replicas=[ReplicaLoad(v.id, queued_rows=320)])  # 110 ms predicted
+    cat = Catalogue.build([v])
+    refuse = Query(rows=1, architecture="mlp", objective=Objective(latency_ms=50.0, if_late="refuse"))
+    with pytest.raises(Unavailable) as exc:
+        select(refuse, cat, Cluster.build([busy], HARDWARE))  # deployment: serve late
+    assert exc.value.details == {"best_latency_ms": 110.0, "best_accuracy": 0.93, "variant": v.id}
+    serve = Query(rows=1, architecture="mlp", objective=Objective(latency_ms=50.0, if_late="serve"))
+    d = select(serve, cat, Cluster.build([busy], HARDWARE, refuse_late=True))  # deployment: refuse
+    assert d.worker == "w1" and d.reason.startswith("over capacity")
+
+
+def test_a_cold_start_is_served_late_even_when_the_query_refuses_late_answers():
+    """Refusing a cold start would never load the variant: it is served, late and said so."""
+    v = make_variant("mlp")  # p99(1) 2 ms, load 50 ms
+    d = select(Query(rows=1, architecture="mlp", objective=Objective(latency_ms=10.0, if_late="refuse")),
+               Catalogue.build([v]), Cluster.build([make_worker("w1")], HARDWARE))
+    assert not d.loaded and d.predicted_latency_ms == 52.0
+
+
+def test_the_overhead_of_reaching_a_worker_is_part_of_the_prediction():
+    """Two idle replicas, 2 ms of compute each; reaching w1 costs 6 ms (its API hop, measured),
+    w2 0.5 ms: w2 is chosen, predicted 2.5 ms. With a 5 ms objective only w2 meets it; a 3 ms
+    objective is met nowhere once the 4 ms worker is gone: the query is over capacity, not met."""
+    v = make_variant("mlp")
+    w1, w2 = make_worker("w1", replicas=[v]), make_worker("w2", replicas=[v])
+    cat = Catalogue.build([v])
+    cluster = Cluster.build([w1, w2], HARDWARE, overhead_ms={"w1": 6.0, "w2": 0.5})
+    d = select(Query(rows=1, architecture="mlp", objective=Objective(latency_ms=5.0)), cat, cluster)
+    assert (d.worker, d.predicted_latency_ms, d.overhead_ms) == ("w2", 2.5, 0.5)
+    slow = Cluster.build([w1, w2], HARDWARE, overhead_ms={"w1": 6.0, "w2": 4.0})
+    d = select(Query(rows=1, architecture="mlp", objective=Objective(latency_ms=5.0)), cat, slow)
+    assert d.predicted_latency_ms == 6.0 and d.reason.startswith("over capacity")  # 2 + 4 > 5, late and said so
+    # a worker with no answers yet is assumed as the others' median: cold starts there pay it too
+    fresh = Cluster.build([make_worker("w3")], HARDWARE, overhead_ms={"w1": 3.0, "w2": 4.0})
+    assert fresh.default_overhead_ms == 4.0
+    d = select(Query(rows=1, architecture="mlp"), cat, fresh)
+    assert d.worker == "w3" and d.predicted_latency_ms == 50 + 2 + 4.0 and d.overhead_ms == 4.0
+    # without measurements (the simulator) the prediction is compute and queueing alone
+    assert select(Query(rows=1, architecture="mlp"), cat, Cluster.build([w1], HARDWARE)).predicted_latency_ms == 2.0
+
 def test_rows_this_selector_has_in_flight_spread_load_between_heartbeats():
     """Both replicas report empty queues (the last heartbeat), but this selector
     has 64 rows outstanding on w1: the next query goes to w2."""

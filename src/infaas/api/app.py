@@ -18,6 +18,7 @@ from infaas.adapters import logs
 from infaas.adapters.http.asgi import ClientGone, read_body, send_bytes
 from infaas.api import data
 from infaas.api.deps import REQUEST_INFO, RequestInfo, Services
+from infaas.app.data import ARRIVED
 from infaas.core import errors, oip
 from infaas.core.errors import HttpStatus, InfaasError, InvalidInput, NotFound
 
@@ -113,6 +114,7 @@ class DataPlaneFastPath:
                 encoding = v
         rid = logs.request_id_from(given)
         token = logs.REQUEST_ID.set(rid)
+        ARRIVED.set(started)  # answers measure their latency from here (this task's context only)
         info = RequestInfo()
         try:
             if authorizations > 1:  # which one would count? Proxies and frameworks disagree (first, last, joined)

@@ -40,6 +40,9 @@ _INFER_DOC = {
                                 "min_accuracy": {"type": "number"},
                                 "latency_ms": {"type": "number"},
                                 "max_cost": {"type": "number", "description": "dollars per query"},
+                                "if_late": {"type": "string", "enum": ["serve", "refuse"],
+                                            "description": "when every replica would answer past latency_ms: "
+                                                           "serve late (flagged) or refuse at once (503)"},
                             },
                         },
                         "inputs": {
@@ -52,10 +55,14 @@ _INFER_DOC = {
         },
     },
     "responses": {"200": {"description": "The outputs; `decision` (variant, worker, batch, `predicted_latency_ms`: "
-                                         "compute and queueing as the profiles predict them, cost, accuracy, why); "
-                                         "`latency_ms`: measured in the service from taking the query to its "
+                                         "from the query's arrival at the API to its answer: compute and queueing "
+                                         "as the profiles predict them plus `overhead_ms`, the API's own work and "
+                                         "the hop to that worker as measured on recent answers; cost, accuracy, "
+                                         "why); `latency_ms`: measured in the service from taking the query to its "
                                          "outputs; `objective_met`: whether that is within the objective's "
-                                         "latency_ms (null without one)"}},
+                                         "latency_ms (null without one). Objective `if_late`: `serve` (default) or "
+                                         "`refuse` a query every replica would answer late (503, Retry-After, the "
+                                         "best latency and accuracy to be had)"}},
 }
 
 
@@ -146,7 +153,8 @@ def resolve(svc: Services, name: str, who: str) -> tuple[str, dict[str, str], st
 def decision_dict(d) -> dict[str, Any]:
     """``Decision.to_dict()`` without ``dataclasses.asdict``'s deep copy (every answer carries one)."""
     return {"variant": d.variant, "worker": d.worker, "batch": d.batch, "predicted_latency_ms": d.predicted_latency_ms,
-            "cost_per_query": d.cost_per_query, "accuracy": d.accuracy, "loaded": d.loaded, "reason": d.reason}
+            "cost_per_query": d.cost_per_query, "accuracy": d.accuracy, "loaded": d.loaded, "reason": d.reason,
+            "overhead_ms": d.overhead_ms}
 
 
 def _answer_json(answer, query: Query, model_name: str | None = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Transports only decode, call ``DataPlane.answer``, and encode.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -34,6 +35,17 @@ FAULTY_AFTER = 5  # failures in a row on workers that answered before a variant 
 
 # A snapshot older than this is refreshed before a query is decided on it (``fresh_snapshot``).
 STALE_S = 1.0
+
+# When the front end took the query (``time.perf_counter()``), set by the transport that received
+# it (the API's ASGI entry, the selector function's handler): an answer's ``latency_ms`` is
+# measured from there, so it includes reading and decoding the request.
+ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("infaas_arrived", default=None)
+
+# The overhead estimate per worker (``Cluster.overhead_ms``): a moving average of what warm
+# answers took beyond their predicted queue and compute, each sample clipped to [0, OVERHEAD_CAP_MS]
+# (one stalled answer must not make a worker look unreachable for long).
+OVERHEAD_WEIGHT = 0.1
+OVERHEAD_CAP_MS = 50.0
 
 
 @dataclass
@@ -65,6 +77,7 @@ class DataPlane:
         self._refreshing: asyncio.Future | None = None  # the refresh under way in a thread
         self._pending: dict[tuple[str, str], int] = {}  # (worker, variant) -> rows sent, not yet answered
         self._faults: dict[str, int] = {}  # variant id -> failures in a row (``_variant_failed``)
+        self._overhead: dict[str, float] = {}  # worker id -> ms beyond queue and compute (``_observe``)
 
     def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
         """The cached snapshot. A stale one is refreshed in a thread while queries
@@ -117,8 +130,11 @@ class DataPlane:
         self._refreshed_at = now
 
     def _build_cluster(self, workers) -> Cluster:
+        live = {w.id for w in workers}
+        if len(self._overhead) > len(live) + 64:  # forget workers long gone
+            self._overhead = {k: v for k, v in self._overhead.items() if k in live}
         return Cluster.build(workers, self.settings.hardware, self._pending, refuse_late=self.settings.refuse_late == "on",
-                             catalogue=self._catalogue)
+                             catalogue=self._catalogue, overhead_ms=self._overhead)
 
     def input_specs(self, query: Query) -> tuple[TensorSpec, ...]:
         """The input spec of what the query names, if the tenant may use it.
@@ -155,7 +171,7 @@ class DataPlane:
         self._cluster = self._build_cluster([w for w in self._cluster.workers.values() if w.id != worker_id])
 
     async def infer(self, query: Query, arrays: Mapping[str, np.ndarray]) -> Answer:
-        t0 = time.perf_counter()
+        t0 = ARRIVED.get() or time.perf_counter()
         specs = self.input_specs(query)
         feed, rows = validate_inputs(arrays, specs, self.settings.max_rows)
         query = Query(rows, query.objective, query.variant, query.architecture, query.task, query.tenant)
@@ -187,9 +203,21 @@ class DataPlane:
                 else:
                     del self._pending[key]
         self._faults.pop(decision.variant, None)
+        latency_ms = (time.perf_counter() - t0) * 1000
         if retried:
             decision = _moved(decision, targets[1])
-        return Answer(outputs, decision, (time.perf_counter() - t0) * 1000, retried)
+        else:
+            self._observe(decision, latency_ms)
+        return Answer(outputs, decision, latency_ms, retried)
+
+    def _observe(self, decision: Decision, latency_ms: float) -> None:
+        """Fold one warm answer into its worker's overhead estimate: what it took beyond the queue
+        and compute the selector predicted. A cold start's load time is not overhead."""
+        if not decision.loaded:
+            return
+        sample = min(OVERHEAD_CAP_MS, max(0.0, latency_ms - (decision.predicted_latency_ms - decision.overhead_ms)))
+        old = self._overhead.get(decision.worker)
+        self._overhead[decision.worker] = sample if old is None else old + OVERHEAD_WEIGHT * (sample - old)
 
     def _variant_failed(self, variant_id: str, exc: VariantFault) -> None:
         """``FAULTY_AFTER`` failures in a row and the variant is marked failed in the catalogue (its

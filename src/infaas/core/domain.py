@@ -297,6 +297,10 @@ class Objective:
     min_accuracy: float | None = None
     latency_ms: float | None = None
     max_cost: float | None = None  # dollars per query
+    # when every replica would answer past latency_ms (overload): "serve" late (flagged
+    # objective_met false) or "refuse" at once (503, Retry-After, the best to be had); None: the
+    # deployment's INFAAS_REFUSE_LATE
+    if_late: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -335,6 +339,9 @@ class Decision:
     loaded: bool
     reason: str
     fallback_workers: tuple[tuple[str, str], ...] = ()  # (id, url) to retry on a fault
+    # the part of ``predicted_latency_ms`` outside the worker's queue and compute: the API's own
+    # work and the hop to the worker, as measured on recent answers (``Cluster.overhead_ms``)
+    overhead_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -61,7 +61,10 @@ def parse_objective(doc: Mapping[str, Any] | None, field: str = "objective") -> 
         if key == "latency_ms" and v == 0:
             raise InvalidInput(f"{field}.latency_ms must be greater than 0", field=f"{field}.latency_ms")
         values[key] = float(v)
-    return Objective(**values)
+    late = doc.get("if_late")
+    if late is not None and late not in ("serve", "refuse"):
+        raise InvalidInput(f"{field}.if_late must be 'serve' or 'refuse', got {late!r}", field=f"{field}.if_late")
+    return Objective(**values, if_late=late)
 
 
 # What JSON may hold for each datatype (``bool`` is an ``int`` in Python: checked by exact type)

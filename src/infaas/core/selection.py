@@ -12,6 +12,10 @@ would see:
   ``ceil((q + r) / B) * latency_p99(min(q + r, B))`` -- everything ahead of it
   and the query itself, in full batches, at the profiled p99;
 * on a worker that must load it first: ``load_ms`` plus the same with ``q = 0``;
+* plus the *overhead* of reaching that worker (``Cluster.overhead_ms``): the API's own work
+  and the hop there and back, measured on recent answers (the data plane's moving estimate of
+  what an answer took beyond its predicted queue and compute), so the objective is checked
+  against the time from the query's arrival at the API to its answer leaving it;
 * plus the worker's *backlog*: a worker runs one batch at a time for all its
   replicas (its compute pool has one thread), so what its other replicas have
   queued runs first -- ``sum of ceil(q_o / B_o) * latency_p99(min(q_o, B_o))``
@@ -28,9 +32,12 @@ the objective even though this first query pays the load (a cold start, said so
 in the reason); (4) over capacity -- replicas that would meet the objective
 but for their queues -- the shortest wait, said so in the reason, rather than
 refusing work the autoscaler is about to make room for -- or, where the
-deployment asks for it (``Cluster.refuse_late``), refused with 503 and
-Retry-After: under overload a late answer also makes every query queued behind
-it late, and refusing it keeps the rest within their objective; otherwise
+query or the deployment asks for it (``Objective.if_late`` "refuse", else
+``Cluster.refuse_late``), refused at once with 503, Retry-After and the best
+latency and accuracy to be had now: under overload a late answer also makes
+every query queued behind it late, and refusing it keeps the rest within their
+objective. A cold start (3) is always served, late and flagged: refusing it
+would never load the variant. Otherwise
 ``NoFeasibleVariant`` (422) stating the best latency and accuracy that could
 be had: no variant meets the objective even with an empty queue.
 
@@ -164,11 +171,18 @@ class Cluster:
     backlog: Mapping[str, float] = field(default_factory=dict)  # worker id -> ``backlog_ms``
     idle_first: Mapping[str, tuple[Worker, ...]] = field(default_factory=dict)  # by backlog, then roomiest
     loaded_ranked: Mapping[tuple[str, str], tuple[tuple, ...]] = field(default_factory=dict)
+    # worker id -> ms an answer from it takes beyond its queue and compute (the API's work, the
+    # hop); workers not in it cost ``default_overhead_ms``. Empty in the simulator (no API there).
+    overhead_ms: Mapping[str, float] = field(default_factory=dict)
+    default_overhead_ms: float = 0.0
+
+    def overhead(self, worker_id: str) -> float:
+        return self.overhead_ms.get(worker_id, self.default_overhead_ms)
 
     @staticmethod
     def build(workers: Iterable[Worker], hardware: Mapping[str, HardwareType],
               pending: Mapping[tuple[str, str], int] | None = None, *, refuse_late: bool = False,
-              catalogue: "Catalogue | None" = None) -> "Cluster":
+              catalogue: "Catalogue | None" = None, overhead_ms: Mapping[str, float] | None = None) -> "Cluster":
         """Only workers that are up (not draining) take new work."""
         up = [w for w in workers if w.state == WORKER_UP]
         replicas: dict[str, list[tuple[Worker, ReplicaLoad]]] = {}
@@ -200,6 +214,8 @@ class Cluster:
             backlog=backlog,
             idle_first=_idle_first(roomiest, backlog) if catalogue is not None else {},
             loaded_ranked=loaded,
+            overhead_ms=dict(overhead_ms or {}),
+            default_overhead_ms=_typical(overhead_ms),
         )
 
     def with_workers(self, newer: Iterable[Worker]) -> "Cluster":
@@ -216,7 +232,7 @@ class Cluster:
                     or len(w.replicas) != len(old.replicas) or self.held[w.id] != {r.variant_id for r in w.replicas}):
                 workers.update({x.id: x for x in newer})
                 return Cluster.build(workers.values(), self.hardware, self.pending, refuse_late=self.refuse_late,
-                                     catalogue=self.catalogue)
+                                     catalogue=self.catalogue, overhead_ms=self.overhead_ms)
             workers[w.id] = w
             by_hw[w.hardware] = tuple(w if x.id == w.id else x for x in by_hw[w.hardware])
             for load in w.replicas:
@@ -227,7 +243,16 @@ class Cluster:
         if self.catalogue is not None:
             idle.update(_idle_first({hw: by_hw[hw] for hw in {w.hardware for w in newer}}, backlog))
         return Cluster(workers, self.hardware, replicas, by_hw, self.held, self.pending, self.refuse_late,
-                       self.prices, self.catalogue, backlog, idle, self.loaded_ranked)
+                       self.prices, self.catalogue, backlog, idle, self.loaded_ranked, self.overhead_ms,
+                       self.default_overhead_ms)
+
+
+def _typical(overhead_ms: Mapping[str, float] | None) -> float:
+    """The overhead assumed for a worker with no answers yet: the median of the others'."""
+    if not overhead_ms:
+        return 0.0
+    values = sorted(overhead_ms.values())
+    return values[len(values) // 2]
 
 
 def _idle_first(roomiest: Mapping[str, tuple[Worker, ...]], backlog: Mapping[str, float]) -> dict[str, tuple[Worker, ...]]:
@@ -356,6 +381,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
     # The ranking is by cost, so the scan stops at the first entry dearer than a tier-1 find.
     b1 = b4 = None
     pending, rows, replicas, tenant = cluster.pending, query.rows, cluster.replicas, query.tenant
+    overhead = cluster.overhead
     for cost, v, steady, _cold in loaded:
         if cost > max_cost or (b1 is not None and cost > b1[0][0]):
             break  # sorted by cost: nothing further can be a cheaper loaded replica
@@ -376,6 +402,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
             ahead = _backlog(worker, cluster, catalogue)
             if ahead:  # what the worker's other replicas have queued runs first
                 lat += ahead - (math.ceil(mine / top) * at(min(mine, top)) if mine else 0.0)
+            lat += overhead(worker.id)
             if lat <= limit:
                 key = (cost, acc, lat)
                 if b1 is None or key < b1[0]:
@@ -406,11 +433,14 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
                 break
             best = _place(best, cost, v, steady, cold, query, cluster, catalogue, limit)
 
-    if best is not None and best.tier == 4 and cluster.refuse_late:
+    refuse = cluster.refuse_late if obj.if_late is None else obj.if_late == "refuse"
+    if best is not None and best.tier == 4 and refuse:
         # Every replica would answer late: queueing it would make the queries behind it late too.
         raise Unavailable(f"over capacity: the shortest wait for a variant meeting the objective is "
                           f"{best.latency_ms:.0f} ms > latency_ms {limit:g}; retry later (the autoscaler adds replicas)",
-                          retry_after_s=max(1.0, round(best.latency_ms / 1000.0, 1)), field="objective")
+                          retry_after_s=max(1.0, round(best.latency_ms / 1000.0, 1)), field="objective",
+                          best_latency_ms=round(best.latency_ms, 4), best_accuracy=round(best.variant.accuracy or 0.0, 4),
+                          variant=best.variant.id)
     if best is None:
         accurate = [e[1] for e in ranked]
         # Placeable means some up worker could run it, whatever it costs: a
@@ -433,6 +463,8 @@ def _place(best: _Option | None, cost: float, v: Variant, steady: float, cold: f
     ahead = _backlog(worker, cluster, catalogue)
     if ahead > v.profile.load_ms:  # the load overlaps the backlog; the first batch waits for both
         cold = ahead + steady
+    extra = cluster.overhead(worker.id)
+    cold, steady = cold + extra, steady + extra
     if cold <= limit:
         return _better(best, _Option(2, cost, cold, v, worker, batch, False))
     if steady <= limit:
@@ -561,6 +593,7 @@ def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
         loaded=o.loaded,
         reason="; ".join(parts),
         fallback_workers=tuple((w.id, w.url) for w in others[:2]),
+        overhead_ms=round(cluster.overhead(o.worker.id), 4),
     )
 
 
@@ -568,7 +601,7 @@ def _unreachable(query: Query, pool: tuple[Variant, ...], cluster: Cluster) -> N
     obj = query.objective
     best_acc = max((v.accuracy or 0.0) for v in pool)
     accurate = [v for v in pool if obj.min_accuracy is None or (v.accuracy or 0.0) >= obj.min_accuracy]
-    fastest = min((service_ms(v, 0, query.rows) for v in (accurate or pool)), default=math.inf)
+    fastest = min((service_ms(v, 0, query.rows) for v in (accurate or pool)), default=math.inf) + cluster.default_overhead_ms
     cheapest = min(
         (cost_per_query(v, query.rows, cluster.hardware[v.hardware].price_per_hour) for v in (accurate or pool) if v.hardware in cluster.hardware),
         default=math.inf,
