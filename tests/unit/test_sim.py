@@ -197,3 +197,39 @@ def test_steady_low_rate_traffic_loads_its_replica_once(gap_s):
     if gap_s >= 15:
         hasty = Ours(ScalingParams(period_s=2.0, min_workers={"cpu": 1}, max_workers={"cpu": 2}, idle_unload_s=1.0))
         assert run(arrivals, hasty)[0].loads == len(arrivals)
+
+
+_HASHSEED_RUN = """
+import sys, hashlib
+sys.path.insert(0, sys.argv[1])
+from fakes import make_profile, make_variant
+from infaas.core.domain import HardwareType
+from infaas.core.scaling import ScalingParams
+from infaas.sim import data
+from infaas.sim.engine import ClusterSpec, Simulator
+from infaas.sim.policies.ours import Ours
+
+tasks = [f"classification/t{i}" for i in range(6)]
+variants = [make_variant(f"net{i}{f}", accuracy=0.8 + 0.03 * i, max_batch=4, visibility="shared", task=t,
+                         profile=make_profile({1: (10.0, 12.0), 4: (24.0, 28.0)}, load_ms=100.0))
+            for i, t in enumerate(tasks) for f in ("a", "b")]
+spec = ClusterSpec(hardware={"cpu": HardwareType("cpu", 0.0)}, start_s={"cpu": 2.0}, memory_bytes={"cpu": 2 << 30},
+                   jitter=True)
+w = data.synthetic_workload({t: 30.0 + 10 * i for i, t in enumerate(tasks)}, 12.0, kind="gamma", cv=3.0, seed=5)
+params = ScalingParams(period_s=1.0, min_workers={"cpu": 3}, max_workers={"cpu": 3}, fill_fleet_ms=300.0)
+sim = Simulator(w, variants, Ours(params), spec, seed=7).run()
+print(hashlib.sha256(repr(sim.finish).encode()).hexdigest())
+"""
+
+
+def test_a_run_does_not_depend_on_the_interpreters_hash_seed():
+    """Sets and dicts keyed by strings iterate in an order that depends on PYTHONHASHSEED: the
+    policy (demand, the pinned fleet's remembered peaks) must not, or a seed does not fix a run."""
+    import os
+    import subprocess
+    import sys
+
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digests = {subprocess.run([sys.executable, "-c", _HASHSEED_RUN, tests_dir], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2", "3", "4")}
+    assert len(digests) == 1, digests

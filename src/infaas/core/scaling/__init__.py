@@ -108,7 +108,7 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
                 by_task[v.task] = by_task.get(v.task, 0.0) + rate
         fleet = tuple(w for w in up if w.hardware in pinned)
         fade = 0.5 ** (p.period_s / p.peak_halflife_s)
-        peak = {t: max(by_task.get(t, 0.0), fade * state.peak_rps.get(t, 0.0)) for t in set(by_task) | set(state.peak_rps)}
+        peak = {t: max(by_task.get(t, 0.0), fade * state.peak_rps.get(t, 0.0)) for t in sorted(set(by_task) | set(state.peak_rps))}
         peak = {t: r for t, r in peak.items() if r >= 0.01}
         held: dict[str, int] = {}
         for w in fleet:
