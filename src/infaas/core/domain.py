@@ -18,7 +18,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # Names become store keys and file paths: letters, digits, '.', '_', '-' only,
 # starting with a letter or digit. Nothing that could climb out of a folder.
@@ -121,6 +121,11 @@ class Profile:
     ``latency_ms[b]`` is (p50, p99) of one run at batch ``b``. Batches between
     two measured ones are interpolated linearly; beyond the largest one the
     variant cannot run (it is the variant's maximum batch).
+
+    How noisy the measurement was (``core/calibration.py``): ``spread_ms[b]`` is the
+    min and max p50 of the rounds the figures come from, ``noise`` the calibration
+    kernel's median slowdown in those rounds (1.0: as quiet as ever seen on the host),
+    ``busy`` whether no round was quiet (figures taken anyway, after deferring).
     """
 
     hardware: str
@@ -128,6 +133,10 @@ class Profile:
     load_ms: float
     peak_memory_bytes: int
     measured_at: float = 0.0
+    spread_ms: Mapping[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    noise: float | None = None
+    rounds: int = 0
+    busy: bool = False
 
     def batch_sizes(self) -> tuple[int, ...]:
         return self._sizes
@@ -171,6 +180,10 @@ class Profile:
             "load_ms": self.load_ms,
             "peak_memory_bytes": self.peak_memory_bytes,
             "measured_at": self.measured_at,
+            "spread_ms": {str(b): list(v) for b, v in sorted(self.spread_ms.items())},
+            "noise": self.noise,
+            "rounds": self.rounds,
+            "busy": self.busy,
         }
 
     @staticmethod
@@ -181,6 +194,10 @@ class Profile:
             load_ms=float(d["load_ms"]),
             peak_memory_bytes=int(d["peak_memory_bytes"]),
             measured_at=float(d.get("measured_at", 0.0)),
+            spread_ms={int(b): (float(v[0]), float(v[1])) for b, v in (d.get("spread_ms") or {}).items()},
+            noise=None if d.get("noise") is None else float(d["noise"]),
+            rounds=int(d.get("rounds", 0)),
+            busy=bool(d.get("busy", False)),
         )
 
 
@@ -256,6 +273,9 @@ class ReplicaLoad:
     rate_rps: float = 0.0  # rows per second over the last heartbeat period
     memory_bytes: int = 0
     last_used: float = 0.0
+    # per batch size (str): [observed run time ms, the profile's prediction ms, batches], moving
+    # estimates of served batches (``core.calibration.observe``)
+    served_ms: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,19 @@ a memory limit, so a hostile or broken model cannot take the worker down, and
 so that peak memory is the child's own (``ru_maxrss`` after the runs minus
 before loading). The child prints one JSON object:
 
-``{"latency_ms": {"1": [p50, p99], ...}, "load_ms": ..., "peak_memory_bytes": ..., "accuracy": ...}``
+``{"latency_ms": {"1": [p50, p99], ...}, "spread_ms": {"1": [min, max], ...}, "noise": ..., "busy": ...,
+"load_ms": ..., "peak_memory_bytes": ..., "accuracy": ...}``
 
-Latency per batch size is the p50 and p99 of repeated runs (at least
-``min_runs``, more while within ``budget_s`` per batch size), after warm-up.
+Latency is measured in rounds (``core/calibration.py``): each round times every
+batch size (at least ``min_runs / quiet_rounds`` runs, more while within
+``budget_s / quiet_rounds``), after a fixed calibration kernel (``Calibration``)
+whose slowdown against its quiet time says how busy the machine was. The
+figures are the median over the quiet rounds of each round's p50 and p99;
+``spread_ms`` is the min and max of those rounds' p50, ``noise`` their median
+calibration slowdown. With no quiet round the result says ``busy`` and why;
+``profile_in_subprocess(..., defer_busy=True)`` then raises ``ProfileDeferred``.
+The kernel's quiet time is the fastest ever seen on this host, kept in a small
+JSON file (``calibration_file``: ``<cache_dir>/calibration.json`` for workers).
 Accuracy is measured on the owner's validation data when given: the share of
 rows whose predicted class (an integer output, or the argmax of a score
 output) equals the label.
@@ -22,17 +31,20 @@ share of rows whose every output is within 1 % (relative) of the original's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from infaas.core.calibration import NoisePolicy, Round, more_rounds, summarise
 from infaas.core.domain import TensorSpec
 from infaas.core.errors import ProfilingFailed
 
@@ -84,8 +96,71 @@ def measure_agreement(reference_path: str, ex, specs: Sequence[TensorSpec], max_
 class ProfileLimits:
     timeout_s: float = 300.0
     memory_bytes: int = 4 << 30
-    budget_s: float = 0.25  # time spent measuring each batch size
+    budget_s: float = 0.25  # time spent measuring each batch size (over the quiet rounds together)
     min_runs: int = 20
+    noise: NoisePolicy = NoisePolicy()
+
+
+class ProfileDeferred(ProfilingFailed):
+    """The machine was too busy to profile (no quiet round): try again later. ``result`` holds
+    the figures of the quietest rounds, ``reason`` says how busy it was."""
+
+    def __init__(self, reason: str, result: dict) -> None:
+        super().__init__(f"deferred: {reason}")
+        self.reason, self.result = reason, result
+
+
+KERNEL = "sin-16384x64/v1"  # names the calibration work: a changed kernel starts a new quiet time
+
+
+class Calibration:
+    """A fixed single-threaded workload (about 4 ms on one core of a 2020s server) timed
+    between measurements. Its slowdown is the larger of wall time over the fastest time
+    seen on this host (``quiet_ms``, kept in ``path``) and wall time over its own CPU time
+    (time spent preempted: this needs no quiet time, so a first profile on a busy host
+    still sees it)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.x = np.linspace(0.0, 1.0, 1 << 14)
+        self.y = np.empty_like(self.x)
+        self.stored = self._read()
+        self.seen = float("inf")
+
+    def _read(self) -> float:
+        try:
+            with open(self.path) as f:  # type: ignore[arg-type]
+                d = json.load(f)
+            return float(d["quiet_ms"]) if d.get("kernel") == KERNEL and float(d["quiet_ms"]) > 0 else float("inf")
+        except (OSError, TypeError, ValueError, KeyError):
+            return float("inf")
+
+    @property
+    def quiet_ms(self) -> float:
+        return min(self.stored, self.seen)
+
+    def measure(self) -> float:
+        """Run the kernel once; its slowdown (1.0: as fast as ever seen here, not preempted)."""
+        c, t = time.thread_time(), time.perf_counter()
+        for _ in range(64):
+            np.sin(self.x, out=self.y)
+        wall = (time.perf_counter() - t) * 1000
+        cpu = (time.thread_time() - c) * 1000
+        self.seen = min(self.seen, wall)
+        return max(1.0, wall / self.quiet_ms, wall / cpu if cpu > 0 else 1.0)
+
+    def keep(self) -> None:
+        """Keep the fastest time seen on this host for the next profiles."""
+        if not self.path or self.seen >= self._read():
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"kernel": KERNEL, "quiet_ms": self.seen}, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only cache: the next profile measures its own
 
 
 def sample_inputs(specs: Sequence[TensorSpec], batch: int, validation: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
@@ -118,8 +193,43 @@ def predicted_labels(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
     return values[0].reshape(len(values[0]), -1)[:, 0]
 
 
+def measure_latency(ex, max_batch: int, specs: Sequence[TensorSpec], val_x: np.ndarray | None, limits: ProfileLimits,
+                    calibration_file: str | None):
+    """Rounds of timed runs with the calibration kernel between them, until enough quiet rounds
+    or the most rounds (``core.calibration``); returns the ``NoiseSummary``."""
+    policy = limits.noise
+    calibration = Calibration(calibration_file)
+    sizes = [b for b in BATCH_SIZES if b <= max_batch]
+    feeds = {b: sample_inputs(specs, b, val_x, seed=b) for b in sizes}
+    for b in sizes:
+        for _ in range(3):
+            ex.run(feeds[b])
+    share = max(1, policy.quiet_rounds)
+    slice_s = limits.budget_s / share
+    runs_min = max(5, -(-limits.min_runs // share))
+    rounds: list[Round] = []
+    while True:
+        noises, latency = [], {}
+        for b in sizes:
+            noises.append(calibration.measure())
+            ex.run(feeds[b])  # the kernel evicted the model's data from the caches
+            times = []
+            deadline = time.perf_counter() + slice_s
+            while len(times) < runs_min or (time.perf_counter() < deadline and len(times) < 2000):
+                t = time.perf_counter()
+                ex.run(feeds[b])
+                times.append((time.perf_counter() - t) * 1000)
+            latency[b] = (float(np.percentile(times, 50)), float(np.percentile(times, 99)))
+        noises.append(calibration.measure())
+        rounds.append(Round(float(np.median(noises)), latency))
+        if not more_rounds(rounds, policy):
+            break
+    calibration.keep()
+    return summarise(rounds, policy)
+
+
 def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None, limits: ProfileLimits,
-            cache_dir: str | None = None, reference: str | None = None) -> dict:
+            cache_dir: str | None = None, reference: str | None = None, calibration_file: str | None = None) -> dict:
     """Runs in the child process. Accuracy is measured for every variant, so
     reduced-precision ones (int8, fp16) get their own figure, not the original's."""
     from infaas.core.domain import Variant
@@ -135,18 +245,8 @@ def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: s
     ex = load_executor(v, path, cache_dir=cache_dir)
     ex.run(sample_inputs(specs, 1, val_x))
     load_ms = (time.perf_counter() - t0) * 1000
-    latency: dict[str, list[float]] = {}
-    for b in [b for b in BATCH_SIZES if b <= v.max_batch]:
-        feed = sample_inputs(specs, b, val_x, seed=b)
-        for _ in range(3):
-            ex.run(feed)
-        times = []
-        deadline = time.perf_counter() + limits.budget_s
-        while len(times) < limits.min_runs or (time.perf_counter() < deadline and len(times) < 2000):
-            t = time.perf_counter()
-            ex.run(feed)
-            times.append((time.perf_counter() - t) * 1000)
-        latency[str(b)] = [float(np.percentile(times, 50)), float(np.percentile(times, 99))]
+    summary = measure_latency(ex, v.max_batch, specs, val_x, limits, calibration_file)
+    latency = {str(b): list(pair) for b, pair in summary.latency_ms.items()}
     accuracy = None
     if val_x is not None:
         preds = []
@@ -158,16 +258,26 @@ def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: s
     if val_x is None and reference:
         quality = measure_agreement(reference, ex, specs, v.max_batch)
     peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024
-    return {"latency_ms": latency, "load_ms": load_ms, "peak_memory_bytes": peak, "accuracy": accuracy, **quality}
+    return {"latency_ms": latency, "spread_ms": {str(b): list(p) for b, p in summary.spread_ms.items()},
+            "noise": round(summary.noise, 3), "rounds": summary.rounds, "busy": summary.busy,
+            "busy_reason": summary.reason, "load_ms": load_ms, "peak_memory_bytes": peak, "accuracy": accuracy,
+            **quality}
 
 
 def profile_in_subprocess(
     path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None = None, limits: ProfileLimits = ProfileLimits(),
-    *, cache_dir: str | None = None, reference: str | None = None,
+    *, cache_dir: str | None = None, reference: str | None = None, calibration_file: str | None = None,
+    defer_busy: bool = False,
 ) -> dict:
     """Profile in a child process under a time and address-space limit (the
     address-space limit for CPU variants only: CUDA and the Neuron runtime
-    reserve far more address space than they use)."""
+    reserve far more address space than they use). ``defer_busy``: raise
+    ``ProfileDeferred`` when the machine was too busy (else the result says ``busy``).
+    ``calibration_file``: where this host's quiet calibration time is kept
+    (default ``<cache_dir>/calibration.json``, else one in the temporary directory)."""
+    if calibration_file is None:
+        calibration_file = (os.path.join(cache_dir, "calibration.json") if cache_dir else
+                            os.path.join(tempfile.gettempdir(), f"infaas-calibration-{os.getuid()}.json"))
     request = json.dumps(
         {
             "path": path,
@@ -178,6 +288,8 @@ def profile_in_subprocess(
             "min_runs": limits.min_runs,
             "cache_dir": cache_dir,
             "reference": reference,
+            "calibration_file": calibration_file,
+            "noise": dataclasses.asdict(limits.noise),
         }
     )
     cpu_only = variant.get("hardware", "cpu") == "cpu"
@@ -207,15 +319,18 @@ def profile_in_subprocess(
             err = ProfilingFailed(f"profiling failed: {tail[0][:300]}")
         err.log = proc.stderr or ""  # the whole stderr, for the variant's build log
         raise err
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if defer_busy and result.get("busy"):
+        raise ProfileDeferred(result.get("busy_reason") or "machine busy", result)
+    return result
 
 
 def _main() -> None:
     req = json.loads(sys.stdin.read())
     specs = [TensorSpec.from_dict(s) for s in req["specs"]]
-    limits = ProfileLimits(budget_s=req["budget_s"], min_runs=req["min_runs"])
+    limits = ProfileLimits(budget_s=req["budget_s"], min_runs=req["min_runs"], noise=NoisePolicy(**req["noise"]))
     result = measure(req["path"], req["variant"], specs, req["validation"], limits, req.get("cache_dir"),
-                     req.get("reference"))
+                     req.get("reference"), req.get("calibration_file"))
     print(json.dumps(result))
 
 
