@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from infaas.core.batching import BatchLimits, replica_limits, wait_ms
+from infaas.core.calibration import observe
 from infaas.core.domain import ReplicaLoad, Variant
 from infaas.core.errors import NotFound, Unavailable
 from infaas.core.eviction import Resident, choose_evictions
@@ -58,6 +59,7 @@ class Replica:
     mean_gap_ms: float = 1e9  # moving average of the time between arrivals
     _running: bool = False  # a batch is being run
     _quick: dict = field(default_factory=dict)  # rows -> whether such a batch runs inline
+    served: dict = field(default_factory=dict)  # profiled batch size -> Served (core.calibration): run time seen
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -92,11 +94,13 @@ class Replica:
             # Idle and quick: run it here, no hand-over to the batcher and back.
             self.last_used = self.clock()
             self._running = True
+            t = time.perf_counter()
             try:
                 outputs = self.executor.run(feed)
             finally:
                 self._running = False
                 self.served_rows += rows
+            self._observe(rows, time.perf_counter() - t)
             return outputs
         fut = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(feed, rows, objective_ms, fut))
@@ -153,9 +157,10 @@ class Replica:
                 else:
                     feed = {k: np.concatenate([r.feed[k] for r in batch]) for k in batch[0].feed}
                 if self._inline(sum(r.rows for r in batch)):
-                    outputs = self.executor.run(feed)
-                else:
-                    outputs = await loop.run_in_executor(self.pool, self.executor.run, feed)
+                    outputs, took = self._timed_run(feed)
+                else:  # timed on the compute thread: a wait for the thread is not the run's time
+                    outputs, took = await loop.run_in_executor(self.pool, self._timed_run, feed)
+                self._observe(sum(r.rows for r in batch), took)
             except asyncio.CancelledError:  # unloaded mid-run: its callers retry elsewhere
                 for r in batch:
                     if not r.future.done():
@@ -182,6 +187,28 @@ class Replica:
                 self.queued_rows -= n
                 self.served_rows += n
 
+    def _timed_run(self, feed: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        t = time.perf_counter()
+        outputs = self.executor.run(feed)
+        return outputs, time.perf_counter() - t
+
+    def _observe(self, rows: int, seconds: float) -> None:
+        """One served batch's run time into the moving estimate of its profiled batch size
+        (the smallest profiled size that holds it), beside what the profile predicted for it."""
+        profile = self.variant.profile
+        if profile is None:
+            return
+        sizes = profile.batch_sizes()
+        bucket = next((b for b in sizes if b >= rows), sizes[-1])
+        self.served[bucket] = observe(self.served.get(bucket), bucket, seconds * 1000, profile.latency_at(rows, "p50"))
+
+    def refresh(self, variant: Variant) -> None:
+        """The variant's newer record (a new profile for the same file): limits and estimates start over."""
+        self.variant = variant
+        self._limits.clear()
+        self._quick.clear()
+        self.served.clear()
+
     def load_report(self, period_s: float, served_before: int) -> ReplicaLoad:
         return ReplicaLoad(
             variant_id=self.variant.id,
@@ -189,6 +216,8 @@ class Replica:
             rate_rps=(self.served_rows - served_before) / period_s if period_s > 0 else 0.0,
             memory_bytes=self.memory_bytes,
             last_used=self.last_used,
+            served_ms={str(b): [round(e.observed_ms, 4), round(e.profiled_ms, 4), e.batches]
+                       for b, e in sorted(self.served.items())},
         )
 
 

@@ -41,8 +41,8 @@ from infaas.adapters.local.secret import socket_dir, socket_path
 from infaas.adapters.workerclient import KEY_HEADER, MODEL_HEADER
 from infaas.app import offline
 from infaas.app.autoscaler import assignments_for
-from infaas.app.build import build_lane, run_build_job
-from infaas.core import errors, tensors
+from infaas.app.build import build_lane, queue_reprofile, run_build_job
+from infaas.core import calibration, errors, tensors
 from infaas.core.domain import WORKER_DRAINING, WORKER_UP, Variant, Worker
 from infaas.core.errors import InfaasError, InvalidInput, NotFound, Unavailable
 from infaas.core.reconcile import Loaded, grace_s, reconcile
@@ -60,6 +60,7 @@ _FRAME = tensors.CONTENT_TYPE.encode()
 _KEY = KEY_HEADER.encode()
 _MODEL = MODEL_HEADER.encode()
 _JSON = b"application/json"
+DRIFT_READ_S = 10.0  # a re-profile asked for: how often the worker looks for the new profile
 
 
 class WorkerAgent:
@@ -77,6 +78,8 @@ class WorkerAgent:
         self.cache = ReplicaCache(self._load, memory_budget_bytes=settings.worker_memory_bytes, threads=1,
                                   lookup=self.store.get_variant)
         self._served_at_last_beat: dict[str, int] = {}
+        self._drift: dict[str, calibration.DriftWatch] = {}  # variant id -> how long its served latency has drifted
+        self._drift_read: dict[str, float] = {}  # variant id -> when its record was last read for a new profile
         self._last_beat = time.time()
         self._tasks: list[asyncio.Task] = []
         self.inflight = 0
@@ -177,8 +180,40 @@ class WorkerAgent:
             try:  # store I/O off the event loop: a busy store must not stall online queries
                 await asyncio.get_running_loop().run_in_executor(None, self.heartbeat)
                 await self._reconcile()
+                await asyncio.get_running_loop().run_in_executor(None, self.check_drift, time.time())
             except InfaasError as exc:
                 log.warning("heartbeat failed: %s", exc.message)
+
+    def check_drift(self, now: float) -> None:
+        """Served latency against each replica's profile (``core.calibration.watch``): a variant
+        drifted beyond the bound for long enough gets a re-profile job; a replica holding an older
+        profile than the store's takes the new record and starts its estimates over."""
+        for vid, replica in list(self.cache.replicas.items()):
+            profile = replica.variant.profile
+            if profile is None:
+                continue
+            try:
+                self._check_drift(vid, replica, profile, now)
+            except InfaasError as exc:  # deleted meanwhile, a busy store: the next beat looks again
+                log.info("drift check of %s: %s", vid, exc.message)
+
+    def _check_drift(self, vid: str, replica, profile, now: float) -> None:
+        state, reason = calibration.watch(self._drift.get(vid), list(replica.served.values()), profile.measured_at, now)
+        if state is None:
+            self._drift.pop(vid, None)
+        else:
+            self._drift[vid] = state
+        if reason is not None:
+            if queue_reprofile(self.store, self.adapters.queue, vid, profile.measured_at, reason):
+                return
+        elif state is None or not state.requested or now - self._drift_read.get(vid, 0.0) < DRIFT_READ_S:
+            return
+        self._drift_read[vid] = now  # asked for (by us or another worker): is the new profile in?
+        current = self.store.get_variant(vid)
+        if (current.profile is not None and current.profile.measured_at != profile.measured_at
+                and current.model_key == replica.variant.model_key):
+            replica.refresh(current)
+            self._drift.pop(vid, None)
 
     async def _reconcile(self) -> None:
         """Load assigned replicas ahead of traffic; unload unassigned idle ones."""
@@ -263,7 +298,8 @@ class WorkerAgent:
             log.info("build job %s on %s", body.get("architecture"), self.hardware)
             try:
                 await loop.run_in_executor(None, lambda: run_build_job(body, self.store, self.adapters.models, limits=limits,
-                                                                         cache_dir=self.cache_dir))
+                                                                         cache_dir=self.cache_dir,
+                                                                         queue=self.adapters.queue))
                 await loop.run_in_executor(None, self.adapters.queue.ack, lane, receipt)
             except NotFound as exc:  # architecture deleted meanwhile: nothing to do
                 log.info("build job dropped: %s", exc.message)
