@@ -22,15 +22,17 @@ from infaas.client import Client
 from infaas.local.launcher import StackProcess
 
 
-def _objectives(catalogue: list[dict]) -> list[tuple[str, dict]]:
-    """Three objectives derived from the measured profiles, so that the demo
-    means the same thing on a fast or a slow machine."""
+def _objectives(catalogue: list[dict], overhead_ms: float) -> list[tuple[str, dict]]:
+    """Three objectives derived from the measured profiles and the measured overhead of the API
+    and the hop to a worker (``overhead_ms``), so that the demo means the same thing on a fast or
+    a slow machine. The tight one is one and a half times what the fastest variant takes end to
+    end: met by the fast variants, not by every one."""
     ready = [v for v in catalogue if v["status"] == "ready"]
     fastest = min(v["profile"]["latency_ms"]["1"][1] for v in ready)
     best_acc = max(v["accuracy"] for v in ready)
     floor = round(best_acc - 0.005, 3)
     return [
-        ("tight latency", {"task": digits.TASK, "latency_ms": round(2 * fastest, 4)}),
+        ("tight latency", {"task": digits.TASK, "latency_ms": round(1.5 * (fastest + overhead_ms), 3)}),
         ("high accuracy floor", {"task": digits.TASK, "min_accuracy": floor, "latency_ms": 50.0}),
         ("named architecture", {"architecture": "random-forest-200", "latency_ms": 20.0}),
     ]
@@ -68,7 +70,13 @@ def main(workers: int = 2) -> int:
             print("5/5 querying the test split (one row per query) under three objectives ...", flush=True)
             by_id = {v["id"]: v for v in catalogue}
             ok = True
-            for label, spec in _objectives(catalogue):
+            # a few queries first: the service measures what an answer takes beyond the model's compute
+            warm = [client.infer(data.x_test[i:i + 1].astype(np.float32), task=digits.TASK)[1] for i in range(30)]
+            overhead = statistics.median(w["latency_ms"] for w in warm) - min(
+                v["profile"]["latency_ms"]["1"][1] for v in catalogue if v["status"] == "ready")
+            print(f"    an answer takes about {max(0.0, overhead):.3f} ms beyond the model's compute here (the API and the "
+                  "hop to a worker, measured); the service adds what it measures to every prediction")
+            for label, spec in _objectives(catalogue, max(0.0, overhead)):
                 ok &= _run_queries(client, label, spec, data, by_id)
             client.close()
         print(f"stopped the stack; demo took {time.time() - t_start:.0f} s")
@@ -103,14 +111,13 @@ def _run_queries(client: Client, label: str, spec: dict, data: digits.Split, by_
     print(f"    why: {d['reason']}")
     print(f"    latency at this client: p50 {statistics.median(latencies):.2f} ms, p99 {np.percentile(latencies, 99):.2f} ms; "
           f"measured in the service: p50 {statistics.median(service):.3f} ms, p99 {np.percentile(service, 99):.3f} ms")
-    print(f"    predicted by the profile (compute and queueing): {d['predicted_latency_ms']:.3f} ms "
-          f"({'within' if meets else 'OVER'} the objective)")
+    print(f"    predicted end to end: {d['predicted_latency_ms']:.3f} ms (compute and queueing from the profile, "
+          f"{d['overhead_ms']:.3f} ms of API and hop measured) ({'within' if meets else 'OVER'} the objective)")
     if "latency_ms" in objective:
         n_met = sum(1 for m in met if m)
         print(f"    objective latency_ms {objective['latency_ms']:g}: met in the service by {n_met}/{len(met)} answers"
-              + ("" if n_met == len(met) else
-                 " (the prediction covers compute and queueing; the API's own time and the hop to the worker "
-                 "are not in it yet)"))
+              + ("" if n_met == len(met) else " (the rest were late: predictions are moving averages, "
+                                               "answers vary around them)"))
     print(f"    correct on the test split: {measured:.4f}; stored accuracy {stored:.4f}; "
           f"difference {abs(measured - stored) * 100:.1f} points ({'within' if within else 'OUTSIDE'} 2 points)")
     return within and meets
