@@ -105,9 +105,9 @@ class ProfileDeferred(ProfilingFailed):
     """The machine was too busy to profile (no quiet round): try again later. ``result`` holds
     the figures of the quietest rounds, ``reason`` says how busy it was."""
 
-    def __init__(self, reason: str, result: dict) -> None:
-        super().__init__(f"deferred: {reason}")
-        self.reason, self.result = reason, result
+    def __init__(self, message: str, *, reason: str = "", result: dict | None = None, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.reason, self.result = reason or message, result or {}
 
 
 KERNEL = "sin-16384x64/v1"  # names the calibration work: a changed kernel starts a new quiet time
@@ -321,7 +321,8 @@ def profile_in_subprocess(
         raise err
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if defer_busy and result.get("busy"):
-        raise ProfileDeferred(result.get("busy_reason") or "machine busy", result)
+        reason = result.get("busy_reason") or "machine busy"
+        raise ProfileDeferred(f"deferred: {reason}", reason=reason, result=result)
     return result
 
 

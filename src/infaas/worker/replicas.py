@@ -216,7 +216,7 @@ class Replica:
             rate_rps=(self.served_rows - served_before) / period_s if period_s > 0 else 0.0,
             memory_bytes=self.memory_bytes,
             last_used=self.last_used,
-            served_ms={str(b): [round(e.observed_ms, 4), round(e.profiled_ms, 4), e.batches]
+            served_ms={str(b): [round(e.observed_ms, 6), round(e.profiled_ms, 6), e.batches]
                        for b, e in sorted(self.served.items())},
         )
 
