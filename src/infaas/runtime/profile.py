@@ -194,9 +194,12 @@ def predicted_labels(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def measure_latency(ex, max_batch: int, specs: Sequence[TensorSpec], val_x: np.ndarray | None, limits: ProfileLimits,
-                    calibration_file: str | None):
+                    calibration_file: str | None, on_cpu: bool = True):
     """Rounds of timed runs with the calibration kernel between them, until enough quiet rounds
-    or the most rounds (``core.calibration``); returns the ``NoiseSummary``."""
+    or the most rounds (``core.calibration``); returns the ``NoiseSummary``. A round's noise is
+    the median slowdown of its kernels and, on the CPU (where the runs execute on this thread),
+    at least its wall time over its CPU time: a round spent partly preempted is not quiet, even
+    where each short kernel happened to run through."""
     policy = limits.noise
     calibration = Calibration(calibration_file)
     sizes = [b for b in BATCH_SIZES if b <= max_batch]
@@ -210,6 +213,7 @@ def measure_latency(ex, max_batch: int, specs: Sequence[TensorSpec], val_x: np.n
     rounds: list[Round] = []
     while True:
         noises, latency = [], {}
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
         for b in sizes:
             noises.append(calibration.measure())
             ex.run(feeds[b])  # the kernel evicted the model's data from the caches
@@ -221,7 +225,9 @@ def measure_latency(ex, max_batch: int, specs: Sequence[TensorSpec], val_x: np.n
                 times.append((time.perf_counter() - t) * 1000)
             latency[b] = (float(np.percentile(times, 50)), float(np.percentile(times, 99)))
         noises.append(calibration.measure())
-        rounds.append(Round(float(np.median(noises)), latency))
+        cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+        preempted = wall / cpu if on_cpu and cpu > 0 else 1.0
+        rounds.append(Round(max(float(np.median(noises)), preempted), latency))
         if not more_rounds(rounds, policy):
             break
     calibration.keep()
@@ -245,7 +251,7 @@ def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: s
     ex = load_executor(v, path, cache_dir=cache_dir)
     ex.run(sample_inputs(specs, 1, val_x))
     load_ms = (time.perf_counter() - t0) * 1000
-    summary = measure_latency(ex, v.max_batch, specs, val_x, limits, calibration_file)
+    summary = measure_latency(ex, v.max_batch, specs, val_x, limits, calibration_file, on_cpu=v.hardware == "cpu")
     latency = {str(b): list(pair) for b, pair in summary.latency_ms.items()}
     accuracy = None
     if val_x is not None:
