@@ -1,4 +1,4 @@
-"""The ``infaas`` command: up, register, models, workers, tasks, query, jobs, events, tenants, demo, sim.
+"""The ``infaas`` command: up, register, models, workers, tasks, query, jobs, events, tenants, demo, sim, replay.
 
 The top layer: it may import every other package.
 """
@@ -569,6 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train digits classifiers, register them, query under three objectives")
     demo.add_argument("--workers", type=int, default=2)
     demo.set_defaults(func=cmd_demo)
+
+    from infaas.cli.replay import add_parser as add_replay
+
+    add_replay(sub)
 
     sim = sub.add_parser("sim", help="trace-driven simulator: compare serving policies (docs/evaluation.md)")
     sim_sub = sim.add_subparsers(dest="action", required=True)

@@ -230,6 +230,22 @@ def proteus_variants(
     return out
 
 
+def variant_from_record(d: Mapping, architecture: Mapping | None = None) -> Variant:
+    """A variant from its record: ``Variant.to_dict``, or a variant of ``GET /v1/models/<name>``
+    (``architecture``, that answer, gives the name, task, tenant and visibility the variant's
+    record there leaves out; what the API adds, such as ``accuracy_source``, is not read)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(Variant)}
+    rec = {k: v for k, v in d.items() if k in known}
+    if architecture is not None:
+        rec.setdefault("architecture", architecture["name"])
+        for k in ("task", "tenant", "visibility"):
+            if k in architecture:
+                rec.setdefault(k, architecture[k])
+    return Variant.from_dict(rec)
+
+
 def variants_from_json(path: str | os.PathLike, *, objective_ms: float | None = None) -> list[Variant]:
     """Variants as the product records them (``Variant.to_dict``; a JSON list, or
     ``{"variants": [...]}`` such as ``GET /v1/models/<name>`` returns). With
@@ -238,7 +254,7 @@ def variants_from_json(path: str | os.PathLike, *, objective_ms: float | None = 
     items = doc["variants"] if isinstance(doc, dict) else doc
     out = []
     for d in items:
-        v = Variant.from_dict(d)
+        v = variant_from_record(d, doc if isinstance(doc, dict) and "name" in doc else None)
         if v.profile is None or v.status != READY:
             continue
         if objective_ms is not None:
