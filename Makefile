@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test test-unit test-busy up bench sim clean synth layers deploy-check coverage-aws
+.PHONY: demo test test-unit test-busy up bench sim replay clean synth layers deploy-check coverage-aws
 
 $(STAMP): pyproject.toml
 	@echo "[1/3] creating $(VENV) with $$($(PYTHON) --version)"
@@ -58,6 +58,13 @@ bench: $(BENCH_STAMP)
 # downloads, or --data / INFAAS_PROTEUS_DIR; about five minutes): rewrites its results and plots.
 sim: $(STAMP)
 	$(BIN)/infaas sim compare --all
+
+# A Proteus trace replayed on a local stack of its own (2 cpu workers, the digits classifiers), time-scaled to
+# what 2 cores carry, then through the simulator with the profiles the stack measured (docs/evaluation.md,
+# "Live replay"; needs the data as `make sim` does; about three minutes).
+REPLAY_ARGS ?= --workload zipf_exponential --rate 80 --duration 120
+replay: $(STAMP)
+	$(BIN)/infaas replay --local $(REPLAY_ARGS)
 
 clean:
 	rm -rf $(VENV) .infaas-data build

@@ -160,7 +160,7 @@ def summarise(plan: Plan, out: list[Outcome]) -> dict:
         if isinstance(o.status, int) and o.status != 200:
             key = f"{o.status}" + (f" {o.code}" if o.code else "")
             refused[key] = refused.get(key, 0) + 1
-    late = {k: out[k].edge_ms > w.latency_ms[k] for k in answered}
+    late = {k: bool(out[k].edge_ms > w.latency_ms[k]) for k in answered}
     low = {k: _below(plan.floors[int(w.tenant[k])], out[k].accuracy) for k in answered}
     late_edge = sum(late.values())
     late_service = sum(1 for k in answered if out[k].objective_met is False)
@@ -357,10 +357,17 @@ def cmd_replay(args) -> int:
         report["terms"] = differing_terms(live_doc, sim_doc)
     client.close()
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, default=_plain))
     else:
         print_report(report)
     return 0
+
+
+def _plain(o):
+    """numpy scalars as Python numbers in the JSON report."""
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} in the report")
 
 
 def print_report(r: dict) -> None:
@@ -408,6 +415,8 @@ def add_parser(sub) -> None:
     rp.add_argument("--timeout-s", type=float, default=10.0, help="per query")
     rp.add_argument("--workers", type=int, default=2, help="the stack's workers, when the key cannot list them")
     rp.add_argument("--register-digits", action="store_true", help="train and register the digits classifiers first")
+    rp.add_argument("--local", action="store_true", help="start a stack of its own on 127.0.0.1 (--workers cpu workers), "
+                    "register the digits classifiers, replay, stop it")
     rp.add_argument("--no-sim", action="store_true", help="the live run only")
     rp.add_argument("--json", action="store_true", help="the report as JSON (progress stays on stderr)")
     rp.set_defaults(func=_run)
@@ -418,4 +427,11 @@ def _run(args) -> int:
         from infaas.cli import digits
 
         args.task = [digits.TASK]
-    return cmd_replay(args)
+    if not args.local:
+        return cmd_replay(args)
+    from infaas.local.launcher import StackProcess
+
+    _log(f"starting a local stack with {args.workers} cpu workers on 127.0.0.1 ...")
+    with StackProcess(workers=args.workers) as stack:
+        args.url, args.api_key, args.register_digits = stack.url, stack.api_key, True
+        return cmd_replay(args)
