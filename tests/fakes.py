@@ -164,3 +164,48 @@ def memory_growing_model(path) -> None:
              helper.make_node("Add", ["x", "s"], ["y"])]
     graph = helper.make_graph(nodes, "grow", [x], [y], initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def slow_model(path) -> None:
+    """An ONNX model whose run time grows with an input value and whose memory does not: a Loop
+    of max(x) trips adding one each time (input ``x`` [N, 1], output ``y`` = x + max(x))."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one_f"], ["acc_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [])],
+        initializer=[helper.make_tensor("one_f", TensorProto.FLOAT, [], [1.0])])
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             helper.make_node("Cast", ["m"], ["trips"], to=TensorProto.INT64),
+             helper.make_node("Loop", ["trips", "true", "zero"], ["count"], body=body),
+             helper.make_node("Add", ["x", "count"], ["y"])]
+    graph = helper.make_graph(nodes, "slow", [x], [y], initializer=[
+        helper.make_tensor("true", TensorProto.BOOL, [], [True]),
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def tiling_model(path) -> None:
+    """An ONNX model whose output grows with an input value: y = Tile(x, [1, max(x)])
+    (input ``x`` [N, 1] float32)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "K"])
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             helper.make_node("Cast", ["m"], ["k"], to=TensorProto.INT64),
+             helper.make_node("Reshape", ["k", "one"], ["k1"]),
+             helper.make_node("Concat", ["one", "k1"], ["reps"], axis=0),
+             helper.make_node("Tile", ["x", "reps"], ["y"])]
+    graph = helper.make_graph(nodes, "tile", [x], [y], initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))

@@ -144,6 +144,21 @@ def test_idle_kept_alive_connections_go_before_busy_ones_and_busy_ones_are_never
         assert read_answer(newcomer).startswith(b"HTTP/1.1 200")
 
 
+def test_bodies_that_drip_in_are_pushed_out_before_a_newcomer_is_refused():
+    with Server(ConnectionGuard("t", 2, header_timeout_s=60, body_timeout_s=60)) as srv:
+        drips = []
+        for _ in range(2):
+            s = srv.connect()
+            s.sendall(b"POST /fast HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n{")
+            drips.append(s)
+        srv.wait_open(2)
+        while len(srv.guard.receiving) < 2:
+            time.sleep(0.01)
+        fresh = srv.connect()
+        assert get(fresh).startswith(b"HTTP/1.1 200")  # served ...
+        assert closed_by_server(drips[0]) == b""  # ... in the place of the body that began longest ago
+        assert srv.guard.counts["pushed_out"] == 1 and srv.guard.counts["refused"] == 0
+
 def test_a_header_that_drips_in_past_the_deadline_gets_408(caplog):
     with caplog.at_level(logging.WARNING, logger="infaas.http"):
         with Server(ConnectionGuard("t", 10, header_timeout_s=0.5, body_timeout_s=60)) as srv:

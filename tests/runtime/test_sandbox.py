@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from fakes import memory_growing_model
+from fakes import memory_growing_model, slow_model, tiling_model
 
 from infaas.core.domain import Variant
 from infaas.core.errors import InvalidInput, VariantFault
@@ -131,3 +131,42 @@ def test_a_file_that_does_not_load_is_an_error_not_a_hang(tmp_path, grower):
     with pytest.raises(Exception) as err:
         sandbox.IsolatedExecutor(v, str(bad), allowance_bytes=256 << 20)
     assert "load" in str(err.value).lower() or "protobuf" in str(err.value).lower(), err.value
+
+
+
+def test_a_batch_that_runs_past_its_deadline_stops_its_process_and_the_next_one_starts_afresh(tmp_path):
+    path = tmp_path / "slow.onnx"
+    slow_model(path)
+    v = Variant(architecture="slow", format="fp32", runtime="onnxruntime", hardware="cpu", max_batch=8,
+                task="t", tenant="a", status="ready")
+    ex = sandbox.IsolatedExecutor(v, str(path), allowance_bytes=256 << 20, deadline_s=1.0)
+    try:
+        assert ex.run(x(3.0))["y"].tolist() == [[6.0]]
+        first = ex.pid
+        started = time.monotonic()
+        with pytest.raises(VariantFault) as err:
+            ex.run(x(1e12))  # a trillion loop trips: hours
+        assert "deadline of 1 s" in err.value.message
+        assert time.monotonic() - started < 30  # stopped, not run out
+        while alive(first):
+            time.sleep(0.01)
+        assert ex.run(x(2.0))["y"].tolist() == [[4.0]] and ex.pid != first
+    finally:
+        ex.close()
+
+
+def test_an_answer_over_the_limit_is_refused_in_the_replica_process(tmp_path):
+    path = tmp_path / "tile.onnx"
+    tiling_model(path)
+    v = Variant(architecture="tile", format="fp32", runtime="onnxruntime", hardware="cpu", max_batch=8,
+                task="t", tenant="a", status="ready")
+    ex = sandbox.IsolatedExecutor(v, str(path), allowance_bytes=256 << 20, max_answer_bytes=1 << 20)
+    try:
+        assert ex.run(x(3.0))["y"].tolist() == [[3.0, 3.0, 3.0]]
+        pid = ex.pid
+        with pytest.raises(InvalidInput) as err:
+            ex.run(x(1e6))  # 4 MB of output
+        assert "over the limit of 1048576" in err.value.message and err.value.field == "inputs"
+        assert ex.pid == pid  # the replica stays
+    finally:
+        ex.close()

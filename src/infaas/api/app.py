@@ -171,6 +171,13 @@ class DataPlaneFastPath:
 
     async def _infer(self, path, receive, send, rid, authorization, binary, length, info, encoding=None) -> None:
         limit = self.routes.limit
+        try:  # who asks, before a byte of the body is read: nobody without a key holds a connection with one
+            self.services.principal(None if authorization is None else authorization.decode("latin-1"), "query")
+        except InfaasError as exc:
+            status, media, extra, payload = errors.encode(exc)
+            info.status = status
+            await send_bytes(send, status, media, payload, [*extra, (logs.HEADER, rid.encode())])
+            return
         try:
             body = None if length is not None and length.isdigit() and int(length) > limit else await read_body(receive, limit)
         except ClientGone:

@@ -199,6 +199,7 @@ class Settings:
     # "process": each CPU replica in a process of its own, its address space capped at the replica
     # budget (runtime/sandbox.py); "thread": in the worker's process (one trusted tenant, no isolation)
     replica_isolation: str = "process"
+    max_answer_bytes: int = 32 << 20  # outputs of one batch on a worker; more is a 400 (a model told to answer gigabytes)
     request_timeout_s: float = 10.0  # API -> worker
     # The credential every API -> worker call carries. Locally, when unset, a random one kept
     # in <data_dir>/worker.secret (0600); on AWS the Secrets Manager secret worker_secret_arn names.

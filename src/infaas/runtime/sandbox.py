@@ -78,10 +78,14 @@ class IsolatedExecutor:
     """The ``Executor`` interface (``runtime/executor.py``) over a child process that holds the
     real executor. ``run`` is blocking and serialised (one batch at a time per replica)."""
 
+    isolated = True  # ``worker/replicas.py``: never run on the event loop; a thread of its own per replica
+
     def __init__(self, variant: Variant, path: str, *, allowance_bytes: int, intra_op_threads: int = 1,
-                 cache_dir: str | None = None, clock=time.monotonic) -> None:
+                 cache_dir: str | None = None, clock=time.monotonic, deadline_s: float = 9.0,
+                 max_answer_bytes: int = 32 << 20) -> None:
         self.variant = variant
-        self._args = (variant, path, intra_op_threads, cache_dir, allowance_bytes)
+        self.deadline_s = deadline_s
+        self._args = (variant, path, intra_op_threads, cache_dir, allowance_bytes, max_answer_bytes)
         self._clock = clock
         self._lock = threading.Lock()
         self._deaths: collections.deque = collections.deque()
@@ -131,6 +135,12 @@ class IsolatedExecutor:
                 self._restart()
             try:
                 self._conn.send(dict(inputs))
+                if not self._conn.poll(self.deadline_s):  # a run whose time grows with its input
+                    self._proc.kill()
+                    self._reap()
+                    raise VariantFault(
+                        f"the replica of {self.variant.id} ran this batch past its deadline of {self.deadline_s:g} s "
+                        "and was stopped; the worker and its other replicas are unaffected", field="variant")
                 message = self._conn.recv()
             except (EOFError, OSError):
                 how = self._reap()
@@ -194,7 +204,8 @@ def _how(exitcode: int | None) -> str:
 
 
 # ----------------------------------------------------------------- the child
-def serve(conn, variant: Variant, path: str, threads: int, cache_dir: str | None, allowance: int) -> None:
+def serve(conn, variant: Variant, path: str, threads: int, cache_dir: str | None, allowance: int,
+          max_answer_bytes: int) -> None:
     """The replica process: load the executor, cap the address space, then run batches until
     the worker sends None or goes away."""
     from infaas.runtime.executor import load_executor
@@ -224,6 +235,10 @@ def serve(conn, variant: Variant, path: str, threads: int, cache_dir: str | None
         try:
             outputs = executor.run(feed)
             del feed
+            size = answer_bytes(outputs)
+            if size > max_answer_bytes:
+                raise InvalidInput(f"these inputs make the model answer {size} bytes, over the limit of "
+                                   f"{max_answer_bytes} (INFAAS_MAX_ANSWER_BYTES)", field="inputs")
             conn.send(("ok", outputs))
         except InfaasError as exc:
             answer(conn, exc)
@@ -232,6 +247,17 @@ def serve(conn, variant: Variant, path: str, threads: int, cache_dir: str | None
                                       field="inputs"))
         except Exception as exc:  # noqa: BLE001 - the batch fails, the replica stays
             answer(conn, ExecutorError(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"))
+
+
+def answer_bytes(outputs: Mapping[str, np.ndarray]) -> int:
+    """The size of a batch's outputs: array bytes, and the text of string tensors."""
+    total = 0
+    for v in outputs.values():
+        if v.dtype == object:
+            total += sum(len(x) if isinstance(x, (str, bytes)) else 8 for x in v.ravel())
+        else:
+            total += v.nbytes
+    return total
 
 
 def answer(conn, exc: InfaasError) -> None:

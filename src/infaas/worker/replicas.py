@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ class Replica:
         close = getattr(self.executor, "close", None)  # a replica process (runtime/sandbox.py) ends with it
         if close is not None:
             await asyncio.get_running_loop().run_in_executor(None, close)
+        if getattr(self.executor, "isolated", False):
+            self.pool.shutdown(wait=False, cancel_futures=True)  # its own thread
 
     @property
     def busy(self) -> bool:
@@ -123,7 +126,9 @@ class Replica:
         hit = self._quick.get(rows)
         if hit is None:
             profile = self.variant.profile
-            hit = profile is not None and self.variant.hardware == "cpu" and profile.latency_at(rows, "p99") <= INLINE_MS
+            # a replica in a process of its own may run any time (its model is a tenant's): never on the loop
+            hit = (profile is not None and self.variant.hardware == "cpu" and not getattr(self.executor, "isolated", False)
+                   and profile.latency_at(rows, "p99") <= INLINE_MS)
             if len(self._quick) < 4096:
                 self._quick[rows] = hit
         return hit
@@ -200,7 +205,12 @@ class Replica:
             return
         sizes = profile.batch_sizes()
         bucket = next((b for b in sizes if b >= rows), sizes[-1])
-        self.served[bucket] = observe(self.served.get(bucket), bucket, seconds * 1000, profile.latency_at(rows, "p50"))
+        # a request larger than the largest profiled batch runs whole: its rows in proportion
+        predicted = (profile.latency_at(rows, "p50") if rows <= sizes[-1]
+                     else profile.latency_at(sizes[-1], "p50") * rows / sizes[-1])
+        if not math.isfinite(predicted) or not math.isfinite(seconds):
+            return
+        self.served[bucket] = observe(self.served.get(bucket), bucket, seconds * 1000, predicted)
 
     def refresh(self, variant: Variant) -> None:
         """The variant's newer record (a new profile for the same file): limits and estimates start over."""
@@ -304,7 +314,11 @@ class ReplicaCache:
             )
         for vid in victims:
             await self.unload(vid, reason="evicted (least recently used) to make room")
-        replica = Replica(variant, executor, need, self.pool, clock=self.clock, last_used=self.clock())
+        # A replica in a process of its own gets a thread of its own: one tenant's slow batch holds no
+        # other replica's; in-process replicas share the worker's compute thread.
+        isolated = getattr(executor, "isolated", False)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica") if isolated else self.pool
+        replica = Replica(variant, executor, need, pool, clock=self.clock, last_used=self.clock())
         replica.start()
         self.replicas[variant_id] = replica
         log.info("loaded %s (%d bytes)", variant_id, need)

@@ -103,9 +103,12 @@ class WorkerAgent:
             raise InvalidInput(f"variant {variant_id} runs on {variant.hardware}, this worker is {self.hardware}", field="variant")
         path = self.adapters.models.local_path(variant.model_key)
         if self.settings.replica_isolation == "process" and sandbox.isolated(variant):
+            # the batch deadline: a second under the API's wait for the worker, so the API hears why
             return variant, sandbox.IsolatedExecutor(variant, path, allowance_bytes=self.settings.worker_memory_bytes,
                                                      intra_op_threads=self.settings.worker_threads,
-                                                     cache_dir=self.cache_dir)
+                                                     cache_dir=self.cache_dir,
+                                                     deadline_s=max(1.0, self.settings.request_timeout_s - 1.0),
+                                                     max_answer_bytes=self.settings.max_answer_bytes)
         return variant, load_executor(variant, path, intra_op_threads=self.settings.worker_threads, cache_dir=self.cache_dir)
 
     # -- background loops -------------------------------------------------
@@ -370,6 +373,10 @@ class WorkerAgent:
             rows = first.shape[0] if first.ndim else 1
             replica = await self.cache.get(variant_id, model)
             outputs = await replica.infer(feed, rows, objective)
+            size = sandbox.answer_bytes(outputs)  # (a replica process checks it before sending it here)
+            if size > self.settings.max_answer_bytes:
+                raise InvalidInput(f"these inputs make the model answer {size} bytes, over the limit of "
+                                   f"{self.settings.max_answer_bytes} (INFAAS_MAX_ANSWER_BYTES)", field="inputs")
             return 200, _FRAME, [], tensors.encode(outputs)
         except InfaasError as exc:
             return errors.encode(exc)

@@ -7,9 +7,10 @@ adds three rules to uvicorn's httptools protocol:
 
 - **a bound on open connections** (``INFAAS_MAX_CONNECTIONS``). A connection beyond it first
   pushes out the oldest one that has not finished its request header, then the oldest idle
-  keep-alive one; only when every open connection is busy with a request is the newcomer
-  answered ``503`` with ``Retry-After`` at once and closed. So connections that send nothing
-  cannot keep out clients that do.
+  keep-alive one, then the one whose body has been arriving longest; only when every open
+  connection has a whole request in the service's hands is the newcomer answered ``503`` with
+  ``Retry-After`` at once and closed. So connections that send nothing, or drip a body, cannot
+  keep out clients that send whole requests.
 - **a header deadline** (``INFAAS_HEADER_TIMEOUT_S``): the whole request header, from the
   connection (or the end of the previous answer on a kept-alive one) to its last byte, within
   this time, or ``408`` and close. Dripping one byte at a time does not extend it.
@@ -58,6 +59,7 @@ class ConnectionGuard:
         # connections without a complete request header, and idle kept-alive ones: oldest first
         self.waiting: OrderedDict = OrderedDict()
         self.idle: OrderedDict = OrderedDict()
+        self.receiving: OrderedDict = OrderedDict()  # a request header in, its body still arriving
         self.counts = {"refused": 0, "pushed_out": 0, "header_timeout": 0, "body_timeout": 0}
         self._logged = dict(self.counts)
         self._log_pending = False
@@ -83,8 +85,9 @@ class ConnectionGuard:
 
     def make_room(self, newcomer) -> bool:
         """Close the oldest connection that has not sent a request header, else the oldest idle
-        one; False when every open connection has a request in progress."""
-        for queue in (self.waiting, self.idle):
+        one, else the one whose body has been arriving longest; False when every open connection
+        has a whole request in the service's hands."""
+        for queue in (self.waiting, self.idle, self.receiving):
             for conn in queue:
                 if conn is not newcomer:
                     conn.shed()
@@ -112,6 +115,7 @@ class ConnectionGuard:
                 guard.open -= 1
                 self._settle()
                 guard.idle.pop(self, None)
+                guard.receiving.pop(self, None)
                 super().connection_lost(exc)
 
             def data_received(self, data: bytes) -> None:
@@ -126,10 +130,12 @@ class ConnectionGuard:
             def on_headers_complete(self) -> None:
                 self._settle()
                 self._deadline = self.loop.call_later(guard.body_timeout_s, self._body_late)
+                guard.receiving[self] = None
                 super().on_headers_complete()
 
             def on_message_complete(self) -> None:
                 self._settle()
+                guard.receiving.pop(self, None)
                 super().on_message_complete()
 
             def on_response_complete(self) -> None:
@@ -140,6 +146,7 @@ class ConnectionGuard:
             def shed(self) -> None:
                 self._settle()
                 guard.idle.pop(self, None)
+                guard.receiving.pop(self, None)
                 self.transport.close()
 
             def _await_header(self) -> None:
