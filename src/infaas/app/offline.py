@@ -73,6 +73,18 @@ def input_files(names: Iterable[str]) -> list[str]:
 
 
 # -- reading inputs ------------------------------------------------------------------------
+ITEM_MAX_BYTES = 256 << 20  # one input file's arrays, unpacked
+
+
+def _unpacked_size(data: bytes) -> int:
+    """What an .npz (a zip) unpacks to, from its directory; 0 when it is not a zip (np.load says so)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            return sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return 0
 def read_rows(name: str, data: bytes) -> np.ndarray:
     """The rows of one input file: ``.npy`` (an array), ``.npz`` (its first array),
     ``.jsonl`` (one row per line: a list of numbers)."""
@@ -80,6 +92,10 @@ def read_rows(name: str, data: bytes) -> np.ndarray:
         if name.endswith(".npy"):
             return np.load(io.BytesIO(data), allow_pickle=False)
         if name.endswith(".npz"):
+            unpacked = _unpacked_size(data)
+            if unpacked > ITEM_MAX_BYTES:  # read from the zip's directory: nothing is unpacked to know it
+                raise InvalidInput(f"input file {name!r} unpacks to {unpacked:,} bytes; the limit per file is "
+                                   f"{ITEM_MAX_BYTES:,}", field="input")
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 if not z.files:
                     raise ValueError("empty .npz")
