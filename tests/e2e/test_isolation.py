@@ -87,7 +87,7 @@ def tenants(stack: Stack) -> dict[str, httpx.Client]:
 
     store = LocalAdapters(Settings(data_dir=stack.data_dir)).store
     out = {}
-    for name in ("victim", "attacker"):
+    for name in ("victim", "attacker", "third"):
         key = identity.create_key(store, f"team-{name}", ("query", "register"))[1]
         out[name] = httpx.Client(base_url=stack.url, timeout=30.0, headers={"authorization": f"Bearer {key}"})
     yield out
@@ -140,6 +140,13 @@ def test_a_model_shared_into_another_tenants_task_never_answers_its_queries(stac
     # a third tenant querying the task sees the owner's shared models only: here none (the victim's is private)
     r = attacker.post("/v1/infer", json={"task": task, "inputs": row})
     assert r.status_code == 200 and r.json()["decision"]["variant"].startswith("hijack:")  # its own, for itself
+    # a third tenant can neither query the task nor see it listed: the attacker's shared model is not
+    # the owner's, so the task's existence is not confirmed to anyone who cannot use it
+    third = tenants["third"]
+    assert third.post("/v1/infer", json={"task": task, "inputs": row}).status_code == 404
+    assert task not in {t["task"] for t in third.get("/v1/tasks").json()["tasks"]}
+    listed = {t["task"]: t["architectures"] for t in attacker.get("/v1/tasks").json()["tasks"]}
+    assert listed[task] == ["hijack"]  # the attacker's own, as its task queries use
 
 
 def test_registering_into_another_tenants_private_task_reveals_nothing(stack: Stack, tenants, tmp_path):
@@ -405,6 +412,28 @@ def test_uploads_are_refused_before_their_bodies_arrive(stack: Stack):
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     answer, _ = _raw(stack, _upload_head((200 << 20) + 1, _key(stack)), part)  # one byte over: the limit holds
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+    # no Content-Length: a multipart form sent in chunks, until the server answers (at most 210 MiB)
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(stack.url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as s:
+        s.sendall((f"POST /v1/models HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {_key(stack)}\r\n"
+                   "Content-Type: multipart/form-data; boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+        first = b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n\r\n'
+        s.sendall(b"%x\r\n%s\r\n" % (len(first), first))
+        block = b"%x\r\n%s\r\n" % (1 << 20, bytes(1 << 20))
+        sent = 0
+        while sent < 210 and not select.select([s], [], [], 0)[0]:
+            try:
+                s.sendall(block)
+            except OSError:
+                break
+            sent += 1
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), (sent, answer[:300])  # the limit's own answer, not a 400
     assert victim_answers(stack) == 5
 
 

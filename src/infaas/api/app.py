@@ -224,19 +224,28 @@ class BodyLimit:
             if k == b"content-length" and v.isdigit() and int(v) > limit:
                 return await self._reject(send, limit)
         seen = 0
+        answered = False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, answered
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:
+                if not answered:  # the 413 now: a form parser that catches the error would answer 400
+                    answered = True
+                    await self._reject(send, limit)
                 raise _TooLarge()
             return message
 
+        async def unless_answered(message):
+            if not answered:
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
+            await self.app(scope, counted, unless_answered)
         except _TooLarge:
-            await self._reject(send, limit)
+            if not answered:
+                await self._reject(send, limit)
 
     @staticmethod
     async def _reject(send, limit: int) -> None:

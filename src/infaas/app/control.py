@@ -194,10 +194,19 @@ class ControlPlane:
         return out
 
     def tasks(self, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
-        by_task: dict[str, list[Architecture]] = {}
+        """The tasks a query by task would reach, with the architectures it would use (the rule of
+        ``selection._target``): the tenant's own where it has one in the task, else those the
+        task's owner shared. A task the caller could not query is not listed, so the list says
+        nothing of other tenants' tasks."""
+        owners = self.store.task_owners()
+        mine: dict[str, list[Architecture]] = {}
+        shared: dict[str, list[Architecture]] = {}
         for arch in self.store.architectures():
-            if arch.tenant == tenant or arch.visibility == "shared":
-                by_task.setdefault(arch.task, []).append(arch)
+            if arch.tenant == tenant:
+                mine.setdefault(arch.task, []).append(arch)
+            elif arch.visibility == "shared" and owners.get(arch.task) == arch.tenant:
+                shared.setdefault(arch.task, []).append(arch)
+        by_task = {**shared, **mine}
         return [
             {"task": t, "architectures": [a.name for a in archs], "inputs": [s.to_dict() for s in archs[0].inputs]}
             for t, archs in sorted(by_task.items())
