@@ -56,7 +56,7 @@ class MeasuredDataPlane(DataPlane):
         hardware = _hardware(answer.decision.variant)
         names.emf(names.QUERY_LATENCY, answer.latency_ms, Hardware=hardware)
         names.emf(names.QUERIES, 1, Hardware=hardware)
-        if answer.retried:
+        if answer.retried and answer.retry_reason != "worker_draining":  # a draining worker's refusal is no fault
             names.emf(names.WORKER_FAULTS, 1)
         return answer
 

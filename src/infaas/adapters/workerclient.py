@@ -287,6 +287,8 @@ def worker_error(url: str, status: int, body: bytes) -> errors.InfaasError:
     """What a worker's error answer means to the API: the caller's business (bad input, no
     such variant, come back later) passes through; anything else is the worker failing."""
     exc = errors.decode(status, body)
+    if isinstance(exc, errors.WorkerDraining):  # leaving: the data plane tries another worker at once
+        return exc
     if isinstance(exc, _PASSED_THROUGH):
         return exc
     if status == 401:  # not the caller's fault: this API and the worker hold different credentials

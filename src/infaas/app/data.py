@@ -54,6 +54,7 @@ class Answer:
     decision: Decision
     latency_ms: float
     retried: bool
+    retry_reason: str | None = None  # the error code that moved the query: worker_fault, worker_draining
 
 
 class DataPlane:
@@ -178,7 +179,7 @@ class DataPlane:
         catalogue, cluster = await self.fresh_snapshot()
         decision = select(query, catalogue, cluster)
         targets = [(decision.worker, decision.worker_url), *decision.fallback_workers][:2]
-        retried = False
+        retried, retry_reason = False, None
         chosen = catalogue.variants[decision.variant]
         max_rows, model = chosen.batch_cap, chosen.model_key
         for i, (worker_id, url) in enumerate(targets):
@@ -188,11 +189,11 @@ class DataPlane:
                 outputs = await self._coalescer(url, decision.variant, max_rows, model).infer(
                     feed, rows, query.objective.latency_ms)
                 break
-            except WorkerFault:
+            except WorkerFault as exc:  # a draining worker too (WorkerDraining): out of this snapshot at once
                 self.suspect(worker_id)
                 if i + 1 >= len(targets):
                     raise
-                retried = True
+                retried, retry_reason = True, exc.code
             except VariantFault as exc:  # the model failed, the worker did not: nobody else is affected
                 self._variant_failed(decision.variant, exc)
                 raise
@@ -205,10 +206,10 @@ class DataPlane:
         self._faults.pop(decision.variant, None)
         latency_ms = (time.perf_counter() - t0) * 1000
         if retried:
-            decision = _moved(decision, targets[1])
+            decision = _moved(decision, targets[1], retry_reason)
         else:
             self._observe(decision, latency_ms)
-        return Answer(outputs, decision, latency_ms, retried)
+        return Answer(outputs, decision, latency_ms, retried, retry_reason)
 
     def _observe(self, decision: Decision, latency_ms: float) -> None:
         """Fold one warm answer into its worker's overhead estimate: what it took beyond the queue
@@ -246,5 +247,6 @@ class DataPlane:
         return c
 
 
-def _moved(d: Decision, target: tuple[str, str]) -> Decision:
-    return replace(d, worker=target[0], worker_url=target[1], reason=d.reason + f"; retried on {target[0]} after a worker fault")
+def _moved(d: Decision, target: tuple[str, str], why: str | None = None) -> Decision:
+    after = "the first worker was draining" if why == "worker_draining" else "a worker fault"
+    return replace(d, worker=target[0], worker_url=target[1], reason=d.reason + f"; retried on {target[0]} after {after}")

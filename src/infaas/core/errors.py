@@ -121,6 +121,15 @@ class WorkerFault(InfaasError):
     code = "worker_fault"
 
 
+class WorkerDraining(WorkerFault):
+    """A worker that is leaving (draining) refused a new query (503): it finishes the queries it
+    already took and takes no more. The caller tries another worker at once; not a fault of the
+    variant, and not a failing worker."""
+
+    status = 503
+    code = "worker_draining"
+
+
 class VariantFault(InfaasError):
     """A worker answered, but the variant failed on it (502): the model's fault, not the worker's,
     so the worker stays in selection for everyone else (``app.data.DataPlane``)."""

@@ -123,9 +123,9 @@ class WorkerAgent:
             pass
 
     def drain(self) -> None:
-        """Stop taking new work but keep serving: selectors drop a worker that
-        is not ``up`` from their next snapshot, so queries already routed here
-        finish while no new ones arrive. Stopping (SIGTERM) comes later."""
+        """Stop taking new work: queries already here finish, new ones are refused
+        (``answer``) and retried elsewhere by the caller, and selectors drop a worker
+        that is not ``up`` from their next snapshot. Stopping (SIGTERM) comes later."""
         if self.state == WORKER_UP:
             log.info("worker %s draining", self.id)
         self.state = WORKER_DRAINING
@@ -361,7 +361,11 @@ class WorkerAgent:
     async def answer(self, variant_id: str, objective: float | None, rid: str | bytes | None,
                      body: bytes, model: str | None = None) -> tuple[int, bytes, list, bytes]:
         """Run ``body`` (a tensor frame) through the variant's replica, loading it if needed: the one
-        handler behind the HTTP route, the local frame socket and the in-process client."""
+        handler behind the HTTP route, the local frame socket and the in-process client.
+        A draining worker refuses a new query (503 ``worker_draining``: the caller tries another
+        worker at once) while those it took before the drain finish."""
+        if self.state != WORKER_UP:
+            return errors.encode(errors.WorkerDraining(f"worker {self.id} is draining; send this query elsewhere"))
         self.inflight += 1
         self.last_online = time.monotonic()
         token = logs.REQUEST_ID.set(None if rid is None else logs.request_id_from(rid))
