@@ -209,3 +209,23 @@ def tiling_model(path) -> None:
              helper.make_node("Tile", ["x", "reps"], ["y"])]
     graph = helper.make_graph(nodes, "tile", [x], [y], initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def npz_bomb(unpacked_mib: int) -> bytes:
+    """An .npz whose one float32 array of 64 columns unpacks to ``unpacked_mib`` MiB of zeros,
+    about a thousandth of that packed (its zip directory says the unpacked size)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("inputs.npy", "w", force_zip64=True) as f:
+            header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1), np.float32))
+            header["shape"] = ((unpacked_mib << 20) // 256, 64)
+            np.lib.format.write_array_header_1_0(f, header)
+            chunk = bytes(1 << 20)
+            for _ in range(unpacked_mib):
+                f.write(chunk)
+    return buf.getvalue()

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from fakes import npz_bomb
 from stack_support import ARCHITECTURES, Stack
 
 from infaas.app.build import BuildLog
@@ -154,18 +155,7 @@ def test_an_output_without_a_protocol_datatype_is_refused_at_registration_naming
 
 
 def test_a_small_npz_that_unpacks_to_gigabytes_is_refused_before_unpacking(stack: Stack):
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        with z.open("inputs.npy", "w", force_zip64=True) as f:  # 320 MiB of zeros, ~0.3 MB packed
-            header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1), np.float32))
-            header["shape"] = ((320 << 20) // 256, 64)
-            np.lib.format.write_array_header_1_0(f, header)
-            chunk = bytes(1 << 20)
-            for _ in range(320):
-                f.write(chunk)
-    blob = buf.getvalue()
+    blob = npz_bomb(320)  # 320 MiB of zeros, about 0.3 MB packed
     assert len(blob) < 2 << 20
     resp = upload(stack, "npz-bomb", accuracy=0.9, validation=blob)
     assert resp.status_code == 400, resp.text

@@ -11,7 +11,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from fakes import memory_growing_model
+from fakes import memory_growing_model, npz_bomb
 from stack_support import ARCHITECTURES, Stack
 
 from infaas.adapters.local.secret import SECRET_FILE, SOCKET_DIR
@@ -456,20 +456,10 @@ def test_two_authorization_headers_are_a_400_on_every_route(stack: Stack, tenant
 
 
 def test_a_small_validation_file_that_unpacks_to_gigabytes_is_refused_unopened(stack: Stack, tenants, tmp_path):
-    import io
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        with z.open("inputs.npy", "w", force_zip64=True) as f:  # 1 GiB of zeros, about 1 MB packed
-            header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1), np.float32))
-            header["shape"] = ((1 << 30) // 256, 64)
-            np.lib.format.write_array_header_1_0(f, header)
-            chunk = bytes(1 << 20)
-            for _ in range(1024):
-                f.write(chunk)
+    blob = npz_bomb(1024)  # 1 GiB of zeros, about 1 MB packed
+    assert len(blob) < 2 << 20
     bomb = tmp_path / "bomb.npz"
-    bomb.write_bytes(buf.getvalue())
+    bomb.write_bytes(blob)
     model = os.path.join(stack.workdir, "models", f"{ARCH}.onnx")
     api_pid = stack.process.proc.pid
     r = register(tenants["attacker"], model, "bomb-carrier", "attacker/bomb", 0.9, validation=str(bomb))
