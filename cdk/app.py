@@ -22,7 +22,6 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
-
 from infaas_cdk.config import DeployConfig, load_cdk_json_context  # noqa: E402
 from infaas_cdk.stack import InfaasStack  # noqa: E402
 

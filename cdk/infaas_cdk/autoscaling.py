@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Duration, aws_cloudwatch as cw, aws_events as events, aws_events_targets as targets
-from aws_cdk import aws_iam as iam, aws_lambda as lambda_
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from .config import DeployConfig

@@ -14,8 +14,11 @@ worker, then completes the action (``infaas.adapters.aws.fleet``).
 
 from __future__ import annotations
 
-from aws_cdk import (Annotations, Aws, Duration, Stack, Tags, aws_autoscaling as autoscaling, aws_ec2 as ec2,
-                     aws_iam as iam, aws_s3_assets as s3_assets)
+from aws_cdk import Annotations, Aws, Duration, Stack, Tags
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from .artifacts import worker_bundle

@@ -1,15 +1,20 @@
-"""The three Lambda functions, each with its own role, log group and grants.
+"""The four Lambda functions, each with its own role, log group and grants.
 
 Code: ``functions/<name>/`` plus the ``infaas`` package (staged at synth);
 third-party packages: one layer built by ``layers/build.py`` (no Docker).
 Roles are per function and start empty: logging to the function's own log
 group, then only the grants the stack adds (``table.grant_read_data(fn)``
-style), so the selector can read the table and nothing else.
+style), so the selector can read the table and nothing else, and the API-key
+authorizer can read API keys' items (``GetItem`` on ``KEY#*`` partitions) and
+nothing else.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Annotations, Duration, RemovalPolicy, aws_iam as iam, aws_lambda as lambda_, aws_logs as logs
+from aws_cdk import Annotations, Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from .artifacts import layer_dir, stage_function
@@ -19,6 +24,8 @@ from .network import Network
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12  # = layers/build.py PYTHON_VERSION
 API_TIMEOUT = Duration.seconds(29)  # API Gateway's integration timeout
+AUTHORIZER_TIMEOUT = Duration.seconds(10)
+KEY_ITEMS = "KEY#*"  # the partition keys of API keys (infaas.app.store.MetadataStore.put_key)
 
 
 class Functions(Construct):
@@ -64,8 +71,18 @@ class Functions(Construct):
         data.worker_key.grant_read(self.selector)  # the selector alone among the functions calls workers
         data.table.grant_read_write_data(self.autoscaler)
 
+        # the API-key authorizer: one key's item at a time, nothing else in the table, no other service
+        self.authorizer = self._function(
+            "Authorizer", "authorizer", memory_mb=512, timeout=AUTHORIZER_TIMEOUT, common=False,
+            env={"INFAAS_BACKEND": "aws", "INFAAS_TABLE": data.table.table_name, "POWERTOOLS_LOG_LEVEL": "INFO"},
+        )
+        self.authorizer.add_to_role_policy(iam.PolicyStatement(
+            actions=["dynamodb:GetItem"], resources=[data.table.table_arn],
+            conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [KEY_ITEMS]}}))
+
     def _function(self, id: str, name: str, *, memory_mb: int, timeout: Duration, vpc: Network | None = None,
-                  env: dict[str, str] | None = None, reserved: int | None = None) -> lambda_.Function:
+                  env: dict[str, str] | None = None, reserved: int | None = None,
+                  common: bool = True) -> lambda_.Function:
         log_group = logs.LogGroup(self, f"{id}Logs", retention=logs.RetentionDays.ONE_MONTH,
                                   removal_policy=RemovalPolicy.DESTROY)
         role = iam.Role(self, f"{id}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
@@ -91,7 +108,8 @@ class Functions(Construct):
             timeout=timeout,
             role=role,
             log_group=log_group,
-            environment={**self.common_env, "POWERTOOLS_SERVICE_NAME": f"infaas-{name}", **(env or {})},
+            environment={**(self.common_env if common else {}), "POWERTOOLS_SERVICE_NAME": f"infaas-{name}",
+                         **(env or {})},
             reserved_concurrent_executions=reserved,
             description=f"infaas {name}",
             **vpc_options,

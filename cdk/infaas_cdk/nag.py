@@ -28,14 +28,20 @@ def acknowledge(stack) -> None:  # stack: InfaasStack
     # -- API --------------------------------------------------------------------------
     for method in api.rest_api.methods:
         _ack(method, "AwsSolutions-COG4",
-             "Every method uses IAM (SigV4) authorisation instead of Cognito: callers are AWS principals, and IAM "
-             "policies on execute-api ARNs say which of them may call which method (see docs/aws.md).")
+             "Every method of the API-key entry point uses the Lambda REQUEST authorizer instead of Cognito: "
+             "callers present the service's own bearer API keys (hashed in the metadata table, the same keys as the "
+             "local stack); the app enforces each key's scopes per route (see docs/aws.md).")
+    for method in api.iam_api.methods:
+        _ack(method, "AwsSolutions-COG4",
+             "Every method of the IAM entry point uses IAM (SigV4) authorisation instead of Cognito: callers are AWS "
+             "principals, and IAM policies on execute-api ARNs say which of them may call which method "
+             "(see docs/aws.md).")
     _ack(api.rest_api, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
          "AmazonAPIGatewayPushToCloudWatchLogs]",
          "API Gateway's account-level logging role; AWS maintains this service-role policy for exactly that use.")
 
     # -- functions ----------------------------------------------------------------------
-    for fn in (fns.frontend, fns.selector, fns.autoscaler):
+    for fn in (fns.frontend, fns.selector, fns.autoscaler, fns.authorizer):
         _ack(fn, "AwsSolutions-L1",
              "Python 3.12 on purpose: the dependencies layer is built for cp312 wheels (layers/build.py); the "
              "runtime and the layer move together.")

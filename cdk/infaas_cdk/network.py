@@ -12,7 +12,9 @@ selector's group and nothing else, so only the selector reaches a worker.
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, aws_ec2 as ec2, aws_logs as logs
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from .config import WORKER_PORT, DeployConfig

@@ -8,7 +8,10 @@ lanes and their dead-letter queues, and the table's throttling.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, aws_apigateway as apigw, aws_cloudwatch as cw, aws_dynamodb as dynamodb
+from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
@@ -21,20 +24,22 @@ MINUTE = Duration.minutes(1)
 
 class Observability(Construct):
     def __init__(self, scope: Construct, id: str, *, config: DeployConfig, data: Data, fleets: Fleets,
-                 rest_api: apigw.RestApi, functions: dict[str, lambda_.Function], prefix: str) -> None:
+                 rest_apis: tuple[apigw.RestApi, ...], functions: dict[str, lambda_.Function], prefix: str) -> None:
         super().__init__(scope, id)
         hardware = list(config.fleets)
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"{prefix}-overview",
                                       default_interval=Duration.hours(3))
-        api_metric = lambda name, stat="Sum": cw.Metric(  # noqa: E731
-            namespace="AWS/ApiGateway", metric_name=name, statistic=stat, period=MINUTE,
-            dimensions_map={"ApiName": rest_api.rest_api_name, "Stage": rest_api.deployment_stage.stage_name})
-        self.dashboard.add_widgets(
-            cw.GraphWidget(title="API requests and errors", width=12,
-                           left=[api_metric("Count"), api_metric("4XXError"), api_metric("5XXError")]),
-            cw.GraphWidget(title="API latency (p50, p99)", width=12,
-                           left=[api_metric("Latency", "p50"), api_metric("Latency", "p99")]),
-        )
+        def api_metric(api: apigw.RestApi, name: str, stat: str = "Sum") -> cw.Metric:
+            return cw.Metric(namespace="AWS/ApiGateway", metric_name=name, statistic=stat, period=MINUTE,
+                             dimensions_map={"ApiName": api.rest_api_name, "Stage": api.deployment_stage.stage_name})
+
+        for api, entry in zip(rest_apis, ("API keys", "IAM")):  # the two entry points (api.py)
+            self.dashboard.add_widgets(
+                cw.GraphWidget(title=f"API ({entry}) requests and errors", width=12,
+                               left=[api_metric(api, "Count"), api_metric(api, "4XXError"), api_metric(api, "5XXError")]),
+                cw.GraphWidget(title=f"API ({entry}) latency (p50, p99)", width=12,
+                               left=[api_metric(api, "Latency", "p50"), api_metric(api, "Latency", "p99")]),
+            )
         self.dashboard.add_widgets(
             cw.GraphWidget(title="Query latency p99 by hardware (ms)", width=12, left=[
                 cw.Metric(namespace="Infaas", metric_name="QueryLatency", dimensions_map={"Hardware": hw},
@@ -80,9 +85,11 @@ class Observability(Construct):
                      treat_missing_data=cw.TreatMissingData.NOT_BREACHING)
             for hw, q in data.dead_letters.items()
         ]
-        self.operator_alarms.append(cw.Alarm(
-            self, "Api5xx", alarm_name=f"{prefix}-api-5xx", alarm_description="API answers 5xx",
-            metric=api_metric("5XXError"), threshold=5, evaluation_periods=5, datapoints_to_alarm=3,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING))
+        for api, suffix in zip(rest_apis, ("", "-iam")):
+            self.operator_alarms.append(cw.Alarm(
+                self, f"Api5xx{suffix}", alarm_name=f"{prefix}-api{suffix}-5xx",
+                alarm_description=f"API{' (IAM)' if suffix else ''} answers 5xx",
+                metric=api_metric(api, "5XXError"), threshold=5, evaluation_periods=5, datapoints_to_alarm=3,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING))
         self.dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", width=24, alarms=self.operator_alarms))

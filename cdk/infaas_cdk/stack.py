@@ -13,8 +13,8 @@ from .config import DeployConfig
 from .data import Data
 from .fleets import Fleets
 from .functions import Functions
-from .network import Network
 from .nag import acknowledge
+from .network import Network
 from .observability import Observability
 
 
@@ -33,17 +33,20 @@ class InfaasStack(Stack):
         self.network = Network(self, "Network", config=config)
         self.data = Data(self, "Data", config=config, prefix=prefix)
         self.functions = Functions(self, "Functions", config=config, data=self.data, network=self.network)
-        self.api = Api(self, "Api", config=config, frontend=self.functions.frontend, selector=self.functions.selector)
+        self.api = Api(self, "Api", config=config, frontend=self.functions.frontend, selector=self.functions.selector,
+                       authorizer=self.functions.authorizer, prefix=prefix)
         self.fleets = Fleets(self, "Fleets", config=config, data=self.data, network=self.network, prefix=prefix)
         self.autoscaling = Autoscaling(self, "Autoscaling", config=config, data=self.data, fleets=self.fleets,
                                        autoscaler=self.functions.autoscaler, prefix=prefix)
         self.observability = Observability(
-            self, "Observability", config=config, data=self.data, fleets=self.fleets, rest_api=self.api.rest_api,
+            self, "Observability", config=config, data=self.data, fleets=self.fleets, rest_apis=self.api.rest_apis,
             functions={"frontend": self.functions.frontend, "selector": self.functions.selector,
-                       "autoscaler": self.functions.autoscaler},
+                       "autoscaler": self.functions.autoscaler, "authorizer": self.functions.authorizer},
             prefix=prefix)
 
-        CfnOutput(self, "ApiUrl", value=self.api.rest_api.url, description="base URL; sign requests with SigV4")
+        CfnOutput(self, "ApiUrl", value=self.api.rest_api.url,
+                  description="base URL for API keys: Authorization: Bearer <key> (infaas tenants create)")
+        CfnOutput(self, "IamApiUrl", value=self.api.iam_api.url, description="base URL for IAM callers: sign with SigV4")
         CfnOutput(self, "TableName", value=self.data.table.table_name)
         CfnOutput(self, "BucketName", value=self.data.bucket.bucket_name)
         CfnOutput(self, "QueuePrefix", value=self.data.queue_prefix)

@@ -54,7 +54,7 @@ def test_the_layer_holds_binary_wheels_for_the_lambda_runtime(layers):
 def test_the_function_code_is_the_handler_folder_plus_the_package(synthesized):
     assets = [p for p in synthesized.outdir.iterdir() if p.is_dir() and p.name.startswith("asset.")]
     handlers = [p for p in assets if (p / "handler.py").is_file()]
-    assert len(handlers) == 3
+    assert len(handlers) == 4  # frontend, selector, autoscaler, authorizer
     for folder in handlers:
         assert (folder / "infaas" / "app" / "data.py").is_file()
         # bytecode of Lambda's Python only (none of this machine's interpreter, if it is another)
@@ -65,7 +65,7 @@ def test_the_function_code_is_the_handler_folder_plus_the_package(synthesized):
 NOT_ON_LAMBDA = ("uvicorn", "httpx", "onnxruntime", "torch", "onnx2torch")
 
 
-@pytest.mark.parametrize("function", ["frontend", "selector", "autoscaler"])
+@pytest.mark.parametrize("function", ["frontend", "selector", "autoscaler", "authorizer"])
 def test_each_handler_imports_without_the_packages_the_layer_leaves_out(function, tmp_path):
     """A module-level import of uvicorn (say) in code the functions reach would pass every
     in-process test here and fail on Lambda at the first invocation."""

@@ -80,12 +80,51 @@ def test_each_build_lane_has_a_dead_letter_queue(synthesized):
 
 
 # -- API ------------------------------------------------------------------------------
-def test_every_api_method_requires_iam_authorisation(synthesized):
-    methods = synthesized.resources("AWS::ApiGateway::Method")
-    assert len(methods) >= 5
-    for logical_id, method in methods.items():
-        assert method["Properties"]["AuthorizationType"] == "AWS_IAM", logical_id
-        assert "RequestValidatorId" in method["Properties"], logical_id
+def _apis(synthesized) -> dict[str, str]:
+    """RestApi logical id -> "keys" or "iam" (``Api.rest_api``, ``Api.iam_api``)."""
+    return {k: "iam" if k.startswith("ApiIamRest") else "keys" for k in synthesized.resources("AWS::ApiGateway::RestApi")}
+
+
+def test_every_method_has_the_key_authorizer_or_iam_and_nothing_is_open(synthesized):
+    """The API-key entry point: every method has the REQUEST authorizer (identity source the
+    Authorization header, answers cached 30 s); the IAM one: every method AWS_IAM. The same routes on both."""
+    apis = _apis(synthesized)
+    assert sorted(apis.values()) == ["iam", "keys"]
+    (authorizer_id, authorizer), = synthesized.resources("AWS::ApiGateway::Authorizer").items()
+    props = authorizer["Properties"]
+    assert props["Type"] == "REQUEST" and props["IdentitySource"] == "method.request.header.Authorization"
+    assert props["AuthorizerResultTtlInSeconds"] == 30
+    assert apis[_ref(props["RestApiId"])] == "keys"
+    assert "FunctionsAuthorizer" in json.dumps(props["AuthorizerUri"])
+    methods = {"keys": set(), "iam": set()}
+    for logical_id, method in synthesized.resources("AWS::ApiGateway::Method").items():
+        p = method["Properties"]
+        kind = apis[_ref(p["RestApiId"])]
+        if kind == "keys":
+            assert p["AuthorizationType"] == "CUSTOM" and _ref(p["AuthorizerId"]) == authorizer_id, logical_id
+        else:
+            assert p["AuthorizationType"] == "AWS_IAM" and "AuthorizerId" not in p, logical_id
+        assert "RequestValidatorId" in p, logical_id
+        methods[kind].add((p["HttpMethod"], logical_id.replace("ApiIamRest", "ApiRest")[:-8]))
+    assert len(methods["keys"]) >= 5 and methods["keys"] == methods["iam"]
+
+
+def test_the_authorizer_reads_key_items_only(synthesized):
+    fn_id, fn = next((k, f) for k, f in synthesized.resources("AWS::Lambda::Function").items()
+                     if k.startswith("FunctionsAuthorizer"))
+    statements = [s for s in _statements(synthesized, _ref(fn["Properties"]["Role"]))
+                  if not all(a.startswith("logs:") for a in _actions([s]))]  # its own log group aside
+    assert statements == [{
+        "Action": "dynamodb:GetItem", "Effect": "Allow",
+        "Resource": {"Fn::GetAtt": [_ref(statements[0]["Resource"]), "Arn"]},
+        "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["KEY#*"]}}}]
+    assert _ref(statements[0]["Resource"]).startswith("DataMetadata")
+    env = fn["Properties"]["Environment"]["Variables"]
+    assert set(env) == {"INFAAS_BACKEND", "INFAAS_TABLE", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_SERVICE_NAME"}
+    assert "VpcConfig" not in fn["Properties"]
+    permissions = [p["Properties"] for p in synthesized.resources("AWS::Lambda::Permission").values()
+                   if _ref(p["Properties"]["FunctionName"]) == fn_id]
+    assert permissions and all(p["Principal"] == "apigateway.amazonaws.com" for p in permissions)
 
 
 def test_api_routes_the_data_plane_to_the_selector_and_the_rest_to_the_frontend(synthesized):
@@ -115,16 +154,23 @@ def test_api_routes_the_data_plane_to_the_selector_and_the_rest_to_the_frontend(
 
 
 def test_api_throttling_size_limits_waf_and_logs(synthesized):
-    stage = synthesized.one("AWS::ApiGateway::Stage")["Properties"]
-    (settings,) = [s for s in stage["MethodSettings"] if s["HttpMethod"] == "*"]
-    assert settings["ThrottlingRateLimit"] == 200 and settings["ThrottlingBurstLimit"] == 400
-    assert "AccessLogSetting" in stage
-    api = synthesized.one("AWS::ApiGateway::RestApi")["Properties"]
-    assert api["BinaryMediaTypes"] == ["*/*"]  # every body binary: tritonclient sends tensors without a Content-Type
+    stages = synthesized.resources("AWS::ApiGateway::Stage").values()
+    assert len(stages) == 2  # one per entry point
+    for stage in stages:
+        (settings,) = [s for s in stage["Properties"]["MethodSettings"] if s["HttpMethod"] == "*"]
+        assert settings["ThrottlingRateLimit"] == 200 and settings["ThrottlingBurstLimit"] == 400
+        assert "AccessLogSetting" in stage["Properties"]
+    for api in synthesized.resources("AWS::ApiGateway::RestApi").values():
+        # every body binary: tritonclient sends tensors without a Content-Type
+        assert api["Properties"]["BinaryMediaTypes"] == ["*/*"]
+    assert sorted(a["Properties"]["Name"] for a in synthesized.resources("AWS::ApiGateway::RestApi").values()) == [
+        "infaas-api", "infaas-api-iam"]
     acl = synthesized.one("AWS::WAFv2::WebACL")["Properties"]
     assert acl["Scope"] == "REGIONAL"
     assert any("RateBasedStatement" in r["Statement"] for r in acl["Rules"])
-    synthesized.one("AWS::WAFv2::WebACLAssociation")
+    associated = {json.dumps(a["Properties"]["ResourceArn"])
+                  for a in synthesized.resources("AWS::WAFv2::WebACLAssociation").values()}
+    assert len(associated) == 2  # both stages
     for fn in synthesized.resources("AWS::Lambda::Function").values():
         env = fn["Properties"].get("Environment", {}).get("Variables", {})
         if "INFAAS_MAX_BODY_BYTES" in env:  # the app's own body limit, under Lambda's 6 MB
@@ -262,7 +308,8 @@ def test_dashboard_and_outputs(synthesized):
     body = json.dumps(dashboard["DashboardBody"])
     for needle in ("QueryLatency", "GroupInServiceInstances", "ApproximateNumberOfMessagesVisible", "5XXError"):
         assert needle in body
-    assert {"ApiUrl", "TableName", "BucketName", "QueuePrefix", "Dashboard"} <= set(synthesized.template["Outputs"])
+    assert {"ApiUrl", "IamApiUrl", "TableName", "BucketName", "QueuePrefix", "Dashboard"} <= set(
+        synthesized.template["Outputs"])
 
 
 def test_no_function_reserves_concurrency(functions):

@@ -12,7 +12,7 @@ from aws_support import LambdaContext, load_function
 from fakes import make_variant
 
 from infaas.adapters.aws.fleet import AsgFleet, DrainWatcher
-from infaas.api.aws import IamAuthenticator, tenant_of_arn
+from infaas.api.aws import GatewayAuthenticator, tenant_of_arn
 from infaas.core.domain import Worker
 from infaas.core.errors import Unauthenticated
 from infaas.core.settings import Settings, SettingsError
@@ -140,19 +140,36 @@ def test_aws_adapters_work_against_the_deployment(deployment):
 
 
 @pytest.mark.parametrize("arn, tenant", [
-    ("arn:aws:iam::123456789012:user/teams/alice", "alice"),
-    ("arn:aws:sts::123456789012:assumed-role/ml-team/session-1", "ml-team"),
-    ("arn:aws:iam::123456789012:root", "123456789012"),
-    ("arn:aws:iam::123456789012:user/bob+ci@example.com", "bob-ci-example.com"),
+    ("arn:aws:iam::123456789012:user/teams/alice", "iam:123456789012:user/alice"),
+    ("arn:aws:iam::123456789012:role/alice", "iam:123456789012:role/alice"),
+    ("arn:aws:sts::123456789012:assumed-role/ml-team/session-1", "iam:123456789012:role/ml-team"),
+    ("arn:aws:sts::123456789012:assumed-role/ml-team/session-2", "iam:123456789012:role/ml-team"),
+    ("arn:aws:iam::123456789012:root", "iam:123456789012:root"),
+    ("arn:aws:iam::210987654321:user/alice", "iam:210987654321:user/alice"),
+    ("arn:aws:iam::123456789012:user/bob+ci@example.com", "iam:123456789012:user/bob+ci@example.com"),
+    ("arn:aws:iam::123456789012:user/bob=ci@example.com", "iam:123456789012:user/bob=ci@example.com"),
+    ("arn:aws:sts::123456789012:federated-user/carol", "iam:123456789012:federated-user/carol"),
 ])
-def test_tenant_is_the_iam_principal_name(arn, tenant):
+def test_an_iam_tenant_names_the_account_the_kind_and_the_name(arn, tenant):
+    """A user and a role of one name, two accounts, names differing in one character: all distinct
+    tenants, and none is a name a key's tenant can have (':' is not allowed there)."""
     assert tenant_of_arn(arn) == tenant
-    assert IamAuthenticator()(f"aws-iam {arn}").tenant == tenant
+    who = GatewayAuthenticator()(f"aws-iam {arn}")
+    assert who.tenant == tenant and who.key_id is None and who.scopes == {"query", "register", "admin"}
 
 
-def test_requests_without_an_iam_identity_are_refused():
+@pytest.mark.parametrize("arn", ["arn:aws:sts::123456789012:assumed-role", "arn:aws:iam::12345:user/short-account",
+                                 "arn:aws:s3:::bucket", "arn:aws:iam::123456789012:group/admins", "not an arn"])
+def test_a_principal_without_a_tenant_is_refused(arn):
     with pytest.raises(Unauthenticated):
-        IamAuthenticator()("Bearer infaas_0123456789abcdef_secretsecretsecretsecret")
+        tenant_of_arn(arn)
+
+
+def test_requests_without_a_gateway_identity_are_refused():
+    for value in ("Bearer infaas_0123456789abcdef_secretsecretsecretsecret", None, "aws-key team-a query",
+                  "aws-iam not-an-arn"):
+        with pytest.raises(Unauthenticated):
+            GatewayAuthenticator()(value)
 
 
 # -- the autoscaler function ------------------------------------------------------------

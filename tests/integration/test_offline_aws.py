@@ -12,8 +12,12 @@ import onnxruntime as ort
 from aws_support import LambdaContext, json_body, rest_event
 from test_lambda_flow import frontend, registered, trained, worker  # noqa: F401  (shared module fixtures)
 
+from infaas.core.keys import tenant_folder
+
 N_FILES = 20
-AREA = "offline/tester"  # INFAAS_OFFLINE_S3_ROOT (conftest) / the caller's tenant (the IAM user "tester")
+# INFAAS_OFFLINE_S3_ROOT (conftest) / the caller's area: the IAM user "tester" is the tenant
+# iam:123456789012:user/tester, whose area is named by a digest (infaas.core.keys.tenant_folder)
+AREA = "offline/" + tenant_folder("iam:123456789012:user/tester")
 
 
 def test_job_reads_s3_runs_on_the_worker_and_writes_s3(registered, frontend, trained, deployment):  # noqa: F811
@@ -60,7 +64,8 @@ def test_job_reads_s3_runs_on_the_worker_and_writes_s3(registered, frontend, tra
 
 def test_a_job_outside_the_tenants_s3_area_is_refused(registered, frontend, deployment):  # noqa: F811
     for where in (f"s3://{deployment.bucket}/offline/someone-else/in", f"s3://{deployment.bucket}/models",
-                  f"s3://{deployment.bucket}/offline/tester/../someone-else/in", "s3://another-bucket/offline/tester/in"):
+                  f"s3://{deployment.bucket}/{AREA}/../someone-else/in", f"s3://another-bucket/{AREA}/in",
+                  f"s3://{deployment.bucket}/offline/tester/in"):  # the name alone is another (key) tenant's area
         job = {"input": where, "output": f"s3://{deployment.bucket}/{AREA}/out", "architecture": "digits-logreg"}
         response = frontend.handler(rest_event("POST", "/v1/jobs", body=json.dumps(job),
                                                headers={"content-type": "application/json"}), LambdaContext())

@@ -427,11 +427,23 @@ def _local_store(args):
     return LocalAdapters(Settings.from_env(data_dir=args.data_dir)).store
 
 
+def _key_store(args):
+    """Where ``infaas tenants`` keeps keys: the local stack's store, or with INFAAS_BACKEND=aws the
+    deployment's table (INFAAS_TABLE, the stack's TableName output), read by its authorizer."""
+    import os
+
+    if os.environ.get("INFAAS_BACKEND", "").strip().lower() == "aws":
+        from infaas.wiring.aws import key_store
+
+        return key_store()
+    return _local_store(args)
+
+
 def cmd_tenants(args) -> int:
-    """Keys are managed on the machine that holds the metadata store, not over HTTP."""
+    """Keys are managed with access to the metadata store (this machine's, or the AWS table), not over HTTP."""
     from infaas.app import identity
 
-    store = _local_store(args)
+    store = _key_store(args)
     if args.action == "create":
         key_id, key = identity.create_key(store, args.tenant, identity.parse_scopes(args.scopes))
         print(f"created key {key_id} for tenant {args.tenant} with scopes {args.scopes}")

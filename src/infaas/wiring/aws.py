@@ -87,6 +87,14 @@ def fleet_groups(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return groups
 
 
+def key_store(env: Mapping[str, str] | None = None, *, client: Any = None) -> MetadataStore:
+    """The metadata store over ``INFAAS_TABLE`` alone, for what only reads and writes API keys
+    (the authorizer function, ``infaas tenants`` against an AWS deployment): no bucket or queues."""
+    env = os.environ if env is None else env
+    table = env_str_required(env, "INFAAS_TABLE", "the API keys are in the deployment's metadata table")
+    return MetadataStore(DynamoItemTable(table, client=client if client is not None else default_client("dynamodb")))
+
+
 class AwsAdapters:
     """The store, the model files and the job queue of one AWS deployment."""
 
