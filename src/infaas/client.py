@@ -63,11 +63,14 @@ class Client:
 
     # -- control plane ------------------------------------------------------
     def register(self, path: str, *, name: str, task: str, accuracy: float, validation: str | None = None,
-                 visibility: str = "private") -> dict[str, Any]:
+                 visibility: str = "private", signature: dict | str | None = None) -> dict[str, Any]:
+        """Register a model; ``signature`` overrides what is inferred of its signature (docs/models.md)."""
         files = {"file": (name + ".onnx", Path(path).read_bytes(), "application/octet-stream")}
         if validation:
             files["validation"] = ("validation.npz", Path(validation).read_bytes(), "application/octet-stream")
         data = {"name": name, "task": task, "accuracy": str(accuracy), "visibility": visibility}
+        if signature is not None:
+            data["signature"] = signature if isinstance(signature, str) else json.dumps(signature)
         return self._check(self.http.post("/v1/models", data=data, files=files))
 
     def models(self) -> list[dict[str, Any]]:

@@ -32,6 +32,10 @@ async def register_model(
     accuracy: float = Form(..., description="declared accuracy, 0..1 (re-measured when validation data is given)"),
     visibility: str = Form("private", description="private (only your tenant) or shared (every tenant)"),
     validation: UploadFile | None = File(None, description=".npz with arrays 'inputs' and 'labels'"),
+    signature: str | None = Form(None, description="JSON overriding the inferred signature: "
+                                 "{\"dims\": {NAME: SIZE}, \"inputs\": {INPUT: {\"batch_axis\": AXIS|null, "
+                                 "\"sizes\": {AXIS: SIZE}}}, \"outputs\": {OUTPUT: {\"batch_axis\": AXIS|null}}} "
+                                 "(docs/models.md)"),
     svc: Services = Depends(services),
     caller: Principal = Depends(require("register")),
 ):
@@ -41,7 +45,8 @@ async def register_model(
     val = await _read_limited(validation, limit, "validation") if validation is not None else None
     arch, created = await run_in_threadpool(
         lambda: svc.control.register(
-            name=name, task=task, accuracy=accuracy, data=data, tenant=who, visibility=visibility, validation=val
+            name=name, task=task, accuracy=accuracy, data=data, tenant=who, visibility=visibility, validation=val,
+            signature=signature,
         )
     )
     status = await run_in_threadpool(svc.control.model_status, arch.name, who)

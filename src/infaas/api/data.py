@@ -19,6 +19,7 @@ from infaas.app.identity import Principal
 from infaas.core import oip
 from infaas.core.domain import Query
 from infaas.core.errors import InfaasError, InvalidInput, NotFound
+from infaas.core.signature import describe as describe_signature
 from infaas.core.tensors import compact_json
 
 router = APIRouter(tags=["data plane"])
@@ -140,7 +141,10 @@ def resolve(svc: Services, name: str, who: str) -> tuple[str, dict[str, str], st
     model, version = split_version(name)
     if version is None:
         return model, _target_from_name(model), None
-    known = versions(svc, model, who)
+    try:
+        known = versions(svc, model, who)
+    except NotFound as exc:
+        raise why_not_ready(svc, _target_from_name(model), who, exc) from None
     if version not in known:
         svc.data.snapshot(force=True)  # built a moment ago?
         known = versions(svc, model, who)
@@ -192,10 +196,40 @@ def _json(doc: Any) -> Reply:
     return Reply(compact_json(doc))
 
 
+def why_not_ready(svc: Services, target: dict[str, str], who: str, exc: NotFound) -> NotFound:
+    """The 404 of a query whose model exists but has no ready variant, with the reason: each of its
+    variants' state and message (a failed build's error, a skip, waiting for a worker), also in
+    ``details.variants``. A name the tenant may not see keeps the plain 404."""
+    if exc.field != "target":
+        return exc
+    store = svc.control.store
+    if "task" in target:
+        archs = store.architectures(target["task"])
+    else:
+        name = target.get("architecture") or target.get("variant", "").split(":")[0]
+        found = store.find_architecture(name) if name else None
+        archs = [found] if found is not None else []
+    archs = [a for a in archs if a.tenant == who or a.visibility == "shared"]
+    variants = [v for a in archs for v in store.variants_of(a.name)
+                if "variant" not in target or v.id == target["variant"]]
+    if not variants:
+        return exc
+    lines = [f"{v.id} {v.status}" + (f" ({v.message})" if v.message else "") for v in variants]
+    return NotFound(f"{exc.message}: " + "; ".join(lines)[:4000], field="target",
+                    variants={v.id: {"status": v.status, "message": v.message} for v in variants})
+
+
 async def answer_plain(svc: Services, body: bytes, who: str) -> Reply:
     """``POST /v1/infer``: the model-less form."""
     doc = oip.parse_json(body)
     target = _target(doc)
+    try:
+        return await _answer_plain(svc, doc, target, who)
+    except NotFound as exc:
+        raise why_not_ready(svc, target, who, exc) from None
+
+
+async def _answer_plain(svc: Services, doc: dict, target: dict[str, str], who: str) -> Reply:
     query = Query(rows=1, objective=oip.parse_objective(doc.get("objective")), tenant=who, **target)
     inputs = doc.get("inputs")
     if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
@@ -234,6 +268,14 @@ def request_body(svc: Services, body: bytes, encoding: str | None) -> bytes:
 async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | None, who: str) -> Reply:
     """``POST /v2/models/{name}[/versions/{version}]/infer``: OIP v2, JSON or binary extension."""
     model, target, _ = resolve(svc, name, who)
+    try:
+        return await _answer_oip(svc, model, target, body, header_len, who)
+    except NotFound as exc:
+        raise why_not_ready(svc, target, who, exc) from None
+
+
+async def _answer_oip(svc: Services, model: str, target: dict[str, str], body: bytes, header_len: str | None,
+                      who: str) -> Reply:
     if header_len is not None:
         try:
             n = int(header_len)
@@ -403,7 +445,10 @@ def _metadata(name: str, svc: Services, who: str) -> dict[str, Any]:
 
     model, target, _ = resolve(svc, name, who)
     query = Query(rows=1, tenant=who, **target)
-    specs = svc.data.input_specs(query)
+    try:
+        specs = svc.data.input_specs(query)
+    except NotFound as exc:
+        raise why_not_ready(svc, target, who, exc) from None
     catalogue, _ = svc.data.snapshot()
     variants = candidates(query, catalogue)
     arch = svc.control.store.find_architecture(variants[0].architecture)
@@ -416,4 +461,5 @@ def _metadata(name: str, svc: Services, who: str) -> dict[str, Any]:
         "platform": "onnxruntime",
         "inputs": as_oip(specs),
         "outputs": as_oip(arch.outputs),
+        "parameters": {"signature": describe_signature(arch.inputs, arch.outputs, arch.signature_notes)},
     }

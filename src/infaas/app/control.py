@@ -27,6 +27,7 @@ from infaas.core.domain import Task as TaskName
 from infaas.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from infaas.core.ports import JobQueue, ModelStore
 from infaas.core.settings import Settings
+from infaas.core.signature import Signature, describe, settle
 
 
 class ControlPlane:
@@ -44,9 +45,12 @@ class ControlPlane:
         tenant: str = DEFAULT_TENANT,
         visibility: str = "private",
         validation: bytes | None = None,
+        signature: Any = None,
     ) -> tuple[Architecture, bool]:
         """Register a model; returns (architecture, created). Building and
-        profiling its variants happens later, on workers, through the job queue."""
+        profiling its variants happens later, on workers, through the job queue.
+        ``signature`` overrides what is inferred of the model's signature (``core.signature``,
+        JSON text or a dict); one that cannot be settled is refused here, naming the input."""
         check_name(name, "name")
         task_id = TaskName.parse(task).id
         if not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy) or not 0.0 <= accuracy <= 1.0:
@@ -59,14 +63,16 @@ class ControlPlane:
         )
 
         checked = check_model(data, ModelLimits(max_bytes=self.settings.max_upload_bytes))
+        hint = self._check_validation(validation, checked.inputs, checked.outputs) if validation is not None else None
+        sig = settle(checked.inputs, checked.outputs, signature, hint, checked.unranked)
 
         existing = self.store.find_architecture(name)
         if existing is not None:
-            return self._same_or_conflict(existing, checked.sha256, tenant, task_id, float(accuracy), visibility), False
-        self._check_task_inputs(task_id, checked.inputs, tenant)
+            return self._same_or_conflict(existing, checked.sha256, tenant, task_id, float(accuracy), visibility,
+                                          sig), False
+        self._check_task_inputs(task_id, sig.inputs, tenant)
         val_key = None
         if validation is not None:
-            self._check_validation(validation, checked.inputs, checked.outputs)
             val_key = f"architectures/{name}/{checked.sha256[:16]}.validation.npz"
             self.models.put(val_key, validation)
         model_key = f"architectures/{name}/{checked.sha256[:16]}.onnx"
@@ -78,16 +84,18 @@ class ControlPlane:
             accuracy=float(accuracy),
             sha256=checked.sha256,
             model_key=model_key,
-            inputs=checked.inputs,
-            outputs=checked.outputs,
+            inputs=sig.inputs,
+            outputs=sig.outputs,
             visibility=visibility,
             validation_key=val_key,
             created_at=self.clock(),
             size_bytes=checked.size_bytes,
+            signature_notes=sig.notes,
         )
         stored = self.store.create_architecture(arch)
         if stored is not arch:  # lost a race with another registration of the same name
-            return self._same_or_conflict(stored, checked.sha256, tenant, task_id, float(accuracy), visibility), False
+            return self._same_or_conflict(stored, checked.sha256, tenant, task_id, float(accuracy), visibility,
+                                          sig), False
         from infaas.app.build import build_lane
         from infaas.runtime.generate import generation_plan
 
@@ -105,7 +113,7 @@ class ControlPlane:
 
     @staticmethod
     def _same_or_conflict(existing: Architecture, sha256: str, tenant: str, task: str, accuracy: float,
-                          visibility: str) -> Architecture:
+                          visibility: str, sig: Signature | None = None) -> Architecture:
         """A registration repeated as it was is answered with the stored architecture (200); one
         that differs in anything is a 409 naming what differs, never a silent keep."""
         if existing.sha256 != sha256 or existing.tenant != tenant:
@@ -122,6 +130,12 @@ class ControlPlane:
                     f"(infaas models delete {existing.name}) or register under a new name",
                     field=fld,
                 )
+        if sig is not None and (existing.inputs, existing.outputs) != (sig.inputs, sig.outputs):
+            raise Conflict(
+                f"{existing.name!r} is registered with another signature ({describe(existing.inputs, existing.outputs)}); "
+                f"delete it first (infaas models delete {existing.name}) or register under a new name",
+                field="signature",
+            )
         return existing
 
     def _check_task_inputs(self, task: str, inputs: tuple[TensorSpec, ...], tenant: str) -> None:
@@ -139,7 +153,9 @@ class ControlPlane:
             return
 
     @staticmethod
-    def _check_validation(blob: bytes, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...] = ()) -> None:
+    def _check_validation(blob: bytes, inputs: tuple[TensorSpec, ...],
+                          outputs: tuple[TensorSpec, ...] = ()) -> tuple[int, ...]:
+        """Check a validation .npz; returns the shape of its inputs (sizes for the signature)."""
         _check_unpacked_size(blob, VALIDATION_MAX_BYTES)
         try:
             loaded = np.load(io.BytesIO(blob), allow_pickle=False)
@@ -164,6 +180,7 @@ class ControlPlane:
         if x.dtype.kind in "fc" and not np.isfinite(x).all():
             raise InvalidInput("validation inputs contain NaN or infinity", field="validation")
         _check_labels(y, outputs)
+        return tuple(int(n) for n in x.shape)
 
     def model_status(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
         from infaas.runtime.hardware import waiting_reason
@@ -325,6 +342,7 @@ def describe_architecture(a: Architecture, variants: list[Variant] | None = None
         "sha256": a.sha256,
         "inputs": [t.to_dict() for t in a.inputs],
         "outputs": [t.to_dict() for t in a.outputs],
+        "signature": describe(a.inputs, a.outputs, a.signature_notes),
         "size_bytes": a.size_bytes,
     }
 

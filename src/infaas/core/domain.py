@@ -69,18 +69,43 @@ class Task:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Name, element type and shape of one model input or output; -1 is a free dimension."""
+    """Name, element type and shape of one model input or output; -1 is a free dimension.
+
+    The rest is the tensor's part of the model's *signature* (``core/signature.py``):
+    ``batch_axis`` is the axis that carries a request's rows (None: the tensor is one value per
+    request, not per row); ``sizes`` a representative size per axis (what profiling runs, the
+    batch axis at 1; empty in records older than signatures: free dimensions at 1);
+    ``symbols`` the graph's name of each axis ("" where it has none).
+    """
 
     name: str
     dtype: str
     shape: tuple[int, ...]
+    batch_axis: int | None = 0
+    sizes: tuple[int, ...] = ()
+    symbols: tuple[str, ...] = ()
+
+    @property
+    def batch(self) -> int | None:
+        """The batch axis, where the tensor has one (a scalar has none)."""
+        ax = self.batch_axis
+        return ax if ax is not None and 0 <= ax < len(self.shape) else None
 
     def to_dict(self) -> dict[str, Any]:
+        """The public spec: name, dtype, shape (the signature is shown on its own)."""
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything, as stored."""
+        return {**self.to_dict(), "batch_axis": self.batch_axis, "sizes": list(self.sizes),
+                "symbols": list(self.symbols)}
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> "TensorSpec":
-        return TensorSpec(d["name"], d["dtype"], tuple(int(x) for x in d["shape"]))
+        shape = tuple(int(x) for x in d["shape"])
+        axis = d["batch_axis"] if "batch_axis" in d else (0 if shape else None)
+        return TensorSpec(d["name"], d["dtype"], shape, None if axis is None else int(axis),
+                          tuple(int(x) for x in d.get("sizes") or ()), tuple(str(x) for x in d.get("symbols") or ()))
 
 
 @dataclass(frozen=True)
@@ -99,11 +124,14 @@ class Architecture:
     validation_key: str | None = None  # npz with "inputs" and "labels"
     created_at: float = 0.0
     size_bytes: int = 0
+    # how the signature was settled (``core/signature.py``): one line per inference or override
+    signature_notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["inputs"] = [t.to_dict() for t in self.inputs]
-        d["outputs"] = [t.to_dict() for t in self.outputs]
+        d["inputs"] = [t.to_record() for t in self.inputs]
+        d["outputs"] = [t.to_record() for t in self.outputs]
+        d["signature_notes"] = list(self.signature_notes)
         return d
 
     @staticmethod
@@ -111,6 +139,7 @@ class Architecture:
         d = dict(d)
         d["inputs"] = tuple(TensorSpec.from_dict(t) for t in d["inputs"])
         d["outputs"] = tuple(TensorSpec.from_dict(t) for t in d["outputs"])
+        d["signature_notes"] = tuple(d.get("signature_notes") or ())
         return Architecture(**d)
 
 

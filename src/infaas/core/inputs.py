@@ -35,26 +35,40 @@ def validate_inputs(arrays: Mapping[str, np.ndarray], specs: tuple[TensorSpec, .
                 raise InvalidInput(f"{n!r} is not an input of this model; it takes {names}", field=f"inputs[{i}].name")
         if len(arrays) != len(specs):
             raise InvalidInput(f"expected {len(specs)} input tensor(s) {names}, got {len(arrays)}", field="inputs")
-    feed, rows = {}, None
+    feed, rows, sized = {}, None, {}
     for spec in specs:
         if spec.name not in arrays:
             raise InvalidInput(f"missing input tensor {spec.name!r}", field="inputs")
         a = arrays[spec.name]
         if tensors.dtype_name(a.dtype) != spec.dtype:
             raise InvalidInput(f"input {spec.name!r} has dtype {a.dtype.name}, the model takes {spec.dtype}", field="datatype")
-        if a.ndim != len(spec.shape) or any(d > 0 and d != s for d, s in zip(spec.shape[1:], a.shape[1:])):
+        axis = spec.batch
+        if a.ndim != len(spec.shape) or any(d > 0 and d != s and i != axis for i, (d, s) in enumerate(zip(spec.shape, a.shape))):
+            where = f" (axis {axis} carries the rows)" if axis not in (None, 0) else ""
             raise InvalidInput(
-                f"input {spec.name!r} has shape {list(a.shape)}, the model takes {list(spec.shape)} (-1 = any)", field="shape"
-            )
-        if spec.shape and spec.shape[0] > 0 and a.shape[0] != spec.shape[0]:
-            raise InvalidInput(f"input {spec.name!r} must have exactly {spec.shape[0]} rows", field="shape")
+                f"input {spec.name!r} has shape {list(a.shape)}, the model takes {list(spec.shape)} (-1 = any){where}",
+                field="shape")
+        if axis is not None and spec.shape[axis] > 0 and a.shape[axis] != spec.shape[axis]:
+            raise InvalidInput(f"input {spec.name!r} must have exactly {spec.shape[axis]} rows", field="shape")
+        for i, sym in enumerate(spec.symbols):  # one dimension name, one size across the inputs
+            if sym and spec.shape[i] <= 0:
+                seen = sized.setdefault(sym, (a.shape[i], spec.name, i))
+                if seen[0] != a.shape[i]:
+                    raise InvalidInput(f"input {spec.name!r} has {a.shape[i]} on axis {i} ({sym!r}), input {seen[1]!r} "
+                                       f"has {seen[0]} on axis {seen[2]}; the model takes one size for {sym!r}",
+                                       field="shape")
         if a.dtype.kind in "fc" and a.size and not _finite(a):
             raise InvalidInput(f"input {spec.name!r} contains NaN or infinity", field="inputs")
-        n = a.shape[0] if a.ndim else 1
-        if rows is not None and n != rows:
-            raise InvalidInput("all inputs must have the same number of rows", field="shape")
-        rows = n
         feed[spec.name] = a
+        if axis is None:
+            continue  # a per-request value: no rows of its own
+        n = a.shape[axis]
+        if rows is not None and n != rows:
+            raise InvalidInput(f"all inputs must have the same number of rows (input {spec.name!r} has {n} on "
+                               f"its batch axis {axis}, the others {rows})", field="shape")
+        rows = n
+    if rows is None:
+        rows = 1  # no input carries rows: the request is one
     if not rows:
         raise InvalidInput("inputs have no rows", field="shape")
     if rows > max_rows:

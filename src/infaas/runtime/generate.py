@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from infaas.core.domain import Architecture, Variant
 from infaas.core.errors import NotApplicable
+from infaas.core.signature import joinable
 from infaas.runtime.convert import float16_bytes, graph_io, torchscript_variant
 
 __all__ = ["PLANS", "NotApplicable", "VariantSpec", "build_variant", "generation_plan", "torchscript_key", "variant_suffix"]
@@ -73,20 +74,25 @@ GPU_COMPUTE_OPS = frozenset(
 
 
 def generation_plan(arch: Architecture, hardware: str) -> tuple[Variant, ...]:
-    """The variants ``arch`` gets on ``hardware``, all pending."""
-    return tuple(
-        Variant(
+    """The variants ``arch`` gets on ``hardware``, all pending. A model whose requests cannot be
+    joined into one batch (``core.signature.joinable``: an input batched on another axis than 0,
+    a per-request input, a dynamic dimension besides the batch) gets each variant once, at batch 1:
+    every request runs alone, as many rows as it carries."""
+    alone = not joinable(arch.inputs, arch.outputs)
+    out: dict[str, Variant] = {}
+    for s in PLANS.get(hardware, ()):
+        v = Variant(
             architecture=arch.name,
             format=s.format,
             runtime=s.runtime,
             hardware=s.hardware,
-            max_batch=s.max_batch,
+            max_batch=1 if alone else s.max_batch,
             task=arch.task,
             tenant=arch.tenant,
             visibility=arch.visibility,
         )
-        for s in PLANS.get(hardware, ())
-    )
+        out.setdefault(v.id, v)
+    return tuple(out.values())
 
 
 def torchscript_key(arch: Architecture) -> str:

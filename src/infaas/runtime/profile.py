@@ -47,9 +47,11 @@ import numpy as np
 from infaas.core.calibration import NoisePolicy, Round, more_rounds, summarise
 from infaas.core.domain import TensorSpec
 from infaas.core.errors import ProfilingFailed
+from infaas.core.signature import representative
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 AGREEMENT_ROWS = 256
+AGREEMENT_RUNS = 64
 
 
 def _is_classifier(outputs: Mapping[str, np.ndarray]) -> bool:
@@ -75,21 +77,37 @@ def agreement(reference: Mapping[str, np.ndarray], variant: Mapping[str, np.ndar
 
 
 def measure_agreement(reference_path: str, ex, specs: Sequence[TensorSpec], max_batch: int) -> dict:
+    """Agreement on ``AGREEMENT_ROWS`` sample rows, run ``max_batch`` rows at a time (at most
+    ``AGREEMENT_RUNS`` runs: a model whose requests run alone is compared on fewer rows)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(reference_path, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    feed = sample_inputs(specs, AGREEMENT_ROWS, seed=7)
+    total = min(AGREEMENT_ROWS, AGREEMENT_RUNS * max(1, max_batch))
+    if all(s.batch is None for s in specs):  # every run would take the same per-request values
+        total = 1
+    feed = sample_inputs(specs, total, seed=7)
     ref: dict[str, list] = {}
     got: dict[str, list] = {}
-    for start in range(0, AGREEMENT_ROWS, max_batch):
-        chunk = {k: np.ascontiguousarray(v[start:start + max_batch]) for k, v in feed.items()}
+    for start in range(0, total, max_batch):
+        chunk = rows_of(feed, specs, start, start + max_batch)
         for k, v in zip(names, session.run(None, chunk)):
             ref.setdefault(k, []).append(v)
         for k, v in ex.run(chunk).items():
             got.setdefault(k, []).append(v)
-    value, how = agreement({k: np.concatenate(v) for k, v in ref.items()}, {k: np.concatenate(v) for k, v in got.items()})
-    return {"agreement": value, "agreement_measure": f"{how} on {AGREEMENT_ROWS} sample inputs"}
+    ref_rows, got_rows = _rows_of_runs(ref), _rows_of_runs(got)
+    value, how = agreement(ref_rows, got_rows)
+    return {"agreement": value, "agreement_measure": f"{how} on {total} sample inputs"}
+
+
+def _rows_of_runs(runs: Mapping[str, list]) -> dict[str, np.ndarray]:
+    """The outputs of several runs as rows: joined on axis 0 where every output carries its rows
+    there; else (an output batched on another axis, a per-request output) one row per run (compared
+    as a whole, within 1 %: never as class scores)."""
+    joined = {k: np.concatenate(v) if v[0].ndim else np.stack(v) for k, v in runs.items()}
+    if len({len(v) for v in joined.values()}) == 1:
+        return joined
+    return {k: np.stack([a.reshape(1, -1) for a in v]) for k, v in runs.items()}
 
 
 @dataclass(frozen=True)
@@ -164,12 +182,15 @@ class Calibration:
 
 
 def sample_inputs(specs: Sequence[TensorSpec], batch: int, validation: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch of inputs for profiling: validation rows when there are some, else random."""
+    """A batch of inputs for profiling at the signature's representative shapes (``batch`` rows on
+    each input's batch axis; a per-request input at its own shape): validation rows when there are
+    some (the first input, batched on axis 0), else random floats, short words, and integers and
+    booleans of 0 and 1 (a valid token id, index, mask or flag for any model that takes them)."""
     rng = np.random.default_rng(seed)
     out = {}
     for i, spec in enumerate(specs):
-        shape = [batch] + [d if d > 0 else 1 for d in spec.shape[1:]]
-        if i == 0 and validation is not None:
+        shape = list(representative(spec, batch))
+        if i == 0 and validation is not None and spec.batch == 0:
             reps = -(-batch // len(validation))
             out[spec.name] = np.ascontiguousarray(np.concatenate([validation] * reps)[:batch].astype(spec.dtype))
         elif np.issubdtype(np.dtype(spec.dtype), np.floating):
@@ -177,7 +198,20 @@ def sample_inputs(specs: Sequence[TensorSpec], batch: int, validation: np.ndarra
         elif spec.dtype == "object":  # a string tensor: short words
             out[spec.name] = rng.integers(0, 100, shape).astype(str).astype(object)
         else:
-            out[spec.name] = np.zeros(shape, dtype=spec.dtype)
+            out[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
+    return out
+
+
+def rows_of(feed: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], start: int, stop: int) -> dict[str, np.ndarray]:
+    """Rows ``start:stop`` of a sample feed, on each input's batch axis (a per-request input whole)."""
+    out = {}
+    for spec in specs:
+        a = feed[spec.name]
+        if spec.batch is not None:
+            index = [slice(None)] * a.ndim
+            index[spec.batch] = slice(start, stop)
+            a = a[tuple(index)]
+        out[spec.name] = np.ascontiguousarray(a)
     return out
 
 
@@ -288,7 +322,7 @@ def profile_in_subprocess(
         {
             "path": path,
             "variant": variant,
-            "specs": [s.to_dict() for s in specs],
+            "specs": [s.to_record() for s in specs],
             "validation": validation,
             "budget_s": limits.budget_s,
             "min_runs": limits.min_runs,

@@ -36,6 +36,7 @@ class CheckedModel:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     size_bytes: int
+    unranked: frozenset[str] = frozenset()  # outputs whose shape the graph does not give
 
 
 def _dtype_name(elem_type: int) -> str:
@@ -57,7 +58,8 @@ def _specs(values, skip: set[str]) -> tuple[TensorSpec, ...]:
                 "A scikit-learn classifier converted with skl2onnx needs options={id(model): {'zipmap': False}} "
                 "(README: Prepare your model)", field="file")
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
-        out.append(TensorSpec(vi.name, _dtype_name(t.elem_type), dims))
+        symbols = tuple(d.dim_param if d.HasField("dim_param") else "" for d in t.shape.dim)
+        out.append(TensorSpec(vi.name, _dtype_name(t.elem_type), dims, symbols=symbols if any(symbols) else ()))
     return tuple(out)
 
 
@@ -131,4 +133,5 @@ def check_model(data: bytes, limits: ModelLimits = ModelLimits()) -> CheckedMode
                                f"{', '.join(sorted(OIP_TO_NUMPY))} (numpy {', '.join(sorted(carried))}); "
                                f"cast the {kind} in the graph (a Cast node) to one of them", field="file",
                                **{kind: [t.name for t in specs if t.dtype not in carried]})
-    return CheckedModel(model, hashlib.sha256(data).hexdigest(), inputs, outputs, len(data))
+    unranked = frozenset(vi.name for vi in model.graph.output if not vi.type.tensor_type.HasField("shape"))
+    return CheckedModel(model, hashlib.sha256(data).hexdigest(), inputs, outputs, len(data), unranked)
