@@ -30,14 +30,24 @@ What runs, and how it differs from calling a handler in the test's own process:
 * ``HttpFront``: API Gateway as a loopback HTTP server (127.0.0.1), for clients that speak HTTP
   (``tritonclient``).
 
-The caller's identity is what API Gateway's IAM authorisation establishes
-(``requestContext.identity.userArn``); the harness is told whose request it is.
+The caller's identity, on either of the stack's two APIs (``cdk/infaas_cdk/api.py``):
+
+* the IAM API (an ``ApiGateway`` without an authorizer): what IAM authorisation establishes
+  (``requestContext.identity.userArn``); the harness is told whose request it is;
+* the API-key API (``ApiGateway(authorizer=...)``): API Gateway's REQUEST authorizer rules -- no
+  ``Authorization`` header is a 401 without a call; otherwise the authorizer function (itself run
+  as deployed) gets the REQUEST event with the method's ARN; ``Unauthorized`` raised is a 401, any
+  other failure a 500; its policy is evaluated against the method's ARN (an explicit Deny wins, no
+  Allow is a 403); its answer is cached per header value for the result TTL (``AUTHORIZER_TTL_S``
+  unless told otherwise) and reused for every method; the integration gets its context as
+  ``requestContext.authorizer`` and no IAM identity.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
+import fnmatch
 import http.server
 import json
 import os
@@ -66,13 +76,23 @@ LAMBDA_MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py")
 
 
-def binary_media_types() -> list[str]:
-    """``BINARY_MEDIA_TYPES`` of ``cdk/infaas_cdk/api.py``, read without importing the CDK."""
+def _api_constant(name: str) -> Any:
+    """A constant of ``cdk/infaas_cdk/api.py``, read without importing the CDK."""
     tree = ast.parse((ROOT / "cdk" / "infaas_cdk" / "api.py").read_text())
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BINARY_MEDIA_TYPES" for t in node.targets):
-            return list(ast.literal_eval(node.value))
-    raise AssertionError("cdk/infaas_cdk/api.py declares no BINARY_MEDIA_TYPES")
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"cdk/infaas_cdk/api.py declares no {name}")
+
+
+def binary_media_types() -> list[str]:
+    """``BINARY_MEDIA_TYPES`` of ``cdk/infaas_cdk/api.py``."""
+    return list(_api_constant("BINARY_MEDIA_TYPES"))
+
+
+def authorizer_ttl_s() -> float:
+    """``AUTHORIZER_TTL_S`` of ``cdk/infaas_cdk/api.py``: how long API Gateway reuses an authorizer's answer."""
+    return float(_api_constant("AUTHORIZER_TTL_S"))
 
 
 # The stack's routes (cdk/infaas_cdk/api.py): (method or ANY, resource, function)
@@ -105,7 +125,7 @@ class LambdaAssets:
     build_s: float
 
 
-def build_assets(workdir: Path, names=("frontend", "selector", "autoscaler")) -> LambdaAssets:
+def build_assets(workdir: Path, names=("frontend", "selector", "autoscaler", "authorizer")) -> LambdaAssets:
     """The layer (cached by content) and the staged functions, ready to run."""
     t0 = time.perf_counter()
     build = _load_module("infaas_layers_build_harness", ROOT / "layers" / "build.py")
@@ -301,6 +321,46 @@ class ApiGateway:
     binary_types: list[str] = field(default_factory=binary_media_types)
     stage: str = "api"
     api_id: str = "harness01"
+    authorizer: LambdaFunction | None = None  # the API-key API's REQUEST authorizer; None: the IAM API
+    authorizer_ttl_s: float = field(default_factory=authorizer_ttl_s)
+    authorizer_calls: int = 0
+    _auth_cache: dict = field(default_factory=dict, repr=False)  # Authorization value -> (until, answer)
+
+    def method_arn(self, method: str, path: str) -> str:
+        return f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{self.api_id}/{self.stage}/{method}{path}"
+
+    def _authorize(self, method: str, path: str, resource: str, headers: list[tuple[str, str]], query: str,
+                   path_parameters: dict | None, deadline: float) -> tuple[dict | None, Response | None]:
+        """API Gateway's REQUEST authorizer with the ``Authorization`` header as identity source:
+        (the authorizer's answer, None) or (None, the gateway's answer)."""
+        token = next((v for k, v in headers if k.lower() == "authorization"), None)
+        if not token:
+            return None, _gateway_error(401, "Unauthorized")
+        arn = self.method_arn(method, path)
+        now = time.time()
+        hit = self._auth_cache.get(token)
+        if hit is not None and now < hit[0]:
+            answer = hit[1]
+        else:
+            event = self.event(method, path, headers, b"", query, resource, path_parameters)
+            event = {"type": "REQUEST", "methodArn": arn, **{k: v for k, v in event.items()
+                                                               if k not in ("body", "isBase64Encoded")}}
+            self.authorizer_calls += 1
+            invocation = self.authorizer.invoke(event, deadline=deadline)
+            if invocation.error is not None and invocation.error.get("errorMessage") == "Unauthorized":
+                return None, _gateway_error(401, "Unauthorized")
+            answer = invocation.result
+            if invocation.error is not None or not isinstance(answer, dict) or "policyDocument" not in answer \
+                    or "principalId" not in answer:
+                return None, Response(500, [("Content-Type", "application/json"),
+                                            ("x-amzn-ErrorType", "AuthorizerConfigurationException")],
+                                      b'{"message": null}', invocation)
+            if self.authorizer_ttl_s > 0:
+                self._auth_cache[token] = (now + self.authorizer_ttl_s, answer)
+        if not _policy_allows(answer["policyDocument"], arn):
+            return None, Response(403, [("Content-Type", "application/json"), ("x-amzn-ErrorType", "AccessDeniedException")],
+                                  b'{"Message":"User is not authorized to access this resource"}')
+        return answer, None
 
     def route(self, method: str, path: str) -> tuple[str, str, dict | None] | None:
         for verb, resource, function in ROUTES:
@@ -315,7 +375,7 @@ class ApiGateway:
         return None
 
     def event(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes, query: str,
-              resource: str, path_parameters: dict | None) -> dict:
+              resource: str, path_parameters: dict | None, authorized: dict | None = None) -> dict:
         single: dict[str, str] = {}
         multi: dict[str, list[str]] = {}
         for k, v in headers:
@@ -348,9 +408,14 @@ class ApiGateway:
                 "accountId": ACCOUNT, "apiId": self.api_id, "resourcePath": resource, "httpMethod": method,
                 "path": f"/{self.stage}{path}", "stage": self.stage, "protocol": "HTTP/1.1",
                 "requestId": str(uuid.uuid4()), "requestTimeEpoch": int(time.time() * 1000),
-                "identity": {"sourceIp": "127.0.0.1", "userArn": self.caller_arn, "caller": "AIDAHARNESS",
-                             "accessKey": "AKIAHARNESS", "user": "AIDAHARNESS", "userAgent": single.get("User-Agent")},
+                "identity": {"sourceIp": "127.0.0.1", "userAgent": single.get("User-Agent"),
+                             **({} if self.authorizer is not None else {
+                                 "userArn": self.caller_arn, "caller": "AIDAHARNESS", "accessKey": "AKIAHARNESS",
+                                 "user": "AIDAHARNESS"})},
                 "domainName": f"{self.api_id}.execute-api.{REGION}.amazonaws.com",
+                **({} if authorized is None else {"authorizer": {
+                    **(authorized.get("context") or {}), "principalId": authorized["principalId"],
+                    "integrationLatency": 0}}),
             },
             "body": text,
             "isBase64Encoded": binary,
@@ -368,7 +433,13 @@ class ApiGateway:
         name, resource, path_parameters = found
         headers = [(k, v) for k, v in headers if k.lower() not in ("connection", "keep-alive", "transfer-encoding")]
         headers += [("X-Forwarded-For", "127.0.0.1"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Port", "443")]
-        event = self.event(method, path, headers, body, query, resource, path_parameters)
+        authorized = None
+        if self.authorizer is not None:
+            authorized, refused = self._authorize(method, path, resource, headers, query, path_parameters,
+                                                  received + API_TIMEOUT_S)
+            if refused is not None:
+                return refused
+        event = self.event(method, path, headers, body, query, resource, path_parameters, authorized)
         if len(json.dumps(event)) > LAMBDA_MAX_REQUEST_BYTES:
             return _gateway_error(413, "Request Entity Too Large")
         invocation = self.functions[name].invoke(event, deadline=received + API_TIMEOUT_S)
@@ -392,6 +463,23 @@ class ApiGateway:
             data = payload.encode() if isinstance(payload, str) else bytes(payload)
         out_headers = [(k, v) for k, v in out_headers if k.lower() != "content-length"]
         return Response(int(result["statusCode"]), out_headers, data, invocation)
+
+
+def _policy_allows(policy: dict, arn: str) -> bool:
+    """IAM evaluation of an authorizer's policy for one method ARN: an explicit Deny wins, then any Allow."""
+    allowed = False
+    for statement in policy.get("Statement") or []:
+        actions = statement.get("Action")
+        actions = [actions] if isinstance(actions, str) else list(actions or [])
+        if not any(fnmatch.fnmatchcase("execute-api:Invoke", a) for a in actions):
+            continue
+        resources = statement.get("Resource")
+        resources = [resources] if isinstance(resources, str) else list(resources or [])
+        if any(fnmatch.fnmatchcase(arn, r.replace("[", "[[]")) for r in resources):
+            if statement.get("Effect") == "Deny":
+                return False
+            allowed = allowed or statement.get("Effect") == "Allow"
+    return allowed
 
 
 class HttpFront:

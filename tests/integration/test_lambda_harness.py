@@ -1,11 +1,14 @@
 """The functions as deployed (``lambda_harness``): built layer and staged code, Lambda's Python,
 frozen between invocations, behind API Gateway's REST proxy rules, on a moto server.
 
-register (frontend, multipart: base64 in the event) -> two worker processes take the build job
--> queries through the selector (JSON, OIP, tritonclient in JSON and binary through a loopback
-HTTP front) -> one worker drained -> no query reaches it once its drain is recorded -> workers
-whose instance is gone (refusing, or black-holing connections) cost a retry, and the answer
-still comes within API Gateway's 29 s -> the autoscaler function runs one control period.
+keys made by ``infaas tenants create`` against the table -> register with a bearer key through the
+API-key API (its REQUEST authorizer, run as deployed, answers cached) -> two worker processes take the
+build job -> queries through the selector with the key and as an IAM caller (JSON, OIP,
+tritonclient in JSON and binary through a loopback HTTP front, the key in a header) -> a wrong or
+revoked key is 401, a key without the route's scope 403, a revoked key stops within the cache TTL
+-> one worker drained -> no query is served by it once its drain is recorded, none fails ->
+workers whose instance is gone (refusing, or black-holing connections) cost a retry, and the
+answer still comes within API Gateway's 29 s -> the autoscaler function runs one control period.
 
 Each function's cold import is measured and printed (``docs/aws.md``: cold starts).
 """
@@ -14,8 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +62,12 @@ def functions(assets, deployment, tmp_path_factory):
             "autoscaler", assets,
             {**base, **STACK_ENV, "INFAAS_FLEET_GROUPS": json.dumps({"cpu": f"{deployment.prefix}-workers-cpu"}),
              "INFAAS_SCALE_PERIOD_S": "60"}, logs / "autoscaler.log", timeout_s=60, memory_mb=512),
+        # what the stack gives the authorizer (cdk/infaas_cdk/functions.py): the table's name, nothing else
+        "authorizer": LambdaFunction(
+            "authorizer", assets, {**{k: v for k, v in base.items() if k.startswith("AWS_")},
+                                   "INFAAS_BACKEND": "aws", "INFAAS_TABLE": deployment.table,
+                                   "POWERTOOLS_LOG_LEVEL": "INFO"}, logs / "authorizer.log", timeout_s=10,
+            memory_mb=512),
     }
     try:
         yield fns
@@ -66,7 +78,32 @@ def functions(assets, deployment, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api(functions):
+    """The IAM API: the caller is the IAM user ``tester`` (tenant ``iam:123456789012:user/tester``)."""
     return ApiGateway(functions)
+
+
+@pytest.fixture(scope="module")
+def keys_api(functions):
+    """The API-key API: every request through the authorizer function, answers cached as the stack says."""
+    return ApiGateway(functions, authorizer=functions["authorizer"])
+
+
+def tenant_key(deployment, tenant: str, scopes: str) -> str:
+    """``infaas tenants create`` against the deployment's table, as an operator runs it."""
+    done = subprocess.run([sys.executable, "-m", "infaas.cli", "tenants", "create", tenant, "--scopes", scopes],
+                          env={**os.environ, **deployment.env}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def keys(deployment):
+    return {scopes: tenant_key(deployment, "team-harness", scopes)
+            for scopes in ("query,register", "query", "register")}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +139,23 @@ def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> t
     return request.read(), request.headers["content-type"]
 
 
-def test_each_function_starts_from_the_built_artefacts_only(functions, assets, capsys):
+def test_each_function_starts_from_the_built_artefacts_only(functions, assets, keys, capsys):
     """Every function's cold start, in Lambda's interpreter with nothing but its assets on the path;
     the selector loads no control plane: no registration (onnx, python-multipart's parser), no
-    offline jobs, no Prometheus, no documentation pages."""
+    offline jobs, no Prometheus, no documentation pages; the authorizer nothing but the key lookup
+    (no web framework, no numpy)."""
     figures = {}
     for name in ("frontend", "selector"):
         r = ApiGateway(functions).request("GET", "/v2/health/live" if name == "selector" else "/v1/tasks")
         assert r.status == 200, (name, r.status, r.body, functions[name].logs()[-2000:])
         assert r.invocation.cold
+    r = ApiGateway(functions, authorizer=functions["authorizer"]).request("GET", "/v2/health/live",
+                                                                          headers=bearer(keys["query"]))
+    assert r.status == 200, (r.status, r.body, functions["authorizer"].logs()[-2000:])
+    (init_authorizer,) = functions["authorizer"].cold_starts
+    assert not [p for p in init_authorizer["path"] if "site-packages" in p or ".venv" in p]
+    for module in ("fastapi", "starlette", "numpy", "onnx", "mangum"):
+        assert module not in init_authorizer["modules"], module
     (init_frontend,) = functions["frontend"].cold_starts
     (init_selector,) = functions["selector"].cold_starts
     for init in (init_frontend, init_selector):
@@ -128,21 +173,23 @@ def test_each_function_starts_from_the_built_artefacts_only(functions, assets, c
 
 
 @pytest.fixture(scope="module")
-def registered(api, trained, workers, store):
+def registered(keys_api, keys, trained, workers, store):
+    """Registered with a bearer key (tenant team-harness) and shared, so IAM callers may query it too."""
     model, data = trained
     validation = Path(model.path).with_suffix(".val.npz")
     from infaas.cli import digits
 
     validation.write_bytes(digits.validation_npz(data))
     body, content_type = _multipart(
-        {"name": ARCH, "task": TASK, "accuracy": f"{model.val_accuracy:.4f}"},
+        {"name": ARCH, "task": TASK, "accuracy": f"{model.val_accuracy:.4f}", "visibility": "shared"},
         {"file": ("model.onnx", Path(model.path).read_bytes()), "validation": ("validation.npz", validation.read_bytes())})
-    r = api.request("POST", "/v1/models", headers={"Content-Type": content_type}, body=body)
+    owner = bearer(keys["query,register"])
+    r = keys_api.request("POST", "/v1/models", headers={"Content-Type": content_type, **owner}, body=body)
     assert r.status == 201, (r.status, r.body)
-    assert r.invocation is not None
+    assert r.invocation is not None and r.json()["tenant"] == "team-harness"
     deadline = time.time() + READY_TIMEOUT_S
     while True:
-        status = api.request("GET", f"/v1/models/{ARCH}").json()
+        status = keys_api.request("GET", f"/v1/models/{ARCH}", headers=owner).json()
         if status["status"] in ("ready", "failed"):
             break
         for proc in workers.values():
@@ -232,38 +279,120 @@ def test_tritonclient_against_the_api(functions, registered, trained):
         client.close()
 
 
-def _answers_from(api, doc: dict, n: int) -> list[str]:
-    return [_query(api, doc).json()["decision"]["worker"] for _ in range(n)]
+def test_a_bearer_key_works_end_to_end(keys_api, keys, registered, trained):
+    """The key registered the model (``registered``); the same tenant's query-only key queries it in
+    JSON and OIP, and ``tritonclient`` (JSON and binary) sends it in a header through the API-key API."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    model, data = trained
+    rows = np.asarray(data.x_test[:4], np.float32)
+    expected = model.model.predict(rows).tolist()
+    key = bearer(keys["query"])
+    r = keys_api.request("POST", "/v1/infer", headers={"Content-Type": "application/json", **key},
+                         body=json.dumps({"variant": registered, "inputs": rows.tolist()}).encode())
+    assert r.status == 200, (r.status, r.body)
+    assert next(t for t in r.json()["outputs"] if t["name"] == "label")["data"] == expected
+    with HttpFront(keys_api) as front:
+        client = triton.InferenceServerClient(url=front.address, network_timeout=API_TIMEOUT_S + 5)
+        assert client.is_server_live(headers=key) and client.is_server_ready(headers=key)
+        assert client.get_model_metadata(ARCH, headers=key)["name"] == ARCH
+        for binary in (False, True):
+            x = triton.InferInput("X", list(rows.shape), "FP32")
+            x.set_data_from_numpy(rows, binary_data=binary)
+            out = triton.InferRequestedOutput("label", binary_data=binary)
+            assert client.infer(ARCH, [x], outputs=[out], headers=key).as_numpy("label").tolist() == expected, binary
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer(ARCH, [x], outputs=[out])  # no key: the gateway's 401, the authorizer not called
+        assert refused.value.status() == "401"
+        client.close()
 
 
-def test_a_drained_worker_gets_no_query_once_its_drain_is_seen(api, registered, workers, store, trained, functions):
+def test_wrong_revoked_and_unscoped_keys(functions, keys_api, keys, registered, store, deployment, trained):
+    """401 for a missing, malformed, unknown or wrong key; 403 (the app's, naming the scope) for a
+    key without the route's scope; a revoked key answers until its cached authorization expires,
+    then 401 -- within the authorizer's result TTL."""
+    from infaas.app import identity
+
+    _, data = trained
+    doc = json.dumps({"variant": registered, "inputs": data.x_test[:1].tolist()}).encode()
+    infer = lambda api, headers: api.request("POST", "/v1/infer", body=doc,  # noqa: E731
+                                             headers={"Content-Type": "application/json", **headers})
+    good = keys["query"]
+    key_id, secret = good.split("_")[1], good.split("_", 2)[2]
+    for headers in ({}, {"Authorization": good}, {"Authorization": f"Bearer infaas_{'f' * 16}_{secret}"},
+                    {"Authorization": f"Bearer infaas_{key_id}_{'x' * len(secret)}"}):
+        r = infer(keys_api, headers)
+        assert r.status == 401 and r.json() == {"message": "Unauthorized"}, (headers, r.status, r.body)
+    unscoped = infer(keys_api, bearer(keys["register"]))
+    assert unscoped.status == 403 and "'query'" in unscoped.json()["message"], unscoped.body
+    body, content_type = _multipart({"name": "not-allowed", "task": TASK, "accuracy": "0.9"},
+                                    {"file": ("model.onnx", b"not a model")})
+    r = keys_api.request("POST", "/v1/models", headers={"Content-Type": content_type, **bearer(good)}, body=body)
+    assert r.status == 403 and "'register'" in r.json()["message"], r.body
+
+    ttl = 2.0  # the stack caches 30 s (AUTHORIZER_TTL_S); a short one here, the same rules
+    gateway = ApiGateway(functions, authorizer=functions["authorizer"], authorizer_ttl_s=ttl)
+    doomed = tenant_key(deployment, "team-harness", "query")
+    assert infer(gateway, bearer(doomed)).status == 200
+    calls = gateway.authorizer_calls
+    assert infer(gateway, bearer(doomed)).status == 200 and gateway.authorizer_calls == calls  # cached
+    identity.revoke_key(store, doomed.split("_")[1])
+    revoked_at = time.time()
+    while infer(gateway, bearer(doomed)).status == 200:
+        assert time.time() - revoked_at <= ttl, "a revoked key still works after the authorizer's TTL"
+        time.sleep(0.2)
+    assert infer(gateway, bearer(doomed)).status == 401
+    assert infer(gateway, bearer(good)).status == 200  # the other keys are untouched
+
+
+def _answers_from(api, doc: dict, n: int) -> list[dict]:
+    return [_query(api, doc).json()["decision"] for _ in range(n)]
+
+
+def test_a_drained_worker_serves_no_query_once_its_drain_is_recorded(api, registered, workers, store, trained,
+                                                                     functions, deployment):
     """The drain is recorded in the table (the worker heartbeats ``draining`` on SIGUSR1, as the drain
-    watcher sends it). A selector container started after that routes nothing to it; a warm one,
-    frozen since its last query, decides on a view at most ``INFAAS_SNAPSHOT_S`` old, so after that
-    period nothing reaches the drained worker either (before it, the worker still serves: it keeps
-    serving until it is stopped, ``drain_s`` = 5 s later)."""
+    watcher sends it). From then on the worker refuses new queries (503 ``worker_draining``): a warm
+    selector, frozen since its last query with a view that still has the worker up, sends a query
+    there, hears the refusal and sends it to the other worker at once (no fault counted), and drops
+    the worker from its view; a selector started after the drain routes nothing there. Every query
+    is answered, none by the drained worker (each answer names the worker that served it, and the
+    drained worker's own heartbeat says when its replicas last served)."""
+    from infaas.core import tensors
+
     _, data = trained
     doc = {"variant": registered, "inputs": data.x_test[:1].tolist()}
-    _answers_from(api, doc, 2)  # a warm selector with a snapshot
+    drained = _answers_from(api, doc, 3)[-1]["worker"]  # where the warm selector sends queries now
+    (other,) = set(workers) - {drained}
     warm = functions["selector"]
-    drained = "i-0first"
+    log_before = len(warm.logs())
     workers[drained].send_signal(signal.SIGUSR1)  # what the drain watcher sends
     deadline = time.time() + 10
     while store.get_worker(drained).state != "draining":
         assert time.time() < deadline, tail(workers[drained].log_path)
-        time.sleep(0.05)
+        time.sleep(0.02)
     recorded = time.time()
+    decisions = _answers_from(api, doc, 8)  # at once: the warm selector's view may still have it up
+    assert [d["worker"] for d in decisions] == [other] * 8, decisions
+    moved = [d for d in decisions if "draining" in d["reason"]]
+    assert moved, "the warm selector never tried the drained worker: the refusal was not exercised"
+    assert len(moved) == 1  # dropped from the view at the first refusal
+    assert '"WorkerFaults"' not in warm.logs()[log_before:]  # a refusal to drain is not a fault
     fresh = LambdaFunction("selector", warm.assets, warm.env, warm.log_path)  # a container started now
     try:
-        served = _answers_from(ApiGateway({**functions, "selector": fresh}), doc, 6)
+        assert [d["worker"] for d in _answers_from(ApiGateway({**functions, "selector": fresh}), doc, 4)] == [other] * 4
     finally:
         fresh.kill()
-    assert served == ["i-0second"] * 6
-    time.sleep(float(warm.env["INFAAS_SNAPSHOT_S"]))  # the warm container's view may be this old
-    seen = time.time()
-    assert _answers_from(api, doc, 6) == ["i-0second"] * 6
+    # the worker itself refuses a query sent straight to it (with the worker key, as a selector would)
+    key = deployment.client("secretsmanager").get_secret_value(
+        SecretId=deployment.env["INFAAS_WORKER_SECRET_ARN"])["SecretString"]
+    direct = httpx.post(f"{store.get_worker(drained).url}/v1/infer/{registered}",
+                        content=tensors.encode({"X": np.asarray(data.x_test[:1], np.float32)}),
+                        headers={"x-infaas-worker-key": key, "content-type": tensors.CONTENT_TYPE}, timeout=10)
+    assert direct.status_code == 503 and direct.json()["code"] == "worker_draining"
     time.sleep(1.2)  # a heartbeat or two of the drained worker: its replicas' last use, as it reports it
-    assert all(r.last_used <= seen for r in store.get_worker(drained).replicas), recorded
+    assert all(r.last_used <= recorded for r in store.get_worker(drained).replicas), recorded
     stop_worker(workers[drained])
     assert drained not in {w.id for w in store.workers()}
 
@@ -275,7 +404,7 @@ def test_a_worker_whose_instance_is_gone_costs_a_retry_within_the_29_s_limit(api
     instance is gone: its address refuses connections, or drops them (a socket that accepts and
     never answers). The query is retried on the other worker; the answer comes within 29 s."""
     _, data = trained
-    live = store.get_worker("i-0second")
+    (live,) = [w for w in store.workers() if w.id in workers and w.state == "up"]  # the one left after the drain
     sink = socket.socket()
     sink.bind(("127.0.0.1", 0))
     port = sink.getsockname()[1]
@@ -298,7 +427,7 @@ def test_a_worker_whose_instance_is_gone_costs_a_retry_within_the_29_s_limit(api
             r = api.request("POST", "/v1/infer", headers={"Content-Type": "application/json"},
                             body=json.dumps(doc).encode())
             assert time.time() - t0 < API_TIMEOUT_S and r.status == 200, (r.status, r.body)
-            assert r.json()["decision"]["worker"] == "i-0second"
+            assert r.json()["decision"]["worker"] == live.id
             tried = '"WorkerFaults"' in functions["selector"].logs()[log_before:]
             if tried:
                 break
