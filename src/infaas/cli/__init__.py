@@ -102,11 +102,39 @@ def cmd_up(args) -> int:
     return 0
 
 
+def signature_arg(text: str | None, dims: list[str] | None, axes: list[str] | None) -> dict | None:
+    """``--signature JSON`` with ``--dim NAME=SIZE`` and ``--batch-axis INPUT=AXIS|none`` merged in."""
+    sig: dict = {}
+    if text:
+        try:
+            sig = json.loads(text)
+        except ValueError as exc:
+            raise CliError(f"--signature is not valid JSON: {exc}") from None
+        if not isinstance(sig, dict):
+            raise CliError("--signature must be a JSON object with 'dims', 'inputs' and/or 'outputs'")
+    for item in dims or ():
+        name, sep, size = item.partition("=")
+        if not sep or not name or not size.isdigit():
+            raise CliError(f"--dim takes NAME=SIZE (a dimension name of the graph and a whole number), got {item!r}")
+        sig.setdefault("dims", {})[name] = int(size)
+    for item in axes or ():
+        name, sep, axis = item.partition("=")
+        if not sep or not name or not (axis.isdigit() or axis.lower() == "none"):
+            raise CliError(f"--batch-axis takes INPUT=AXIS or INPUT=none, got {item!r}")
+        sig.setdefault("inputs", {}).setdefault(name, {})["batch_axis"] = None if axis.lower() == "none" else int(axis)
+    return sig or None
+
+
 def cmd_register(args) -> int:
     client = _client(args)
+    signature = signature_arg(args.signature, args.dim, args.batch_axis)
     status = client.register(args.file, name=args.name, task=args.task, accuracy=args.accuracy,
-                             validation=args.validation, visibility="shared" if args.shared else "private")
+                             validation=args.validation, visibility="shared" if args.shared else "private",
+                             signature=signature)
     print(f"registered {status['name']} for {status['task']}: {len(status['variants'])} variant(s) to build")
+    sig = status.get("signature") or {}
+    if sig:
+        print(f"signature: {sig.get('batching_reason', '')}")
     if args.wait:
         final = client.wait_ready([args.name], progress=_progress_printer())
         print()
@@ -506,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--accuracy", type=float, required=True)
     reg.add_argument("--validation", help=".npz with 'inputs' and 'labels' to measure accuracy per variant")
     reg.add_argument("--shared", action="store_true", help="let every tenant query it")
+    reg.add_argument("--dim", action="append", metavar="NAME=SIZE",
+                     help="representative size of a dynamic dimension the graph names (repeatable), e.g. --dim seq=128")
+    reg.add_argument("--batch-axis", action="append", metavar="INPUT=AXIS|none",
+                     help="the axis of INPUT that carries a request's rows, or none for a per-request value (repeatable)")
+    reg.add_argument("--signature", help="the signature override as JSON (docs/models.md); --dim and --batch-axis add to it")
     reg.add_argument("--wait", action="store_true", help="show progress until its variants are ready")
     reg.set_defaults(func=cmd_register)
 
