@@ -144,3 +144,16 @@ def test_an_iam_caller_keeps_working_as_its_own_tenant(frontend):
     r = frontend.handler(rest_event("GET", "/v1/workers", resource="/v1/{proxy+}",
                                     path_parameters={"proxy": "workers"}), LambdaContext())
     assert r["statusCode"] == 200  # every scope: IAM policies decide which methods an IAM caller may call
+
+
+def test_a_store_failure_is_not_an_unauthorized_key(deployment, monkeypatch, capsys):
+    """The table does not answer (here: it does not exist): the authorizer fails, which API Gateway
+    answers with 500 and does not cache, instead of telling a valid key it is unknown."""
+    from infaas.core.errors import InfaasError
+
+    key = _cli_key(capsys, "team-f", "query")
+    monkeypatch.setenv("INFAAS_TABLE", f"{deployment.prefix}-no-such-table")
+    broken = load_function("authorizer")
+    with pytest.raises(InfaasError) as failed:
+        _authorize(broken, f"Bearer {key}")
+    assert str(failed.value) != "Unauthorized" and failed.value.details.get("aws_code") == "ResourceNotFoundException"
