@@ -316,6 +316,57 @@ def test_a_string_label_model_is_served_and_takes_no_worker_from_anyone(stack: S
     assert ours == 30
     assert {w["id"] for w in workers(stack)} == before
 
+
+def test_a_tenants_slow_queries_cost_its_own_queries_not_the_workers(stack: Stack, tenants, tmp_path):
+    """Eight queries at once on a model whose run time grows with its input (a loop of a trillion
+    trips): each is answered 502 for its variant at the worker's deadline, none is retried onto
+    another worker, no worker leaves selection, and the victim's queries go on meanwhile."""
+    import threading
+
+    from fakes import slow_model
+
+    attacker = tenants["attacker"]
+    path = tmp_path / "slow.onnx"
+    slow_model(path)
+    r = register(attacker, str(path), "slow-loop", "attacker/slow", 0.5)
+    assert r.status_code == 201, r.text
+    assert wait_ready(attacker, "slow-loop")["status"] == "ready"
+    assert attacker.post("/v1/infer", json={"architecture": "slow-loop", "inputs": [[3.0]]}).json()["outputs"][0]["data"] == [6.0]
+    ready = lambda: stack.http.get("/v2/health/ready").json()  # noqa: E731
+    workers_before = ready()
+    answers: list[int] = []
+    seen_workers: list[int] = []
+    stop = threading.Event()
+
+    def victim() -> None:
+        while not stop.is_set():
+            answers.append(victim_answers(stack, 1))
+            seen_workers.append(ready().get("workers", 0))
+            time.sleep(0.05)
+
+    def slow(out: list) -> None:
+        out.append(attacker.post("/v1/infer", json={"architecture": "slow-loop", "inputs": [[1e12]]}, timeout=60.0))
+
+    watcher = threading.Thread(target=victim)
+    watcher.start()
+    slows: list[httpx.Response] = []
+    threads = [threading.Thread(target=slow, args=(slows,)) for _ in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        stop.set()
+        watcher.join()
+    codes = sorted({(r.status_code, r.json().get("code")) for r in slows})
+    print(f"slow queries: {len(slows)} answered {codes}; victim {sum(answers)}/{len(answers)}, "
+          f"ready workers seen {min(seen_workers)}..{max(seen_workers)}")
+    assert codes == [(502, "variant_fault")], [r.text for r in slows]
+    assert all("retried" not in r.text for r in slows)
+    assert answers and sum(answers) == len(answers)  # no 503 "no worker is up" for the victim
+    assert min(seen_workers) == workers_before["workers"]
+
 # ----------------------------------------------------------------- connections
 HALF_OPEN = 20_000
 

@@ -69,3 +69,17 @@ def test_an_error_body_of_the_protocol_alone_keeps_its_message():
     """``{"error": "<message>"}`` as an Open Inference Protocol server writes it, without our code."""
     exc = errors.decode(400, b'{"error": "unexpected input tensor"}')
     assert isinstance(exc, errors.HttpStatus) and exc.status == 400 and exc.message == "unexpected input tensor"
+
+
+def test_a_workers_variant_fault_stays_the_variants_fault():
+    """A worker that answers "this variant failed" (its replica process died or ran past its
+    deadline) is up: the API must not take it for a failed worker and retry the query elsewhere."""
+    from infaas.adapters.workerclient import worker_error
+    from infaas.core import errors
+
+    status, _, _, body = errors.encode(errors.VariantFault("variant v ran past its deadline", field="variant"))
+    exc = worker_error("http://w", status, body)
+    assert isinstance(exc, errors.VariantFault) and not isinstance(exc, errors.WorkerFault)
+    assert "deadline" in exc.message
+    status, _, _, body = errors.encode(errors.InfaasError("boom"))
+    assert isinstance(worker_error("http://w", 502, body), errors.WorkerFault)

@@ -291,6 +291,8 @@ def worker_error(url: str, status: int, body: bytes) -> errors.InfaasError:
         return exc
     if isinstance(exc, _PASSED_THROUGH):
         return exc
+    if isinstance(exc, errors.VariantFault):  # the worker says the variant failed (a replica died, ran past
+        return exc  # its deadline): the variant's fault; the worker stays in selection and nothing is retried
     if status == 401:  # not the caller's fault: this API and the worker hold different credentials
         return errors.WorkerFault(f"worker at {url} refused this API's worker key (INFAAS_WORKER_SECRET differs)")
     if status < 500:

@@ -24,7 +24,7 @@ import numpy as np
 from infaas.core.batching import BatchLimits, replica_limits, wait_ms
 from infaas.core.calibration import observe
 from infaas.core.domain import ReplicaLoad, Variant
-from infaas.core.errors import NotFound, Unavailable
+from infaas.core.errors import NotFound, Unavailable, VariantFault
 from infaas.core.eviction import Resident, choose_evictions
 from infaas.runtime.executor import Executor
 
@@ -61,6 +61,10 @@ class Replica:
     _running: bool = False  # a batch is being run
     _quick: dict = field(default_factory=dict)  # rows -> whether such a batch runs inline
     served: dict = field(default_factory=dict)  # profiled batch size -> Served (core.calibration): run time seen
+    # A queued query not answered this long after it arrived is answered 502 (``_expire``), before
+    # its caller gives up on the worker: slow batches of one variant cost its own queries, not the
+    # worker's place in selection for everyone. None: no limit.
+    deadline_s: float | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -105,12 +109,34 @@ class Replica:
                 self.served_rows += rows
             self._observe(rows, time.perf_counter() - t)
             return outputs
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(feed, rows, objective_ms, fut))
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        req = _Request(feed, rows, objective_ms, fut)
+        self._queue.append(req)
         self.queued_rows += rows
         self.last_used = self.clock()
         self._wakeup.set()
-        return await fut
+        if self.deadline_s is None:
+            return await fut
+        timer = loop.call_later(self.deadline_s, self._expire, req)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+
+    def _expire(self, req: _Request) -> None:
+        """A query past the deadline: out of the queue if it is still there (a batch that has it
+        runs on; its answer is dropped), and answered 502 for the variant."""
+        if req.future.done():
+            return
+        try:
+            self._queue.remove(req)
+            self.queued_rows -= req.rows
+        except ValueError:
+            pass  # in the batch being run: that batch accounts for its rows
+        req.future.set_exception(VariantFault(
+            f"variant {self.variant.id} did not answer within {self.deadline_s:g} s on this worker (its batches "
+            "ahead of this query ran long); the worker and its other replicas are unaffected", field="variant"))
 
     def limits(self, objective_ms: float | None) -> BatchLimits:
         hit = self._limits.get(objective_ms)
@@ -242,7 +268,9 @@ class ReplicaCache:
         threads: int = 1,
         clock: Callable[[], float] = time.time,
         lookup: Callable[[str], Variant] | None = None,
+        deadline_s: float | None = None,
     ) -> None:
+        self.deadline_s = deadline_s  # each replica's (``Replica.deadline_s``)
         self.loader = loader
         self.lookup = lookup  # the variant's record as the store has it now (``get``: which file is current)
         self.memory_budget_bytes = memory_budget_bytes
@@ -318,7 +346,8 @@ class ReplicaCache:
         # other replica's; in-process replicas share the worker's compute thread.
         isolated = getattr(executor, "isolated", False)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica") if isolated else self.pool
-        replica = Replica(variant, executor, need, pool, clock=self.clock, last_used=self.clock())
+        replica = Replica(variant, executor, need, pool, clock=self.clock, last_used=self.clock(),
+                          deadline_s=self.deadline_s)
         replica.start()
         self.replicas[variant_id] = replica
         log.info("loaded %s (%d bytes)", variant_id, need)

@@ -75,8 +75,11 @@ class WorkerAgent:
         self.store = self.adapters.store
         self.state = WORKER_UP
         self.started_at = time.time()
+        # a query the worker has not answered a second before the API would give up on it is
+        # answered 502 for its variant: the API then neither retries it elsewhere nor suspects the worker
         self.cache = ReplicaCache(self._load, memory_budget_bytes=settings.worker_memory_bytes, threads=1,
-                                  lookup=self.store.get_variant)
+                                  lookup=self.store.get_variant,
+                                  deadline_s=max(1.0, settings.request_timeout_s - 1.0))
         self._served_at_last_beat: dict[str, int] = {}
         self._drift: dict[str, calibration.DriftWatch] = {}  # variant id -> how long its served latency has drifted
         self._drift_read: dict[str, float] = {}  # variant id -> when its record was last read for a new profile
