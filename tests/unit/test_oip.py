@@ -157,3 +157,23 @@ def test_inflate_refuses_what_it_cannot_read():
     for body in (b"plain", gzip.compress(b"{}")[:-3], gzip.compress(b"{}") + b"junk"):
         with pytest.raises(InvalidInput):
             oip.inflate(body, "gzip", 100)
+
+
+def test_an_answer_too_large_as_json_is_refused_before_any_text_is_built():
+    """A float32 answer within the worker's byte limit can take six times its size as JSON; past
+    the JSON limit it is refused naming ``outputs`` (and binary outputs are the way)."""
+    import numpy as np
+
+    from infaas.core import oip
+    from infaas.core.errors import InvalidInput
+
+    small = {"y": np.zeros((10, 4), np.float32)}
+    assert oip.tensors_to_json(small, limit=1000)[0]["data"] == [0.0] * 40
+    big = {"y": np.zeros((1000, 100), np.float32)}  # 400 KB as float32, up to 2.4 MB as JSON
+    with pytest.raises(InvalidInput) as err:
+        oip.tensors_to_json(big, limit=1 << 20)
+    assert err.value.field == "outputs" and "binary" in err.value.message
+    words = {"label": np.array(["\x01" * 1000] * 200, dtype=object)}  # control characters: 6 each in JSON
+    with pytest.raises(InvalidInput):
+        oip.tensors_to_json(words, limit=1 << 20)
+    assert oip.json_size_bound(words) >= len(__import__("json").dumps(oip.tensors_to_json(words)[0]["data"]))

@@ -187,8 +187,33 @@ def oip_datatype(dtype: np.dtype | str) -> str:
         raise InvalidInput(f"dtype {name} has no Open Inference Protocol datatype", field="datatype") from None
 
 
-def tensors_to_json(outputs: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Tensors with their data as JSON lists (BYTES as strings)."""
+# The most an answer's tensors may take as JSON text. Numbers and escaped strings take several
+# times their binary size (a float32 up to 24 characters, a control character 6), so a model that
+# answers within the worker's INFAAS_MAX_ANSWER_BYTES can still make the API build a JSON answer
+# several times that; past this, the answer is refused before any text is built.
+MAX_JSON_ANSWER_BYTES = 64 << 20
+_CHARS = {"b": 6, "i": 21, "u": 21, "f": 24, "c": 48}
+
+
+def json_size_bound(outputs: Mapping[str, np.ndarray]) -> int:
+    """An upper bound on the JSON text of ``outputs``' data, from their sizes alone."""
+    total = 0
+    for v in outputs.values():
+        if is_string(v.dtype):
+            total += sum(6 * len(x) + 4 for x in v.ravel())
+        else:
+            total += v.size * _CHARS.get(v.dtype.kind, 24)
+    return total
+
+
+def tensors_to_json(outputs: Mapping[str, np.ndarray], limit: int = MAX_JSON_ANSWER_BYTES) -> list[dict[str, Any]]:
+    """Tensors with their data as JSON lists (BYTES as strings). An answer whose JSON could pass
+    ``limit`` bytes is refused (400 naming ``outputs``) before any of it is built."""
+    bound = json_size_bound(outputs)
+    if bound > limit:
+        raise InvalidInput(f"the answer could take {bound:,} bytes as JSON, over the limit of {limit:,}: ask for "
+                           "binary outputs (the binary extension's binary_data_output) or send fewer rows",
+                           field="outputs")
     return [_json_tensor(k, v) for k, v in outputs.items()]
 
 
