@@ -70,6 +70,11 @@ class ControlPlane:
         if existing is not None:
             return self._same_or_conflict(existing, checked.sha256, tenant, task_id, float(accuracy), visibility,
                                           sig), False
+        quota = self.settings.max_models_per_tenant
+        if quota and sum(1 for a in self.store.architectures() if a.tenant == tenant) >= quota:
+            # every model costs builds on the shared workers and space in every listing
+            raise Forbidden(f"tenant {tenant!r} holds {quota} architectures, the limit (INFAAS_MAX_MODELS_PER_TENANT); "
+                            "delete one to register another", field="name")
         self._check_task_inputs(task_id, sig.inputs, tenant)
         val_key = None
         if validation is not None:

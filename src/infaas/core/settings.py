@@ -164,6 +164,7 @@ class Settings:
     max_body_bytes: int = 8 << 20  # inference and control requests other than uploads
     max_upload_bytes: int = 200 << 20  # model uploads
     max_rows: int = 4096  # rows per inference request
+    max_models_per_tenant: int = 100  # architectures one tenant may hold (0 = no limit): builds and listings are shared
     # HTTP connections per server (API and each worker); beyond it, connections without a request in
     # progress are closed first, then newcomers get 503 (adapters/http/guard.py)
     max_connections: int = 1000
