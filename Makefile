@@ -74,10 +74,20 @@ clean:
 # `layers` builds the Lambda dependencies layer under build/layers/ without
 # Docker (pip --platform manylinux2014_x86_64, binary wheels only).
 # Every offline check of a deployment: the README's deploy block as far as it goes without an
-# account (its synth with the deploy line's own -c context, also in another region and stack
-# name), cdk-nag, cfn-lint, the layer's size, the IAM map and the metrics the alarms read.
-deploy-check: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/infrastructure
+# account (its synth with the deploy line's own -c context, in process and through the CDK CLI, also in
+# another region and stack name), cdk-nag, cfn-lint, the layer's size, the IAM map and the metrics the alarms read.
+# The deploy line also goes through the CDK CLI itself (`cdk synth` with its -c flags and cdk.json's app),
+# installed with npm into .cdk-cli/ (ignored; pinned; never global). `make test` needs no npm: it skips that.
+CDK_CLI_VERSION := 2.1149.0
+CDK_CLI_STAMP   := .cdk-cli/.installed-$(CDK_CLI_VERSION)
+
+$(CDK_CLI_STAMP):
+	@echo "installing the CDK CLI $(CDK_CLI_VERSION) into .cdk-cli/ (npm)"
+	@npm install --prefix .cdk-cli --no-audit --no-fund --loglevel=error aws-cdk@$(CDK_CLI_VERSION)
+	@touch $(CDK_CLI_STAMP)
+
+deploy-check: $(STAMP) $(CDK_CLI_STAMP)
+	INFAAS_REQUIRE_CDK_CLI=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/infrastructure
 
 synth: $(STAMP)
 	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(BIN)/python cdk/app.py
