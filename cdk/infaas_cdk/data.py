@@ -13,6 +13,9 @@ from aws_cdk import (
     aws_dynamodb as dynamodb,
 )
 from aws_cdk import (
+    aws_iam as iam,
+)
+from aws_cdk import (
     aws_s3 as s3,
 )
 from aws_cdk import (
@@ -24,6 +27,14 @@ from aws_cdk import (
 from constructs import Construct
 
 from .config import HARDWARE, DeployConfig
+
+# The actions the adapters' calls need (tests/infrastructure/test_iam_map.py maps each call to its action):
+# granted action by action instead of CDK's grant_* sets, which add batch, scan, stream, tagging and
+# retention actions no code here makes.
+TABLE_READ = ("dynamodb:GetItem", "dynamodb:Query")
+TABLE_WRITE = (*TABLE_READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+LANE_SEND = ("sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl")
+LANE_CONSUME = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl")
 
 MAX_RECEIVES = 3  # = INFAAS_MAX_RECEIVES; SqsJobQueue checks the redrive policy says the same
 
@@ -120,6 +131,30 @@ class Data(Construct):
             generate_secret_string=secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=64),
             removal_policy=RemovalPolicy.DESTROY,
         )
+
+    def grant_table(self, grantee: iam.IGrantable, actions: tuple[str, ...]) -> None:
+        """Item actions on the table and its indexes (``DynamoItemTable``'s queries may name gsi1)."""
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=list(actions), resources=[self.table.table_arn, f"{self.table.table_arn}/index/*"]))
+
+    def grant_objects(self, grantee: iam.IGrantable, actions: tuple[str, ...], *, list_keys: bool) -> None:
+        """Object actions on the model bucket's keys, and ``s3:ListBucket`` on the bucket when the role lists."""
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=list(actions), resources=[self.bucket.arn_for_objects("*")]))
+        if list_keys:
+            grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+                actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn]))
+
+    def grant_lanes(self, grantee: iam.IGrantable, actions: tuple[str, ...]) -> None:
+        """Queue actions on every build lane and the offline lane."""
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=list(actions),
+            resources=[lane.queue_arn for lane in (*self.lanes.values(), self.offline_lane)]))
+
+    def grant_worker_key(self, grantee: iam.IGrantable) -> None:
+        """Reading the worker key's value (``read_secret``), nothing else of the secret."""
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=["secretsmanager:GetSecretValue"], resources=[self.worker_key.secret_arn]))
 
     def adapter_environment(self) -> dict[str, str]:
         """What ``infaas.wiring.aws.AwsResources`` reads."""

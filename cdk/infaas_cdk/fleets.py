@@ -23,7 +23,7 @@ from constructs import Construct
 
 from .artifacts import worker_bundle
 from .config import WORKER_PORT, DeployConfig, FleetConfig, hardware_prices
-from .data import Data
+from .data import LANE_CONSUME, TABLE_WRITE, Data
 from .network import Network
 
 HOOK_NAME = "infaas-drain"  # = infaas.adapters.aws.fleet.HOOK_NAME
@@ -36,11 +36,11 @@ class Fleets(Construct):
         super().__init__(scope, id)
         self.role = iam.Role(self, "WorkerRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
                              description="infaas workers: table, model bucket, build lanes, their own drain")
-        data.table.grant_read_write_data(self.role)
-        data.bucket.grant_read_write(self.role)
-        for lane in [*data.lanes.values(), data.offline_lane]:
-            lane.grant_consume_messages(self.role)
-        data.worker_key.grant_read(self.role)  # the credential the workers check on every call
+        # (each action is one the worker's calls make: tests/infrastructure/test_iam_map.py; no object deletes)
+        data.grant_table(self.role, TABLE_WRITE)
+        data.grant_objects(self.role, ("s3:GetObject", "s3:PutObject"), list_keys=True)
+        data.grant_lanes(self.role, LANE_CONSUME)
+        data.grant_worker_key(self.role)  # the credential the workers check on every call
 
         self.group_names = {hw: f"{prefix}-workers-{hw}" for hw in config.fleets}
         group_arns = [
@@ -65,7 +65,9 @@ class Fleets(Construct):
                 f"infaas:worker-bundle-{hw}", f"The {hw} worker bundle is a placeholder: run "
                 "`python worker_ami/build_bundle.py` before deploying.")
         bundle = s3_assets.Asset(self, f"Bundle-{hw}", path=str(path))
-        bundle.grant_read(self.role)
+        # the boot's one download (`aws s3 cp` of this object), nothing else of the asset bucket
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[bundle.bucket.arn_for_objects(bundle.s3_object_key)]))
 
         env = {
             **data.adapter_environment(),

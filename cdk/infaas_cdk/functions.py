@@ -19,7 +19,7 @@ from constructs import Construct
 
 from .artifacts import layer_dir, stage_function
 from .config import DeployConfig, hardware_prices
-from .data import Data
+from .data import LANE_SEND, TABLE_READ, TABLE_WRITE, Data
 from .network import Network
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12  # = layers/build.py PYTHON_VERSION
@@ -62,14 +62,13 @@ class Functions(Construct):
         )
 
         # least privilege, per function
-        data.table.grant_read_write_data(self.frontend)
-        data.bucket.grant_read_write(self.frontend)
-        data.bucket.grant_delete(self.frontend)
-        for lane in [*data.lanes.values(), data.offline_lane]:
-            lane.grant_send_messages(self.frontend)
-        data.table.grant_read_data(self.selector)
-        data.worker_key.grant_read(self.selector)  # the selector alone among the functions calls workers
-        data.table.grant_read_write_data(self.autoscaler)
+        # (each action is one the function's calls make: tests/infrastructure/test_iam_map.py)
+        data.grant_table(self.frontend, TABLE_WRITE)
+        data.grant_objects(self.frontend, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"), list_keys=True)
+        data.grant_lanes(self.frontend, LANE_SEND)
+        data.grant_table(self.selector, TABLE_READ)
+        data.grant_worker_key(self.selector)  # the selector alone among the functions calls workers
+        data.grant_table(self.autoscaler, TABLE_WRITE)
 
         # the API-key authorizer: one key's item at a time, nothing else in the table, no other service
         self.authorizer = self._function(

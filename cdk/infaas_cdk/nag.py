@@ -7,7 +7,7 @@ listed here fails ``make synth`` and the infrastructure tests.
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Stack, Token, Validations
+from aws_cdk import Acknowledgment, Stack, Validations
 from constructs import IConstruct
 
 PACK = "AwsSolutions::"
@@ -50,8 +50,8 @@ def acknowledge(stack) -> None:  # stack: InfaasStack
              "Log streams of the function's own log group: stream names are created by Lambda at run time.")
     for role in (fns.frontend.role, fns.selector.role, fns.autoscaler.role, fleets.role):
         _ack(role, f"AwsSolutions-IAM5[Resource::{table}/index/*]",
-             "The table's indexes (gsi1): index ARNs are the table ARN plus /index/<name>; grants from "
-             "table.grant_*_data().")
+             "The table's indexes (gsi1): index ARNs are the table ARN plus /index/<name>; item actions "
+             "only (Data.grant_table).")
     _ack(fns.selector.role, "AwsSolutions-IAM5[Resource::*]",
          "Creating and deleting the network interfaces of a function in a VPC: these EC2 actions have no "
          "resource-level permissions (the same actions as AWSLambdaVPCAccessExecutionRole).")
@@ -59,13 +59,10 @@ def acknowledge(stack) -> None:  # stack: InfaasStack
          "autoscaling:DescribeAutoScalingGroups has no resource-level permissions; the changing actions are "
          "limited to this deployment's groups.")
 
-    # -- model bucket: object-level grants (bucket.grant_read_write) ----------------------
+    # -- model bucket: object-level grants (Data.grant_objects) --------------------------
     for role in (fns.frontend.role, fleets.role):
         _ack(role, f"AwsSolutions-IAM5[Resource::{bucket}/*]",
              "Objects of the model bucket: keys are created at run time (architectures/, variants/, uploads/).")
-        for action in ("s3:GetObject*", "s3:GetBucket*", "s3:List*", "s3:DeleteObject*", "s3:Abort*"):
-            _ack(role, f"AwsSolutions-IAM5[Action::{action}]",
-                 "The read/write action set of bucket.grant_read_write on this one bucket only.")
 
     # -- Auto Scaling groups ------------------------------------------------------------------
     for name in fleets.group_names.values():
@@ -75,15 +72,6 @@ def acknowledge(stack) -> None:  # stack: InfaasStack
                   "group by its name.")
         _ack(fleets.role, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
         _ack(fns.autoscaler.role, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
-    # The asset bucket's ARN as cdk-nag prints it: with a region given (``infaas:region``) the region and
-    # the partition are literal, else CloudFormation's pseudo parameters.
-    stack = Stack.of(fleets.role)
-    region = "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
-    partition = "<AWS::Partition>" if Token.is_unresolved(stack.partition) else stack.partition
-    _ack(fleets.role, f"AwsSolutions-IAM5[Resource::arn:{partition}:s3:::cdk-hnb659fds-assets-"
-         f"<AWS::AccountId>-{region}/*]",
-         "Workers download their bundle (wheelhouse, install script) from the CDK asset bucket at boot; "
-         "granted by asset.grant_read.")
     for group in fleets.groups.values():
         _ack(group, "AwsSolutions-AS3",
              "Scaling is decided by the autoscaler function, which records every change with its reasons in the "
