@@ -14,6 +14,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Tests that run the CDK CLI itself (npm-installed by `make deploy-check` into .cdk-cli/) belong to
+# `make deploy-check` (INFAAS_REQUIRE_CDK_CLI=1); `make test` needs no npm and does not collect them.
+CDK_CLI_ONLY = ("test_the_deploy_line_synthesises_through_the_cdk_cli",)
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("INFAAS_REQUIRE_CDK_CLI") == "1":
+        return
+    kept, dropped = [], []
+    for item in items:
+        (dropped if item.originalname in CDK_CLI_ONLY else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
 
 @dataclass
 class Synthesized:

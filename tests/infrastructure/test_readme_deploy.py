@@ -9,9 +9,9 @@ bundle, a context key the app does not know, or an unacknowledged cdk-nag findin
 
 That synthesis runs twice: in this process (``build_app``), and through the CDK CLI itself --
 ``cdk synth`` with the deploy line's words and ``cdk.json``'s app command, as ``cdk deploy`` would
-run it -- from ``.cdk-cli/`` (``make deploy-check`` installs it there with npm; ``make test``, which
-needs no npm, skips the CLI runs when it is absent; ``INFAAS_REQUIRE_CDK_CLI=1`` makes absence a
-failure).
+run it -- from ``.cdk-cli/`` (``make deploy-check`` installs it there with npm and sets
+``INFAAS_REQUIRE_CDK_CLI=1``; ``make test``, which needs no npm, does not collect the CLI runs:
+``conftest.py`` ``CDK_CLI_ONLY``).
 """
 
 from __future__ import annotations
@@ -154,9 +154,7 @@ def check_deployed_template(template: dict, manifest: dict, report: dict, contex
 @pytest.fixture(scope="module")
 def cdk_cli():
     if not CDK_CLI.is_file():
-        if os.environ.get("INFAAS_REQUIRE_CDK_CLI") == "1":
-            pytest.fail(f"the CDK CLI is not installed in {CDK_CLI.relative_to(ROOT)} (make deploy-check installs it)")
-        pytest.skip("the CDK CLI is not installed in .cdk-cli/ (make deploy-check installs it)")
+        pytest.fail(f"the CDK CLI is not installed in {CDK_CLI.relative_to(ROOT)} (make deploy-check installs it)")
     return CDK_CLI
 
 
