@@ -45,9 +45,9 @@ def test_every_answer_says_whether_it_met_its_objective(stack: Stack, send):
         time.sleep(0.2)  # the API learns of a new replica from the worker's next heartbeat
     assert generous["loaded"], generous
     # an objective just above the end-to-end prediction: met or not, the answer says which, by what it measured
+    # (the prediction itself moves with the measured overhead, answer to answer)
     tight = generous["predicted_latency_ms"] * 1.01
     answer = send(stack, {"latency_ms": tight})
-    assert answer["predicted_latency_ms"] <= tight
     assert answer["objective_met"] is (answer["latency_ms"] <= tight)
     # an objective the profile alone would meet but not the API and the hop: served late (over capacity,
     # the shortest wait), and the answer says it was late
