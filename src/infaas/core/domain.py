@@ -166,6 +166,7 @@ class Profile:
     noise: float | None = None
     rounds: int = 0
     busy: bool = False
+    memory_mb: int = 0  # a ``lambda`` variant: the function memory size it runs at (core/tier.py); 0 for machines
 
     def batch_sizes(self) -> tuple[int, ...]:
         return self._sizes
@@ -213,6 +214,7 @@ class Profile:
             "noise": self.noise,
             "rounds": self.rounds,
             "busy": self.busy,
+            "memory_mb": self.memory_mb,
         }
 
     @staticmethod
@@ -227,6 +229,7 @@ class Profile:
             noise=None if d.get("noise") is None else float(d["noise"]),
             rounds=int(d.get("rounds", 0)),
             busy=bool(d.get("busy", False)),
+            memory_mb=int(d.get("memory_mb", 0)),
         )
 
 
@@ -300,6 +303,9 @@ class ReplicaLoad:
     variant_id: str
     queued_rows: int = 0  # rows waiting or running right now
     rate_rps: float = 0.0  # rows per second over the last heartbeat period
+    # rows that arrived in the busiest ``core.burst.WINDOW_S`` window of the last ``core.burst.SPAN_S``
+    # seconds: the sub-second clumps a period's mean rate hides
+    peak_rows: int = 0
     memory_bytes: int = 0
     last_used: float = 0.0
     # per batch size (str): [observed run time ms, the profile's prediction ms, batches], moving
