@@ -226,3 +226,42 @@ def test_autoscaler_starts_a_gpu_worker_for_waiting_build_jobs(autoscaler, fleet
     assert fleet.desired()["gpu"] == 0, result
     assert instance not in fleet.state("gpu").in_service
     adapters.store.remove_worker(instance)
+
+
+@pytest.fixture
+def strict_autoscaler(groups, deployment, monkeypatch):
+    """The autoscaler with no grace and no tolerance for silence: every period judges every instance."""
+    monkeypatch.setenv("INFAAS_FLEET_GROUPS", json.dumps(groups))
+    monkeypatch.setenv("INFAAS_SCALE_COOLDOWN_S", "0")
+    monkeypatch.setenv("INFAAS_HEALTH_GRACE_S", "0")
+    monkeypatch.setenv("INFAAS_HEALTH_MISSED_S", "30")
+    return load_function("autoscaler")
+
+
+def test_an_instance_whose_worker_never_heartbeats_is_marked_unhealthy(strict_autoscaler, fleet, deployment,
+                                                                        capsys):
+    _reset(fleet, {"cpu": 2, "gpu": 0, "inferentia": 0})
+    alive, silent = fleet.state("cpu").in_service[:2]
+    adapters = AwsAdapters(Settings.from_env(), AwsResources.from_env())
+    adapters.store.heartbeat(Worker(id=alive, hardware="cpu", url="http://10.0.0.8:9000", heartbeat_at=time.time(),
+                                    started_at=time.time() - 60), ttl_s=600)
+    # both were first seen in service by a period 100 s ago (the memory the previous period left)
+    adapters.store.table.put({"pk": "FLEET#health", "sk": "H",
+                              "body": {i: {"seen": time.time() - 100} for i in (alive, silent)}})
+    try:
+        result = strict_autoscaler.handler(SCHEDULE_EVENT, LambdaContext())
+        assert result["applied"], result
+        assert silent in result["unhealthy"] and alive not in result["unhealthy"]
+        health = {i["InstanceId"]: i["HealthStatus"] for i in deployment.client("autoscaling")
+                  .describe_auto_scaling_instances(InstanceIds=[alive, silent])["AutoScalingInstances"]}
+        assert health[silent].upper() == "UNHEALTHY" and health[alive].upper() == "HEALTHY", health
+        # what the check remembers for the next period: the live worker's heartbeat, when each was first seen
+        memory = adapters.store.table.get("FLEET#health", "H")["body"]
+        assert memory[alive]["beat"] > 0 and "beat" not in memory[silent]
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        assert any(line.get("UnhealthyWorkers", 0) >= 1 for line in lines)
+    finally:
+        adapters.store.remove_worker(alive)
+        client = deployment.client("autoscaling")
+        for instance in (alive, silent):
+            client.set_instance_health(InstanceId=instance, HealthStatus="Healthy")

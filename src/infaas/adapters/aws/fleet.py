@@ -33,6 +33,19 @@ metadata item ``autoscaling/target-lifecycle-state``; when it reads
 instance is released with ``TerminateInstanceInAutoScalingGroup`` and
 ``ShouldDecrementDesiredCapacity``, which goes through the same hook.
 ``set_desired`` only ever raises a group's capacity, as the port says.
+
+Health from heartbeats
+----------------------
+EC2 status checks only say the machine runs. A worker whose install failed,
+or whose agent died and stays dead, passes them while it never heartbeats.
+``judge_health`` is the autoscaler's check, a pure function over one
+snapshot (the groups' in-service instances, the live worker records with
+their last heartbeat, what the previous period remembered): an instance is
+*unhealthy* once it has been in service longer than ``grace_s`` (the boot and
+install; ``HEALTH_GRACE_S``) and its worker has not heartbeated for
+``missed_s`` (``HEALTH_MISSED_S``; heartbeats come every 2 s, so this is
+dozens of missed ones). ``mark_unhealthy`` tells Auto Scaling
+(``SetInstanceHealth``), which replaces the instance through the drain hook.
 """
 
 from __future__ import annotations
@@ -174,6 +187,54 @@ class AsgFleet:
                 InstanceId=instance_id,
                 LifecycleActionResult="CONTINUE",
             )
+
+
+    def mark_unhealthy(self, instance_id: str) -> None:
+        """Auto Scaling replaces the instance (it leaves through the drain hook)."""
+        with sdk_errors(f"marking {instance_id} unhealthy"):
+            self.client.set_instance_health(InstanceId=instance_id, HealthStatus="Unhealthy",
+                                            ShouldRespectGracePeriod=False)
+
+
+# -- health from heartbeats -------------------------------------------------------------
+HEALTH_GRACE_S = 600.0  # = the groups' health check grace period (cdk: fleets.HEALTH_GRACE)
+HEALTH_MISSED_S = 180.0  # three control periods without a heartbeat
+
+
+@dataclass(frozen=True)
+class HealthVerdict:
+    unhealthy: tuple[str, ...]  # instance ids to mark unhealthy now
+    memory: dict[str, dict[str, float]]  # per in-service instance: first seen, last heartbeat (for the next period)
+    reasons: tuple[str, ...]
+
+
+def judge_health(in_service: list[str] | tuple[str, ...], heartbeats: Mapping[str, float],
+                 memory: Mapping[str, Mapping[str, float]], now: float, *,
+                 grace_s: float = HEALTH_GRACE_S, missed_s: float = HEALTH_MISSED_S) -> HealthVerdict:
+    """Which in-service instances to mark unhealthy (module docstring).
+
+    ``heartbeats`` maps worker ids (= instance ids) of live worker records to their last heartbeat;
+    ``memory`` is what the previous period returned: per instance ``seen`` (when first seen in service)
+    and ``beat`` (the last heartbeat seen, absent if never). Instances no longer in service are
+    forgotten; an instance is judged only after ``grace_s`` in service, and then only by how long ago
+    its worker last heartbeated (never: since it was first seen)."""
+    out: dict[str, dict[str, float]] = {}
+    unhealthy, reasons = [], []
+    for instance in sorted(in_service):
+        before = memory.get(instance) or {}
+        record = {"seen": float(before.get("seen", now))}
+        beats = [b for b in (before.get("beat"), heartbeats.get(instance)) if b is not None]
+        if beats:
+            record["beat"] = float(max(beats))
+        out[instance] = record
+        if now - record["seen"] < grace_s:
+            continue
+        silent_s = now - record.get("beat", record["seen"])
+        if silent_s >= missed_s:
+            unhealthy.append(instance)
+            what = "no heartbeat ever" if "beat" not in record else f"no heartbeat for {silent_s:.0f} s"
+            reasons.append(f"{instance}: {what} after {now - record['seen']:.0f} s in service")
+    return HealthVerdict(tuple(unhealthy), out, tuple(reasons))
 
 
 # -- on the worker machine: the drain watcher -----------------------------------------

@@ -20,11 +20,13 @@ QUERIES = "Queries"  # Count, per Hardware; selector
 WORKER_FAULTS = "WorkerFaults"  # Count; selector (a query retried elsewhere)
 REJECTED = "Rejected"  # Count, per Reason; selector (no feasible variant, bad input)
 DESIRED_WORKERS = "DesiredWorkers"  # Count, per Hardware; autoscaler
+UNHEALTHY_WORKERS = "UnhealthyWorkers"  # Count; autoscaler (instances marked unhealthy this period)
 
 UNITS = {QUERY_LATENCY: "Milliseconds", QUERIES: "Count", WORKER_FAULTS: "Count", REJECTED: "Count",
-         DESIRED_WORKERS: "Count"}
+         DESIRED_WORKERS: "Count", UNHEALTHY_WORKERS: "Count"}
 DIMENSIONS: dict[str, tuple[str, ...]] = {QUERY_LATENCY: ("Hardware",), QUERIES: ("Hardware",), WORKER_FAULTS: (),
-                                          REJECTED: ("Reason",), DESIRED_WORKERS: ("Hardware",)}
+                                          REJECTED: ("Reason",), DESIRED_WORKERS: ("Hardware",),
+                                          UNHEALTHY_WORKERS: ()}
 
 
 def emf(name: str, value: float, out=None, **dimensions: str) -> str:
