@@ -12,29 +12,79 @@
 #   gpu         DLAMI Base OSS Nvidia Driver (AL2023)  python3.12 + onnxruntime-gpu (CUDA 12, cuDNN from the image)
 #   inferentia  DLAMI Neuron (Ubuntu 24.04)            the image's Neuron PyTorch venv (torch-neuronx from the
 #                                                      Neuron repository, preinstalled) + infaas
+#
+# Its output goes to /var/log/infaas-install.log and, at the end, to the worker log group
+# (INFAAS_LOG_GROUP, stream <instance id>/install). If any step fails, the failing line is
+# logged, the log is shipped, and the instance marks itself unhealthy (SetInstanceHealth), so its
+# group replaces it at once instead of keeping a billed machine that never serves.
+#
+# INFAAS_ROOT (empty on a machine) prefixes every path written: the tests run this script
+# against stubbed commands in a folder of their own.
 set -euo pipefail
 HW="${1:?usage: install.sh cpu|gpu|inferentia}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-ENV_FILE=/etc/infaas/worker.env
+ROOT="${INFAAS_ROOT:-}"
+ENV_FILE="$ROOT/etc/infaas/worker.env"
+LOG="$ROOT/var/log/infaas-install.log"
 WHEELS="$HERE/wheelhouse"
-[ -d "$WHEELS" ] || { echo "no wheelhouse in $HERE: build the bundle with worker_ami/build_bundle.py" >&2; exit 1; }
+mkdir -p "$(dirname "$LOG")"
+exec >>"$LOG" 2>&1  # (the user data prints its tail to the console if the install fails)
+
+envget() { sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1; }
+REGION="$(envget AWS_REGION)"
+GROUP="$(envget INFAAS_GROUP)"
+LOG_GROUP="$(envget INFAAS_LOG_GROUP)"
+
+# What only this machine knows, from the instance metadata service (IMDSv2).
+TOKEN="$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')"
+md() { curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" "http://169.254.169.254/latest/meta-data/$1"; }
+INSTANCE_ID="$(md instance-id)"
+
+ship_log() {  # the install log to CloudWatch Logs (best effort: the instance's console output has it too)
+  [ -n "$LOG_GROUP" ] || return 0
+  local stream="$INSTANCE_ID/install" events="$ROOT/var/log/infaas-install.events.json"
+  python3 - "$LOG" "$events" <<'PY' || return 0
+import json, sys, time
+lines = open(sys.argv[1], errors="replace").read().splitlines()[-2000:] or ["(empty)"]
+now = int(time.time() * 1000)
+json.dump([{"timestamp": now, "message": line[:200000] or " "} for line in lines], open(sys.argv[2], "w"))
+PY
+  aws logs create-log-stream --region "$REGION" --log-group-name "$LOG_GROUP" --log-stream-name "$stream" || true
+  aws logs put-log-events --region "$REGION" --log-group-name "$LOG_GROUP" --log-stream-name "$stream" \
+    --log-events "file://$events" || true
+}
+
+failed() {
+  local rc=$? line=$1 cmd=$2
+  trap - ERR
+  echo "infaas install FAILED (exit $rc) at install.sh line $line: $cmd"
+  ship_log
+  # the group replaces this machine now (the drain hook lets it go; nothing runs here to drain)
+  aws autoscaling set-instance-health --region "$REGION" --instance-id "$INSTANCE_ID" \
+    --health-status Unhealthy --no-should-respect-grace-period || true
+  exit "$rc"
+}
+trap 'failed $LINENO "$BASH_COMMAND"' ERR
+
+echo "infaas install: $HW worker, instance $INSTANCE_ID, group $GROUP"
+[ -d "$WHEELS" ] || { echo "no wheelhouse in $HERE: build the bundle with worker_ami/build_bundle.py"; false; }
 
 case "$HW" in
   cpu)
     command -v python3.12 >/dev/null || dnf install -y python3.12
-    VENV=/opt/infaas/venv
+    VENV="$ROOT/opt/infaas/venv"
     python3.12 -m venv "$VENV"
     ;;
   gpu)
-    VENV=/opt/infaas/venv
+    VENV="$ROOT/opt/infaas/venv"
     python3.12 -m venv "$VENV"
     ;;
   inferentia)
     # The Neuron DLAMI ships torch-neuronx in a venv per framework version; use the newest,
     # so `import torch_neuronx` works in the worker (torch-neuronx on PyPI is a placeholder).
-    VENV="$(ls -d /opt/aws_neuronx_venv_pytorch_* | sort -V | tail -n 1)"
+    VENV="$(ls -d "$ROOT"/opt/aws_neuronx_venv_pytorch_* | sort -V | tail -n 1)"
     ;;
-  *) echo "unknown hardware type $HW" >&2; exit 1 ;;
+  *) echo "unknown hardware type $HW"; false ;;
 esac
 
 EXTRAS=aws
@@ -50,21 +100,21 @@ if [ "$HW" = gpu ]; then
 fi
 
 id infaas >/dev/null 2>&1 || useradd --system --home-dir /var/lib/infaas --shell /usr/sbin/nologin infaas
-[ "$HW" = inferentia ] && getent group neuron >/dev/null && usermod -a -G neuron infaas
-mkdir -p /var/lib/infaas /var/cache/infaas
-chown infaas:infaas /var/lib/infaas /var/cache/infaas
+if [ "$HW" = inferentia ] && getent group neuron >/dev/null; then usermod -a -G neuron infaas; fi
+mkdir -p "$ROOT/var/lib/infaas" "$ROOT/var/cache/infaas"
+chown infaas:infaas "$ROOT/var/lib/infaas" "$ROOT/var/cache/infaas"
 
-# What only this machine knows, from the instance metadata service (IMDSv2).
-TOKEN="$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')"
-md() { curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" "http://169.254.169.254/latest/meta-data/$1"; }
 {
   echo "INFAAS_HOST=$(md local-ipv4)"        # the address the selector reaches, and the worker binds
-  echo "INFAAS_WORKER_ID=$(md instance-id)"  # worker id = instance id: the autoscaler drains by it
+  echo "INFAAS_WORKER_ID=$INSTANCE_ID"       # worker id = instance id: the autoscaler drains by it
 } >> "$ENV_FILE"
 chmod 0644 "$ENV_FILE"
 
-for unit in infaas-worker infaas-drain; do
-  sed "s#@VENV@#$VENV#g" "$HERE/systemd/$unit.service" > "/etc/systemd/system/$unit.service"
+mkdir -p "$ROOT/etc/systemd/system"
+for unit in infaas-worker infaas-drain infaas-logs; do
+  sed "s#@VENV@#$VENV#g" "$HERE/systemd/$unit.service" > "$ROOT/etc/systemd/system/$unit.service"
 done
 systemctl daemon-reload
-systemctl enable --now infaas-worker.service infaas-drain.service
+systemctl enable --now infaas-worker.service infaas-drain.service infaas-logs.service
+echo "infaas install: done; the worker heartbeats within seconds"
+ship_log

@@ -27,7 +27,7 @@ from constructs import Construct
 
 from .config import DeployConfig
 from .data import Data
-from .fleets import Fleets
+from .fleets import HEALTH_GRACE, HEALTH_MISSED, Fleets
 
 
 class Autoscaling(Construct):
@@ -71,8 +71,12 @@ class Autoscaling(Construct):
         )
 
         autoscaler.add_environment("INFAAS_FLEET_GROUPS", json.dumps(fleets.group_names, sort_keys=True))
+        # health from heartbeats (fleet.judge_health): the same grace as the groups' health checks
+        autoscaler.add_environment("INFAAS_HEALTH_GRACE_S", str(int(HEALTH_GRACE.to_seconds())))
+        autoscaler.add_environment("INFAAS_HEALTH_MISSED_S", str(int(HEALTH_MISSED.to_seconds())))
         autoscaler.add_to_role_policy(iam.PolicyStatement(
-            actions=["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+            actions=["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
+                     "autoscaling:SetInstanceHealth"],
             resources=fleets.group_arns))
         autoscaler.add_to_role_policy(iam.PolicyStatement(
             actions=["autoscaling:DescribeAutoScalingGroups"], resources=["*"]))  # no resource-level permissions

@@ -56,6 +56,7 @@ class DeployConfig:
     latency_alarm_ms: float
     retain_data: bool
     require_artifacts: bool
+    ssm: bool = True  # Session Manager on the workers (three interface endpoints)
 
     @staticmethod
     def from_context(get: Callable[[str], Any]) -> "DeployConfig":
@@ -109,6 +110,7 @@ class DeployConfig:
             latency_alarm_ms=number("latency_alarm_ms", "200", float),
             retain_data=flag("retain_data", "true"),
             require_artifacts=flag("require_artifacts", "false"),
+            ssm=flag("ssm", "true"),
         )
 
 

@@ -10,14 +10,31 @@ which starts ``infaas-worker.service`` and ``infaas-drain.service``.
 Every group has the termination lifecycle hook ``infaas-drain``: a leaving
 instance waits (up to the hook's timeout) while its drain watcher drains the
 worker, then completes the action (``infaas.adapters.aws.fleet``).
+
+Workers are cattle:
+
+* **health**: EC2 status checks with a grace of ``HEALTH_GRACE`` (the boot and
+  install), and the autoscaler marks an instance unhealthy once its worker has
+  not heartbeated for ``HEALTH_MISSED`` after that grace
+  (``fleet.judge_health``); an install that fails marks its own instance
+  unhealthy at once (``install.sh``). Either way the group replaces it.
+* **replacement on change**: the user data names the bundle's asset (its hash),
+  so a new bundle or any change of the launch template is a new template
+  version, and the group's rolling update policy replaces the running
+  instances one at a time, each leaving through the drain hook.
+* **access and logs**: Session Manager (``AmazonSSMManagedInstanceCore``; no
+  SSH, no open port) through interface endpoints; the journal of the infaas
+  units and the install log go to the worker log group (``logs``), kept a
+  month.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Annotations, Aws, Duration, Stack, Tags
+from aws_cdk import Annotations, Aws, Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
@@ -28,6 +45,9 @@ from .network import Network
 
 HOOK_NAME = "infaas-drain"  # = infaas.adapters.aws.fleet.HOOK_NAME
 DRAIN_TIMEOUT = Duration.minutes(2)
+HEALTH_GRACE = Duration.minutes(10)  # = infaas.adapters.aws.fleet.HEALTH_GRACE_S
+HEALTH_MISSED = Duration.minutes(3)  # = infaas.adapters.aws.fleet.HEALTH_MISSED_S
+UPDATE_PAUSE = Duration.minutes(5)  # between two replaced instances of a rolling update
 
 
 class Fleets(Construct):
@@ -41,6 +61,12 @@ class Fleets(Construct):
         data.grant_objects(self.role, ("s3:GetObject", "s3:PutObject"), list_keys=True)
         data.grant_lanes(self.role, LANE_CONSUME)
         data.grant_worker_key(self.role)  # the credential the workers check on every call
+        # Session Manager: an operator's shell on a worker without SSH or an open port
+        self.role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore"))
+        # the journal of the infaas units and the install log (logship.py, install.sh)
+        self.log_group = logs.LogGroup(self, "WorkerLogs", retention=logs.RetentionDays.ONE_MONTH,
+                                       removal_policy=RemovalPolicy.DESTROY)
+        self.log_group.grant_write(self.role)
 
         self.group_names = {hw: f"{prefix}-workers-{hw}" for hw in config.fleets}
         group_arns = [
@@ -48,8 +74,9 @@ class Fleets(Construct):
             for n in self.group_names.values()
         ]
         self.group_arns = group_arns
-        self.role.add_to_policy(iam.PolicyStatement(actions=["autoscaling:CompleteLifecycleAction"],
-                                                    resources=group_arns))
+        # its own drain (drain watcher) and, when its install failed, its own health (install.sh)
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["autoscaling:CompleteLifecycleAction", "autoscaling:SetInstanceHealth"], resources=group_arns))
 
         self.groups: dict[str, autoscaling.AutoScalingGroup] = {}
         self.launch_templates: dict[str, ec2.LaunchTemplate] = {}
@@ -84,18 +111,21 @@ class Fleets(Construct):
             "INFAAS_DATA_DIR": "/var/lib/infaas",
             "INFAAS_MODEL_CACHE_DIR": "/var/cache/infaas",
             "INFAAS_WORKER_SECRET_ARN": data.worker_key.secret_arn,
+            "INFAAS_LOG_GROUP": self.log_group.log_group_name,
         }
         user_data = ec2.UserData.for_linux()
+        user_data.add_commands("set -euo pipefail")
+        # the region given: the bucket is reached through the VPC's S3 gateway endpoint, in this region
         zip_path = user_data.add_s3_download_command(bucket=bundle.bucket, bucket_key=bundle.s3_object_key,
-                                                     local_file="/opt/infaas/bundle.zip")
+                                                     local_file="/opt/infaas/bundle.zip", region=Aws.REGION)
         user_data.add_commands(
-            "set -euo pipefail",
             "mkdir -p /etc/infaas /opt/infaas/bundle",
             f"python3 -m zipfile -e {zip_path} /opt/infaas/bundle",
             "cat > /etc/infaas/worker.env <<'EOF'",
             *[f"{k}={v}" for k, v in env.items()],
             "EOF",
-            f"bash /opt/infaas/bundle/install.sh {hw}",
+            # install.sh logs to /var/log/infaas-install.log; on failure its tail goes to the console too
+            f"bash /opt/infaas/bundle/install.sh {hw} || {{ rc=$?; tail -n 50 /var/log/infaas-install.log; exit $rc; }}",
         )
         machine_image = (ec2.MachineImage.from_ssm_parameter(fleet.ami_parameter, os=ec2.OperatingSystemType.LINUX)
                          if fleet.ami_parameter else ec2.MachineImage.latest_amazon_linux2023())
@@ -120,8 +150,13 @@ class Fleets(Construct):
             launch_template=template,
             min_capacity=fleet.min_size,
             max_capacity=fleet.max_size,
-            health_checks=autoscaling.HealthChecks.ec2(grace_period=Duration.minutes(10)),
+            health_checks=autoscaling.HealthChecks.ec2(grace_period=HEALTH_GRACE),
             group_metrics=[autoscaling.GroupMetrics.all()],
+            # a new template version (a new bundle, image, instance type, ...) replaces the running
+            # instances one at a time; each leaves through the drain hook
+            update_policy=autoscaling.UpdatePolicy.rolling_update(
+                max_batch_size=1, min_instances_in_service=min(fleet.min_size, max(fleet.max_size - 1, 0)),
+                pause_time=UPDATE_PAUSE),
         )
         group.add_lifecycle_hook(
             "Drain", lifecycle_hook_name=HOOK_NAME,

@@ -72,6 +72,12 @@ def acknowledge(stack) -> None:  # stack: InfaasStack
                   "group by its name.")
         _ack(fleets.role, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
         _ack(fns.autoscaler.role, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
+    _ack(fleets.role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]",
+         "Session Manager on the workers (an operator's shell without SSH or an open port): AWS maintains this "
+         "policy for exactly the SSM agent's calls, which change with the agent.")
+    worker_logs = stack.get_logical_id(fleets.log_group.node.default_child)
+    _ack(fleets.role, f"AwsSolutions-IAM5[Resource::<{worker_logs}.Arn>:*]",
+         "Log streams of the worker log group: one per instance, named by its id at run time.")
     for group in fleets.groups.values():
         _ack(group, "AwsSolutions-AS3",
              "Scaling is decided by the autoscaler function, which records every change with its reasons in the "

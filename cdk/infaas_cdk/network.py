@@ -4,7 +4,9 @@ Workers and the selector function live in isolated subnets (no route to the
 internet, no NAT gateway to pay for). What they need from AWS comes through
 VPC endpoints: gateway endpoints (free) for DynamoDB and S3, interface
 endpoints (billed per hour and AZ) only for what workers call beyond those:
-SQS (build jobs) and Auto Scaling (completing the drain lifecycle action).
+SQS (build jobs), Auto Scaling (completing the drain lifecycle action, an
+instance's own health), Secrets Manager (the worker key), CloudWatch Logs (the
+workers' logs) and, unless ``infaas:ssm=false``, the three of Session Manager.
 
 Security groups: the workers' group admits the worker port from the
 selector's group and nothing else, so only the selector reaches a worker.
@@ -24,6 +26,14 @@ INTERFACE_ENDPOINTS = {
     "AutoScaling": ec2.InterfaceVpcEndpointAwsService.AUTOSCALING,
     # the worker key (Data.worker_key): the selector and the workers read it from inside the VPC
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+    # the workers' journal and install log (infaas.adapters.aws.logship, install.sh)
+    "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+}
+# Session Manager on the workers (its agent's three services); infaas:ssm=false leaves them out
+SSM_ENDPOINTS = {
+    "Ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
+    "SsmMessages": ec2.InterfaceVpcEndpointAwsService.SSM_MESSAGES,
+    "Ec2Messages": ec2.InterfaceVpcEndpointAwsService.EC2_MESSAGES,
 }
 
 
@@ -65,6 +75,7 @@ class Network(Construct):
             description="infaas interface endpoints: HTTPS from the workers",
         )
         endpoint_sg.add_ingress_rule(self.worker_sg, ec2.Port.tcp(443), "AWS APIs from the workers")
-        for name, service in INTERFACE_ENDPOINTS.items():
+        endpoints = {**INTERFACE_ENDPOINTS, **(SSM_ENDPOINTS if config.ssm else {})}
+        for name, service in endpoints.items():
             self.vpc.add_interface_endpoint(name, service=service, subnets=self.subnets,
                                             security_groups=[endpoint_sg], private_dns_enabled=True, open=False)

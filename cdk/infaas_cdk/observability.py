@@ -92,4 +92,17 @@ class Observability(Construct):
                 metric=api_metric(api, "5XXError"), threshold=5, evaluation_periods=5, datapoints_to_alarm=3,
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING))
+        # workers replaced because they stopped heartbeating (or never started): one now and then is a machine
+        # fault; several in a quarter of an hour is a broken bundle or image (read the worker log group)
+        unhealthy = cw.Metric(namespace="Infaas", metric_name="UnhealthyWorkers", statistic="Sum",
+                              period=Duration.minutes(15))
+        self.operator_alarms.append(cw.Alarm(
+            self, "UnhealthyWorkers", alarm_name=f"{prefix}-unhealthy-workers",
+            alarm_description="workers replaced for silence (no heartbeat): read the worker log group "
+                              f"{fleets.log_group.log_group_name}, streams <instance id> and <instance id>/install",
+            metric=unhealthy, threshold=3, evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING))
+        self.dashboard.add_widgets(cw.GraphWidget(title="Workers marked unhealthy (no heartbeat)", width=12, left=[
+            cw.Metric(namespace="Infaas", metric_name="UnhealthyWorkers", statistic="Sum", period=MINUTE)]))
         self.dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", width=24, alarms=self.operator_alarms))

@@ -43,7 +43,12 @@ ACTION_OF = {
 }
 CLIENT_METHODS = {"generate_presigned_post": "s3"}
 # `aws <service> <command>` in the worker's boot: the action it needs.
-CLI_ACTION = {("s3", "cp"): "s3:GetObject"}  # downloads only (s3:// as the source)
+CLI_ACTION = {
+    ("s3", "cp"): "s3:GetObject",  # downloads only (s3:// as the source)
+    ("logs", "create-log-stream"): "logs:CreateLogStream",  # the install log (install.sh)
+    ("logs", "put-log-events"): "logs:PutLogEvents",
+    ("autoscaling", "set-instance-health"): "autoscaling:SetInstanceHealth",  # a failed install
+}
 
 TABLE_ITEMS = {"DynamoItemTable.get", "DynamoItemTable._query", "DynamoItemTable._put_if",
                "DynamoItemTable._put_unconditional", "DynamoItemTable.delete"}
@@ -60,12 +65,15 @@ RUNS: dict[str, set[str]] = {
         "start_upload", "SqsJobQueue.send"},
     # the control loop: the groups, the lanes' depth, the plan and events in the table
     "autoscaler": TABLE_ITEMS | QUEUE_LOOKUP | {
-        "AsgFleet.states", "AsgFleet.state", "AsgFleet.set_desired", "AsgFleet.drain", "AwsAutoscaler.build_jobs"},
-    # `python -m infaas.worker` and the drain watcher (`python -m infaas.adapters.aws.fleet drain-watch`)
+        "AsgFleet.states", "AsgFleet.state", "AsgFleet.set_desired", "AsgFleet.drain", "AsgFleet.mark_unhealthy",
+        "AwsAutoscaler.build_jobs"},
+    # `python -m infaas.worker`, the drain watcher (`python -m infaas.adapters.aws.fleet drain-watch`) and the
+    # log shipper (`python -m infaas.adapters.aws.logship`)
     "worker": TABLE_ITEMS | QUEUE_LOOKUP | {
         "S3ModelStore.get", "S3ModelStore.local_path", "S3ModelStore.put", "S3ModelStore._etag",
         "S3Location.list", "S3Location.read", "S3Location.exists", "S3Location.write_atomic",
-        "SqsJobQueue.receive", "SqsJobQueue.ack", "read_secret", "AsgFleet.complete_drain"},
+        "SqsJobQueue.receive", "SqsJobQueue.ack", "read_secret", "AsgFleet.complete_drain",
+        "LogShipper._stream", "LogShipper.ship"},
 }
 # Local provisioning (the local stack over moto, `infaas` against an emulator): no deployed role runs it;
 # the stack creates these resources itself.
@@ -172,7 +180,9 @@ def granted(template: dict, role_id: str) -> set[str]:
         if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in props.get("Roles", []):
             statements += props["PolicyDocument"]["Statement"]
     role = template["Resources"][role_id]["Properties"]
-    assert not role.get("ManagedPolicyArns"), role_id
+    managed = [str(m) for m in role.get("ManagedPolicyArns", [])]
+    # the one managed policy: Session Manager's agent on the workers (its calls are the agent's, not ours)
+    assert all("policy/AmazonSSMManagedInstanceCore" in m for m in managed), (role_id, managed)
     for policy in role.get("Policies", []):
         statements += policy["PolicyDocument"]["Statement"]
     actions = set()
@@ -227,3 +237,12 @@ def test_the_map_reads_the_calls_it_should(sites):
     assert ("AwsAutoscaler.build_jobs", "sqs:GetQueueAttributes") in found
     assert ("AsgFleet.complete_drain", "autoscaling:CompleteLifecycleAction") in found
     assert ("read_secret", "secretsmanager:GetSecretValue") in found
+    assert ("AsgFleet.mark_unhealthy", "autoscaling:SetInstanceHealth") in found
+    assert ("LogShipper.ship", "logs:PutLogEvents") in found
+
+
+def test_only_the_workers_have_session_manager(synthesized):
+    roles = role_ids(synthesized)
+    for name, role_id in roles.items():
+        managed = synthesized.template["Resources"][role_id]["Properties"].get("ManagedPolicyArns", [])
+        assert bool(managed) == (name == "worker"), (name, managed)
