@@ -50,7 +50,13 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 
 from infaas.adapters.aws import metrics as names
 from infaas.adapters.aws._sdk import sdk_errors
-from infaas.adapters.aws.fleet import HEALTH_GRACE_S, HEALTH_MISSED_S, AsgFleet, HealthVerdict, judge_health
+from infaas.adapters.aws.fleet import (
+    HEALTH_GRACE_S,
+    HEALTH_MISSED_S,
+    AsgFleet,
+    HealthVerdict,
+    judge_health,
+)
 from infaas.adapters.aws.sqs import queue_urls_by_name
 from infaas.app.autoscaler import Autoscaler
 from infaas.app.build import build_lane

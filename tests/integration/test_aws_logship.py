@@ -13,7 +13,6 @@ import pytest
 from infaas.adapters.aws import logship
 from infaas.core.errors import InfaasError
 
-
 NOW_US = int(time.time() * 1e6)  # CloudWatch takes events of the last 14 days only
 
 
