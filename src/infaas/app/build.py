@@ -11,6 +11,12 @@ the quietest rounds are taken, flagged (``Profile.busy``, the message), and left
 served latencies to correct: a variant whose served run time drifts from its profile
 is re-profiled by a job with ``reprofile`` (``queue_reprofile``), which keeps it
 ready on its old figures meanwhile.
+
+A ``lambda`` variant (the serverless tier, ``core/tier.py``) is built from its CPU file on a cpu
+worker (``build_lane("lambda")`` is ``build-cpu``). It is profiled twice: as that CPU file (accuracy or
+agreement, peak memory and the busy verdict, as any CPU variant), then as a function under the CPU
+share of several memory sizes (``runtime/function_profile.py``); its profile holds the chosen
+size's warm latency, that size (``Profile.memory_mb``) and its cold start (``load_ms``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import traceback
 from typing import Callable
 
 from infaas.app.store import MetadataStore
+from infaas.core import tier
 from infaas.core.domain import (
     BUILDING,
     FAILED,
@@ -34,19 +41,23 @@ from infaas.core.domain import (
 )
 from infaas.core.errors import InfaasError, NotApplicable
 from infaas.core.ports import JobQueue, ModelStore
+from infaas.runtime.function_profile import FunctionLimits, profile_function
 from infaas.runtime.generate import (
     build_variant,
     generation_plan,
     torchscript_key,
     variant_suffix,
 )
+from infaas.runtime.hardware import build_host
 from infaas.runtime.profile import ProfileDeferred, ProfileLimits, profile_in_subprocess
 
 log = logging.getLogger("infaas.build")
 
 
 def build_lane(hardware: str) -> str:
-    return f"build-{hardware}"
+    """The lane of ``hardware``'s build jobs: its own, or its build host's for a function tier
+    (``lambda`` jobs go to ``build-cpu``: a cpu worker builds and profiles them)."""
+    return f"build-{build_host(hardware)}"
 
 
 LOG_LIMIT = 256 << 10  # bytes of build log kept per variant (the end is kept: that is where failures are)
@@ -70,7 +81,31 @@ def profile_of(hardware: str, result: dict, measured_at: float) -> Profile:
         noise=result.get("noise"),
         rounds=int(result.get("rounds", 0)),
         busy=bool(result.get("busy", False)),
+        memory_mb=int(result.get("memory_mb", 0)),
     )
+
+
+def measure_variant(v: Variant, path: str, arch, validation: str | None, original: str, limits: ProfileLimits,
+                    cache_dir: str | None, defer_busy: bool, say: Callable[[str], None] = lambda _t: None) -> dict:
+    """The profiling figures of the built file ``path`` of ``v`` (``runtime.profile``'s result). For a
+    ``lambda`` variant: measured as its CPU file here, then its latency and load time replaced by the
+    function profile of the chosen memory size (``memory_mb`` added, ``spread_ms`` dropped: the
+    rounds' spread is the unlimited run's)."""
+    if v.hardware != tier.HARDWARE:
+        return profile_in_subprocess(path, v.to_dict(), arch.inputs, validation, limits,
+                                     cache_dir=cache_dir, reference=original, defer_busy=defer_busy)
+    as_cpu = dataclasses.replace(v, hardware=build_host(v.hardware))
+    result = profile_in_subprocess(path, as_cpu.to_dict(), arch.inputs, validation, limits,
+                                   cache_dir=cache_dir, reference=original, defer_busy=defer_busy)
+    found = profile_function(path, arch.inputs, v.max_batch, log=say,
+                             limits=FunctionLimits(budget_s=2 * limits.budget_s, min_runs=limits.min_runs,
+                                                   timeout_s=limits.timeout_s))
+    if found.chosen is None:
+        raise NotApplicable("no function memory size fits it: " + "; ".join(
+            f"{mb} MB: {why}" for mb, why in sorted(found.left_out.items())))
+    chosen = found.chosen
+    return {**result, "latency_ms": {str(b): list(p) for b, p in chosen.latency_ms.items()}, "spread_ms": {},
+            "load_ms": chosen.cold_start_ms, "memory_mb": chosen.memory_mb}
 
 
 def describe_noise(profile: Profile) -> str:
@@ -194,8 +229,8 @@ def run_build_job(
             models.put(key, built)
             blog.add(f"built {len(built):,} bytes; profiling (validation data: {'yes' if validation else 'no'})")
             v = store.put_variant(dataclasses.replace(v, status=PROFILING, model_key=key))
-            result = profile_in_subprocess(models.local_path(key), v.to_dict(), arch.inputs, validation, limits,
-                                           cache_dir=cache_dir, reference=original, defer_busy=defer_busy)
+            result = measure_variant(v, models.local_path(key), arch, validation, original, limits, cache_dir,
+                                     defer_busy, blog.add)
             profile = profile_of(v.hardware, result, clock())
             measured = result["accuracy"]
             agree = result.get("agreement")
@@ -215,6 +250,9 @@ def run_build_job(
             blog.add("latency p50 / p99 ms by batch: " + ", ".join(
                 f"{b}: {p50:.3f} / {p99:.3f}" for b, (p50, p99) in sorted(profile.latency_ms.items())))
             blog.add(describe_noise(profile))
+            if profile.memory_mb:
+                blog.add(f"function memory {profile.memory_mb} MB ({tier.cpu_share(profile.memory_mb):.3f} vCPU); "
+                         "latency figures are the function's, warm; load is its cold start")
             blog.add(f"load {profile.load_ms:.1f} ms, peak memory {profile.peak_memory_bytes:,} bytes; accuracy "
                      + (f"{measured:.4f} measured" if measured is not None else
                         f"{v.accuracy:.4f} estimated: declared {arch.accuracy:.4f} less the disagreement "
@@ -253,8 +291,8 @@ def _reprofile(v: Variant, reason: str, store: MetadataStore, models: ModelStore
     """Profile a ready variant again from its built file; it stays ready on its old figures until
     the new ones are in (only the latency figures change). Returns (variant, deferral reason)."""
     try:
-        result = profile_in_subprocess(models.local_path(v.model_key), v.to_dict(), arch.inputs, validation, limits,
-                                       cache_dir=cache_dir, reference=original, defer_busy=defer_busy)
+        result = measure_variant(v, models.local_path(v.model_key), arch, validation, original, limits, cache_dir,
+                                 defer_busy)
     except ProfileDeferred as exc:
         log.info("re-profile of %s deferred: %s", v.id, exc.reason)
         return store.put_variant(dataclasses.replace(

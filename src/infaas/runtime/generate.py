@@ -15,6 +15,11 @@ Per hardware type (docs/hardware.md says more):
 * ``inferentia``: torch-neuronx compiled TorchScript at fixed batch 1, 8 and
   32, from the TorchScript file the owner uploaded when there is one, else
   from the ONNX graph through onnx2torch.
+* ``lambda`` (the serverless CPU tier, ``core/tier.py``): the ``cpu`` files
+  (onnxruntime fp32 and int8) at maximum batch 8, run by a Lambda function. No
+  machine is of this type: the build job runs on a ``cpu`` worker's lane
+  (``runtime.hardware.build_host``) and profiles each variant under the CPU
+  share of several function memory sizes (``runtime.function_profile``).
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ PLANS: dict[str, tuple[VariantSpec, ...]] = {
         VariantSpec("fp32", "neuron", "inferentia", max_batch=1),
         VariantSpec("fp32", "neuron", "inferentia", max_batch=8),
         VariantSpec("fp32", "neuron", "inferentia", max_batch=32),
+    ),
+    # an invocation carries one query's rows (payload at most 6 MB): small batches only
+    "lambda": (
+        VariantSpec("fp32", "onnxruntime", "lambda", max_batch=8),
+        VariantSpec("int8", "onnxruntime", "lambda", max_batch=8),
     ),
 }
 
@@ -110,6 +120,8 @@ def variant_suffix(variant: Variant) -> str:
 def build_variant(variant: Variant, original_path: str, *, torchscript_path: str | None = None) -> bytes:
     """The file (ONNX, or TorchScript for Neuron) of ``variant``, built from the registered file."""
     key = (variant.runtime, variant.hardware, variant.format)
+    if key[:2] == ("onnxruntime", "lambda"):  # a function runs the CPU files
+        key = ("onnxruntime", "cpu", variant.format)
     if key == ("onnxruntime", "cpu", "fp32"):
         return _optimised_fp32(original_path)
     if key == ("onnxruntime", "cpu", "int8"):

@@ -7,8 +7,13 @@ there). A worker takes build jobs for its hardware type only when it has
 every runtime that type's generation plan needs; otherwise the job waits in
 its lane, and ``waiting_reason`` says why.
 
-``build_runtimes``, ``missing_runtimes``, ``can_run`` and ``waiting_reason``
-are pure. ``probe_runtimes`` tries the runtimes on this machine.
+A hardware type without machines of its own (``lambda``, the serverless CPU
+tier: ``core/tier.py``) is built and profiled on a worker of its build host
+(``build_host``: ``cpu``), from that worker's build lane; no worker ever loads
+one of its variants as a replica (``can_run`` is false for every worker).
+
+``build_host``, ``build_runtimes``, ``missing_runtimes``, ``can_run`` and
+``waiting_reason`` are pure. ``probe_runtimes`` tries the runtimes on this machine.
 """
 
 from __future__ import annotations
@@ -28,12 +33,23 @@ CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 NEURON = "neuron"
 
+# Hardware types whose variants no machine serves (a Lambda function runs them), and the machine
+# type that builds and profiles them.
+FUNCTION_HOSTS: dict[str, str] = {"lambda": "cpu"}
+
+
+def build_host(hardware: str) -> str:
+    """The hardware type of the workers that build ``hardware``'s variants: itself, or for a
+    function tier the machine type its files are built on (``lambda`` -> ``cpu``)."""
+    return FUNCTION_HOSTS.get(hardware, hardware)
+
 
 def build_runtimes(hardware: str) -> tuple[str, ...]:
-    """Every runtime a build job for ``hardware`` needs (the union over its plan), in plan order."""
+    """Every runtime a build job for ``hardware`` needs (the union over its plan), in plan order
+    (for a function tier: what its build host needs to build and profile its files)."""
     out: list[str] = []
     for spec in PLANS.get(hardware, ()):
-        for r in required_runtimes(spec.runtime, spec.hardware):
+        for r in required_runtimes(spec.runtime, build_host(spec.hardware)):
             if r not in out:
                 out.append(r)
     return tuple(out)
@@ -47,7 +63,10 @@ def missing_runtimes(hardware: str, runtimes: Iterable[str]) -> tuple[str, ...]:
 
 def can_run(worker: Worker, variant: Variant) -> bool:
     """Whether ``worker`` can load ``variant``: same hardware type and the runtime it needs.
-    A worker that reports no runtimes (an older worker) is taken at its word."""
+    A worker that reports no runtimes (an older worker) is taken at its word. No worker loads
+    a function tier's variant (a ``cpu`` worker only builds and profiles ``lambda`` variants)."""
+    if variant.hardware in FUNCTION_HOSTS or worker.hardware in FUNCTION_HOSTS:
+        return False
     if worker.hardware != variant.hardware:
         return False
     if not worker.runtimes:
@@ -67,18 +86,18 @@ def waiting_reason(variant: Variant, workers: Iterable[Worker]) -> str | None:
     """
     if variant.status != PENDING:
         return None
-    hw = variant.hardware
-    needed = build_runtimes(hw)
+    hw = build_host(variant.hardware)
+    needed = build_runtimes(variant.hardware)
     if not needed:
-        return f"no generation plan for hardware type {hw}"
+        return f"no generation plan for hardware type {variant.hardware}"
     of_type = sorted((w for w in workers if w.hardware == hw and w.state == WORKER_UP), key=lambda w: w.id)
     if not of_type:
         return f"no worker of hardware type {hw} is up"
-    if any(not w.runtimes or not missing_runtimes(hw, w.runtimes) for w in of_type):
+    if any(not w.runtimes or not missing_runtimes(variant.hardware, w.runtimes) for w in of_type):
         return None
     groups: dict[tuple[str, ...], list[str]] = {}
     for w in of_type:
-        groups.setdefault(missing_runtimes(hw, w.runtimes), []).append(w.id)
+        groups.setdefault(missing_runtimes(variant.hardware, w.runtimes), []).append(w.id)
     return "; ".join(f"workers of type {hw} lack {', '.join(missing)}: {', '.join(ids)}" for missing, ids in groups.items())
 
 
