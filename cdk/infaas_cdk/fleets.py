@@ -60,6 +60,11 @@ class Fleets(Construct):
         data.grant_table(self.role, TABLE_WRITE)
         data.grant_objects(self.role, ("s3:GetObject", "s3:PutObject"), list_keys=True)
         data.grant_lanes(self.role, LANE_CONSUME)
+        # making an offline job's items (JobService.expand, on the expand message): batch writes of their
+        # records, batch sends of their messages to the offline lane (and no other)
+        data.grant_table(self.role, ("dynamodb:BatchWriteItem",))
+        self.role.add_to_policy(iam.PolicyStatement(actions=["sqs:SendMessage"],
+                                                    resources=[data.offline_lane.queue_arn]))
         data.grant_worker_key(self.role)  # the credential the workers check on every call
         # Session Manager: an operator's shell on a worker without SSH or an open port
         self.role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore"))

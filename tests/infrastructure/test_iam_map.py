@@ -40,6 +40,7 @@ ACTION_OF = {
     ("s3", "head_object"): "s3:GetObject",
     ("s3", "list_objects_v2"): "s3:ListBucket",
     ("s3", "generate_presigned_post"): "s3:PutObject",  # the browser's POST is signed with the caller's grant
+    ("sqs", "send_message_batch"): "sqs:SendMessage",  # SendMessageBatch is authorised as SendMessage
 }
 CLIENT_METHODS = {"generate_presigned_post": "s3"}
 # `aws <service> <command>` in the worker's boot: the action it needs.
@@ -73,6 +74,8 @@ RUNS: dict[str, set[str]] = {
         "S3ModelStore.get", "S3ModelStore.local_path", "S3ModelStore.put", "S3ModelStore._etag",
         "S3Location.list", "S3Location.read", "S3Location.exists", "S3Location.write_atomic",
         "SqsJobQueue.receive", "SqsJobQueue.ack", "read_secret", "AsgFleet.complete_drain",
+        # an offline job's items, made on its expand message (JobService.expand)
+        "DynamoItemTable.put_many", "SqsJobQueue.send_many",
         "LogShipper._stream", "LogShipper.ship"},
 }
 # Local provisioning (the local stack over moto, `infaas` against an emulator): no deployed role runs it;
@@ -239,6 +242,8 @@ def test_the_map_reads_the_calls_it_should(sites):
     assert ("read_secret", "secretsmanager:GetSecretValue") in found
     assert ("AsgFleet.mark_unhealthy", "autoscaling:SetInstanceHealth") in found
     assert ("LogShipper.ship", "logs:PutLogEvents") in found
+    assert ("DynamoItemTable.put_many", "dynamodb:BatchWriteItem") in found
+    assert ("SqsJobQueue.send_many", "sqs:SendMessage") in found
 
 
 def test_only_the_workers_have_session_manager(synthesized):

@@ -25,6 +25,8 @@ _SUBMIT_DOC = {
                 "objective": {"type": "object", "properties": {"min_accuracy": {"type": "number"},
                                                                "max_cost": {"type": "number"}}},
                 "deadline_s": {"type": "number"},
+                "idempotency_key": {"type": "string", "description": "makes a retried submission answer the "
+                                    "job the first one made (also the Idempotency-Key header)"},
             },
             "required": ["input", "output"],
         }}},
@@ -32,7 +34,8 @@ _SUBMIT_DOC = {
 }
 
 
-@router.post("", summary="Submit an offline job; answers at once with its id", openapi_extra=_SUBMIT_DOC,
+@router.post("", summary="Submit an offline job; answers at once with its id (state queued until its items are "
+                         "made)", openapi_extra=_SUBMIT_DOC,
              status_code=201,
              responses=errors(403, 404, 422, s403="The key lacks the query scope, or a location is outside your "
                                                   "offline area",
@@ -40,7 +43,8 @@ _SUBMIT_DOC = {
                               s422="No variant meets the objective"))
 async def submit(request: Request, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
     doc = oip.parse_json(await request.body())
-    status = await run_in_threadpool(svc.offline().submit, doc, caller.tenant)
+    status = await run_in_threadpool(svc.offline().submit, doc, caller.tenant,
+                                     request.headers.get("idempotency-key"))
     return JSONResponse(status, status_code=201)
 
 

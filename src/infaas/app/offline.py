@@ -27,6 +27,7 @@ dead-letter lane after repeated failures).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -38,7 +39,13 @@ import numpy as np
 
 from infaas.app.store import MetadataStore
 from infaas.core.domain import DEFAULT_TENANT, Query, TensorSpec
-from infaas.core.errors import Forbidden, InvalidInput, NotFound
+from infaas.core.errors import (
+    ConditionFailed,
+    Forbidden,
+    InfaasError,
+    InvalidInput,
+    NotFound,
+)
 from infaas.core.ports import JobQueue
 from infaas.core.selection import Catalogue, candidates, offline_variant
 from infaas.core.settings import Settings
@@ -112,6 +119,19 @@ def output_name(input_name: str) -> str:
 
 
 # -- the service ----------------------------------------------------------------------------
+QUEUED, EXPANDING, RUNNING, FAILED = "queued", "expanding", "running", "failed"  # a job record's phase
+_QUEUES: dict[int, JobQueue] = {}
+
+
+def _queue(settings: Settings) -> JobQueue:
+    """The deployment's job queue, made once per process (the worker's offline loop passes none)."""
+    if id(settings) not in _QUEUES:
+        from infaas.wiring import make_adapters
+
+        _QUEUES[id(settings)] = make_adapters(settings).queue
+    return _QUEUES[id(settings)]
+
+
 @dataclass
 class JobService:
     store: MetadataStore
@@ -121,11 +141,17 @@ class JobService:
     locations: Locations
     clock: Callable[[], float] = time.time
 
-    def submit(self, doc: Mapping[str, Any], tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+    def submit(self, doc: Mapping[str, Any], tenant: str = DEFAULT_TENANT,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        """Record the job and answer at once; its items are made by ``expand`` (module docstring).
+
+        With an idempotency key (the ``Idempotency-Key`` header or the ``idempotency_key`` field), the
+        job's id is derived from the tenant and the key, and the record is written only if absent: a
+        retried submission answers the job the first one made, whatever state it is in."""
         if not isinstance(doc, Mapping):
             raise InvalidInput("a job is a JSON object", field="body")
-        src = self.locations(doc.get("input"), tenant)
-        dst = self.locations(doc.get("output"), tenant)
+        src = self._location(doc, "input", tenant)
+        dst = self._location(doc, "output", tenant)
         named = {k: doc[k] for k in ("task", "architecture", "variant") if doc.get(k)}
         if len(named) != 1:
             raise InvalidInput("name exactly one of 'task', 'architecture' or 'variant'", field="target")
@@ -136,12 +162,62 @@ class JobService:
         deadline_s = doc.get("deadline_s")
         if deadline_s is not None and (not isinstance(deadline_s, (int, float)) or isinstance(deadline_s, bool) or deadline_s <= 0):
             raise InvalidInput("deadline_s must be a positive number of seconds", field="deadline_s")
+        key = idempotency_key if idempotency_key is not None else doc.get("idempotency_key")
+        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 128 or not key.isprintable()):
+            raise InvalidInput("an idempotency key is 1 to 128 printable characters", field="idempotency_key")
+        candidates(Query(rows=1, tenant=tenant, **named), self.catalogue())  # the model exists, the tenant may use it
+        job_id = hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()[:16] if key else uuid.uuid4().hex[:16]
+        now = self.clock()
+        job = {"id": job_id, "tenant": tenant, "input": src.uri, "output": dst.uri, "variant": None,
+               "target": named, "objective": objective.to_dict(), "deadline_s": deadline_s, "items": 0, "rows": 0,
+               "created_at": now, "cancelled": False, "dtype": None, "phase": QUEUED}
+        if self.defer:
+            if not self._create(job, tenant):
+                return self.status(job_id, tenant)
+            self.queue.send(LANE, {"expand": job_id})
+            return self.status(job_id, tenant)
+        # inline (local): everything is checked before the job exists, so a bad job is refused and leaves nothing
+        plan = self._plan(job)
+        if not self._create({**job, **plan, "phase": EXPANDING}, tenant):
+            return self.status(job_id, tenant)
+        self._fan_out(job_id, src)
+        return self.status(job_id, tenant)
+
+    @property
+    def defer(self) -> bool:
+        """On AWS the items are made off the API call (its 29 s), by the worker taking the expand message."""
+        return self.settings.backend == "aws"
+
+    def _location(self, doc: Mapping[str, Any], field: str, tenant: str) -> Location:
+        try:
+            return self.locations(doc.get(field), tenant)
+        except (InvalidInput, Forbidden) as exc:
+            exc.message = f"{field}: {exc.message}"  # (its field stays "location", as clients read it)
+            exc.args = (exc.message,)
+            raise
+
+    def _create(self, job: dict[str, Any], tenant: str) -> bool:
+        """Write the job's record if absent; False when a submission with the same key made it already."""
+        try:
+            self.store.table.put({"pk": f"JOB#{job['id']}", "sk": "J", "gsi1pk": f"JOBS#{tenant}",
+                                  "gsi1sk": f"{job['created_at']:017.6f}#{job['id']}", "body": job}, expect_version=0)
+            return True
+        except ConditionFailed:
+            return False
+
+    def _save(self, job: Mapping[str, Any]) -> None:
+        self.store.table.put({"pk": f"JOB#{job['id']}", "sk": "J", "gsi1pk": f"JOBS#{job['tenant']}",
+                              "gsi1sk": f"{job['created_at']:017.6f}#{job['id']}", "body": dict(job)})
+
+    def _plan(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Read every input (shapes, dtypes, rows) and choose the variant: what the items need."""
+        src = self.locations(job["input"], job["tenant"])
         names = input_files(src.list())
         if not names:
             raise InvalidInput(f"no {', '.join(INPUT_SUFFIXES)} files in {src.uri!r}", field="input")
         if len(names) > self.settings.offline_max_files:
             raise InvalidInput(f"{len(names)} input files; the limit is {self.settings.offline_max_files}", field="input")
-        pool = candidates(Query(rows=1, tenant=tenant, **named), self.catalogue())
+        pool = candidates(Query(rows=1, tenant=job["tenant"], **job["target"]), self.catalogue())
         specs = self._specs(pool[0].architecture)
         shapes, total = set(), 0
         for name in names:
@@ -155,18 +231,59 @@ class JobService:
             total += len(rows)
         if len(shapes) > 1:
             raise InvalidInput(f"input files mix shapes or dtypes: {sorted(map(str, shapes))}", field="input")
-        variant = offline_variant(pool, total, objective, self.settings.hardware, deadline_s)
-        job_id = uuid.uuid4().hex[:16]
-        now = self.clock()
-        job = {"id": job_id, "tenant": tenant, "input": src.uri, "output": dst.uri, "variant": variant.id,
-               "objective": objective.to_dict(), "deadline_s": deadline_s, "items": len(names), "rows": total,
-               "created_at": now, "cancelled": False, "dtype": specs[0].dtype}
-        self.store.table.put({"pk": f"JOB#{job_id}", "sk": "J", "gsi1pk": f"JOBS#{tenant}", "gsi1sk": f"{now:017.6f}#{job_id}",
-                              "body": job})
-        for i, name in enumerate(names):
-            self.store.table.put({"pk": f"JOB#{job_id}", "sk": f"I#{i:07d}", "body": {"name": name, "status": "queued"}})
-            self.queue.send(LANE, {"job": job_id, "item": i, "name": name})
-        return self.status(job_id, tenant)
+        from infaas.core.oip import parse_objective
+
+        variant = offline_variant(pool, total, parse_objective(job["objective"]), self.settings.hardware,
+                                  job["deadline_s"])
+        return {"variant": variant.id, "items": len(names), "rows": total, "dtype": specs[0].dtype}
+
+    def expand(self, job_id: str) -> str:
+        """Make the items of a recorded job (the expand message's work); returns the job's phase.
+
+        Any failure ends the job ``failed`` with its reason, never half-made and ``running``; an expand
+        delivered again (SQS is at least once) finds the job past ``queued`` and does nothing, or
+        finishes an expansion a crash cut short (every write is idempotent)."""
+        item = self.store.table.get(f"JOB#{job_id}", "J")
+        if item is None:
+            return "dropped"
+        job = item["body"]
+        if job.get("cancelled") or job.get("phase") not in (QUEUED, EXPANDING):
+            return job.get("phase", RUNNING)
+        try:
+            if job.get("phase") == QUEUED:
+                job = {**job, **self._plan(job), "phase": EXPANDING}
+                self._save(job)
+            self._fan_out(job_id, self.locations(job["input"], job["tenant"]))
+        except Exception as exc:  # noqa: BLE001 -- whatever stopped it, the job must not stay queued
+            message = exc.message if isinstance(exc, InfaasError) else f"{type(exc).__name__}: {str(exc)[:300]}"
+            self._save({**job, "phase": FAILED, "error": message})
+            return FAILED
+        return RUNNING
+
+    def _fan_out(self, job_id: str, src: Location) -> None:
+        """The job's work items (one per input file, in name order: the same items every time it runs):
+        records 25 to a batch write, messages 10 to a batch send; then the job is running."""
+        job = self.store.table.get(f"JOB#{job_id}", "J")["body"]
+        names = input_files(src.list())
+        if len(names) != job["items"]:
+            raise InvalidInput(f"the input files changed while the job was being made ({job['items']} were read, "
+                               f"{len(names)} are there now)", field="input")
+        records = [{"pk": f"JOB#{job_id}", "sk": f"I#{i:07d}", "body": {"name": n, "status": "queued"}}
+                   for i, n in enumerate(names)]
+        put_many = getattr(self.store.table, "put_many", None)
+        if put_many is not None:
+            put_many(records)
+        else:
+            for r in records:
+                self.store.table.put(r)
+        messages = [{"job": job_id, "item": i, "name": n} for i, n in enumerate(names)]
+        send_many = getattr(self.queue, "send_many", None)
+        if send_many is not None:
+            send_many(LANE, messages)
+        else:
+            for m in messages:
+                self.queue.send(LANE, m)
+        self._save({**job, "phase": RUNNING})
 
     def _specs(self, architecture: str) -> tuple[TensorSpec, ...]:
         return self.store.get_architecture(architecture).inputs
@@ -189,15 +306,22 @@ class JobService:
             first = job["created_at"]
             last = max(i.get("at", first) for i in done)
             eta = round((last - first) / len(done) * left, 1)
-        state = "cancelled" if job["cancelled"] else ("running" if left else ("failed" if failed and not done else "done"))
+        phase = job.get("phase", RUNNING)  # (records from before phases were running)
+        if job["cancelled"]:
+            state = "cancelled"
+        elif phase == FAILED:
+            state = "failed"
+        elif phase in (QUEUED, EXPANDING):
+            state = "queued"
+        else:
+            state = "running" if left else ("failed" if failed and not done else "done")
         return {**job, "state": state, "done": len(done), "failed": len(failed), "left": left, "cancelled_items": dropped,
                 "eta_s": eta,
                 "failures": [{"name": i["name"], "error": i.get("error", "")} for i in failed]}
 
     def cancel(self, job_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
         job = self._job(job_id, tenant)
-        self.store.table.put({"pk": f"JOB#{job_id}", "sk": "J", "gsi1pk": f"JOBS#{tenant}",
-                              "gsi1sk": f"{job['created_at']:017.6f}#{job_id}", "body": {**job, "cancelled": True}})
+        self._save({**job, "cancelled": True})
         return self.status(job_id, tenant)
 
     def jobs(self, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
@@ -206,9 +330,17 @@ class JobService:
 
 def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, executor_for: Callable[[str], Any],
              locations: Locations, may_run: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.time,
-             wait: Callable[[float], None] = time.sleep) -> str:
+             wait: Callable[[float], None] = time.sleep, queue: JobQueue | None = None) -> str:
     """Run one work item; returns its final status. ``may_run`` is asked before
-    every batch: while it says no (online work is queued), the item waits."""
+    every batch: while it says no (online work is queued), the item waits.
+
+    An expand message (``{"expand": job id}``, sent by ``JobService.submit`` on AWS) makes the job's
+    items instead (``JobService.expand``), with ``queue`` (default: the deployment's, from ``settings``)."""
+    if "expand" in msg:
+        service = JobService(store, queue if queue is not None else _queue(settings), settings,
+                             catalogue=lambda: Catalogue.build(store.all_variants(), settings.hardware),
+                             locations=locations, clock=clock)
+        return service.expand(str(msg["expand"]))
     job_item = store.table.get(f"JOB#{msg['job']}", "J")
     if job_item is None:
         return "dropped"

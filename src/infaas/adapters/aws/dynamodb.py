@@ -66,6 +66,8 @@ _ABSENT = "(attribute_not_exists(#pk) OR #exp <= :now)"
 # How many times an unconditional write retries when it races another writer
 # over an expired item (see ``_put_unconditional``) before it reports 503.
 _MAX_RACE_RETRIES = 5
+BATCH_WRITE = 25  # items per BatchWriteItem (a DynamoDB limit)
+_MAX_BATCH_ROUNDS = 8
 
 
 def _names(*placeholders: str) -> dict[str, str]:
@@ -134,6 +136,7 @@ class DynamoItemTable:
         self.table_name = table_name
         self.client = client if client is not None else default_client("dynamodb")
         self.clock = clock
+        self._pause = time.sleep
 
     def _key(self, pk: str, sk: str) -> dict[str, Any]:
         return {"pk": {"S": pk}, "sk": {"S": sk}}
@@ -204,6 +207,23 @@ class DynamoItemTable:
         stored = dict(item)
         stored["version"] = version
         return stored
+
+    def put_many(self, items: list[Mapping[str, Any]]) -> int:
+        """Write new items, unconditionally, 25 to a ``BatchWriteItem`` (each at version 1: for items
+        nobody else writes yet, such as an offline job's work items). Items DynamoDB leaves unprocessed
+        (throttling) are sent again, with a growing pause, until all are in."""
+        for start in range(0, len(items), BATCH_WRITE):
+            pending = [{"PutRequest": {"Item": _serialize(_attributes(i, 1))}} for i in items[start:start + BATCH_WRITE]]
+            for attempt in range(_MAX_BATCH_ROUNDS):
+                with sdk_errors(f"writing {len(pending)} items"):
+                    response = self.client.batch_write_item(RequestItems={self.table_name: pending})
+                pending = (response.get("UnprocessedItems") or {}).get(self.table_name) or []
+                if not pending:
+                    break
+                self._pause(min(0.05 * 2 ** attempt, 2.0))
+            else:
+                raise Unavailable(f"DynamoDB left {len(pending)} items unwritten after {_MAX_BATCH_ROUNDS} rounds")
+        return len(items)
 
     def _put_if(
         self, item: Mapping[str, Any], version: int, condition: str, names: list[str], values: dict[str, Any]

@@ -39,9 +39,10 @@ from typing import Any, Callable, Mapping
 from botocore.exceptions import BotoCoreError, ClientError
 
 from infaas.adapters.aws._sdk import default_client, error_code, sdk_errors, translate
-from infaas.core.errors import InfaasError, InvalidInput
+from infaas.core.errors import InfaasError, InvalidInput, Unavailable
 
 DLQ_SUFFIX = "-dlq"
+SEND_BATCH = 10  # messages per SendMessageBatch (an SQS limit)
 MAX_VISIBILITY_S = 43_200  # SQS limit: 12 hours
 DLQ_RETENTION_S = 14 * 24 * 3600  # the maximum; longer than the lane's, so nothing expires in transit
 
@@ -77,6 +78,24 @@ class SqsJobQueue:
         with sdk_errors(f"sending a job to lane {lane}"):
             response = self.client.send_message(QueueUrl=self._url(lane), MessageBody=text)
         return str(response["MessageId"])
+
+    def send_many(self, lane: str, bodies: list[Mapping[str, Any]]) -> int:
+        """Send ``bodies`` 10 to a ``SendMessageBatch`` (an SQS limit); entries SQS fails (throttling,
+        an internal error) are sent again once, then raise, so the caller retries the whole step."""
+        url = self._url(lane)
+        for start in range(0, len(bodies), SEND_BATCH):
+            entries = [{"Id": str(i), "MessageBody": json.dumps(dict(b), separators=(",", ":"), allow_nan=False)}
+                       for i, b in enumerate(bodies[start:start + SEND_BATCH])]
+            for attempt in range(2):
+                with sdk_errors(f"sending {len(entries)} jobs to lane {lane}"):
+                    response = self.client.send_message_batch(QueueUrl=url, Entries=entries)
+                failed = {f["Id"] for f in response.get("Failed") or []}
+                entries = [e for e in entries if e["Id"] in failed]
+                if not entries:
+                    break
+            else:
+                raise Unavailable(f"SQS did not take {len(entries)} jobs of lane {lane}")
+        return len(bodies)
 
     def receive(self, lane: str, *, visibility_s: float = 60.0) -> tuple[str, dict[str, Any]] | None:
         with sdk_errors(f"receiving a job from lane {lane}"):
