@@ -31,7 +31,12 @@ PLATFORMS = ("manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_27_x
 # What each hardware type's executors need beyond the core (docs/hardware.md): the CUDA
 # build of onnxruntime and the TensorRT 10 libraries its TensorRT provider loads; onnx2torch
 # for Inferentia2 variants converted from ONNX (torch-neuronx itself is on the Neuron image).
-EXTRA = {"cpu": [], "gpu": ["onnxruntime-gpu", "tensorrt-cu12-libs>=10,<11"], "inferentia": ["onnx2torch>=1.5.15"]}
+# The GPU image's default CUDA can be newer than the CUDA 12 onnxruntime-gpu is built for: the CUDA 12
+# runtime, cuBLAS, cuFFT, cuRAND and cuDNN 9 come as pip packages (the [cuda,cudnn] extras), and install.sh
+# puts their folders on the library path. For Inferentia, onnx2torch comes without its dependencies: torch
+# is the Neuron venv's own (PyPI's would be CUDA torch, gigabytes, and would replace Neuron's).
+EXTRA = {"cpu": [], "gpu": ["onnxruntime-gpu[cuda,cudnn]", "tensorrt-cu12-libs>=10,<11"], "inferentia": []}
+NO_DEPS = {"cpu": [], "gpu": [], "inferentia": ["onnx2torch>=1.5.15"]}
 
 
 def requirements() -> list[str]:
@@ -50,6 +55,10 @@ def build(hardware: str) -> Path:
     subprocess.run([*pip, "download", "--quiet", "--only-binary=:all:", *platform_args, "--implementation", "cp",
                     "--python-version", PYTHON_VERSION, "--dest", str(wheels), *requirements(), *EXTRA[hardware]],
                    check=True)
+    if NO_DEPS[hardware]:
+        subprocess.run([*pip, "download", "--quiet", "--no-deps", "--only-binary=:all:", *platform_args,
+                        "--implementation", "cp", "--python-version", PYTHON_VERSION, "--dest", str(wheels),
+                        *NO_DEPS[hardware]], check=True)
     shutil.copy2(ROOT / "worker_ami" / "install.sh", out / "install.sh")
     shutil.copytree(ROOT / "worker_ami" / "systemd", out / "systemd")
     return out

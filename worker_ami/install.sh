@@ -87,16 +87,25 @@ case "$HW" in
   *) echo "unknown hardware type $HW"; false ;;
 esac
 
-EXTRAS=aws
-[ "$HW" = inferentia ] && EXTRAS=aws,inferentia
-"$VENV/bin/pip" install --no-index --find-links "$WHEELS" "infaas[$EXTRAS]"
+if [ "$HW" = inferentia ]; then
+  # The Neuron venv's packages (torch, torch-neuronx, neuronx-cc and what they pin) stay as they are: each
+  # is a constraint, so an install that would change one fails here, visibly, instead of breaking the compiler.
+  "$VENV/bin/pip" freeze --exclude-editable > "$HERE/neuron-constraints.txt"
+  "$VENV/bin/pip" install --no-index --find-links "$WHEELS" -c "$HERE/neuron-constraints.txt" "infaas[aws]"
+  "$VENV/bin/pip" install --no-index --find-links "$WHEELS" --no-deps "onnx2torch>=1.5.15"
+else
+  "$VENV/bin/pip" install --no-index --find-links "$WHEELS" "infaas[aws]"
+fi
 if [ "$HW" = gpu ]; then
   # onnxruntime and onnxruntime-gpu provide the same module and must not be installed together.
   "$VENV/bin/pip" uninstall -y onnxruntime
-  "$VENV/bin/pip" install --no-index --find-links "$WHEELS" onnxruntime-gpu "tensorrt-cu12-libs>=10,<11"
-  # The TensorRT provider loads libnvinfer from the pip package's folder.
-  TRT_LIBS="$("$VENV/bin/python" -c 'import os, tensorrt_libs; print(os.path.dirname(tensorrt_libs.__file__))')"
-  echo "LD_LIBRARY_PATH=$TRT_LIBS" >> "$ENV_FILE"
+  "$VENV/bin/pip" install --no-index --find-links "$WHEELS" "onnxruntime-gpu[cuda,cudnn]" "tensorrt-cu12-libs>=10,<11"
+  # CUDA 12 and cuDNN 9 from their pip packages (the image's own CUDA may be a newer major), and TensorRT's
+  # libnvinfer: every one of their library folders on the worker's library path.
+  LIBS="$("$VENV/bin/python" -c 'import glob, os, site, tensorrt_libs
+dirs = sorted(glob.glob(os.path.join(site.getsitepackages()[0], "nvidia", "*", "lib")))
+print(":".join(dirs + [os.path.dirname(tensorrt_libs.__file__)]))')"
+  echo "LD_LIBRARY_PATH=$LIBS" >> "$ENV_FILE"
 fi
 
 id infaas >/dev/null 2>&1 || useradd --system --home-dir /var/lib/infaas --shell /usr/sbin/nologin infaas

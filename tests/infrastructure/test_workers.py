@@ -190,6 +190,8 @@ esac
   mkdir -p "$3/bin"
   printf '#!/bin/bash\\necho "pip $*" >> "$CALLS"\\n[ -z "${FAIL_PIP:-}" ] || exit 3\\n' > "$3/bin/pip"
   chmod +x "$3/bin/pip"
+  printf '#!/bin/bash\necho "python $*" >> "$CALLS"\necho /site/nvidia/cublas/lib:/site/tensorrt_libs\n' > "$3/bin/python"
+  chmod +x "$3/bin/python"
 fi
 """,
 }
@@ -273,3 +275,32 @@ def test_an_install_without_a_wheelhouse_or_of_an_unknown_type_fails_the_same_wa
     assert machine.install("tpu").returncode != 0
     assert "unknown hardware type tpu" in machine.log
     assert machine.calls[-1].startswith("aws autoscaling set-instance-health")
+
+
+def test_the_gpu_install_puts_cuda_12_from_its_packages_on_the_library_path(machine):
+    assert machine.install("gpu").returncode == 0, machine.log
+    venv = f"{machine.root}/opt/infaas/venv"
+    wheels = f"{machine.bundle}/wheelhouse"
+    assert "pip uninstall -y onnxruntime" in machine.calls
+    assert (f"pip install --no-index --find-links {wheels} onnxruntime-gpu[cuda,cudnn] tensorrt-cu12-libs>=10,<11"
+            in machine.calls)
+    assert any(c.startswith("python -c import glob, os, site, tensorrt_libs") for c in machine.calls), venv
+    env = (machine.root / "etc" / "infaas" / "worker.env").read_text()
+    assert "LD_LIBRARY_PATH=/site/nvidia/cublas/lib:/site/tensorrt_libs" in env
+
+
+def test_the_inferentia_install_changes_nothing_of_the_neuron_venv(machine):
+    """Its packages are constraints of the install; onnx2torch comes without dependencies (no PyPI torch)."""
+    for version in ("2.5", "2.7"):
+        venv = machine.root / "opt" / f"aws_neuronx_venv_pytorch_{version}"
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "pip").write_text('#!/bin/bash\necho "pip $*" >> "$CALLS"\n')
+        (venv / "bin" / "pip").chmod(0o755)
+    assert machine.install("inferentia").returncode == 0, machine.log
+    wheels, constraints = f"{machine.bundle}/wheelhouse", f"{machine.bundle}/neuron-constraints.txt"
+    pips = [c for c in machine.calls if c.startswith("pip ")]
+    assert pips == ["pip freeze --exclude-editable",
+                    f"pip install --no-index --find-links {wheels} -c {constraints} infaas[aws]",
+                    f"pip install --no-index --find-links {wheels} --no-deps onnx2torch>=1.5.15"]
+    unit = (machine.root / "etc" / "systemd" / "system" / "infaas-worker.service").read_text()
+    assert f"{machine.root}/opt/aws_neuronx_venv_pytorch_2.7/bin/python" in unit  # the newest
