@@ -118,11 +118,20 @@ def test_digits_as_a_function_at_two_memory_sizes(digits_model):
     assert any(line.startswith("chosen: ") for line in lines)
 
 
-def test_a_memory_size_smaller_than_the_process_is_left_out(digits_model):
-    path, _ = digits_model
-    found = profile_function(path, DIGITS_SPECS, 1, memory_sizes=(128,), limits=dataclasses.replace(QUICK, budget_s=0.05))
-    # Python with onnxruntime and numpy loaded takes more than 128 MB: no size fits
+def test_a_memory_size_smaller_than_the_process_is_left_out(tmp_path):
+    """A model of 77 MB of weights: interpreter, onnxruntime and the session's copy of the weights take
+    more than 128 MB, so the function would run out of memory at that size."""
+    w = numpy_helper.from_array(np.full((64, 300_000), 0.001, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["X", "w"], ["y"])], "big",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 300_000])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "big.onnx"))
+    found = profile_function(str(tmp_path / "big.onnx"), DIGITS_SPECS, 1, memory_sizes=(128,),
+                             limits=dataclasses.replace(QUICK, budget_s=0.05, min_runs=3))
     assert found.profiles == () and found.chosen is None and "peak memory" in found.left_out[128]
+    assert found.measurements[128].maxrss_bytes > 128 * 2**20
 
 
 # -- the hardware type -------------------------------------------------------------------------------
