@@ -120,16 +120,6 @@ def output_name(input_name: str) -> str:
 
 # -- the service ----------------------------------------------------------------------------
 QUEUED, EXPANDING, RUNNING, FAILED = "queued", "expanding", "running", "failed"  # a job record's phase
-_QUEUES: dict[int, JobQueue] = {}
-
-
-def _queue(settings: Settings) -> JobQueue:
-    """The deployment's job queue, made once per process (the worker's offline loop passes none)."""
-    if id(settings) not in _QUEUES:
-        from infaas.wiring import make_adapters
-
-        _QUEUES[id(settings)] = make_adapters(settings).queue
-    return _QUEUES[id(settings)]
 
 
 @dataclass
@@ -335,9 +325,11 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
     every batch: while it says no (online work is queued), the item waits.
 
     An expand message (``{"expand": job id}``, sent by ``JobService.submit`` on AWS) makes the job's
-    items instead (``JobService.expand``), with ``queue`` (default: the deployment's, from ``settings``)."""
+    items instead (``JobService.expand``), sending them to ``queue`` (the worker passes its own)."""
     if "expand" in msg:
-        service = JobService(store, queue if queue is not None else _queue(settings), settings,
+        if queue is None:
+            raise ValueError("an expand message needs the job queue to send the job's items to")
+        service = JobService(store, queue, settings,
                              catalogue=lambda: Catalogue.build(store.all_variants(), settings.hardware),
                              locations=locations, clock=clock)
         return service.expand(str(msg["expand"]))

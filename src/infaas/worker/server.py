@@ -271,7 +271,8 @@ class WorkerAgent:
             try:
                 await loop.run_in_executor(pool, lambda: offline.run_item(
                     body, self.store, self.settings, executor_for,
-                    locations=lambda uri, tenant: open_location(uri, self.settings, tenant), may_run=self._online_idle))
+                    locations=lambda uri, tenant: open_location(uri, self.settings, tenant), may_run=self._online_idle,
+                    queue=self.adapters.queue))
                 await loop.run_in_executor(pool, self.adapters.queue.ack, offline.LANE, receipt)
             except Exception:  # not acknowledged: retried after the visibility timeout, then dead-lettered
                 log.exception("offline item %s/%s failed; it will be retried", body.get("job"), body.get("item"))
