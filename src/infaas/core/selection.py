@@ -56,12 +56,14 @@ replicas missed the objective for most requests; see docs/evaluation.md.)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from infaas.core import tier
 from infaas.core.domain import (
     WORKER_UP,
     Decision,
@@ -74,6 +76,7 @@ from infaas.core.domain import (
 )
 from infaas.core.errors import InvalidInput, NoFeasibleVariant, NotFound, Unavailable
 from infaas.core.runtimes import required_runtimes
+from infaas.core.tier import TierState
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,10 @@ class Cluster:
     # hop); workers not in it cost ``default_overhead_ms``. Empty in the simulator (no API there).
     overhead_ms: Mapping[str, float] = field(default_factory=dict)
     default_overhead_ms: float = 0.0
+    # The serverless tier's warm pool (``core.tier.TierState``) where the deployment has the tier,
+    # and the time it is read at; None: no tier (``lambda`` variants are never chosen).
+    tier: TierState | None = None
+    now: float = 0.0
 
     def overhead(self, worker_id: str) -> float:
         return self.overhead_ms.get(worker_id, self.default_overhead_ms)
@@ -182,7 +189,8 @@ class Cluster:
     @staticmethod
     def build(workers: Iterable[Worker], hardware: Mapping[str, HardwareType],
               pending: Mapping[tuple[str, str], int] | None = None, *, refuse_late: bool = False,
-              catalogue: "Catalogue | None" = None, overhead_ms: Mapping[str, float] | None = None) -> "Cluster":
+              catalogue: "Catalogue | None" = None, overhead_ms: Mapping[str, float] | None = None,
+              tier: TierState | None = None, now: float = 0.0) -> "Cluster":
         """Only workers that are up (not draining) take new work."""
         up = [w for w in workers if w.state == WORKER_UP]
         replicas: dict[str, list[tuple[Worker, ReplicaLoad]]] = {}
@@ -216,6 +224,8 @@ class Cluster:
             loaded_ranked=loaded,
             overhead_ms=dict(overhead_ms or {}),
             default_overhead_ms=_typical(overhead_ms),
+            tier=tier,
+            now=now,
         )
 
     def with_workers(self, newer: Iterable[Worker]) -> "Cluster":
@@ -232,7 +242,7 @@ class Cluster:
                     or len(w.replicas) != len(old.replicas) or self.held[w.id] != {r.variant_id for r in w.replicas}):
                 workers.update({x.id: x for x in newer})
                 return Cluster.build(workers.values(), self.hardware, self.pending, refuse_late=self.refuse_late,
-                                     catalogue=self.catalogue, overhead_ms=self.overhead_ms)
+                                     catalogue=self.catalogue, overhead_ms=self.overhead_ms, tier=self.tier, now=self.now)
             workers[w.id] = w
             by_hw[w.hardware] = tuple(w if x.id == w.id else x for x in by_hw[w.hardware])
             for load in w.replicas:
@@ -244,7 +254,11 @@ class Cluster:
             idle.update(_idle_first({hw: by_hw[hw] for hw in {w.hardware for w in newer}}, backlog))
         return Cluster(workers, self.hardware, replicas, by_hw, self.held, self.pending, self.refuse_late,
                        self.prices, self.catalogue, backlog, idle, self.loaded_ranked, self.overhead_ms,
-                       self.default_overhead_ms)
+                       self.default_overhead_ms, self.tier, self.now)
+
+    def with_tier(self, tier: TierState | None, now: float) -> "Cluster":
+        """The same snapshot with the tier's warm pool as of ``now``."""
+        return dataclasses.replace(self, tier=tier, now=now)
 
 
 def _typical(overhead_ms: Mapping[str, float] | None) -> float:
@@ -433,6 +447,11 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
                 break
             best = _place(best, cost, v, steady, cold, query, cluster, catalogue, limit)
 
+    if cluster.tier is not None and (best is None or best.tier > 2):
+        # No machine replica answers in time, loaded or loading: the serverless tier, if it does.
+        fn = _function_option(everything, query, cluster, limit, max_cost, floor, publisher)
+        if fn is not None:
+            return _decision(fn, query, cluster)
     refuse = cluster.refuse_late if obj.if_late is None else obj.if_late == "refuse"
     if best is not None and best.tier == 4 and refuse:
         # Every replica would answer late: queueing it would make the queries behind it late too.
@@ -470,6 +489,38 @@ def _place(best: _Option | None, cost: float, v: Variant, steady: float, cold: f
     if steady <= limit:
         return _better(best, _Option(3, cost, cold, v, worker, batch, False))
     return best
+
+
+FUNCTION_TIER = 5  # ``_Option.tier`` of an answer by the serverless tier (decided between tiers 2 and 3)
+_TIER_WORKER = Worker(id=tier.HARDWARE, hardware=tier.HARDWARE, url="")
+
+
+def _function_option(ranked: tuple[tuple, ...], query: Query, cluster: Cluster, limit: float, max_cost: float,
+                     floor: float, publisher: str | None) -> _Option | None:
+    """The cheapest ``lambda`` variant the tier answers within the objective (then the more
+    accurate, the faster): its warm p99 at the query's rows, plus its cold start whenever no warm
+    environment is idle (``tier.predict_ms``), plus the overhead of a hop; priced per invocation
+    (``tier.invocation_cost``, the cold start billed too)."""
+    state, now = cluster.tier, cluster.now
+    best = None
+    for _, v, _, _ in ranked:
+        if v.hardware != tier.HARDWARE or v.profile is None or not v.profile.memory_mb:
+            continue
+        if (v.accuracy or 0.0) < floor or not _visible(v, query.tenant, publisher):
+            continue
+        fp = tier.function_profile_of(v.profile)
+        batch = min(query.rows, v.max_batch)
+        runs = math.ceil(query.rows / batch)
+        lat, p = tier.predict_ms(fp, state, v.id, now, batch)
+        lat = (lat + (runs - 1) * fp.latency_at(batch, "p99")) + cluster.default_overhead_ms
+        cost = runs * fp.cost_per_request(batch) + (tier.invocation_cost(fp.cold_start_ms, fp.memory_mb)
+                                                    - tier.PRICE_PER_REQUEST if p > 0 else 0.0)
+        if lat > limit or cost > max_cost:
+            continue
+        key = (cost, -(v.accuracy or 0.0), lat)
+        if best is None or key < best[0]:
+            best = (key, _Option(FUNCTION_TIER, cost, lat, v, _TIER_WORKER, batch, p == 0))
+    return None if best is None else best[1]
 
 
 def _better(a: _Option | None, b: _Option) -> _Option:
@@ -561,6 +612,7 @@ _WHY = {
     3: "cold start: cheapest variant whose steady latency meets the objective (this query pays its load)",
     4: "over capacity: every replica's queue breaks the objective; the shortest wait was chosen "
        "(the autoscaler adds replicas)",
+    FUNCTION_TIER: "no machine replica answers in time; the serverless tier does, cheapest variant first",
 }
 
 
@@ -568,11 +620,14 @@ def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
     obj = query.objective
     why = _WHY[o.tier]
     parts = [why, f"predicted {o.latency_ms:.2f} ms"]
+    if o.tier == FUNCTION_TIER:
+        parts.append("warm" if o.loaded else f"cold start {o.variant.profile.load_ms:.0f} ms included")
     if obj.latency_ms is not None:
         parts.append(f"objective {obj.latency_ms:g} ms")
     if obj.min_accuracy is not None:
         parts.append(f"accuracy {o.variant.accuracy:.3f} >= {obj.min_accuracy:g}")
     # Where to retry on a fault: another replica of the variant, else another worker that can load it.
+    # (The tier has none: a function's fault is the variant's.)
     others: list[Worker] = []
     seen = {o.worker.id}
     for w in itertools.chain([w for w, _ in cluster.replicas.get(o.variant.id, ())],
@@ -593,7 +648,7 @@ def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
         loaded=o.loaded,
         reason="; ".join(parts),
         fallback_workers=tuple((w.id, w.url) for w in others[:2]),
-        overhead_ms=round(cluster.overhead(o.worker.id), 4),
+        overhead_ms=round(cluster.overhead(o.worker.id) if o.tier != FUNCTION_TIER else cluster.default_overhead_ms, 4),
     )
 
 
