@@ -6,26 +6,39 @@ Transports only decode, call ``DataPlane.answer``, and encode.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import logging
 import math
+import os
 import time
-from dataclasses import dataclass, replace
+import uuid
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
 
 from infaas.app.coalescer import Coalescer
 from infaas.app.store import MetadataStore
+from infaas.core import tier
 from infaas.core.domain import (
     FAILED,
     Decision,
     Query,
     TensorSpec,
 )
-from infaas.core.errors import InfaasError, NotFound, VariantFault, WorkerFault
+from infaas.core.errors import (
+    ConditionFailed,
+    InfaasError,
+    NoFeasibleVariant,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    VariantFault,
+    WorkerFault,
+)
 from infaas.core.inputs import validate_inputs
-from infaas.core.ports import WorkerClient
+from infaas.core.ports import FunctionTier, WorkerClient
 from infaas.core.selection import Catalogue, Cluster, candidates, select
 from infaas.core.settings import Settings
 
@@ -47,6 +60,30 @@ ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("infaas_a
 OVERHEAD_WEIGHT = 0.1
 OVERHEAD_CAP_MS = 50.0
 
+# The serverless tier (``functions``): its recent rate per variant is counted over this window
+# (``DataPlane.tier_rates``) and published to the store every ``TIER_PUBLISH_S`` under the policy
+# state ``TIER_DEMAND`` (one entry per data-plane process; ``tier_demand`` sums the fresh ones).
+TIER_RATE_WINDOW_S = 60.0
+TIER_PUBLISH_S = 10.0
+TIER_DEMAND = "tier-demand"
+TIER_EXPIRE_S = 1.0  # the warm pool's idle environments are aged out at most this often
+# The invocation's payload is the rows as a base64 .npz: 4/3 of their bytes, plus the event's own
+TIER_PAYLOAD_OVERHEAD = 4096
+
+
+@dataclass
+class TierStats:
+    """One variant's invocations of the serverless tier, as this process made them."""
+
+    invocations: int = 0  # answered
+    cold_starts: int = 0  # of which the function loaded the model (``cold`` in its answer)
+    errors: int = 0  # the function failed or refused (not throttles)
+    throttles: int = 0  # no concurrency left (ours, or the function's)
+    duration_ms: float = 0.0  # round trips of answered invocations, as measured here
+    billed_ms: int = 0  # as the function reported it: init and run, rounded up per invocation
+    cost: float = 0.0  # USD, request price included (``tier.invocation_cost``)
+    recent: collections.deque = field(default_factory=collections.deque)  # times of recent invocations
+
 
 @dataclass
 class Answer:
@@ -65,8 +102,17 @@ class DataPlane:
     """
 
     def __init__(self, store: MetadataStore, client: WorkerClient, settings: Settings,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, functions: FunctionTier | None = None) -> None:
         self.store, self.client, self.settings, self.clock = store, client, settings, clock
+        # the serverless tier (INFAAS_FUNCTION_TIER=on): how its functions are invoked, and this process's
+        # view of their warm pool (acquired before, released after each invocation, aged on refresh)
+        self.functions = functions
+        self.tier_state: tier.TierState | None = None if functions is None else tier.TierState(
+            concurrency=functions.concurrency, keep_warm_s=settings.function_keep_warm_s)
+        self.tier_stats: dict[str, TierStats] = {}
+        self._tier_expired_at = -math.inf
+        self._tier_published_at = -math.inf
+        self._instance = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._catalogue = Catalogue.build([])
         self._catalogue_version = -1
         self._specs: dict[str, tuple[TensorSpec, ...]] = {}
@@ -129,13 +175,21 @@ class DataPlane:
         healthy = [w for w in self.store.workers() if self._suspect_until.get(w.id, 0.0) <= now]
         self._cluster = self._build_cluster(healthy)
         self._refreshed_at = now
+        if self.functions is not None:
+            expire = getattr(self.functions, "expire", None)
+            if expire is not None:  # the local tier's idle instances past keep-warm stop
+                expire()
+            if now - self._tier_published_at >= TIER_PUBLISH_S:
+                self._tier_published_at = now
+                self._publish_tier_demand(now)
 
     def _build_cluster(self, workers) -> Cluster:
         live = {w.id for w in workers}
         if len(self._overhead) > len(live) + 64:  # forget workers long gone
             self._overhead = {k: v for k, v in self._overhead.items() if k in live}
         return Cluster.build(workers, self.settings.hardware, self._pending, refuse_late=self.settings.refuse_late == "on",
-                             catalogue=self._catalogue, overhead_ms=self._overhead)
+                             catalogue=self._catalogue, overhead_ms=self._overhead, tier=self.tier_state,
+                             now=self.clock())
 
     def input_specs(self, query: Query) -> tuple[TensorSpec, ...]:
         """The input spec of what the query names, if the tenant may use it.
@@ -177,7 +231,19 @@ class DataPlane:
         feed, rows = validate_inputs(arrays, specs, self.settings.max_rows)
         query = Query(rows, query.objective, query.variant, query.architecture, query.task, query.tenant)
         catalogue, cluster = await self.fresh_snapshot()
+        if self.functions is not None:
+            cluster = self._with_tier(cluster, feed)
         decision = select(query, catalogue, cluster)
+        if decision.worker == tier.HARDWARE:
+            try:
+                return await self._invoke_function(query, decision, catalogue, feed, rows, t0)
+            except (Unavailable, PayloadTooLarge) as exc:  # throttled, or too large for it: the machines
+                log.info("the function tier did not take %s (%s): deciding again without it", decision.variant,
+                         exc.code)
+                try:
+                    decision = select(query, catalogue, cluster.with_tier(None, 0.0))
+                except (NoFeasibleVariant, Unavailable):
+                    raise exc from None
         targets = [(decision.worker, decision.worker_url), *decision.fallback_workers][:2]
         retried, retry_reason = False, None
         chosen = catalogue.variants[decision.variant]
@@ -210,6 +276,102 @@ class DataPlane:
         else:
             self._observe(decision, latency_ms)
         return Answer(outputs, decision, latency_ms, retried, retry_reason)
+
+    # -- the serverless tier -----------------------------------------------------------------------
+    def _with_tier(self, cluster: Cluster, feed: Mapping[str, np.ndarray]) -> Cluster:
+        """The snapshot with the tier's warm pool as of now (aged out at most every ``TIER_EXPIRE_S``),
+        or without the tier for rows the function cannot take (over its 6 MB payload)."""
+        size = sum(int(a.nbytes) for a in feed.values()) * 4 // 3 + TIER_PAYLOAD_OVERHEAD
+        if size > tier.MAX_PAYLOAD_BYTES:
+            return cluster.with_tier(None, 0.0)
+        now = self.clock()
+        if now - self._tier_expired_at >= TIER_EXPIRE_S:
+            self.tier_state = tier.expire(self.tier_state, now)
+            self._tier_expired_at = now
+        return cluster.with_tier(self.tier_state, now)
+
+    async def _invoke_function(self, query: Query, decision: Decision, catalogue: Catalogue,
+                               feed: Mapping[str, np.ndarray], rows: int, t0: float) -> Answer:
+        """Answer with the ``lambda`` variant the selector chose: acquire an environment of the warm pool,
+        invoke the function, release it. Throttles and payloads it refuses are raised for the caller to
+        decide again without the tier; any other failure of the function is the variant's."""
+        v = catalogue.variants[decision.variant]
+        stats = self.tier_stats.get(v.id) or self.tier_stats.setdefault(v.id, TierStats())
+        now = self.clock()
+        try:
+            self.tier_state, _ = tier.acquire(self.tier_state, v.id, now)
+        except tier.Throttled as exc:
+            stats.throttles += 1
+            self.function_called(v.id, "throttled", None)
+            raise Unavailable(f"the function tier is at its concurrency limit: {exc}", retry_after_s=1.0) from None
+        started = time.perf_counter()
+        try:
+            outputs, info = await self.functions.invoke(v.id, v.model_key, feed, memory_mb=v.profile.memory_mb,
+                                                        timeout_s=min(tier.MAX_DURATION_S, 30.0))
+        except Unavailable:
+            stats.throttles += 1
+            self.function_called(v.id, "throttled", None)
+            raise
+        except VariantFault as exc:
+            stats.errors += 1
+            self.function_called(v.id, "error", None)
+            self._variant_failed(v.id, exc)
+            raise
+        except InfaasError:
+            stats.errors += 1
+            self.function_called(v.id, "error", None)
+            raise
+        finally:
+            self.tier_state = tier.release(self.tier_state, v.id, self.clock())
+        duration_ms = (time.perf_counter() - started) * 1000
+        stats.invocations += 1
+        stats.cold_starts += int(bool(info.get("cold")))
+        stats.duration_ms += duration_ms
+        stats.billed_ms += int(info.get("billed_ms") or 0)
+        stats.cost += float(info.get("cost") or 0.0)
+        stats.recent.append(now)
+        while stats.recent and stats.recent[0] < now - TIER_RATE_WINDOW_S:
+            stats.recent.popleft()
+        info["duration_ms"] = duration_ms
+        self.function_called(v.id, "ok", info)
+        self._faults.pop(v.id, None)
+        latency_ms = (time.perf_counter() - t0) * 1000
+        cold = bool(info.get("cold"))
+        if cold != (not decision.loaded):  # the pool's guess was wrong: say what happened
+            decision = replace(decision, reason=decision.reason + f"; the function started {'cold' if cold else 'warm'}")
+        decision = replace(decision, loaded=not cold)
+        return Answer(outputs, decision, latency_ms, False, None)
+
+    def function_called(self, variant_id: str, outcome: str, info: Mapping | None) -> None:
+        """One invocation of the tier ended: ``ok`` (``info``: the function's report, ``duration_ms`` the
+        round trip here), ``error`` or ``throttled``. The counts are in ``tier_stats``; a front end that
+        publishes metrics of its own (the selector function's EMF) extends this."""
+
+    def tier_rates(self, now: float | None = None) -> dict[str, float]:
+        """Invocations per second of each variant on the tier over the last ``TIER_RATE_WINDOW_S``, as
+        this process made them (what the scaling policy weighs against machines)."""
+        now = self.clock() if now is None else now
+        out = {}
+        for vid, s in list(self.tier_stats.items()):
+            n = sum(1 for t in list(s.recent) if t >= now - TIER_RATE_WINDOW_S)
+            if n:
+                out[vid] = n / TIER_RATE_WINDOW_S
+        return out
+
+    def _publish_tier_demand(self, now: float) -> None:
+        """This process's ``tier_rates`` into the store's ``TIER_DEMAND`` state (its own entry; entries
+        older than two windows are dropped), for an autoscaler in another process."""
+        rates = self.tier_rates(now)
+        try:
+            doc, version = self.store.get_state(TIER_DEMAND)
+            entries = {k: e for k, e in (doc.get("entries") or {}).items()
+                       if isinstance(e, dict) and now - float(e.get("at", 0)) < 2 * TIER_RATE_WINDOW_S}
+            if not rates and self._instance not in entries and not version:
+                return
+            entries[self._instance] = {"at": now, "window_s": TIER_RATE_WINDOW_S, "rates": rates}
+            self.store.put_state(TIER_DEMAND, {"entries": entries}, expect_version=version)
+        except (ConditionFailed, InfaasError) as exc:  # another process wrote meanwhile, or the store is busy
+            log.debug("tier demand not published: %s", exc)
 
     def _observe(self, decision: Decision, latency_ms: float) -> None:
         """Fold one warm answer into its worker's overhead estimate: what it took beyond the queue
@@ -245,6 +407,19 @@ class DataPlane:
             c = self._coalescers[key] = Coalescer(self.client, url, variant_id, max_rows,
                                                   max_bytes=self.settings.max_body_bytes, model=model)
         return c
+
+
+def tier_demand(store: MetadataStore, now: float, max_age_s: float = 2 * TIER_RATE_WINDOW_S) -> dict[str, float]:
+    """The serverless tier's recent invocations per second per variant, summed over the data-plane
+    processes that published within ``max_age_s`` (``DataPlane._publish_tier_demand``)."""
+    doc, _ = store.get_state(TIER_DEMAND)
+    out: dict[str, float] = {}
+    for e in (doc.get("entries") or {}).values():
+        if not isinstance(e, dict) or now - float(e.get("at", 0)) >= max_age_s:
+            continue
+        for vid, rate in (e.get("rates") or {}).items():
+            out[vid] = out.get(vid, 0.0) + float(rate)
+    return out
 
 
 def _moved(d: Decision, target: tuple[str, str], why: str | None = None) -> Decision:

@@ -125,3 +125,31 @@ class WorkerClient:
 
     async def close(self) -> None:
         return None
+
+
+class FunctionTier:
+    """Runs one query's rows of a ``lambda`` variant (the serverless CPU tier, ``core/tier.py``) in a
+    function: AWS Lambda (``adapters/aws/functions.py``) or local processes standing in for its
+    execution environments (``adapters/local/functions.py``).
+
+    ``invoke`` sends the rows synchronously and answers ``(outputs, info)``: the arrays by output
+    name, and what the function reported about the invocation -- ``cold`` (it loaded the model),
+    ``init_ms`` (what it spent that a warm one does not), ``run_ms``, ``memory_mb``, ``billed_ms``
+    (the duration as billed: init and run, rounded up to the millisecond), ``function`` (which
+    function ran it). Implementations raise the product's errors: ``Unavailable`` (503, with
+    ``retry_after_s``) when the function is throttled (no concurrency left), ``PayloadTooLarge``
+    (413) for a request or answer over the synchronous limit (``tier.MAX_PAYLOAD_BYTES``),
+    ``VariantFault`` (502) when the function failed (the model, the runtime, a timeout), and the
+    function's own refusals as themselves (``InvalidInput``, ``NotFound``)."""
+
+    # invocations that may run at once before the function throttles (the selector's ``TierState``
+    # plans with it): the account's quota on AWS, the instances this machine runs locally
+    concurrency: int = 1000
+
+    async def invoke(self, variant_id: str, model_key: str, arrays: Mapping[str, Any], *, memory_mb: int,
+                     outputs: tuple[str, ...] | None = None, query_id: str | None = None,
+                     timeout_s: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:  # pragma: no cover
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None

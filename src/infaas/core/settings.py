@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 from infaas.core.domain import HardwareType
+from infaas.core.tier import HARDWARE as FUNCTION_HARDWARE
 
 DEFAULT_PRICES = "cpu=0.085,gpu=0.526,inferentia=0.7582"
 
@@ -208,6 +209,12 @@ class Settings:
     worker_secret_arn: str = ""
     profile_timeout_s: float = 300.0
     profile_memory_bytes: int = 4 << 30
+    # The serverless CPU tier (core/tier.py, docs/function-tier.md): "on" lets the selector answer with a
+    # ``lambda`` variant when no machine replica does in time; locally its functions are processes on this
+    # machine (adapters/local/functions.py), on AWS the stack's inference functions (INFAAS_FUNCTION_NAMES)
+    function_tier: str = "off"
+    function_keep_warm_s: float = 300.0  # an idle function instance is assumed warm this long (tier.KEEP_WARM_S)
+    function_concurrency: int = 0  # invocations at once before throttling; 0: local 4, AWS tier.DEFAULT_CONCURRENCY
     hardware: Mapping[str, HardwareType] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -225,7 +232,10 @@ class Settings:
             raise SettingsError(f"INFAAS_AUTH={self.auth!r}: expected 'keys' or 'off'")
         if self.backend not in ("local", "aws"):
             raise SettingsError(f"INFAAS_BACKEND={self.backend!r}: expected 'local' or 'aws'")
-        unpriced = [h for h in self.build_hardware_types if h not in self.hardware]
+        if self.function_tier not in ("on", "off"):
+            raise SettingsError(f"INFAAS_FUNCTION_TIER={self.function_tier!r}: expected 'on' or 'off'")
+        # the function tier (``lambda``) is priced per invocation (core/tier.py), not per hour
+        unpriced = [h for h in self.build_hardware_types if h not in self.hardware and h != FUNCTION_HARDWARE]
         if unpriced:
             raise SettingsError(f"INFAAS_BUILD_HARDWARE: {unpriced} have no price in INFAAS_HARDWARE_PRICES")
 

@@ -251,3 +251,82 @@ def predict_ms(profile: FunctionProfile, state: TierState, vid: str, now: float,
     if available(state, now) <= 0:
         return math.inf, p
     return profile.latency_at(batch, "p99") + (profile.cold_start_ms if p > 0 else 0.0), p
+
+
+# -- the function's contract (functions/inference/handler.py) ---------------------------------------------
+# What the data plane sends and reads back, whatever runs the function (AWS Lambda, or the local
+# stand-in processes): pure encoding, no I/O. Arrays travel as one base64 ``.npz`` (exact dtypes and
+# shapes, about 4/3 of their bytes), and the answer's outputs come back the same way.
+def invocation_event(variant_id: str, model_key: str, arrays: Mapping, outputs: Iterable[str] | None = None,
+                     query_id: str | None = None) -> bytes:
+    """The invocation's JSON payload. Raises ``PayloadTooLarge`` over the synchronous limit (the
+    caller sends such a query to a machine instead)."""
+    import base64
+    import io
+    import json
+
+    import numpy as np
+
+    from infaas.core.errors import PayloadTooLarge
+
+    buf = io.BytesIO()
+    np.savez(buf, **{name: np.asarray(a) for name, a in arrays.items()})
+    event = {"variant_id": variant_id, "model_key": model_key, "inputs": base64.b64encode(buf.getvalue()).decode("ascii")}
+    if outputs:
+        event["outputs"] = list(outputs)
+    if query_id:
+        event["id"] = query_id
+    payload = json.dumps(event, separators=(",", ":")).encode()
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(f"the invocation would be {len(payload):,} bytes, over the function tier's synchronous "
+                              f"limit of {MAX_PAYLOAD_BYTES:,} (6 MB)", field="inputs")
+    return payload
+
+
+def invocation_answer(payload: bytes | Mapping, memory_mb: int) -> tuple[dict, dict]:
+    """(outputs by name, info) of the function's answer: ``info`` holds ``cold``, ``init_ms``,
+    ``run_ms``, ``memory_mb``, ``billed_ms`` (init and run as billed) and ``cost`` (USD, the request
+    price included). A refusal the function answered (``{"error", "status"}``) is raised as the
+    product's error; an answer that is not the function's is a ``VariantFault``."""
+    import base64
+    import io
+    import json
+
+    import numpy as np
+
+    from infaas.core.errors import VariantFault, decode
+
+    try:
+        doc = json.loads(payload) if isinstance(payload, (bytes, bytearray, str)) else dict(payload)
+    except ValueError:
+        raise VariantFault(f"the function answered something that is not JSON: {bytes(payload)[:200]!r}") from None
+    if not isinstance(doc, dict):
+        raise VariantFault(f"the function answered {type(doc).__name__}, not an object")
+    if "error" in doc:
+        status = doc.get("status") if isinstance(doc.get("status"), int) else 502
+        raise decode(status, json.dumps(doc["error"]).encode())
+    try:
+        raw = doc["outputs"]
+        if isinstance(raw, str):
+            with np.load(io.BytesIO(base64.b64decode(raw)), allow_pickle=False) as z:
+                outputs = {name: z[name] for name in z.files}
+        else:
+            from infaas.core.oip import tensors_from_json
+
+            outputs = tensors_from_json(raw)
+        init_ms, run_ms = float(doc.get("init_ms") or 0.0), float(doc.get("run_ms") or 0.0)
+    except Exception as exc:  # noqa: BLE001 - a malformed answer is the function's fault
+        raise VariantFault(f"the function's answer is malformed: {type(exc).__name__}: {str(exc)[:200]}") from None
+    size = int(doc.get("memory_mb") or memory_mb)
+    billed = billed_ms(init_ms + run_ms)
+    info = {"cold": bool(doc.get("cold")), "environment_cold": bool(doc.get("environment_cold")), "init_ms": init_ms,
+            "run_ms": run_ms, "memory_mb": size, "billed_ms": billed,
+            "cost": invocation_cost(billed, min(max(size, MIN_MEMORY_MB), MAX_MEMORY_MB)), "rows": doc.get("rows")}
+    return outputs, info
+
+
+def function_size(memory_mb: int, deployed: Iterable[int]) -> int | None:
+    """The deployed function size that runs a variant profiled at ``memory_mb``: that size, else
+    the smallest larger one (more CPU, never less memory), else None."""
+    sizes = sorted(set(int(s) for s in deployed))
+    return next((s for s in sizes if s >= memory_mb), None)

@@ -22,7 +22,7 @@ from infaas.app.autoscaler import Autoscaler
 from infaas.app.control import ControlPlane
 from infaas.app.data import DataPlane
 from infaas.core.settings import Settings
-from infaas.wiring import make_adapters, worker_secret
+from infaas.wiring import make_adapters, make_function_tier, worker_secret
 
 log = logging.getLogger("infaas.local")
 
@@ -95,7 +95,8 @@ def build_services(settings: Settings) -> Services:
     # prefers it; every call carries the stack's worker credential
     client = HttpWorkerClient(timeout_s=settings.request_timeout_s, socket_dir=socket_dir(settings.data_dir),
                               key=worker_secret(settings))
-    data = DataPlane(adapters.store, client, settings)
+    # the serverless tier (INFAAS_FUNCTION_TIER=on): processes on this machine running the inference function
+    data = DataPlane(adapters.store, client, settings, functions=make_function_tier(settings, adapters.models))
     return Services(control, data, settings)
 
 
@@ -141,6 +142,7 @@ def run(settings: Settings) -> None:
     port = sock.getsockname()[1]  # the one bound, should the setting be 0 (any free port)
     workers = WorkerProcesses(settings)
     stop = threading.Event()
+    services = None
     try:
         services = build_services(settings)
         for _ in range(settings.workers):
@@ -177,6 +179,8 @@ def run(settings: Settings) -> None:
     finally:
         stop.set()
         workers.stop_all()
+        if services is not None and getattr(services.data.functions, "shutdown", None) is not None:
+            services.data.functions.shutdown()  # the tier's instances on this machine
         sock.close()
         os.close(lock)
 

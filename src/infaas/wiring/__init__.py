@@ -33,6 +33,23 @@ def make_adapters(settings: Settings) -> Adapters:
     return LocalAdapters(settings)
 
 
+def make_function_tier(settings: Settings, models: ModelStore | None = None):
+    """The serverless tier's ``FunctionTier`` where ``INFAAS_FUNCTION_TIER=on``, else None: on AWS the
+    stack's inference functions (``INFAAS_FUNCTION_NAMES``); locally processes running the same
+    handler on the model folder (``adapters/local/functions.py``)."""
+    if settings.function_tier != "on":
+        return None
+    if settings.backend == "aws":
+        from infaas.adapters.aws.functions import LambdaFunctionTier, function_names
+        from infaas.core.tier import DEFAULT_CONCURRENCY
+
+        return LambdaFunctionTier(function_names(), concurrency=settings.function_concurrency or DEFAULT_CONCURRENCY)
+    from infaas.adapters.local.functions import DEFAULT_CONCURRENCY, LocalFunctionTier
+
+    return LocalFunctionTier(settings.models_dir, keep_warm_s=settings.function_keep_warm_s,
+                             concurrency=settings.function_concurrency or DEFAULT_CONCURRENCY)
+
+
 def worker_secret(settings: Settings) -> str:
     """The credential every call to a worker carries: ``INFAAS_WORKER_SECRET`` when set; on AWS the
     Secrets Manager secret ``INFAAS_WORKER_SECRET_ARN`` names (the selector function and the workers
