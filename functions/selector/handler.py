@@ -4,15 +4,19 @@ The hot path is API Gateway -> this function -> a worker on the private
 network: the function runs in the VPC (the workers' security group admits
 only this function's), parses and validates the query, selects a variant and
 a worker (``infaas.core.selection``), sends the rows to the worker and, on a
-worker fault, retries once on another worker (``DataPlane.infer``). No other
-Lambda is called on a query.
+worker fault, retries once on another worker (``DataPlane.infer``). The only
+other Lambda it may call on a query is the serverless tier's (below).
 
 The catalogue and the cluster view are cached per container and refreshed
 every ``INFAAS_SNAPSHOT_S`` (the catalogue only when its version moved), so a
 warm container answers with one DynamoDB read per refresh, not per query.
 Each answer is measured in embedded metric format (``QueryLatency`` and
 ``Queries`` per hardware type, ``WorkerFaults``, ``Rejected``): the
-autoscaler's latency alarms read them.
+autoscaler's latency alarms read them. With the serverless tier on, a query
+no worker answers in time goes to an inference function
+(``functions/inference``, ``lambda:InvokeFunction``), counted as
+``FunctionInvocations``, ``FunctionColdStarts``, ``FunctionDuration`` per
+variant and ``FunctionErrors``, ``FunctionThrottles`` (alarmed).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from infaas.api.aws import ApiGatewayIdentity, lambda_services
 from infaas.app.data import DataPlane
 from infaas.core.errors import InfaasError
 from infaas.core.settings import Settings
-from infaas.wiring import make_adapters, worker_secret
+from infaas.wiring import make_adapters, make_function_tier, worker_secret
 
 logger = Logger()
 # the package's own loggers (infaas.*) log through Powertools too: JSON, with the correlation id
@@ -60,12 +64,27 @@ class MeasuredDataPlane(DataPlane):
             names.emf(names.WORKER_FAULTS, 1)
         return answer
 
+    def function_called(self, variant_id, outcome, info):
+        """One invocation of the serverless tier: its counts per variant, errors and throttles (alarmed)."""
+        if outcome == "ok":
+            names.emf(names.FUNCTION_INVOCATIONS, 1, Variant=variant_id)
+            names.emf(names.FUNCTION_DURATION, round(float(info["duration_ms"]), 3), Variant=variant_id)
+            if info.get("cold"):
+                names.emf(names.FUNCTION_COLD_STARTS, 1, Variant=variant_id)
+        elif outcome == "throttled":
+            names.emf(names.FUNCTION_THROTTLES, 1)
+        else:
+            names.emf(names.FUNCTION_ERRORS, 1)
+
 
 SETTINGS = Settings.from_env()
 ADAPTERS = make_adapters(SETTINGS)  # the role only allows reading the table: the store is all this function uses
 # every call to a worker carries the worker key, read from Secrets Manager at the first query
+# the serverless tier (INFAAS_FUNCTION_TIER=on, the stack's -c infaas:tier=on): the inference functions, invoked
+# here when no worker answers in time (INFAAS_FUNCTION_NAMES; the role may invoke those and no other)
 DATA = MeasuredDataPlane(ADAPTERS.store, HttpWorkerClient(timeout_s=SETTINGS.request_timeout_s,
-                                                           key=lambda: worker_secret(SETTINGS)), SETTINGS)
+                                                           key=lambda: worker_secret(SETTINGS)), SETTINGS,
+                         functions=make_function_tier(SETTINGS))
 # only the data plane's routes: no registration (python-multipart, onnx), offline jobs, metrics or pages to load
 ASGI = Mangum(ApiGatewayIdentity(create_app(lambda_services(SETTINGS, ADAPTERS, DATA), control_plane=False)),
               lifespan="off")

@@ -14,6 +14,13 @@ Series (counters end in ``_total``):
 - ``infaas_selections_total{variant}``: queries answered by each variant.
 - ``infaas_worker_calls_total{variant,outcome}``: calls from this API to workers (after coalescing),
   ``ok`` or ``failed``.
+- ``infaas_function_invocations_total{variant,outcome}``: invocations of the serverless tier
+  (``INFAAS_FUNCTION_TIER=on``) by this API, ``ok``, ``error`` or ``throttled``;
+  ``infaas_function_cold_starts_total{variant}`` (answered cold: the function loaded the model),
+  ``infaas_function_duration_seconds_total{variant}`` (round trips of answered invocations),
+  ``infaas_function_billed_seconds_total{variant}``, ``infaas_function_cost_dollars_total{variant}`` and
+  ``infaas_function_rate{variant}`` (invocations per second over the last minute: what the scaling
+  policy weighs against machines).
 - ``infaas_replicas{worker,variant}`` (1 per loaded replica), ``infaas_replica_queued_rows{worker,variant}``
   (rows waiting or running there at the worker's last heartbeat), ``infaas_workers{state}`` (``up``,
   ``draining``, ``suspect``: failed a call from this API lately and kept out of selection): read
@@ -84,8 +91,35 @@ class _Collector:
             calls.add_metric([vid, "failed"], s.failed_calls)
         yield selections
         yield calls
+        yield from self._functions(CounterMetricFamily, GaugeMetricFamily)
 
         yield from self._workers(GaugeMetricFamily)
+
+    def _functions(self, Counter, Gauge):
+        stats = dict(getattr(self.svc.data, "tier_stats", None) or {})
+        if not stats:
+            return
+        calls = Counter("infaas_function_invocations", "Invocations of the serverless tier, by variant and outcome",
+                        labels=["variant", "outcome"])
+        cold = Counter("infaas_function_cold_starts", "Answered invocations that loaded the model", labels=["variant"])
+        duration = Counter("infaas_function_duration_seconds", "Round trips of answered invocations",
+                           labels=["variant"])
+        billed = Counter("infaas_function_billed_seconds", "Duration as billed (init and run, rounded up to 1 ms)",
+                         labels=["variant"])
+        cost = Counter("infaas_function_cost_dollars", "What the invocations cost, request price included",
+                       labels=["variant"])
+        rate = Gauge("infaas_function_rate", "Invocations per second over the last minute", labels=["variant"])
+        rates = self.svc.data.tier_rates()
+        for vid, s in sorted(stats.items()):
+            calls.add_metric([vid, "ok"], s.invocations)
+            calls.add_metric([vid, "error"], s.errors)
+            calls.add_metric([vid, "throttled"], s.throttles)
+            cold.add_metric([vid], s.cold_starts)
+            duration.add_metric([vid], s.duration_ms / 1000)
+            billed.add_metric([vid], s.billed_ms / 1000)
+            cost.add_metric([vid], s.cost)
+            rate.add_metric([vid], rates.get(vid, 0.0))
+        yield from (calls, cold, duration, billed, cost, rate)
 
     def _workers(self, Gauge):
         try:

@@ -21,12 +21,22 @@ WORKER_FAULTS = "WorkerFaults"  # Count; selector (a query retried elsewhere)
 REJECTED = "Rejected"  # Count, per Reason; selector (no feasible variant, bad input)
 DESIRED_WORKERS = "DesiredWorkers"  # Count, per Hardware; autoscaler
 UNHEALTHY_WORKERS = "UnhealthyWorkers"  # Count; autoscaler (instances marked unhealthy this period)
+# the serverless tier (functions/inference), as the selector invoked it
+FUNCTION_INVOCATIONS = "FunctionInvocations"  # Count, per Variant; answered invocations
+FUNCTION_COLD_STARTS = "FunctionColdStarts"  # Count, per Variant; of those, the function loaded the model
+FUNCTION_DURATION = "FunctionDuration"  # Milliseconds, per Variant; the invocation's round trip from the selector
+FUNCTION_ERRORS = "FunctionErrors"  # Count; the function failed or refused (alarmed)
+FUNCTION_THROTTLES = "FunctionThrottles"  # Count; no concurrency left, the query went to a machine or was refused (alarmed)
 
 UNITS = {QUERY_LATENCY: "Milliseconds", QUERIES: "Count", WORKER_FAULTS: "Count", REJECTED: "Count",
-         DESIRED_WORKERS: "Count", UNHEALTHY_WORKERS: "Count"}
+         DESIRED_WORKERS: "Count", UNHEALTHY_WORKERS: "Count", FUNCTION_INVOCATIONS: "Count",
+         FUNCTION_COLD_STARTS: "Count", FUNCTION_DURATION: "Milliseconds", FUNCTION_ERRORS: "Count",
+         FUNCTION_THROTTLES: "Count"}
 DIMENSIONS: dict[str, tuple[str, ...]] = {QUERY_LATENCY: ("Hardware",), QUERIES: ("Hardware",), WORKER_FAULTS: (),
                                           REJECTED: ("Reason",), DESIRED_WORKERS: ("Hardware",),
-                                          UNHEALTHY_WORKERS: ()}
+                                          UNHEALTHY_WORKERS: (), FUNCTION_INVOCATIONS: ("Variant",),
+                                          FUNCTION_COLD_STARTS: ("Variant",), FUNCTION_DURATION: ("Variant",),
+                                          FUNCTION_ERRORS: (), FUNCTION_THROTTLES: ()}
 
 
 def emf(name: str, value: float, out=None, **dimensions: str) -> str:
