@@ -19,6 +19,13 @@ looking at the sources' dates); the manifest says whether it was.
 The build is skipped when ``build/layers/deps/manifest.json`` records the same
 requirements, platform and Python version (``--force`` rebuilds).
 
+The serverless tier's inference function (``functions/inference``) has a layer of its own,
+``build/layers/inference`` (``build_inference``): onnxruntime and numpy from
+``layers/requirements-inference.txt``, without their other dependencies (onnxruntime's Python
+package imports numpy only), for ``manylinux_2_28_x86_64`` (onnxruntime publishes no older
+tag for cp312; Lambda's python3.12 runs on Amazon Linux 2023, glibc 2.34). ``make layers``
+builds both.
+
 Usage: ``make layers`` (or ``python layers/build.py [--force] [--check]``).
 """
 
@@ -37,6 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "layers" / "requirements.txt"
 OUT = ROOT / "build" / "layers" / "deps"
 FUNCTIONS = ("frontend", "selector", "autoscaler")
+INFERENCE_REQUIREMENTS = ROOT / "layers" / "requirements-inference.txt"
+INFERENCE_OUT = ROOT / "build" / "layers" / "inference"
+INFERENCE_PLATFORM = "manylinux_2_28_x86_64"  # onnxruntime's cp312 wheels; Lambda's AL2023 has glibc 2.34
 
 PYTHON_VERSION = "3.12"  # the functions' runtime (cdk/infaas_cdk/config.py: LAMBDA_RUNTIME)
 PLATFORM = "manylinux2014_x86_64"
@@ -74,26 +84,31 @@ def compile_bytecode(folder: Path, python: str) -> None:
                     str(folder)], check=True, stdout=subprocess.DEVNULL)
 
 
-def _fingerprint(python_version: str = PYTHON_VERSION, bytecode: bool = True) -> str:
-    text = (REQUIREMENTS.read_text() + PLATFORM + python_version + repr(PRUNE) + repr(PRUNE_NAMES)
+def _fingerprint(python_version: str = PYTHON_VERSION, bytecode: bool = True, requirements: Path = REQUIREMENTS,
+                 platform: str = PLATFORM) -> str:
+    text = (requirements.read_text() + platform + python_version + repr(PRUNE) + repr(PRUNE_NAMES)
             + ("bytecode" if bytecode else ""))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def is_current(out: Path = OUT, python_version: str = PYTHON_VERSION) -> bool:
+def is_current(out: Path = OUT, python_version: str = PYTHON_VERSION, requirements: Path = REQUIREMENTS,
+               platform: str = PLATFORM) -> bool:
     manifest = out / "manifest.json"
     if not manifest.is_file() or not (out / "python").is_dir():
         return False
     recorded = json.loads(manifest.read_text())
-    return recorded.get("fingerprint") == _fingerprint(python_version, bool(recorded.get("bytecode")))
+    return recorded.get("fingerprint") == _fingerprint(python_version, bool(recorded.get("bytecode")), requirements,
+                                                       platform)
 
 
-def build(force: bool = False, out: Path = OUT, python_version: str = PYTHON_VERSION) -> Path:
+def build(force: bool = False, out: Path = OUT, python_version: str = PYTHON_VERSION, *,
+          requirements: Path = REQUIREMENTS, platform: str = PLATFORM, deps: bool = True) -> Path:
     """Build the layer folder (``build/layers/deps``, with ``python/`` inside) unless current.
-    ``out`` and ``python_version`` serve tests that need a layer of their own (another interpreter)."""
+    ``out`` and ``python_version`` serve tests that need a layer of their own (another interpreter);
+    ``requirements``, ``platform`` and ``deps`` another layer (``build_inference``)."""
     out = Path(out)
     python = find_python(python_version)
-    if not force and is_current(out, python_version) and (
+    if not force and is_current(out, python_version, requirements, platform) and (
             python is None or json.loads((out / "manifest.json").read_text()).get("bytecode")):
         return out
     staging = out.with_name(out.name + ".staging")
@@ -101,20 +116,26 @@ def build(force: bool = False, out: Path = OUT, python_version: str = PYTHON_VER
     target = staging / "python"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-         "--platform", PLATFORM, "--implementation", "cp", "--python-version", python_version,
-         "--only-binary=:all:", "--target", str(target), "-r", str(REQUIREMENTS)],
+         "--platform", platform, "--implementation", "cp", "--python-version", python_version,
+         "--only-binary=:all:", *([] if deps else ["--no-deps"]), "--target", str(target), "-r", str(requirements)],
         check=True,
     )
     prune(target)
     if python is not None:
         compile_bytecode(target, python)
     (staging / "manifest.json").write_text(json.dumps(
-        {"fingerprint": _fingerprint(python_version, python is not None), "platform": PLATFORM,
-         "python": python_version, "bytecode": python is not None,
+        {"fingerprint": _fingerprint(python_version, python is not None, requirements, platform), "platform": platform,
+         "python": python_version, "bytecode": python is not None, "requirements": requirements.name,
          "unzipped_bytes": folder_bytes(staging / "python")}, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
+
+
+def build_inference(force: bool = False, out: Path = INFERENCE_OUT, python_version: str = PYTHON_VERSION) -> Path:
+    """The inference function's layer (``build/layers/inference``): onnxruntime and numpy only."""
+    return build(force, out, python_version, requirements=INFERENCE_REQUIREMENTS, platform=INFERENCE_PLATFORM,
+                 deps=False)
 
 
 def prune(target: Path) -> None:
@@ -142,8 +163,13 @@ def function_bytes(name: str) -> int:
 
 def sizes() -> dict[str, dict[str, int]]:
     layer = folder_bytes(OUT / "python")
-    return {name: {"function": function_bytes(name), "layers": layer, "total": function_bytes(name) + layer}
-            for name in FUNCTIONS}
+    out = {name: {"function": function_bytes(name), "layers": layer, "total": function_bytes(name) + layer}
+           for name in FUNCTIONS}
+    if (INFERENCE_OUT / "python").is_dir():
+        inference = folder_bytes(INFERENCE_OUT / "python")
+        out["inference"] = {"function": function_bytes("inference"), "layers": inference,
+                            "total": function_bytes("inference") + inference}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="print unzipped sizes; fail above Lambda's limit")
     args = parser.parse_args(argv)
     out = build(force=args.force)
+    build_inference(force=args.force)
     bytecode = json.loads((out / "manifest.json").read_text()).get("bytecode")
     print(f"layer: {out / 'python'} ({'with' if bytecode else 'WITHOUT'} bytecode: "
           f"{'compiled by python' + PYTHON_VERSION if bytecode else 'no python' + PYTHON_VERSION + ' found'})")

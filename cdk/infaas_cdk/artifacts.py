@@ -6,7 +6,8 @@
   ``find_python``), since ``/var/task`` is read-only and sources without
   ``.pyc`` are compiled again on every cold start.
 * The dependencies layer: ``build/layers/deps/`` from ``make layers``
-  (``layers/build.py``).
+  (``layers/build.py``), and the serverless tier's (onnxruntime, numpy):
+  ``build/layers/inference/``, from the same command.
 * Worker bundles: ``build/worker/<hardware>/`` from ``python worker_ami/build_bundle.py``
   (``worker_ami/build_bundle.py``): the install script, the systemd units and
   a wheelhouse, downloaded to the instance at boot.
@@ -72,6 +73,19 @@ def layer_dir(require: bool) -> tuple[Path, bool]:
     if require:
         raise MissingArtifact(note)
     folder = _placeholder("layer", note)
+    (folder / "python").mkdir(exist_ok=True)
+    return folder, False
+
+
+def inference_layer_dir(require: bool) -> tuple[Path, bool]:
+    """The serverless tier's layer (onnxruntime, numpy: ``build/layers/inference``), or a placeholder."""
+    built = BUILD / "layers" / "inference"
+    if (built / "python").is_dir() and (built / "manifest.json").is_file():
+        return built, True
+    note = "The inference function's layer is not built: run `make layers` before `cdk deploy`."
+    if require:
+        raise MissingArtifact(note)
+    folder = _placeholder("inference-layer", note)
     (folder / "python").mkdir(exist_ok=True)
     return folder, False
 

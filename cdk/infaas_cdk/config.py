@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 HARDWARE = ("cpu", "gpu", "inferentia")
+TIER_HARDWARE = "lambda"  # the serverless CPU tier's variants (infaas.core.tier.HARDWARE): no fleet of its own
+TIER_MEMORY_MB = (512, 1024, 1769, 3008)  # the sizes a lambda variant is profiled at (runtime/function_profile.py)
 WORKER_PORT = 9000
 LAMBDA_PYTHON = "3.12"  # layers/build.py builds for this version
 
@@ -57,6 +59,11 @@ class DeployConfig:
     retain_data: bool
     require_artifacts: bool
     ssm: bool = True  # Session Manager on the workers (three interface endpoints)
+    # The serverless CPU tier (docs/function-tier.md): one inference function per memory size, invoked by the
+    # selector when no worker answers in time; lambda variants built for every CPU model
+    tier: bool = True
+    tier_memory_mb: tuple[int, ...] = TIER_MEMORY_MB
+    tier_concurrency: int = 10  # what the selector plans with: a new account's quota until AWS raises it
 
     @staticmethod
     def from_context(get: Callable[[str], Any]) -> "DeployConfig":
@@ -96,10 +103,25 @@ class DeployConfig:
             if not f.min_size <= f.max_size:
                 raise ValueError(f"context infaas:{hw}: need min <= max, got {f.min_size} > {f.max_size}")
             fleets[hw] = f
+        tier_raw = text("tier", "on").lower()
+        if tier_raw not in ("on", "off"):
+            raise ValueError(f"context infaas:tier={tier_raw!r}: expected on or off")
+        tier = tier_raw == "on"
+        sizes_raw = text("tier:memory_mb", ",".join(str(m) for m in TIER_MEMORY_MB))
+        try:
+            sizes = tuple(sorted({int(m) for m in sizes_raw.split(",") if m.strip()}))
+        except ValueError:
+            raise ValueError(f"context infaas:tier:memory_mb={sizes_raw!r}: expected sizes in MB, e.g. 512,1024") from None
+        if not sizes or any(not 128 <= m <= 10240 for m in sizes):
+            raise ValueError(f"context infaas:tier:memory_mb={sizes_raw!r}: sizes must be 128..10240 MB")
         build = text("build_hardware", "cpu")
-        unknown = [h for h in build.split(",") if h.strip() and h.strip() not in HARDWARE]
+        kinds = [h.strip() for h in build.split(",") if h.strip()]
+        unknown = [h for h in kinds if h not in HARDWARE and not (tier and h == TIER_HARDWARE)]
         if unknown:
-            raise ValueError(f"context infaas:build_hardware: unknown hardware types {unknown}")
+            raise ValueError(f"context infaas:build_hardware: unknown hardware types {unknown}"
+                             + (" (lambda needs infaas:tier=on)" if TIER_HARDWARE in unknown else ""))
+        if tier and "cpu" in kinds and TIER_HARDWARE not in kinds:  # the tier runs every CPU model
+            build = ",".join([*kinds, TIER_HARDWARE])
         return DeployConfig(
             region=text("region") or None,
             max_azs=max(1, number("max_azs", "2")),
@@ -111,6 +133,9 @@ class DeployConfig:
             retain_data=flag("retain_data", "true"),
             require_artifacts=flag("require_artifacts", "false"),
             ssm=flag("ssm", "true"),
+            tier=tier,
+            tier_memory_mb=sizes,
+            tier_concurrency=max(1, number("tier:concurrency", "10")),
         )
 
 

@@ -21,15 +21,18 @@ from .artifacts import layer_dir, stage_function
 from .config import DeployConfig, hardware_prices
 from .data import LANE_SEND, TABLE_READ, TABLE_WRITE, Data
 from .network import Network
+from .tier import Tier
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12  # = layers/build.py PYTHON_VERSION
 API_TIMEOUT = Duration.seconds(29)  # API Gateway's integration timeout
 AUTHORIZER_TIMEOUT = Duration.seconds(10)
 KEY_ITEMS = "KEY#*"  # the partition keys of API keys (infaas.app.store.MetadataStore.put_key)
+TIER_DEMAND_ITEM = "STATE#tier-demand"  # infaas.app.data.TIER_DEMAND, as MetadataStore.put_state keys it
 
 
 class Functions(Construct):
-    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, data: Data, network: Network) -> None:
+    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, data: Data, network: Network,
+                 tier: "Tier | None" = None) -> None:
         super().__init__(scope, id)
         path, built = layer_dir(config.require_artifacts)
         if not built:
@@ -49,9 +52,13 @@ class Functions(Construct):
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
         self.frontend = self._function("Frontend", "frontend", memory_mb=2048, timeout=API_TIMEOUT)
+        tier_env = {} if tier is None else {
+            "INFAAS_FUNCTION_TIER": "on", "INFAAS_FUNCTION_NAMES": tier.names_json(),
+            "INFAAS_FUNCTION_CONCURRENCY": str(config.tier_concurrency)}
         self.selector = self._function(
             "Selector", "selector", memory_mb=1024, timeout=API_TIMEOUT,
-            vpc=network, env={"INFAAS_SNAPSHOT_S": "1.0", "INFAAS_WORKER_SECRET_ARN": data.worker_key.secret_arn},
+            vpc=network, env={"INFAAS_SNAPSHOT_S": "1.0", "INFAAS_WORKER_SECRET_ARN": data.worker_key.secret_arn,
+                              **tier_env},
         )
         self.autoscaler = self._function(
             # no reserved concurrency: a new account's quota (10) cannot spare it, and two overlapping runs are
@@ -68,6 +75,13 @@ class Functions(Construct):
         data.grant_lanes(self.frontend, LANE_SEND)
         data.grant_table(self.selector, TABLE_READ)
         data.grant_worker_key(self.selector)  # the selector alone among the functions calls workers
+        if tier is not None:
+            # the serverless tier: invoking its functions, and publishing its recent rate per variant for the
+            # autoscaler (one item, the policy state TIER_DEMAND of infaas.app.data; no other write)
+            tier.grant_invoke(self.selector)
+            self.selector.add_to_role_policy(iam.PolicyStatement(
+                actions=["dynamodb:PutItem"], resources=[data.table.table_arn],
+                conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [TIER_DEMAND_ITEM]}}))
         data.grant_table(self.autoscaler, TABLE_WRITE)
 
         # the API-key authorizer: one key's item at a time, nothing else in the table, no other service

@@ -59,6 +59,19 @@ def acknowledge(stack) -> None:  # stack: InfaasStack
          "autoscaling:DescribeAutoScalingGroups has no resource-level permissions; the changing actions are "
          "limited to this deployment's groups.")
 
+    # -- the serverless tier's inference functions (tier.py) --------------------------------
+    if stack.tier is not None:
+        for fn in stack.tier.functions.values():
+            _ack(fn, "AwsSolutions-L1",
+                 "Python 3.12 on purpose: the inference layer is built for cp312 wheels (layers/build.py); the "
+                 "runtime and the layer move together.")
+        tier_logs = stack.get_logical_id(stack.tier.log_group.node.default_child)
+        _ack(stack.tier.role, f"AwsSolutions-IAM5[Resource::<{tier_logs}.Arn>:*]",
+             "Log streams of the inference functions' own log group: stream names are created by Lambda at run time.")
+        _ack(stack.tier.role, f"AwsSolutions-IAM5[Resource::{bucket}/variants/*]",
+             "The built variants' files (variants/<architecture>/<hash>/...): keys are created at run time; the "
+             "functions read nothing else of the bucket.")
+
     # -- model bucket: object-level grants (Data.grant_objects) --------------------------
     for role in (fns.frontend.role, fleets.role):
         _ack(role, f"AwsSolutions-IAM5[Resource::{bucket}/*]",

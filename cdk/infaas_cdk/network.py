@@ -6,7 +6,8 @@ VPC endpoints: gateway endpoints (free) for DynamoDB and S3, interface
 endpoints (billed per hour and AZ) only for what workers call beyond those:
 SQS (build jobs), Auto Scaling (completing the drain lifecycle action, an
 instance's own health), Secrets Manager (the worker key), CloudWatch Logs (the
-workers' logs) and, unless ``infaas:ssm=false``, the three of Session Manager.
+workers' logs), unless ``infaas:ssm=false`` the three of Session Manager, and
+unless ``infaas:tier=off`` Lambda (the selector invoking the serverless tier).
 
 Security groups: the workers' group admits the worker port from the
 selector's group and nothing else, so only the selector reaches a worker.
@@ -79,3 +80,11 @@ class Network(Construct):
         for name, service in endpoints.items():
             self.vpc.add_interface_endpoint(name, service=service, subnets=self.subnets,
                                             security_groups=[endpoint_sg], private_dns_enabled=True, open=False)
+        if config.tier:
+            # the serverless tier: the selector invokes the inference functions from inside the VPC
+            lambda_sg = ec2.SecurityGroup(self, "LambdaEndpointSg", vpc=self.vpc, allow_all_outbound=False,
+                                          description="infaas Lambda endpoint: HTTPS from the selector")
+            lambda_sg.add_ingress_rule(self.selector_sg, ec2.Port.tcp(443), "invoking the inference functions")
+            self.vpc.add_interface_endpoint("Lambda", service=ec2.InterfaceVpcEndpointAwsService.LAMBDA_,
+                                            subnets=self.subnets, security_groups=[lambda_sg],
+                                            private_dns_enabled=True, open=False)

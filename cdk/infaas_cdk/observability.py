@@ -24,7 +24,8 @@ MINUTE = Duration.minutes(1)
 
 class Observability(Construct):
     def __init__(self, scope: Construct, id: str, *, config: DeployConfig, data: Data, fleets: Fleets,
-                 rest_apis: tuple[apigw.RestApi, ...], functions: dict[str, lambda_.Function], prefix: str) -> None:
+                 rest_apis: tuple[apigw.RestApi, ...], functions: dict[str, lambda_.Function], prefix: str,
+                 tier=None) -> None:
         super().__init__(scope, id)
         hardware = list(config.fleets)
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"{prefix}-overview",
@@ -105,4 +106,37 @@ class Observability(Construct):
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING))
         self.dashboard.add_widgets(cw.GraphWidget(title="Workers marked unhealthy (no heartbeat)", width=12, left=[
             cw.Metric(namespace="Infaas", metric_name="UnhealthyWorkers", statistic="Sum", period=MINUTE)]))
+        if tier is not None:
+            self._tier(tier, prefix)
         self.dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", width=24, alarms=self.operator_alarms))
+
+    def _tier(self, tier, prefix: str) -> None:
+        """The serverless tier: its functions as Lambda measures them, what the selector saw (errors,
+        throttles: alarmed), per memory size."""
+        fns = tier.functions
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Serverless tier: invocations, errors, throttles (Lambda)", width=12,
+                           left=[m for mb, fn in fns.items() for m in (
+                               fn.metric_invocations(period=MINUTE, label=f"{mb} MB"),
+                               fn.metric_errors(period=MINUTE, label=f"errors {mb} MB"),
+                               fn.metric_throttles(period=MINUTE, label=f"throttles {mb} MB"))],
+                           right=[fn.metric_duration(period=MINUTE, statistic="p99", label=f"p99 {mb} MB")
+                                  for mb, fn in fns.items()]),
+            cw.GraphWidget(title="Serverless tier: as the selector saw it", width=12, left=[
+                cw.Metric(namespace="Infaas", metric_name=name, statistic="Sum", period=MINUTE)
+                for name in ("FunctionErrors", "FunctionThrottles")]),  # adapters.aws.metrics.DIMENSIONS
+        )
+        # a function that fails (its model, its memory, its timeout) or is throttled (the account's concurrency
+        # quota: 10 on a new account) sends queries to machines, or refuses them when none is up
+        for name, what, threshold in (
+                ("FunctionErrors", "invocations of the inference functions failed (read their log group "
+                 f"{tier.log_group.log_group_name})", 5),
+                ("FunctionThrottles", "invocations of the inference functions were throttled: the account's "
+                 "Lambda concurrency quota is spent (ask AWS to raise ConcurrentExecutions)", 10)):
+            self.operator_alarms.append(cw.Alarm(
+                self, f"Tier{name}", alarm_name=f"{prefix}-tier-{name[len('Function'):].lower()}",
+                alarm_description=what,
+                metric=cw.Metric(namespace="Infaas", metric_name=name, statistic="Sum", period=Duration.minutes(5)),
+                threshold=threshold, evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING))

@@ -16,6 +16,7 @@ from .functions import Functions
 from .nag import acknowledge
 from .network import Network
 from .observability import Observability
+from .tier import Tier
 
 
 def name_prefix(stack_name: str) -> str:
@@ -32,7 +33,10 @@ class InfaasStack(Stack):
         self.config = config
         self.network = Network(self, "Network", config=config)
         self.data = Data(self, "Data", config=config, prefix=prefix)
-        self.functions = Functions(self, "Functions", config=config, data=self.data, network=self.network)
+        # the serverless CPU tier (-c infaas:tier=on|off): the inference functions the selector may invoke
+        self.tier = Tier(self, "Tier", config=config, data=self.data) if config.tier else None
+        self.functions = Functions(self, "Functions", config=config, data=self.data, network=self.network,
+                                   tier=self.tier)
         self.api = Api(self, "Api", config=config, frontend=self.functions.frontend, selector=self.functions.selector,
                        authorizer=self.functions.authorizer, prefix=prefix)
         self.fleets = Fleets(self, "Fleets", config=config, data=self.data, network=self.network, prefix=prefix)
@@ -42,7 +46,7 @@ class InfaasStack(Stack):
             self, "Observability", config=config, data=self.data, fleets=self.fleets, rest_apis=self.api.rest_apis,
             functions={"frontend": self.functions.frontend, "selector": self.functions.selector,
                        "autoscaler": self.functions.autoscaler, "authorizer": self.functions.authorizer},
-            prefix=prefix)
+            prefix=prefix, tier=self.tier)
 
         CfnOutput(self, "ApiUrl", value=self.api.rest_api.url,
                   description="base URL for API keys: Authorization: Bearer <key> (infaas tenants create)")

@@ -41,6 +41,7 @@ ACTION_OF = {
     ("s3", "list_objects_v2"): "s3:ListBucket",
     ("s3", "generate_presigned_post"): "s3:PutObject",  # the browser's POST is signed with the caller's grant
     ("sqs", "send_message_batch"): "sqs:SendMessage",  # SendMessageBatch is authorised as SendMessage
+    ("lambda", "invoke"): "lambda:InvokeFunction",  # the Invoke operation's IAM action
 }
 CLIENT_METHODS = {"generate_presigned_post": "s3"}
 # `aws <service> <command>` in the worker's boot: the action it needs.
@@ -57,8 +58,12 @@ QUEUE_LOOKUP = {"queue_urls_by_name.resolve", "SqsJobQueue._check_redrive", "Sqs
 RUNS: dict[str, set[str]] = {
     # the API-key check: one key's item
     "authorizer": {"DynamoItemTable.get"},
-    # the data plane: reads the table (routing snapshot, keys), the worker key; calls workers over HTTP
-    "selector": {"DynamoItemTable.get", "DynamoItemTable._query", "read_secret"},
+    # the data plane: reads the table (routing snapshot, keys), the worker key; calls workers over HTTP; invokes the
+    # serverless tier's functions and publishes their recent rate (one policy-state item: DataPlane._publish_tier_demand)
+    "selector": {"DynamoItemTable.get", "DynamoItemTable._query", "read_secret", "LambdaFunctionTier._invoke",
+                 "DynamoItemTable._put_if"},
+    # the serverless tier's inference functions: a variant's file from the model bucket
+    "inference": {"_load"},
     # the control plane: models (upload, presigned upload, delete), offline job submission, build jobs
     "frontend": TABLE_ITEMS | QUEUE_LOOKUP | {
         "S3ModelStore.put", "S3ModelStore.get", "S3ModelStore.local_path", "S3ModelStore.delete",
@@ -84,7 +89,7 @@ PROVISIONING = {"create_table", "create_bucket", "create_lane"}
 LAMBDA_PLUMBING = {"logs:CreateLogStream", "logs:PutLogEvents"}
 VPC_PLUMBING = {"ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
                 "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"}
-PLUMBING = {"authorizer": LAMBDA_PLUMBING, "selector": LAMBDA_PLUMBING | VPC_PLUMBING,
+PLUMBING = {"authorizer": LAMBDA_PLUMBING, "selector": LAMBDA_PLUMBING | VPC_PLUMBING, "inference": LAMBDA_PLUMBING,
             "frontend": LAMBDA_PLUMBING, "autoscaler": LAMBDA_PLUMBING, "worker": set()}
 
 
@@ -113,7 +118,7 @@ def _is_client(receiver: ast.expr, services: set[str]) -> bool:
 def call_sites() -> list[tuple[str, str, str]]:
     """(file, qualified function name, IAM action) for every boto3 client call in SOURCES."""
     services = _services_used()
-    assert services >= {"dynamodb", "s3", "sqs", "autoscaling", "secretsmanager"}, services
+    assert services >= {"dynamodb", "s3", "sqs", "autoscaling", "secretsmanager", "lambda"}, services
     operations = _operations(services)
     sites: list[tuple[str, str, str]] = []
 
@@ -172,7 +177,7 @@ def role_ids(synthesized) -> dict[str, str]:
     stack = synthesized.stack
     fns = stack.functions
     roles = {"authorizer": fns.authorizer.role, "selector": fns.selector.role, "frontend": fns.frontend.role,
-             "autoscaler": fns.autoscaler.role, "worker": stack.fleets.role}
+             "autoscaler": fns.autoscaler.role, "worker": stack.fleets.role, "inference": stack.tier.role}
     return {name: stack.get_logical_id(role.node.default_child) for name, role in roles.items()}
 
 
@@ -244,6 +249,8 @@ def test_the_map_reads_the_calls_it_should(sites):
     assert ("LogShipper.ship", "logs:PutLogEvents") in found
     assert ("DynamoItemTable.put_many", "dynamodb:BatchWriteItem") in found
     assert ("SqsJobQueue.send_many", "sqs:SendMessage") in found
+    assert ("LambdaFunctionTier._invoke", "lambda:InvokeFunction") in found
+    assert ("_load", "s3:GetObject") in found  # functions/inference: head_object and get_object
 
 
 def test_only_the_workers_have_session_manager(synthesized):
@@ -251,3 +258,25 @@ def test_only_the_workers_have_session_manager(synthesized):
     for name, role_id in roles.items():
         managed = synthesized.template["Resources"][role_id]["Properties"].get("ManagedPolicyArns", [])
         assert bool(managed) == (name == "worker"), (name, managed)
+
+
+def test_the_inference_functions_read_only_the_variants_and_the_selector_writes_one_item(synthesized):
+    """Where the map checks actions, this checks resources: the tier's role reads ``variants/*`` of the model
+    bucket and nothing else of it; the selector invokes exactly the tier's functions and writes only the
+    policy-state item of the tier's demand."""
+    template, stack = synthesized.template, synthesized.stack
+    statements = []
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::IAM::Policy":
+            statements += [(r["Ref"], s) for r in resource["Properties"]["Roles"]
+                           for s in resource["Properties"]["PolicyDocument"]["Statement"]]
+    roles = role_ids(synthesized)
+    s3 = [s for role, s in statements if role == roles["inference"] and "s3:GetObject" in str(s["Action"])]
+    assert len(s3) == 1 and "/variants/*" in str(s3[0]["Resource"]), s3
+    invoke = [s for role, s in statements if role == roles["selector"] and "lambda:" in str(s["Action"])]
+    fn_ids = {stack.get_logical_id(fn.node.default_child) for fn in stack.tier.functions.values()}
+    assert len(invoke) == 1 and invoke[0]["Action"] == "lambda:InvokeFunction"
+    assert {r["Fn::GetAtt"][0] for r in invoke[0]["Resource"]} == fn_ids  # no ":*" qualifier, no other function
+    writes = [s for role, s in statements if role == roles["selector"] and s["Action"] == "dynamodb:PutItem"]
+    assert len(writes) == 1
+    assert writes[0]["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["STATE#tier-demand"]}}

@@ -23,12 +23,13 @@ def layers():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.build()
+    module.build_inference()
     return module
 
 
 def test_each_function_plus_its_layers_fits_lambdas_unzipped_limit(layers):
     sizes = layers.sizes()
-    assert set(sizes) == {"frontend", "selector", "autoscaler"}
+    assert set(sizes) == {"frontend", "selector", "autoscaler", "inference"}
     for name, s in sizes.items():
         assert s["function"] > 0 and s["layers"] > 10_000_000, (name, s)
         assert s["total"] < 250 * 1000 * 1000, (name, s)
@@ -54,11 +55,24 @@ def test_the_layer_holds_binary_wheels_for_the_lambda_runtime(layers):
 def test_the_function_code_is_the_handler_folder_plus_the_package(synthesized):
     assets = [p for p in synthesized.outdir.iterdir() if p.is_dir() and p.name.startswith("asset.")]
     handlers = [p for p in assets if (p / "handler.py").is_file()]
-    assert len(handlers) == 4  # frontend, selector, autoscaler, authorizer
+    assert len(handlers) == 5  # frontend, selector, autoscaler, authorizer; inference (one asset, every size)
     for folder in handlers:
         assert (folder / "infaas" / "app" / "data.py").is_file()
         # bytecode of Lambda's Python only (none of this machine's interpreter, if it is another)
         assert all(".cpython-312." in p.name for p in folder.rglob("*.pyc")), folder
+
+
+def test_the_inference_layer_holds_onnxruntime_and_numpy_for_the_lambda_runtime(layers):
+    out = layers.INFERENCE_OUT
+    python = out / "python"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["python"] == "3.12" and manifest["platform"] == "manylinux_2_28_x86_64"
+    assert {p.name for p in python.iterdir() if p.is_dir() and not p.name.endswith((".dist-info", ".libs"))} \
+        <= {"numpy", "onnxruntime", "bin"}  # nothing else: no sympy, protobuf or flatbuffers
+    for package in ("numpy", "onnxruntime"):
+        extensions = [p for p in (python / package).rglob("*.so") if "cpython" in p.name]
+        assert extensions and all("cpython-312-x86_64-linux-gnu" in p.name for p in extensions), package
+    assert not (python / "boto3").exists()
 
 
 # Packages the product's virtualenv has but the Lambda layer leaves out (layers/requirements.txt).

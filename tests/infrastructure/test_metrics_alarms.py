@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from infaas.adapters.aws.metrics import DIMENSIONS, NAMESPACE
 
@@ -46,3 +47,15 @@ def test_every_dashboard_widget_reads_a_series_the_code_writes(synthesized):
                 assert dims == tuple(sorted(DIMENSIONS[name])), f"widget on {name}{dims}; written with {DIMENSIONS[name]}"
                 seen += 1
         assert seen, "the dashboard shows none of the service's metrics"
+
+
+def test_the_tier_is_alarmed_on_the_errors_and_throttles_the_selector_writes(synthesized):
+    from infaas.adapters.aws.metrics import FUNCTION_ERRORS, FUNCTION_THROTTLES
+
+    alarms = [a["Properties"] for a in synthesized.resources("AWS::CloudWatch::Alarm").values()]
+    ours = {a["MetricName"] for a in alarms if a.get("Namespace") == NAMESPACE}
+    assert {FUNCTION_ERRORS, FUNCTION_THROTTLES} <= ours
+    selector = (Path(__file__).resolve().parents[2] / "functions" / "selector" / "handler.py").read_text()
+    for name in ("FUNCTION_ERRORS", "FUNCTION_THROTTLES", "FUNCTION_INVOCATIONS", "FUNCTION_COLD_STARTS",
+                 "FUNCTION_DURATION"):
+        assert f"names.{name}" in selector, name  # the selector writes each (through emf)
