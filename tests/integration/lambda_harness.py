@@ -529,3 +529,125 @@ class HttpFront:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(10)
+
+
+def build_inference_assets(workdir: Path) -> LambdaAssets:
+    """The serverless tier's inference function as deployed: its own layer (onnxruntime and numpy,
+    ``layers/build.py build_inference``, cached by content like the functions' layer) and its staged code."""
+    t0 = time.perf_counter()
+    build = _load_module("infaas_layers_build_harness", ROOT / "layers" / "build.py")
+    version = build.PYTHON_VERSION
+    python = build.find_python(version)
+    if python is None:  # no interpreter of Lambda's version here: this one, with a layer built for it
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        python = sys.executable
+    cache = Path(os.environ.get("INFAAS_LAMBDA_LAYER_CACHE") or Path(tempfile.gettempdir()) / "infaas-lambda-layers")
+    fingerprint = build._fingerprint(version, True, build.INFERENCE_REQUIREMENTS, build.INFERENCE_PLATFORM)
+    out = cache / f"inference-py{version}-{fingerprint[:16]}"
+    build.build_inference(out=out, python_version=version)
+    sys.path.insert(0, str(ROOT / "cdk"))
+    try:
+        from infaas_cdk.artifacts import stage_function
+    finally:
+        sys.path.remove(str(ROOT / "cdk"))
+    function = stage_function("inference", workdir / "functions" / "inference")
+    runtime = workdir / "runtime"
+    runtime.mkdir(parents=True, exist_ok=True)
+    import boto3
+
+    site = Path(boto3.__file__).resolve().parents[1]
+    for name in RUNTIME_PACKAGES:
+        link = runtime / name
+        if not link.exists():
+            link.symlink_to(site / name)
+    manifest = json.loads((out / "manifest.json").read_text())
+    return LambdaAssets(python, version, out / "python", runtime, {"inference": function},
+                        bool(manifest.get("bytecode")), time.perf_counter() - t0)
+
+
+class LambdaService:
+    """Lambda's Invoke API (``POST /2015-03-31/functions/{name}/invocations``) on 127.0.0.1, in front of
+    ``LambdaFunction`` environments: what a boto3 Lambda client pointed at it (``AWS_ENDPOINT_URL_LAMBDA``)
+    reaches. ``RequestResponse`` only. Each function has one execution environment, so its reserved
+    concurrency is 1: an invocation that finds it busy is throttled (429 ``TooManyRequestsException``),
+    as Lambda throttles past a function's concurrency. A function that raised answers 200 with
+    ``X-Amz-Function-Error: Unhandled``; an unknown name is 404 ``ResourceNotFoundException``; an event
+    over 6 MB is 413 ``RequestTooLargeException``. Every invocation is kept in ``calls`` (name, event,
+    ``Invocation``) for the test to read what the function reported."""
+
+    def __init__(self, functions: Mapping[str, LambdaFunction]) -> None:
+        self.functions = dict(functions)  # function name (as the caller names it) -> its environment
+        self.calls: list[tuple[str, Any, Invocation]] = []
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, body: bytes, headers: Mapping[str, str] = {}) -> None:
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", "x-amzn-RequestId": str(uuid.uuid4()),
+                             **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _error(self, status: int, kind: str, message: str) -> None:
+                self._send(status, json.dumps({"Type": "User", "message": message}).encode(),
+                           {"x-amzn-ErrorType": kind})
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if len(parts) != 4 or parts[:2] != ["2015-03-31", "functions"] or parts[3] != "invocations":
+                    return self._error(404, "UnknownOperationException", f"no such operation: {self.path}")
+                from urllib.parse import unquote
+
+                name = unquote(parts[2]).rsplit(":function:", 1)[-1]
+                fn = service.functions.get(name)
+                if fn is None:
+                    return self._error(404, "ResourceNotFoundException", f"Function not found: {name}")
+                kind = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
+                if kind != "RequestResponse":
+                    return self._error(400, "InvalidParameterValueException", f"only RequestResponse here, not {kind}")
+                if len(body) > LAMBDA_MAX_REQUEST_BYTES:
+                    return self._error(413, "RequestTooLargeException", "Request must be smaller than 6291456 bytes")
+                if fn.lock.locked():
+                    return self._error(429, "TooManyRequestsException", "Rate Exceeded.")
+                event = json.loads(body) if body else {}
+                invocation = fn.invoke(event)
+                service.calls.append((name, event, invocation))
+                if invocation.error is not None:
+                    return self._send(200, json.dumps(invocation.error).encode(),
+                                      {"X-Amz-Function-Error": "Unhandled", "X-Amz-Executed-Version": "$LATEST"})
+                payload = json.dumps(invocation.result).encode()
+                if len(payload) > LAMBDA_MAX_RESPONSE_BYTES:
+                    return self._send(200, json.dumps({"errorType": "Function.ResponseSizeTooLarge",
+                                                       "errorMessage": "Response payload size exceeded"}).encode(),
+                                      {"X-Amz-Function-Error": "Unhandled"})
+                self._send(200, payload, {"X-Amz-Executed-Version": "$LATEST"})
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> "LambdaService":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
