@@ -58,7 +58,7 @@ def lambda_client(timeout_s: float = 30.0) -> Any:
     """A Lambda client for synchronous invocations: no retries of its own, reads up to ``timeout_s``."""
     import boto3
 
-    return boto3.client("lambda", config=Config(retries={"mode": "standard", "max_attempts": 1},
+    return boto3.client("lambda", config=Config(retries={"mode": "standard", "total_max_attempts": 1},
                                                 read_timeout=timeout_s, connect_timeout=5,
                                                 max_pool_connections=64))
 
