@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 from fakes import HARDWARE, make_profile, make_variant, make_worker
 
@@ -218,9 +219,17 @@ def test_proteus_traces_with_tenants_and_warmup(proteus_dir):
     assert len(w) == pd.trace_length(proteus_dir) and len(w.tasks) == 3 and set(w.latency_ms.tolist()) == {300.0}
     shares = [float((w.tenant == k).mean()) for k in range(3)]
     assert shares == pytest.approx([0.4, 0.3, 0.3], abs=0.03)
-    warm = w.head(30.0).with_warmup(10.0)
-    assert warm.warmup == int((w.arrival_ms < 10_000).sum()) and warm.t0_ms == 10_000.0
-    assert warm.duration_s == pytest.approx(w.head(30.0).duration_s)
+    head = w.head(30.0)
+    warm = head.with_warmup(10.0, seed=1)
+    assert warm.t0_ms == 10_000.0 and warm.duration_s == pytest.approx(head.duration_s)
+    # the warm-up is not the trace's own start: synthetic, at each task's mean rate, before it
+    prefix, rest = warm.arrival_ms[:warm.warmup], warm.arrival_ms[warm.warmup:]
+    assert (prefix < 10_000).all() and np.array_equal(rest, head.arrival_ms + 10_000)
+    assert not np.isin(prefix, head.arrival_ms[head.arrival_ms < 10_000]).all()
+    for k in range(len(w.tasks)):
+        expected = (head.task == k).sum() / head.duration_s * 10
+        assert (warm.task[:warm.warmup] == k).sum() == pytest.approx(expected, rel=0.25, abs=5)
+    assert warm.with_warmup(0) is warm and head.with_warmup(10.0, seed=1).arrival_ms.tolist() == warm.arrival_ms.tolist()
 
 
 def test_refusing_late_queries_keeps_the_rest_on_time_under_a_budget():

@@ -623,13 +623,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim_sub = sim.add_subparsers(dest="action", required=True)
     cmp_ = sim_sub.add_parser("compare", help="replay a workload once per policy and write the report")
     which = cmp_.add_mutually_exclusive_group(required=True)
-    which.add_argument("--workload", help="a folder under <data>/traces, e.g. zipf_exponential")
+    which.add_argument("--workload", help="a folder under <data>/traces, e.g. zipf_exponential, or <name>-cv<c>: its "
+                       "per-second totals re-timed into sub-second bursts with gamma gaps of coefficient of variation c")
     which.add_argument("--all", action="store_true", help="every workload under <data>/traces")
     cmp_.add_argument("--mode", choices=("cloud", "fixed", "both"), default="both",
                       help="cloud: autoscaling with prices; fixed: the Proteus 40-device set-up (default both)")
     cmp_.add_argument("--fixed-cluster", action="store_true", help="same as --mode fixed")
     cmp_.add_argument("--seed", type=int, default=0)
     cmp_.add_argument("--duration", type=float, default=None, help="replay only the first this many seconds")
+    cmp_.add_argument("--burst-cv", default=None, metavar="C[,C...]",
+                      help="also run each workload re-timed into sub-second bursts at these gap CVs, e.g. 8,12,15")
     cmp_.add_argument("--policies", default=None, help="comma-separated subset (default: all of the mode)")
     cmp_.add_argument("--data", default=None, help="the Proteus data folder (default: INFAAS_PROTEUS_DIR, else the "
                       "`infaas sim data fetch` cache, else ../shared/data/proteus)")

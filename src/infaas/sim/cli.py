@@ -12,6 +12,9 @@ from infaas.sim import compare, data
 
 def compare_main(args) -> int:
     names = data.list_workloads(args.data) if args.all else [args.workload]
+    cvs = [c for c in (getattr(args, "burst_cv", None) or "").split(",") if c.strip()]
+    if cvs:  # the same workloads' per-second totals, re-timed into sub-second bursts
+        names = names + [f"{n}-cv{float(c):g}" for n in names for c in cvs]
     if not names:
         print(f"error: no workloads under {data.data_dir(args.data) / 'traces'}", file=sys.stderr)
         return 1

@@ -87,14 +87,24 @@ class Comparison:
     plots: list[str] = field(default_factory=list)
 
 
+BURST = re.compile(r"^(?P<base>.+)-cv(?P<cv>\d+(?:\.\d+)?)$")
+
+
 def load_workload(name: str, mode: str, *, seed: int, duration_s: float | None, path=None, tenants=None) -> data.Workload:
+    """A published workload by name, or ``<name>-cv<c>``: its per-second totals re-timed with
+    gamma gaps of coefficient of variation ``c`` (``data.burst_workload``). Then the warm-up: a
+    synthetic prefix at the trace's mean rates, not drawn from the scored trace."""
+    m = BURST.match(name)
+    base = m["base"] if m and name not in data.list_workloads(path) else name
     if mode == "fixed":
-        w = data.proteus_workload(name, path, tenants=data.NO_FLOOR, seed=seed, objective_ms=OBJECTIVE_MS)
+        w = data.proteus_workload(base, path, tenants=data.NO_FLOOR, seed=seed, objective_ms=OBJECTIVE_MS)
     else:
-        w = data.proteus_workload(name, path, tenants=tenants or data.DEFAULT_TENANTS, seed=seed)
+        w = data.proteus_workload(base, path, tenants=tenants or data.DEFAULT_TENANTS, seed=seed)
+    if base != name:
+        w = data.burst_workload(w, float(m["cv"]), seed=seed)
     if duration_s:
         w = w.head(duration_s)
-    return w.with_warmup(min(WARMUP_S, w.duration_s / 4))
+    return w.with_warmup(min(WARMUP_S, w.duration_s / 4), seed=seed)
 
 
 def compare(name: str, *, mode: str = "cloud", seed: int = 0, duration_s: float | None = None, path=None,

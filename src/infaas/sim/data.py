@@ -312,18 +312,40 @@ class Workload:
     def t0_ms(self) -> float:
         return float(self.meta.get("warmup_ms", 0.0))
 
-    def with_warmup(self, seconds: float) -> "Workload":
-        """The trace's first ``seconds`` replayed before the trace itself, uncounted: every policy
-        starts measuring with the cluster it built for that load (autoscalers start warm)."""
+    def with_warmup(self, seconds: float, *, seed: int = 0) -> "Workload":
+        """``seconds`` of synthetic traffic before the trace, uncounted, so that every policy starts
+        measuring with a cluster built for the trace's load rather than from nothing (autoscalers
+        start warm). The prefix is *not* drawn from the scored trace: each task arrives as a
+        Poisson process at its mean rate over the whole trace (a burst workload's re-timed into
+        bursts of the same coefficient of variation), with the trace's objective for that task and
+        tenants drawn with their shares (seeded, independent of the trace's own draws).
+        A policy therefore knows the load's level, as a deployment that has been running would,
+        but has not seen the start of its test."""
         if seconds <= 0 or not len(self):
             return self
-        k = int(np.searchsorted(self.arrival_ms, seconds * 1000.0, side="left"))
+        dur = max(self.duration_s, 1e-3)
+        arrs, tasks, lats = [], [], []
+        for k in range(len(self.tasks)):
+            mine = self.task == k
+            n = int(mine.sum())
+            if not n:
+                continue
+            a = poisson_arrivals(n / dur, seconds, seed + 7919 * (k + 1))
+            arrs.append(a)
+            tasks.append(np.full(len(a), k, dtype=np.int32))
+            lats.append(np.full(len(a), float(np.median(self.latency_ms[mine]))))
+        if self.meta.get("burst_cv"):  # bursts of the same kind as the trace's (``burst_workload``)
+            arrs = [retime_within_seconds(a, float(self.meta["burst_cv"]), seed + 15485863 + k) for k, a in enumerate(arrs)]
+        arr = np.concatenate(arrs) if arrs else np.zeros(0)
+        order = np.argsort(arr, kind="stable")
+        arr, task, lat = arr[order], np.concatenate(tasks)[order], np.concatenate(lats)[order]
+        tenant = assign_tenants(len(arr), self.tenants, seed + 104729)
+        k = len(arr)
         shift = seconds * 1000.0
         cat = lambda a, b: np.concatenate([a, b])
-        meta = dict(self.meta, warmup_requests=k, warmup_ms=shift)
-        return Workload(self.name, self.tasks, self.tenants, cat(self.arrival_ms[:k], self.arrival_ms + shift),
-                        cat(self.task[:k], self.task), cat(self.tenant[:k], self.tenant),
-                        cat(self.latency_ms[:k], self.latency_ms), meta)
+        meta = dict(self.meta, warmup_requests=k, warmup_ms=shift, warmup="poisson at each task's mean rate")
+        return Workload(self.name, self.tasks, self.tenants, cat(arr, self.arrival_ms + shift), cat(task, self.task),
+                        cat(tenant, self.tenant), cat(lat, self.latency_ms), meta)
 
     def head(self, seconds: float) -> "Workload":
         n = int(np.searchsorted(self.arrival_ms, seconds * 1000.0, side="right"))
@@ -397,6 +419,50 @@ def gamma_arrivals(rate_rps: float, duration_s: float, seed: int, cv: float = 3.
     n = int(rate_rps * duration_s * 1.5) + 10
     t = np.cumsum(rng.gamma(shape, (1000.0 / rate_rps) / shape, size=n))
     return t[t < duration_s * 1000.0]
+
+
+def retime_within_seconds(arrival_ms: np.ndarray, cv: float, seed: int) -> np.ndarray:
+    """The same arrivals per whole second, re-timed inside each second with gamma-distributed gaps
+    of coefficient of variation ``cv``: each second's ``n`` arrivals sit at the normalised partial
+    sums of ``n + 1`` gamma gaps, so the second's total is kept exactly and the arrivals bunch
+    into sub-second bursts (at ``cv`` 12, typically one to three clumps a second)."""
+    if not len(arrival_ms):
+        return arrival_ms
+    rng = np.random.default_rng(seed)
+    shape = 1.0 / (cv * cv)
+    sec = np.floor(arrival_ms / 1000.0).astype(np.int64)
+    out = np.empty(len(arrival_ms), dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, sec[1:] != sec[:-1]])
+    ends = np.r_[starts[1:], len(sec)]
+    for a, b in zip(starts, ends):
+        g = rng.gamma(shape, 1.0, size=b - a + 1)
+        c = np.cumsum(g)
+        total = c[-1] if c[-1] > 0 else 1.0
+        out[a:b] = sec[a] * 1000.0 + np.minimum(c[:-1] / total, 0.999999) * 1000.0
+    return np.sort(out)
+
+
+def burst_workload(w: Workload, cv: float, *, seed: int = 0) -> Workload:
+    """``w``'s per-second totals per task, re-timed with gamma gaps of ``cv`` inside each second
+    (``retime_within_seconds``): what a trace with sub-second bursts looks like when a per-second
+    log shows the same load. Named ``<name>-cv<cv>``; tenants and objectives as in ``w``."""
+    parts = {}
+    for k, task in enumerate(w.tasks):
+        mine = w.task == k
+        parts[task] = (retime_within_seconds(w.arrival_ms[mine], cv, seed + 31 * (k + 1)), w.latency_ms[mine])
+    name = f"{w.name}-cv{cv:g}"
+    return _assemble(name, parts, w.tenants, seed, dict(w.meta, burst_cv=cv, base=w.name))
+
+
+def burstiness(w: Workload, window_ms: float = 100.0) -> dict:
+    """Gap coefficient of variation (all tasks merged) and the busiest ``window_ms`` against the mean."""
+    a = w.arrival_ms[w.warmup:] if len(w) else w.arrival_ms
+    if len(a) < 3:
+        return {"gap_cv": 0.0, "peak": 0, "mean": 0.0}
+    gaps = np.diff(a)
+    counts = np.bincount(((a - a[0]) // window_ms).astype(np.int64))
+    return {"gap_cv": float(gaps.std() / gaps.mean()) if gaps.mean() > 0 else 0.0, "peak": int(counts.max()),
+            "mean": float(len(a) / max(len(counts), 1))}
 
 
 def synthetic_workload(rates: Mapping[str, float], duration_s: float, *, kind: str = "poisson", cv: float = 3.0,

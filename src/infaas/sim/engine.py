@@ -44,6 +44,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from infaas.core.batching import BatchLimits, replica_limits, wait_ms
+from infaas.core.burst import PeakMeter
 from infaas.core.domain import HardwareType, Variant
 from infaas.core.eviction import Resident, choose_evictions
 from infaas.sim.data import Workload
@@ -110,7 +111,7 @@ class VariantInfo:
 
 class Replica:
     __slots__ = ("info", "vid", "machine", "queue", "queued", "ready", "pending", "served", "served_total", "last_used",
-                 "mean_gap", "last_arrival", "objective", "cap", "loaded_at", "busy_ms", "lat_sum", "lat_n")
+                 "mean_gap", "last_arrival", "objective", "cap", "loaded_at", "busy_ms", "lat_sum", "lat_n", "peaks")
 
     def __init__(self, info: VariantInfo, machine: "Machine", now: float) -> None:
         self.info, self.vid, self.machine = info, info.id, machine
@@ -129,6 +130,7 @@ class Replica:
         self.busy_ms = 0.0
         self.lat_sum = 0.0  # end-to-end latency of rows finished since a policy last read it
         self.lat_n = 0
+        self.peaks = PeakMeter()  # as a worker's replica counts its busiest sub-second clump
 
     @property
     def busy(self) -> bool:
@@ -404,6 +406,7 @@ class Simulator:
             gap = now - r.last_arrival
             r.mean_gap = gap if r.mean_gap >= 1e9 else 0.8 * r.mean_gap + 0.2 * gap
         r.last_arrival = now
+        r.peaks.add(now / 1000.0)
         r.queue.append(i)
         r.queued += 1
         r.last_used = now

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from infaas.core.batching import BatchLimits, replica_limits, wait_ms
+from infaas.core.burst import PeakMeter
 from infaas.core.calibration import observe
 from infaas.core.domain import ReplicaLoad, Variant
 from infaas.core.errors import NotFound, Unavailable, VariantFault
@@ -61,6 +62,7 @@ class Replica:
     _running: bool = False  # a batch is being run
     _quick: dict = field(default_factory=dict)  # rows -> whether such a batch runs inline
     served: dict = field(default_factory=dict)  # profiled batch size -> Served (core.calibration): run time seen
+    peaks: PeakMeter = field(default_factory=PeakMeter)  # the busiest sub-second clump of arrivals (core.burst)
     # A queued query not answered this long after it arrived is answered 502 (``_expire``), before
     # its caller gives up on the worker: slow batches of one variant cost its own queries, not the
     # worker's place in selection for everyone. None: no limit.
@@ -97,6 +99,7 @@ class Replica:
             gap = (now - self._last_arrival) * 1000
             self.mean_gap_ms = gap if self.mean_gap_ms >= 1e9 else 0.8 * self.mean_gap_ms + 0.2 * gap
         self._last_arrival = now
+        self.peaks.add(now, rows)
         if not self._queue and not self._running and self._inline(rows):
             # Idle and quick: run it here, no hand-over to the batcher and back.
             self.last_used = self.clock()
@@ -250,6 +253,7 @@ class Replica:
             variant_id=self.variant.id,
             queued_rows=self.queued_rows,
             rate_rps=(self.served_rows - served_before) / period_s if period_s > 0 else 0.0,
+            peak_rows=self.peaks.peak(time.perf_counter()),
             memory_bytes=self.memory_bytes,
             last_used=self.last_used,
             served_ms={str(b): [round(e.observed_ms, 6), round(e.profiled_ms, 6), e.batches]

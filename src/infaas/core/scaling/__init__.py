@@ -61,10 +61,12 @@ import math
 from dataclasses import replace
 from typing import Mapping, Sequence
 
+from infaas.core.burst import clump_capacity
 from infaas.core.domain import WORKER_UP
 from infaas.core.scaling.demand import (  # noqa: F401
     BACKLOG_PERIODS,
     apply_hysteresis,
+    burst_rows,
     estimate_demand,
     observed_demand,
     queued_rows,
@@ -90,6 +92,8 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
     up = tuple(w for w in snap.workers if w.state == WORKER_UP)
     reasons: list[str] = []
     observed = observed_demand(up, p.period_s, state.queued_rows)
+    for vid, (rate, _) in snap.unserved.items():  # turned away: no heartbeat shows it
+        observed[vid] = observed.get(vid, 0.0) + rate
     demand = estimate_demand(observed, state.demand_rps, p.demand_decay)
     last_demand = {**state.last_demand_at, **{k: snap.now for k, v in observed.items() if v > 0}}
     up_types = {w.hardware for w in up}
@@ -100,23 +104,49 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
     changed_at = dict(state.changed_at)
     served_demand: dict[str, float] = {}
     pinned = pinned_types(p)
+    # Sub-second clumps (``core.burst``): per variant, the rows its replicas saw in their busiest
+    # recent window, and the typical clump (a moving mean with half-life burst_halflife_s).
+    objective = p.fill_fleet_ms or p.latency_ms
+    clumps = burst_rows(up)
+    for vid, (_, rows) in snap.unserved.items():
+        clumps[vid] = clumps.get(vid, 0) + rows
+    keep = 0.5 ** (p.period_s / p.burst_halflife_s)
+    typical_v = {vid: keep * state.burst_rows.get(vid, 0.0) + (1 - keep) * clumps.get(vid, 0)
+                 for vid in sorted(set(clumps) | set(state.burst_rows))}
+    typical_v = {vid: r for vid, r in typical_v.items() if r >= 0.01}
     if pinned:  # step 4b: the pinned types' replicas, per task
         by_task: dict[str, float] = {}
+        burst: dict[str, float] = {}  # each task's busiest recent clump, as rows per second of objective
+        typical: dict[str, float] = {}  # and its typical clump
         for vid, rate in demand.items():
             v = snap.variants.get(vid)
             if v is not None and v.hardware in pinned:
                 by_task[v.task] = by_task.get(v.task, 0.0) + rate
+        if p.size_for_bursts and p.fill_fleet_ms:
+            per_s = 1000.0 / p.fill_fleet_ms
+            for source, into in ((clumps, burst), (typical_v, typical)):
+                for vid, rows in source.items():
+                    v = snap.variants.get(vid)
+                    if v is not None and v.hardware in pinned:
+                        into[v.task] = into.get(v.task, 0.0) + rows * per_s
         fleet = tuple(w for w in up if w.hardware in pinned)
         fade = 0.5 ** (p.period_s / p.peak_halflife_s)
-        peak = {t: max(by_task.get(t, 0.0), fade * state.peak_rps.get(t, 0.0)) for t in sorted(set(by_task) | set(state.peak_rps))}
+        peak = {t: max(by_task.get(t, 0.0), burst.get(t, 0.0), fade * state.peak_rps.get(t, 0.0))
+                for t in sorted(set(by_task) | set(burst) | set(state.peak_rps))}
         peak = {t: r for t, r in peak.items() if r >= 0.01}
         held: dict[str, int] = {}
         for w in fleet:
             for r in w.replicas:
                 held[r.variant_id] = held.get(r.variant_id, 0) + 1
         sized = {t: max(by_task.get(t, 0.0), peak.get(t, 0.0)) for t in by_task}  # room for the recent peak
+        # where a clump asks for more than the mean rate, replicas are counted by the rows they
+        # answer in time when it arrives; elsewhere by their throughput
+        clumped = frozenset(t for t in sized if sized[t] > by_task[t])
+        typical_clumped = frozenset(t for t, r in typical.items() if r > by_task.get(t, 0.0))
         pinned_targets, short = fill_fleet(sized, {k: v for k, v in snap.variants.items() if v.hardware in pinned},
-                                           fleet, p.fill_fleet_ms, p.target_utilisation, held)
+                                           fleet, p.fill_fleet_ms, p.target_utilisation, held,
+                                           levels=((typical, typical_clumped), (by_task, frozenset())), clump=clumped,
+                                           serve_weight=p.serve_weight)
         for vid, n in sorted(pinned_targets.items()):
             if state.replicas.get(vid, 0) != n:
                 changed_at[vid] = snap.now
@@ -146,6 +176,8 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
             wanted = 0  # no request for idle_unload_s: unload its last replica
         else:  # a quiet variant keeps one replica until then
             wanted = max(1 if have else 0, replicas_needed(v, rate, p.target_utilisation))
+            if p.size_for_bursts and objective and typical_v.get(vid):  # and the typical clump within the objective
+                wanted = max(wanted, math.ceil(typical_v[vid] / max(clump_capacity(v, objective), 1)))
         if v.hardware in p.max_workers:  # one replica per worker: no more than the fleet can hold
             wanted = min(wanted, max(p.max_workers[v.hardware], 1))
         new, lower[vid], changed = apply_hysteresis(vid, have, wanted, snap.now, replace(state, changed_at=changed_at), p)
@@ -203,6 +235,7 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
         last_demand_at={k: t for k, t in last_demand.items() if snap.now - t < 10 * p.idle_unload_s},
         queued_rows=queued_rows(up),
         peak_rps=peak if pinned else {},
+        burst_rows=typical_v,
     )
     return ScalingPlan(budgeted, assignments, tuple(drain), tuple(reasons)), new_state
 

@@ -36,6 +36,16 @@ def observed_demand(workers: tuple[Worker, ...], period_s: float, previous_queue
     return out
 
 
+def burst_rows(workers: tuple[Worker, ...]) -> dict[str, int]:
+    """Rows per variant in its replicas' busiest recent sub-second window (``ReplicaLoad.peak_rows``)."""
+    out: dict[str, int] = {}
+    for w in workers:
+        for r in w.replicas:
+            if r.peak_rows > 0:
+                out[r.variant_id] = out.get(r.variant_id, 0) + r.peak_rows
+    return {k: out[k] for k in sorted(out)}
+
+
 def estimate_demand(observed: Mapping[str, float], previous: Mapping[str, float], decay: float) -> dict[str, float]:
     keys = sorted(set(observed) | set(previous))  # a fixed order: later sums over this dict are exact to the bit
     est = {k: max(observed.get(k, 0.0), decay * previous.get(k, 0.0)) for k in keys}

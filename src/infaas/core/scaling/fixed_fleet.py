@@ -4,12 +4,14 @@ used or not, filled with the most accurate replicas the objective allows. On whe
 
 from __future__ import annotations
 
+import os
 from typing import Mapping
 
+from infaas.core.burst import clump_capacity
 from infaas.core.domain import Variant, Worker
 from infaas.core.scaling.model import ScalingParams
 
-
+SERVE_WEIGHT = float(os.environ.get("SW", "0.5"))
 # -- step 4b: a pinned fleet ----------------------------------------------------------
 def pinned_types(params: ScalingParams) -> set[str]:
     if params.fill_fleet_ms is None:
@@ -19,15 +21,26 @@ def pinned_types(params: ScalingParams) -> set[str]:
 
 def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], workers: tuple[Worker, ...],
                objective_ms: float, target_utilisation: float, current: Mapping[str, int] | None = None,
-               min_gain: float = 0.002) -> tuple[dict[str, int], dict[str, float]]:
+               min_gain: float = 0.01, switch_gain: float = 0.05, levels: tuple[tuple[Mapping[str, float], frozenset], ...] = (),
+               clump: frozenset = frozenset(), serve_weight: float = 0.5) -> tuple[dict[str, int], dict[str, float]]:
     """Replicas per variant serving each task's demand (rows/s) on ``workers``, a fleet of fixed size.
 
     A replica of ``v`` carries ``throughput(B) * target_utilisation`` rows/s, ``B`` being the batch
     the objective allows (``batching.batch_limits``); variants that cannot batch within the objective
     (``2 * p99(1) > objective``) are not used. A replica takes a worker, or its share of the worker's
     memory if that is smaller. The selector fills a task's most accurate replicas first, so replicas
-    ``R`` *deliver* ``sum(accuracy x rows/s)`` of the demand poured into them in accuracy order
-    (rows without room deliver nothing).
+    ``R`` *deliver* ``sum((accuracy + serve_weight) x rows/s)`` of the demand poured into them in
+    accuracy order (rows without room deliver nothing): a row answered in time is worth
+    ``serve_weight`` beside its accuracy, so that a fleet short of room answers more rows with less
+    accurate variants rather than fewer with the best.
+
+    Sub-second bursts (``core.burst``): for the tasks in ``clump``, ``demand`` is the task's busiest
+    recent clump (rows per second of objective) and a replica's room for it is its clump capacity
+    (``burst.clump_capacity``: rows it answers within the objective when they arrive at once, not
+    its throughput over a second). ``levels`` are further loads, each poured the same way and
+    counted too (``(load, tasks in clumps)``): the typical clump and the mean rate, so that the fleet
+    holds accurate replicas for the load that is there most of the time and fast fallbacks for the
+    clumps, which the selector fills once the accurate replicas' queues would answer late.
 
     Local search from ``current`` (replicas per variant now): while a move raises what the fleet
     delivers by at least ``min_gain`` of the total demand, take the best -- one more replica where
@@ -49,6 +62,7 @@ def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], wor
         hosts[w.hardware] = hosts.get(w.hardware, 0) + 1
         budget[w.hardware] = max(budget.get(w.hardware, 0), w.memory_budget_bytes)
     opts: dict[str, list[tuple[Variant, float, float, float]]] = {}  # task -> (variant, thr, accuracy, worker share)
+    clump_thr: dict[str, float] = {}  # a replica's clump capacity (``burst.clump_capacity``) per second of objective
     for v in variants.values():
         if v.hardware not in slots or v.profile is None or 2 * v.profile.latency_at(1, "p99") > objective_ms:
             continue
@@ -56,6 +70,7 @@ def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], wor
         thr = b * 1000.0 / v.profile.latency_at(b, "p50") * target_utilisation
         share = min(1.0, v.profile.peak_memory_bytes / budget[v.hardware]) if budget[v.hardware] else 1.0
         opts.setdefault(v.task, []).append((v, thr, float(v.accuracy or 0.0), share))
+        clump_thr[v.id] = clump_capacity(v, objective_ms) * 1000.0 / objective_ms
     tasks = sorted((t for t in demand if demand[t] > 0 and t in opts), key=lambda t: (-demand[t], t))
     for t in tasks:
         opts[t].sort(key=lambda o: (-o[2], -o[1], o[0].id))  # most accurate first
@@ -73,14 +88,21 @@ def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], wor
         free = left[hw] + (use(freed) if freed else 0.0)
         return free + 1e-9 >= use(vid) and out.get(vid, 0) < hosts[hw]
 
-    def delivered(t: str, extra: str | None = None, less: str | None = None) -> float:
-        rest, got = demand[t], 0.0
+    def poured(t: str, rest: float, extra: str | None, less: str | None, in_clumps: frozenset = frozenset()) -> float:
+        in_clumps = t in in_clumps
+        got = 0.0
         for v, thr, acc, _ in opts[t]:
             n = out.get(v.id, 0) + (v.id == extra) - (v.id == less)
             if n > 0 and rest > 0:
-                served = min(rest, n * thr)
-                got += served * acc
+                served = min(rest, n * (clump_thr[v.id] if in_clumps else thr))
+                got += served * (acc + serve_weight)
                 rest -= served
+        return got
+
+    def delivered(t: str, extra: str | None = None, less: str | None = None) -> float:
+        got = poured(t, demand[t], extra, less, clump)
+        for level, in_clumps in levels:  # and at the loads that are there most of the time
+            got += poured(t, min(level.get(t, 0.0), demand[t]), extra, less, in_clumps)
         return got
 
     def apply(add: str, drop: str | None) -> None:
@@ -126,6 +148,30 @@ def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], wor
         apply(add, drop)
         for t in {task_of[add], task_of[drop] if drop else task_of[add]}:
             base[t] = delivered(t)
+    # The search above moves one replica at a time from what runs now and can stop at a fleet that
+    # no single move improves. A fleet built afresh -- each worker in turn to the replica that adds
+    # most -- replaces it when it delivers clearly more (``switch_gain`` of the total): a burst
+    # that the current split of the fleet cannot follow re-splits it, a small gain does not.
+    kept_out, kept_left = dict(out), dict(left)
+    value = sum(base.values())
+    out.clear()
+    left.update(slots)
+    base = {t: delivered(t) for t in tasks}
+    while True:
+        best = None
+        for vid in info:
+            if room(vid):
+                gain = delivered(task_of[vid], extra=vid) - base[task_of[vid]]
+                if gain > 1e-9 and (best is None or gain > best[0]):
+                    best = (gain, vid)
+        if best is None:
+            break
+        apply(best[1], None)
+        base[task_of[best[1]]] = delivered(task_of[best[1]])
+    if sum(base.values()) < value + switch_gain * max(value, 1e-9):
+        out.clear()
+        out.update(kept_out)
+        left.update(kept_left)
     for t in tasks:  # replicas that deliver nothing (more accurate ones carry the demand) make room
         for v, thr, _, _ in reversed(opts[t]):
             while out.get(v.id, 0) and sum(o[1] * out.get(o[0].id, 0) for o in opts[t] if o[0].id != v.id) \

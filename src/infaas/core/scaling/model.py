@@ -23,6 +23,9 @@ class ScalingParams:
     latency_ms: float | None = None  # the latency objective queries ask for; hardware moves keep to it
     fill_fleet_ms: float | None = None  # fill pinned types (min == max workers) for this objective; None: off
     peak_halflife_s: float = 300.0  # pinned fleet: how slowly a task's remembered peak demand fades
+    size_for_bursts: bool = True  # replicas (and a pinned fleet) sized for the typical sub-second clump too
+    burst_halflife_s: float = 30.0  # the typical clump is a moving mean of the busiest windows with this half-life
+    serve_weight: float = 0.75  # pinned fleet: what a row answered in time is worth beside its accuracy (0-1)
     worker_release_s: float = 60.0  # a worker type shrinks only after asking for fewer this long
 
 
@@ -34,6 +37,9 @@ class Snapshot:
     hardware: Mapping[str, HardwareType]
     desired_workers: Mapping[str, int]
     params: ScalingParams = ScalingParams()
+    # variant -> (rows/s refused over the period, rows in its busiest sub-second window): demand the
+    # selector turned away because every replica would have answered late (``core.burst.Unserved``)
+    unserved: Mapping[str, tuple[float, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class PolicyState:
     last_demand_at: Mapping[str, float] = field(default_factory=dict)  # variant -> last time with demand
     queued_rows: Mapping[str, int] = field(default_factory=dict)  # variant -> rows queued last period
     peak_rps: Mapping[str, float] = field(default_factory=dict)  # task -> remembered peak demand (pinned fleet)
+    burst_rows: Mapping[str, float] = field(default_factory=dict)  # variant -> typical rows in its busiest sub-second window
 
     def to_dict(self) -> dict:
         return {k: dict(getattr(self, k)) for k in self.__dataclass_fields__}

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from infaas.core import scaling, selection
+from infaas.core.burst import Unserved
 from infaas.core.domain import (
     WORKER_DRAINING,
     WORKER_UP,
@@ -37,7 +38,7 @@ from infaas.core.domain import (
     ReplicaLoad,
     Worker,
 )
-from infaas.core.errors import InfaasError
+from infaas.core.errors import InfaasError, Unavailable
 from infaas.core.reconcile import Loaded, grace_s, reconcile
 from infaas.sim.engine import DRAINING, UP, Machine, Refused, Simulator
 from infaas.sim.policies.base import Policy
@@ -61,6 +62,7 @@ class Ours(Policy):
         self.assignments: dict[str, tuple[str, ...]] | None = None
         self.plans = 0
         self.select_calls = 0
+        self.unserved = Unserved()  # what the selector turned away, as the live data plane counts it
 
     # -- setup -----------------------------------------------------------------------------------------
     def start(self, sim: Simulator) -> None:
@@ -87,7 +89,8 @@ class Ours(Policy):
             rate = 0.0
             if rate_period_s:
                 rate = r.served / rate_period_s
-            reps.append(ReplicaLoad(r.vid, queued_rows=r.queued, rate_rps=rate, memory_bytes=r.info.memory,
+            reps.append(ReplicaLoad(r.vid, queued_rows=r.queued, rate_rps=rate, peak_rows=r.peaks.peak(now_s),
+                                    memory_bytes=r.info.memory,
                                     last_used=r.last_used / 1000.0))
         return Worker(id=m.id, hardware=m.hw, url=f"sim://{m.id}", state=WORKER_UP if m.state == UP else WORKER_DRAINING,
                       memory_budget_bytes=m.budget, memory_used_bytes=used, replicas=tuple(reps), heartbeat_at=now_s,
@@ -122,6 +125,8 @@ class Ours(Policy):
         try:
             d = selection.select(q, self.catalogue, self.cluster(sim))
         except InfaasError as exc:
+            if isinstance(exc, Unavailable) and exc.details.get("variant"):  # turned away: demand all the same
+                self.unserved.add(exc.details["variant"], sim.now / 1000.0)
             raise Refused(type(exc).__name__) from None
         return d.variant, d.worker
 
@@ -136,7 +141,7 @@ class Ours(Policy):
                 r.served = 0
         hws = set(self.hardware) | set(p.min_workers) | set(p.max_workers)
         desired = {hw: sim.desired(hw) for hw in sorted(hws) if sim.desired(hw) or hw in p.min_workers}
-        snap = scaling.Snapshot(now_s, workers, self.variants, self.hardware, desired, p)
+        snap = scaling.Snapshot(now_s, workers, self.variants, self.hardware, desired, p, unserved=self.unserved.take(now_s))
         result, self.state = scaling.control_period(snap, self.state, self.assignments or {})
         self.plans += 1
         self.assignments = dict(result.assignments)
