@@ -102,3 +102,22 @@ def test_a_query_of_many_rows_runs_as_several_invocations_of_the_largest_batch()
     assert one.batch == two.batch == 8
     assert two.predicted_latency_ms == pytest.approx(2 * one.predicted_latency_ms)
     assert FUNCTION_TIER not in (1, 2, 3, 4)
+
+
+def test_after_an_idle_hour_a_fleet_at_zero_answers_by_a_cold_invocation_late_rather_than_not_at_all():
+    # 100 ms objective, a 300 ms cold start: nothing answers in time; the tier answers in the
+    # objective's worth of warm run plus its cold start, and leaves a warm environment behind
+    state = warm(tier.TierState(), FN.id, 1000.0)
+    d = decide(q(latency_ms=100), [MACHINE, FN], [], state, now=1000.0 + 3600.0)
+    assert d.worker == tier.HARDWARE and not d.loaded
+    assert d.predicted_latency_ms == pytest.approx(8.0 + COLD_MS) and d.predicted_latency_ms <= 100 + COLD_MS
+
+
+def test_under_refuse_late_a_cold_invocation_is_preferred_to_a_refusal():
+    busy = make_worker("w1", replicas=[ReplicaLoad(MACHINE.id, queued_rows=400)])  # 50 batches of 12 ms
+    cat = Catalogue.build([MACHINE, FN], HARDWARE)
+    cluster = Cluster.build([busy], HARDWARE, catalogue=cat, refuse_late=True, tier=tier.TierState(), now=1000.0)
+    d = select(q(latency_ms=100), cat, cluster)
+    assert d.worker == tier.HARDWARE and not d.loaded  # late (cold), not a 503
+    with pytest.raises(Unavailable):  # without the tier: refused
+        select(q(latency_ms=100), cat, Cluster.build([busy], HARDWARE, catalogue=cat, refuse_late=True))

@@ -639,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--doc", default="docs/evaluation.md", help="report page to update")
     cmp_.add_argument("--img", default="docs/img", help="folder for the plots")
     cmp_.add_argument("--no-report", action="store_true", help="print the table only")
+    cmp_.add_argument("--no-plots", action="store_true", help="write the report's tables without plots")
     dat = sim_sub.add_parser("data", help="the Proteus data set the simulator replays")
     fetch = dat.add_subparsers(dest="data_action", required=True).add_parser(
         "fetch", help="download the Proteus profiles and traces (pinned, SHA-256 checked) into a local cache")

@@ -447,12 +447,17 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
                 break
             best = _place(best, cost, v, steady, cold, query, cluster, catalogue, limit)
 
+    refuse = cluster.refuse_late if obj.if_late is None else obj.if_late == "refuse"
     if cluster.tier is not None and (best is None or best.tier > 2):
-        # No machine replica answers in time, loaded or loading: the serverless tier, if it does.
-        fn = _function_option(everything, query, cluster, limit, max_cost, floor, publisher)
+        # No machine replica answers in time, loaded or loading: the serverless tier, if it does;
+        # else a cold invocation (late, flagged, as a machine's cold start is) where it answers
+        # sooner than the machines would, or where the machines' answer would be a refusal or none
+        # -- it leaves a warm environment behind for the queries that follow.
+        fn, late = _function_option(everything, query, cluster, limit, max_cost, floor, publisher)
         if fn is not None:
             return _decision(fn, query, cluster)
-    refuse = cluster.refuse_late if obj.if_late is None else obj.if_late == "refuse"
+        if late is not None and (best is None or (best.tier == 4 and refuse) or late.latency_ms < best.latency_ms):
+            return _decision(late, query, cluster)
     if best is not None and best.tier == 4 and refuse:
         # Every replica would answer late: queueing it would make the queries behind it late too.
         raise Unavailable(f"over capacity: the shortest wait for a variant meeting the objective is "
@@ -496,13 +501,14 @@ _TIER_WORKER = Worker(id=tier.HARDWARE, hardware=tier.HARDWARE, url="")
 
 
 def _function_option(ranked: tuple[tuple, ...], query: Query, cluster: Cluster, limit: float, max_cost: float,
-                     floor: float, publisher: str | None) -> _Option | None:
+                     floor: float, publisher: str | None) -> tuple[_Option | None, _Option | None]:
     """The cheapest ``lambda`` variant the tier answers within the objective (then the more
     accurate, the faster): its warm p99 at the query's rows, plus its cold start whenever no warm
     environment is idle (``tier.predict_ms``), plus the overhead of a hop; priced per invocation
-    (``tier.invocation_cost``, the cold start billed too)."""
+    (``tier.invocation_cost``, the cold start billed too). And, when none is in time, the one that
+    answers soonest (late)."""
     state, now = cluster.tier, cluster.now
-    best = None
+    best = soonest = None
     for _, v, _, _ in ranked:
         if v.hardware != tier.HARDWARE or v.profile is None or not v.profile.memory_mb:
             continue
@@ -515,12 +521,17 @@ def _function_option(ranked: tuple[tuple, ...], query: Query, cluster: Cluster, 
         lat = (lat + (runs - 1) * fp.latency_at(batch, "p99")) + cluster.default_overhead_ms
         cost = runs * fp.cost_per_request(batch) + (tier.invocation_cost(fp.cold_start_ms, fp.memory_mb)
                                                     - tier.PRICE_PER_REQUEST if p > 0 else 0.0)
-        if lat > limit or cost > max_cost:
+        if cost > max_cost or math.isinf(lat):
+            continue
+        option = _Option(FUNCTION_TIER, cost, lat, v, _TIER_WORKER, batch, p == 0)
+        if lat > limit:
+            if soonest is None or (lat, cost) < (soonest.latency_ms, soonest.cost):
+                soonest = option
             continue
         key = (cost, -(v.accuracy or 0.0), lat)
         if best is None or key < best[0]:
-            best = (key, _Option(FUNCTION_TIER, cost, lat, v, _TIER_WORKER, batch, p == 0))
-    return None if best is None else best[1]
+            best = (key, option)
+    return (None, soonest) if best is None else (best[1], None)
 
 
 def _better(a: _Option | None, b: _Option) -> _Option:
@@ -612,7 +623,7 @@ _WHY = {
     3: "cold start: cheapest variant whose steady latency meets the objective (this query pays its load)",
     4: "over capacity: every replica's queue breaks the objective; the shortest wait was chosen "
        "(the autoscaler adds replicas)",
-    FUNCTION_TIER: "no machine replica answers in time; the serverless tier does, cheapest variant first",
+    FUNCTION_TIER: "no machine replica answers in time; the serverless tier, cheapest variant in time first",
 }
 
 

@@ -30,7 +30,7 @@ def compare_main(args) -> int:
                                 policies=policies, progress=lambda line: print(line, flush=True))
             c.command = command
             if not args.no_report:
-                compare.write_report(c, Path(args.doc), Path(args.img))
+                compare.write_report(c, Path(args.doc), Path(args.img), plots=not getattr(args, "no_plots", False))
             print(f"  ({c.wall_s:.0f} s)", flush=True)
     if not args.no_report:
         print(f"report: {args.doc} (plots in {args.img}/), {time.perf_counter() - t0:.0f} s in all")

@@ -49,6 +49,7 @@ the CUDA context and session) and ``peak_memory = 1.25 * bytes + 100 MiB``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -59,6 +60,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from infaas.core import tier
 from infaas.core.batching import batch_limits
 from infaas.core.domain import READY, HardwareType, Profile, Variant
 
@@ -227,6 +229,30 @@ def proteus_variants(
                 task=task_id(family_of[model]), tenant=TENANT, visibility="shared", status=READY,
                 accuracy=round(families[family_of[model]][model] / 100.0, 6), accuracy_measured=False, profile=profile,
             ))
+    return out
+
+
+# The serverless tier (``core.tier``): a function's runtime start and imports (Python, numpy,
+# onnxruntime), as the inference function measured it in the Lambda fidelity harness (about 300 ms).
+FUNCTION_START_MS = 300.0
+FUNCTION_RUNTIME_MB = 256  # the function's own memory beside the model
+WEIGHTS_BY_ARCH = {arch_name(m): weight_bytes(m) for m in PARAMS_M}
+
+
+def tier_variants(variants: Iterable[Variant]) -> list[Variant]:
+    """A ``lambda`` variant for every ``cpu`` variant: the same architecture and profile, run as a
+    function at ``tier.FULL_VCPU_MB`` (one vCPU, as the profile was measured on one) or more where
+    the model needs the memory; its cold start (``load_ms``) is the function's start, the model's
+    download from S3 (``tier.download_ms``) and its load; at most 8 rows per invocation."""
+    out = []
+    for v in variants:
+        if v.hardware != "cpu" or v.profile is None:
+            continue
+        mb = max(tier.FULL_VCPU_MB, math.ceil(v.profile.peak_memory_bytes / MIB) + FUNCTION_RUNTIME_MB)
+        weights = WEIGHTS_BY_ARCH.get(v.architecture, v.profile.peak_memory_bytes)
+        cold = FUNCTION_START_MS + tier.download_ms(weights) + v.profile.load_ms
+        profile = dataclasses.replace(v.profile, hardware=tier.HARDWARE, load_ms=cold, memory_mb=min(mb, tier.MAX_MEMORY_MB))
+        out.append(dataclasses.replace(v, hardware=tier.HARDWARE, max_batch=min(v.max_batch, 8), profile=profile))
     return out
 
 

@@ -43,6 +43,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from infaas.core import tier as tier_mod
 from infaas.core.batching import BatchLimits, replica_limits, wait_ms
 from infaas.core.burst import PeakMeter
 from infaas.core.domain import HardwareType, Variant
@@ -50,7 +51,7 @@ from infaas.core.eviction import Resident, choose_evictions
 from infaas.sim.data import Workload
 
 BOOTING, UP, DRAINING, GONE = "booting", "up", "draining", "gone"
-_FORM, _FINISH, _LOADED, _UP, _CONTROL, _SAMPLE = range(6)
+_FORM, _FINISH, _LOADED, _UP, _CONTROL, _SAMPLE, _FN_DONE = range(7)
 Z90 = 1.2815515655446004  # standard normal 90th percentile
 MAX_SIGMA = 0.2
 
@@ -73,6 +74,12 @@ class ClusterSpec:
     max_machines: Mapping[str, int] = field(default_factory=dict)  # physical cap (fixed cluster); none if absent
     min_billing_s: float = 60.0
     jitter: bool = True
+    # The serverless tier (``core.tier``): ``lambda`` variants run as function invocations, one
+    # query each, cold when no warm environment of the variant is idle, up to ``tier_concurrency``
+    # at once, billed per invocation (``tier.invocation_cost``, the cold start included).
+    tier: bool = False
+    tier_concurrency: int = tier_mod.DEFAULT_CONCURRENCY
+    keep_warm_s: float = tier_mod.KEEP_WARM_S
 
 
 class VariantInfo:
@@ -201,6 +208,11 @@ class Simulator:
         self.failed_loads = 0
         self.end_ms = 0.0
         self.on_batch: Callable[[Replica, int, float], None] | None = None
+        self.tier_state = tier_mod.TierState(concurrency=spec.tier_concurrency, keep_warm_s=spec.keep_warm_s) if spec.tier else None
+        self.tier_cost = 0.0  # dollars of invocations within the counted interval
+        self.tier_invocations = 0
+        self.tier_cold = 0
+        self.tier_served: dict[str, int] = {}  # lambda variant -> invocations since a policy last read it
 
     # -- the event queue -------------------------------------------------------------------------------
     def _push(self, t: float, kind: int, obj) -> None:
@@ -238,6 +250,8 @@ class Simulator:
                     if i < n:
                         self.policy.control(self)
                         self._push(t + period * 1000.0, _CONTROL, None)
+                elif kind == _FN_DONE:
+                    self._fn_done(*obj)
                 elif kind == _SAMPLE:
                     self._sample()
                     if i < n:
@@ -388,6 +402,9 @@ class Simulator:
 
     # -- requests ----------------------------------------------------------------------------------------
     def dispatch(self, i: int, vid: str, mid: str) -> None:
+        if mid == tier_mod.HARDWARE:
+            self._invoke(i, vid)
+            return
         m = self.machines.get(mid)
         if m is None or m.state != UP:
             self.refused[i] = "worker not up"
@@ -487,6 +504,37 @@ class Simulator:
         elif m.state == DRAINING and m.idle():
             self._release(m)
 
+    # -- the serverless tier ------------------------------------------------------------------------------
+    def _invoke(self, i: int, vid: str) -> None:
+        """One query as one invocation of ``vid``'s function: its warm run (the profile's p50 at
+        one row, jittered as a batch is), after its cold start when no warm environment is idle."""
+        if self.tier_state is None:
+            self.refused[i] = "no serverless tier"
+            return
+        now_s = self.now / 1000.0
+        try:
+            self.tier_state, cold = tier_mod.acquire(self.tier_state, vid, now_s)
+        except tier_mod.Throttled:
+            self.refused[i] = "throttled"
+            return
+        info = self.info[vid]
+        dur = info.p50[1]
+        if self.spec.jitter and info.sigma > 0:
+            dur *= math.exp(info.sigma * self.rng.gauss(0.0, 1.0))
+        if cold:
+            dur += info.load_ms  # a lambda variant's load_ms is its cold start
+            self.tier_cold += 1
+        self.tier_invocations += 1
+        self.tier_served[vid] = self.tier_served.get(vid, 0) + 1
+        if self.arrival[i] >= self.workload.t0_ms:
+            self.tier_cost += tier_mod.invocation_cost(dur, info.variant.profile.memory_mb)
+        self._push(self.now + dur, _FN_DONE, (i, vid))
+
+    def _fn_done(self, i: int, vid: str) -> None:
+        self.tier_state = tier_mod.release(self.tier_state, vid, self.now / 1000.0)
+        self.finish[i] = self.now
+        self.served_by[i] = self.info[vid].index
+
     # -- observation -------------------------------------------------------------------------------------
     def _sample(self) -> None:
         counts: dict[str, int] = {}
@@ -515,8 +563,10 @@ class Simulator:
         return out
 
     def cost(self) -> float:
-        """Dollars for the machine time of ``machine_seconds`` at the hourly prices."""
-        return sum(s * self.spec.hardware[hw].price_per_hour / 3600.0 for hw, s in self.machine_seconds().items())
+        """Dollars for the machine time of ``machine_seconds`` at the hourly prices, plus the
+        serverless tier's invocations."""
+        machines = sum(s * self.spec.hardware[hw].price_per_hour / 3600.0 for hw, s in self.machine_seconds().items())
+        return machines + self.tier_cost
 
     def arrays(self) -> dict[str, np.ndarray]:
         acc = np.array([self.info_by_index[k].accuracy if k >= 0 else np.nan for k in self.served_by])

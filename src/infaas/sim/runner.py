@@ -30,10 +30,15 @@ class Setup:
     devices: dict = field(default_factory=dict)  # fixed mode: machines per type
 
 
-def cloud_setup(variants=None, *, objective_ms: float = 300.0, path=None) -> Setup:
+def cloud_setup(variants=None, *, objective_ms: float = 300.0, path=None, tier: bool = False) -> Setup:
+    """``tier``: the serverless tier too -- a ``lambda`` variant of every cpu variant
+    (``data.tier_variants``), run as function invocations (``ClusterSpec.tier``)."""
     vs = variants if variants is not None else data.proteus_variants(path, objective_ms=objective_ms)
+    if tier:
+        vs = list(vs) + data.tier_variants(vs)
     hw = {h: data.HARDWARE[h] for h in CLOUD_TYPES}
-    spec = ClusterSpec(hardware=hw, start_s={h: data.START_S[h] for h in hw}, memory_bytes={h: data.MEMORY_BUDGET[h] for h in hw})
+    spec = ClusterSpec(hardware=hw, start_s={h: data.START_S[h] for h in hw}, memory_bytes={h: data.MEMORY_BUDGET[h] for h in hw},
+                       tier=tier)
     return Setup("cloud", spec, vs)
 
 

@@ -61,6 +61,7 @@ import math
 from dataclasses import replace
 from typing import Mapping, Sequence
 
+from infaas.core import tier
 from infaas.core.burst import clump_capacity
 from infaas.core.domain import WORKER_UP
 from infaas.core.scaling.demand import (  # noqa: F401
@@ -85,6 +86,28 @@ from infaas.core.scaling.placement import (  # noqa: F401
 )
 
 
+# -- the serverless tier -----------------------------------------------------------
+def tier_moves(snap: Snapshot) -> list[tuple[str, str, float]]:
+    """``(lambda variant, machine variant, rows/s)`` for the tier's load that machines would serve
+    for less: the same architecture and format on a machine type, its replicas priced as whole
+    workers (``running_cost``) against the tier's invocations at their warm cost
+    (``tier.FunctionProfile.cost_per_request``). Rare and spiky load stays on the tier, which bills
+    nothing while idle; a steady load moves, and the selector then prefers the loaded replica."""
+    out = []
+    p = snap.params
+    for vid, rate in sorted(snap.tier_rps.items()):
+        v = snap.variants.get(vid)
+        if v is None or rate <= 0 or v.profile is None or not v.profile.memory_mb:
+            continue
+        on_tier = rate * 3600.0 * tier.function_profile_of(v.profile).cost_per_request()
+        homes = [(running_cost(h, rate, snap.hardware, p.target_utilisation), h.id) for h in snap.variants.values()
+                 if h.hardware != tier.HARDWARE and h.architecture == v.architecture and h.format == v.format
+                 and h.runtime == v.runtime and h.tenant == v.tenant and h.hardware in snap.hardware]
+        if homes and min(homes)[0] < on_tier:
+            out.append((vid, min(homes)[1], rate))
+    return out
+
+
 # -- the policy ------------------------------------------------------------------
 def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ...]]) -> tuple[ScalingPlan, PolicyState]:
     """One control period. ``current`` is the previous plan's assignments."""
@@ -94,6 +117,9 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
     observed = observed_demand(up, p.period_s, state.queued_rows)
     for vid, (rate, _) in snap.unserved.items():  # turned away: no heartbeat shows it
         observed[vid] = observed.get(vid, 0.0) + rate
+    for vid, home, rate in tier_moves(snap):  # the tier's steady load, where machines serve it for less
+        observed[home] = observed.get(home, 0.0) + rate
+        reasons.append(f"tier: {rate:.1f} rows/s of {vid} cost less on machines as {home}")
     demand = estimate_demand(observed, state.demand_rps, p.demand_decay)
     last_demand = {**state.last_demand_at, **{k: snap.now for k, v in observed.items() if v > 0}}
     up_types = {w.hardware for w in up}

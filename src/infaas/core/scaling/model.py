@@ -40,6 +40,8 @@ class Snapshot:
     # variant -> (rows/s refused over the period, rows in its busiest sub-second window): demand the
     # selector turned away because every replica would have answered late (``core.burst.Unserved``)
     unserved: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    # lambda variant -> invocations/s of the serverless tier over the period (``core.tier``)
+    tier_rps: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ serves:
                 sum_{c, v on h} x[c, v] / thr_v <= m_h       for every hardware type h
                 x >= 0,  m_h integer >= 0
 
+(plus, with the serverless tier, ``sum x[c, f] * cost_per_row_f`` over its ``lambda`` variants),
 where ``v`` ranges over the variants of c's task that meet its floor and
 whose profiled batch-1 latency meets its objective, and ``thr_v`` is the
 variant's throughput at its largest allowed batch at full utilisation. The
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from infaas.core import tier as tier_mod
 from infaas.sim.data import Workload
 from infaas.sim.engine import VariantInfo
 
@@ -42,7 +44,11 @@ class LowerBound:
     unservable: int  # requests of classes no variant can serve
 
 
-def lower_bound(workload: Workload, infos: list[VariantInfo], prices: dict[str, float], *, window_s: float = 10.0) -> LowerBound:
+def lower_bound(workload: Workload, infos: list[VariantInfo], prices: dict[str, float], *, window_s: float = 10.0,
+                tier: bool = False) -> LowerBound:
+    """With ``tier``, the serverless tier's ``lambda`` variants are options too: a class's rate may go
+    to one at its warm cost per invocation (``tier.FunctionProfile.cost_per_request``; cold starts
+    and the concurrency limit ignored), with no machine to hold."""
     k0, t0 = workload.warmup, workload.t0_ms
     arrival = workload.arrival_ms[k0:] - t0
     task = workload.task[k0:]
@@ -52,7 +58,9 @@ def lower_bound(workload: Workload, infos: list[VariantInfo], prices: dict[str, 
         return LowerBound(0.0, 0, window_s, {}, 0)
     duration = float(arrival[-1]) / 1000.0
     nwin = max(1, int(math.ceil(duration / window_s)))
-    hws = sorted({i.hw for i in infos if i.hw in prices})
+    hws = sorted({i.hw for i in infos if i.hw in prices and i.hw != tier_mod.HARDWARE})
+    per_row = {i.id: tier_mod.function_profile_of(i.variant.profile).cost_per_request() * 3600.0  # $/h per row/s
+               for i in infos if tier and i.hw == tier_mod.HARDWARE}
     classes: dict[tuple[int, int, float], np.ndarray] = {}
     win = np.minimum((arrival / 1000.0 // window_s).astype(int), nwin - 1)
     for key in set(zip(task.tolist(), tenant.tolist(), lat.tolist())):
@@ -66,8 +74,8 @@ def lower_bound(workload: Workload, infos: list[VariantInfo], prices: dict[str, 
     for key, counts in classes.items():
         t, ten, objective = key
         floor = workload.tenants[ten].min_accuracy or 0.0
-        ok = [i for i in by_task.get(workload.tasks[t], ()) if i.hw in prices and i.accuracy >= floor - 1e-12
-              and i.variant.profile.latency_at(1, "p99") <= objective]
+        ok = [i for i in by_task.get(workload.tasks[t], ()) if (i.hw in prices or (tier and i.hw == tier_mod.HARDWARE))
+              and i.accuracy >= floor - 1e-12 and i.variant.profile.latency_at(1, "p99") <= objective]
         options[key] = ok
         if not ok:
             unservable += int(counts.sum())
@@ -82,7 +90,7 @@ def lower_bound(workload: Workload, infos: list[VariantInfo], prices: dict[str, 
             continue
         cols: list[tuple[tuple, VariantInfo]] = [(k, i) for k in rates for i in options[k]]
         nx, nm = len(cols), len(hws)
-        c = np.concatenate([np.zeros(nx), np.array([prices[h] for h in hws])])
+        c = np.concatenate([np.array([per_row.get(i.id, 0.0) for _, i in cols]), np.array([prices[h] for h in hws])])
         a_eq = np.zeros((len(rates), nx + nm))
         b_eq = np.zeros(len(rates))
         rk = {k: r for r, k in enumerate(rates)}
@@ -92,7 +100,8 @@ def lower_bound(workload: Workload, infos: list[VariantInfo], prices: dict[str, 
             b_eq[r] = rates[k]
         a_ub = np.zeros((nm, nx + nm))
         for j, (_, i) in enumerate(cols):
-            a_ub[hws.index(i.hw), j] = 1.0 / i.throughput()
+            if i.id not in per_row:  # the tier holds no machine
+                a_ub[hws.index(i.hw), j] = 1.0 / i.throughput()
         for h in range(nm):
             a_ub[h, nx + h] = -1.0
         cons = [LinearConstraint(a_eq, b_eq, b_eq), LinearConstraint(a_ub, -np.inf, 0.0)]

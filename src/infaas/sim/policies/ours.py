@@ -48,11 +48,13 @@ class Ours(Policy):
     name = "ours"
 
     def __init__(self, params: scaling.ScalingParams, *, hardware: Mapping[str, HardwareType] | None = None,
-                 initial: Mapping[str, int] | None = None, name: str = "ours", refuse_late: bool = False) -> None:
+                 initial: Mapping[str, int] | None = None, name: str = "ours", refuse_late: bool = False,
+                 tier: bool = False) -> None:
         """``hardware``: the prices the product is configured with (default: the simulated ones);
         ``initial``: machines up before the first request (default ``params.min_workers``);
         ``refuse_late``: the deployment's admission setting (``selection.Cluster.refuse_late``)."""
         self.refuse_late = refuse_late
+        self.tier = tier  # runs on a set-up with the serverless tier (``runner.cloud_setup(tier=True)``)
         self.name = name
         self.params = params
         self.period_s = params.period_s
@@ -108,6 +110,8 @@ class Ours(Policy):
             newer = [self.worker_record(m, now / 1000.0) for m in sim.dirty if m.id in self._cluster.workers]
             self._cluster = self._cluster.with_workers(newer)
         sim.dirty.clear()
+        if sim.tier_state is not None:  # the tier's warm pool as of now (it moves with every invocation)
+            return self._cluster.with_tier(sim.tier_state, now / 1000.0)
         return self._cluster
 
     # -- per request -----------------------------------------------------------------------------------
@@ -141,7 +145,10 @@ class Ours(Policy):
                 r.served = 0
         hws = set(self.hardware) | set(p.min_workers) | set(p.max_workers)
         desired = {hw: sim.desired(hw) for hw in sorted(hws) if sim.desired(hw) or hw in p.min_workers}
-        snap = scaling.Snapshot(now_s, workers, self.variants, self.hardware, desired, p, unserved=self.unserved.take(now_s))
+        tier_rps = {vid: n / p.period_s for vid, n in sorted(sim.tier_served.items())}
+        sim.tier_served.clear()
+        snap = scaling.Snapshot(now_s, workers, self.variants, self.hardware, desired, p, unserved=self.unserved.take(now_s),
+                                tier_rps=tier_rps)
         result, self.state = scaling.control_period(snap, self.state, self.assignments or {})
         self.plans += 1
         self.assignments = dict(result.assignments)
