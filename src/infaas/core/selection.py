@@ -450,13 +450,13 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
     refuse = cluster.refuse_late if obj.if_late is None else obj.if_late == "refuse"
     if cluster.tier is not None and (best is None or best.tier > 2):
         # No machine replica answers in time, loaded or loading: the serverless tier, if it does;
-        # else a cold invocation (late, flagged, as a machine's cold start is) where it answers
-        # sooner than the machines would, or where the machines' answer would be a refusal or none
-        # -- it leaves a warm environment behind for the queries that follow.
+        # else a cold invocation (late, flagged, as a machine's cold start is) where the machines'
+        # answer would be a refusal or none -- it leaves a warm environment behind for the queries
+        # that follow.
         fn, late = _function_option(everything, query, cluster, limit, max_cost, floor, publisher)
         if fn is not None:
             return _decision(fn, query, cluster)
-        if late is not None and (best is None or (best.tier == 4 and refuse) or late.latency_ms < best.latency_ms):
+        if late is not None and (best is None or (best.tier == 4 and refuse)):
             return _decision(late, query, cluster)
     if best is not None and best.tier == 4 and refuse:
         # Every replica would answer late: queueing it would make the queries behind it late too.

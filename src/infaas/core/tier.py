@@ -30,6 +30,7 @@ from typing import Iterable, Mapping
 from infaas.core.domain import Profile
 
 HARDWARE = "lambda"  # the hardware type's name in the catalogue and in variant ids
+HOST = "cpu"  # the machine type whose files the tier runs (built on its lane; its steady load moves there)
 
 # -- prices (x86, us-east-1, the first pricing tier: up to 6 billion GB-seconds a month) ---------------
 PRICE_PER_GB_SECOND = 0.0000166667  # USD per GB-second of duration (arm64 is 20 % less; not used here)

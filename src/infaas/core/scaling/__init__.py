@@ -89,21 +89,29 @@ from infaas.core.scaling.placement import (  # noqa: F401
 # -- the serverless tier -----------------------------------------------------------
 def tier_moves(snap: Snapshot) -> list[tuple[str, str, float]]:
     """``(lambda variant, machine variant, rows/s)`` for the tier's load that machines would serve
-    for less: the same architecture and format on a machine type, its replicas priced as whole
+    for less: the same architecture and format on the tier's machine type (``tier.HOST``: the
+    same files, the same kind of CPU), its replicas priced as whole
     workers (``running_cost``) against the tier's invocations at their warm cost
     (``tier.FunctionProfile.cost_per_request``). Rare and spiky load stays on the tier, which bills
-    nothing while idle; a steady load moves, and the selector then prefers the loaded replica."""
+    nothing while idle; a steady load moves, and the selector then prefers the loaded replica. The
+    tier's load of a variant whose machine sibling is loaded already is that sibling's overflow
+    (the selector sends a query to the tier only when no replica answers in time): it counts as
+    the sibling's demand at any price, as a refused query would, so that the machines grow to it."""
     out = []
     p = snap.params
+    loaded = {r.variant_id for w in snap.workers if w.state == WORKER_UP for r in w.replicas}
     for vid, rate in sorted(snap.tier_rps.items()):
         v = snap.variants.get(vid)
         if v is None or rate <= 0 or v.profile is None or not v.profile.memory_mb:
             continue
         on_tier = rate * 3600.0 * tier.function_profile_of(v.profile).cost_per_request()
         homes = [(running_cost(h, rate, snap.hardware, p.target_utilisation), h.id) for h in snap.variants.values()
-                 if h.hardware != tier.HARDWARE and h.architecture == v.architecture and h.format == v.format
+                 if h.hardware == tier.HOST and h.architecture == v.architecture and h.format == v.format
                  and h.runtime == v.runtime and h.tenant == v.tenant and h.hardware in snap.hardware]
-        if homes and min(homes)[0] < on_tier:
+        running = sorted(h for _, h in homes if h in loaded)
+        if running:  # overflow of a variant machines serve already: their demand, as a refusal would be
+            out.append((vid, running[0], rate))
+        elif homes and min(homes)[0] < on_tier:
             out.append((vid, min(homes)[1], rate))
     return out
 
