@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Callable, Mapping
 
-from infaas.app.data import tier_demand
+from infaas.app.data import tier_demand, unserved_demand
 from infaas.app.store import MetadataStore, ready_variants
 from infaas.core.domain import HardwareType
 from infaas.core.errors import ConditionFailed
@@ -68,7 +68,8 @@ class Autoscaler:
         desired = self.fleet.desired()
         now = self.clock()
         snap = Snapshot(now, workers, {v.id: v for v in ready_variants(self.store.all_variants())},
-                        self.hardware, desired, self.params, tier_rps=tier_demand(self.store, now))
+                        self.hardware, desired, self.params, tier_rps=tier_demand(self.store, now),
+                        unserved=unserved_demand(self.store, now))
         result, new_state = control_period(snap, state, previous)
         try:
             self.store.put_state(STATE_NAME, {"policy": new_state.to_dict(), "assignments": result.assignments},

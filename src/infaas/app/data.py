@@ -21,6 +21,7 @@ import numpy as np
 from infaas.app.coalescer import Coalescer
 from infaas.app.store import MetadataStore
 from infaas.core import tier
+from infaas.core.burst import Unserved
 from infaas.core.domain import (
     FAILED,
     Decision,
@@ -110,6 +111,9 @@ class DataPlane:
         self.tier_state: tier.TierState | None = None if functions is None else tier.TierState(
             concurrency=functions.concurrency, keep_warm_s=settings.function_keep_warm_s)
         self.tier_stats: dict[str, TierStats] = {}
+        # queries turned away (every replica late, INFAAS_REFUSE_LATE): demand no heartbeat shows,
+        # published beside the tier's rate for the autoscaler (``unserved_demand``)
+        self.unserved = Unserved(start=self.clock())
         self._tier_expired_at = -math.inf
         self._tier_published_at = -math.inf
         self._instance = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -179,9 +183,9 @@ class DataPlane:
             expire = getattr(self.functions, "expire", None)
             if expire is not None:  # the local tier's idle instances past keep-warm stop
                 expire()
-            if now - self._tier_published_at >= TIER_PUBLISH_S:
-                self._tier_published_at = now
-                self._publish_tier_demand(now)
+        if now - self._tier_published_at >= TIER_PUBLISH_S:
+            self._tier_published_at = now
+            self._publish_tier_demand(now)
 
     def _build_cluster(self, workers) -> Cluster:
         live = {w.id for w in workers}
@@ -233,7 +237,12 @@ class DataPlane:
         catalogue, cluster = await self.fresh_snapshot()
         if self.functions is not None:
             cluster = self._with_tier(cluster, feed)
-        decision = select(query, catalogue, cluster)
+        try:
+            decision = select(query, catalogue, cluster)
+        except Unavailable as exc:
+            if exc.details.get("variant"):  # turned away: demand all the same
+                self.unserved.add(str(exc.details["variant"]), self.clock(), rows)
+            raise
         if decision.worker == tier.HARDWARE:
             try:
                 return await self._invoke_function(query, decision, catalogue, feed, rows, t0)
@@ -361,17 +370,20 @@ class DataPlane:
     def _publish_tier_demand(self, now: float) -> None:
         """This process's ``tier_rates`` into the store's ``TIER_DEMAND`` state (its own entry; entries
         older than two windows are dropped), for an autoscaler in another process."""
-        rates = self.tier_rates(now)
+        rates = self.tier_rates(now) if self.functions is not None else {}
+        unserved = {vid: [round(rate, 4), peak] for vid, (rate, peak) in self.unserved.take(now).items()}
         try:
             doc, version = self.store.get_state(TIER_DEMAND)
             entries = {k: e for k, e in (doc.get("entries") or {}).items()
                        if isinstance(e, dict) and now - float(e.get("at", 0)) < 2 * TIER_RATE_WINDOW_S}
-            if not rates and self._instance not in entries and not version:
+            if not rates and not unserved and self._instance not in entries:
                 return
-            entries[self._instance] = {"at": now, "window_s": TIER_RATE_WINDOW_S, "rates": rates}
+            entries[self._instance] = {"at": now, "window_s": TIER_RATE_WINDOW_S, "rates": rates, "unserved": unserved}
             self.store.put_state(TIER_DEMAND, {"entries": entries}, expect_version=version)
         except (ConditionFailed, InfaasError) as exc:  # another process wrote meanwhile, or the store is busy
             log.debug("tier demand not published: %s", exc)
+        except Exception:  # best effort: a store that refuses it must not stop queries being answered
+            log.warning("tier and turned-away demand not published", exc_info=True)
 
     def _observe(self, decision: Decision, latency_ms: float) -> None:
         """Fold one warm answer into its worker's overhead estimate: what it took beyond the queue
@@ -419,6 +431,21 @@ def tier_demand(store: MetadataStore, now: float, max_age_s: float = 2 * TIER_RA
             continue
         for vid, rate in (e.get("rates") or {}).items():
             out[vid] = out.get(vid, 0.0) + float(rate)
+    return out
+
+
+def unserved_demand(store: MetadataStore, now: float, max_age_s: float = 2 * TIER_PUBLISH_S) -> dict[str, tuple[float, int]]:
+    """Queries the selector turned away, per variant: (rows/s, rows in the busiest sub-second
+    window), summed over the data-plane processes that published within ``max_age_s``
+    (``Unserved``, published with the tier's rate) -- the scaling snapshot's ``unserved``."""
+    doc, _ = store.get_state(TIER_DEMAND)
+    out: dict[str, tuple[float, int]] = {}
+    for e in (doc.get("entries") or {}).values():
+        if not isinstance(e, dict) or now - float(e.get("at", 0)) >= max_age_s:
+            continue
+        for vid, pair in (e.get("unserved") or {}).items():
+            rate, peak = out.get(vid, (0.0, 0))
+            out[vid] = (rate + float(pair[0]), peak + int(pair[1]))
     return out
 
 

@@ -83,14 +83,16 @@ def clump_capacity(variant: Variant, objective_ms: float) -> int:
 class Unserved:
     """Rows the selector turned away (every replica would answer late: ``Unavailable``), per variant
     it named: the demand that no replica's heartbeat shows. ``add`` at each refusal; ``take`` once
-    per control period gives ``{variant: (rows/s since the last take, rows in the busiest window)}``
-    for the scaling snapshot (``scaling.Snapshot.unserved``) and starts counting again."""
+    per control period (or publication) gives ``{variant: (rows/s since the last take, rows in
+    the busiest window since then)}`` for the scaling snapshot (``scaling.Snapshot.unserved``) and
+    starts counting again."""
 
-    __slots__ = ("_rows", "_meters", "_since")
+    __slots__ = ("_rows", "_meters", "_peaks", "_since")
 
     def __init__(self, start: float = 0.0) -> None:
         self._rows: dict[str, int] = {}
         self._meters: dict[str, PeakMeter] = {}
+        self._peaks: dict[str, int] = {}
         self._since = start
 
     def add(self, variant_id: str, t: float, rows: int = 1) -> None:
@@ -99,11 +101,13 @@ class Unserved:
         if meter is None:
             meter = self._meters[variant_id] = PeakMeter()
         meter.add(t, rows)
+        self._peaks[variant_id] = max(self._peaks.get(variant_id, 0), meter.peak(t))
 
     def take(self, now: float) -> dict[str, tuple[float, int]]:
         span = max(now - self._since, 1e-9)
-        out = {vid: (n / span, self._meters[vid].peak(now)) for vid, n in sorted(self._rows.items())}
+        out = {vid: (n / span, self._peaks.get(vid, 0)) for vid, n in sorted(self._rows.items())}
         self._rows.clear()
+        self._peaks.clear()
         self._meters = {vid: m for vid, m in self._meters.items() if m.peak(now) > 0}
         self._since = now
         return out
