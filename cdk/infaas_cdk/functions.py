@@ -75,13 +75,13 @@ class Functions(Construct):
         data.grant_lanes(self.frontend, LANE_SEND)
         data.grant_table(self.selector, TABLE_READ)
         data.grant_worker_key(self.selector)  # the selector alone among the functions calls workers
-        if tier is not None:
-            # the serverless tier: invoking its functions, and publishing its recent rate per variant for the
-            # autoscaler (one item, the policy state TIER_DEMAND of infaas.app.data; no other write)
+        if tier is not None:  # the serverless tier: invoking its functions
             tier.grant_invoke(self.selector)
-            self.selector.add_to_role_policy(iam.PolicyStatement(
-                actions=["dynamodb:PutItem"], resources=[data.table.table_arn],
-                conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [TIER_DEMAND_ITEM]}}))
+        # publishing the tier's recent rate and the queries it turned away, per variant, for the autoscaler
+        # (one item, the policy state TIER_DEMAND of infaas.app.data; no other write)
+        self.selector.add_to_role_policy(iam.PolicyStatement(
+            actions=["dynamodb:PutItem"], resources=[data.table.table_arn],
+            conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [TIER_DEMAND_ITEM]}}))
         data.grant_table(self.autoscaler, TABLE_WRITE)
 
         # the API-key authorizer: one key's item at a time, nothing else in the table, no other service
