@@ -90,3 +90,23 @@ def test_the_scaling_policy_moves_a_steady_tier_load_to_machines_only_when_they_
     assert tier_moves(dataclasses.replace(snap(0.0), workers=(w,))) == []
     # with the machine variant loaded, the tier's load of it is its overflow: its demand at any price
     assert tier_moves(dataclasses.replace(snap(1.0), workers=(w,))) == [(fn.id, cpu.id, 1.0)]
+
+
+def test_an_hourly_budget_covers_the_tiers_invocations_too():
+    from infaas.core.scaling import PolicyState, plan, tier_spend
+
+    cpu = make_variant("net", hardware="cpu", max_batch=4, profile=NET.profile)
+    fn = dataclasses.replace(FN, tenant=cpu.tenant)
+    hw = {"cpu": HardwareType("cpu", 0.085)}
+    # 3 workers hold 3 loaded replicas of cpu with 100 rows/s each; the budget pays for 3 workers
+    ws = tuple(make_worker(f"w{i}", replicas=[ReplicaLoad(cpu.id, rate_rps=100.0)]) for i in range(3))
+    params = ScalingParams(min_workers={"cpu": 1}, max_workers={"cpu": 10}, budget_per_hour=3 * 0.085)
+    quiet = Snapshot(0.0, ws, {cpu.id: cpu, fn.id: fn}, hw, {"cpu": 3}, params)
+    result, _ = plan(quiet, PolicyState(), {})
+    assert result.desired_workers["cpu"] == 3
+    # the tier spends nearly what one worker costs: the budget leaves two workers
+    rate = 0.08 / (3600 * tier.function_profile_of(fn.profile).cost_per_request())
+    busy = dataclasses.replace(quiet, tier_rps={fn.id: rate})
+    assert tier_spend(busy) == pytest.approx(0.08)
+    result, _ = plan(busy, PolicyState(), {})
+    assert result.desired_workers["cpu"] == 2 and any("after the tier's" in r for r in result.reasons)

@@ -42,7 +42,8 @@ REFERENCE = {
 BUDGET_FROM = ("clipper", "static")  # ours-budget gets the hourly spend of the cheaper of these
 
 
-def cloud_policies(objective_ms: float = OBJECTIVE_MS, budget_per_hour: float | None = None) -> dict[str, Callable]:
+def cloud_policies(objective_ms: float = OBJECTIVE_MS, budget_per_hour: float | None = None,
+                   peak_budget_per_hour: float | None = None) -> dict[str, Callable]:
     """The cloud set-up's policies. Ours runs with ``refuse_late`` (a deployment setting): a query
     every replica would answer late is refused (503) instead of queued behind the others."""
     ours = lambda name, **kw: Ours(ScalingParams(min_workers=CLOUD_MIN, max_workers=CLOUD_MAX, latency_ms=objective_ms, **kw),
@@ -54,9 +55,12 @@ def cloud_policies(objective_ms: float = OBJECTIVE_MS, budget_per_hour: float | 
         # the same, given the money of the cheapest mean-sized baseline as its hourly budget
         "ours-budget": lambda: ours("ours-budget", budget_per_hour=budget_per_hour),
         # with the serverless tier, and no cpu machine kept up: bursts and rare models go to functions
-        "ours-tier": lambda: Ours(ScalingParams(min_workers=TIER_MIN, max_workers=CLOUD_MAX, latency_ms=objective_ms,
-                                                size_for_bursts=True),
+        "ours-tier": lambda: Ours(ScalingParams(min_workers=TIER_MIN, max_workers=CLOUD_MAX, latency_ms=objective_ms),
                                   name="ours-tier", refuse_late=True, tier=True),
+        # the same, given static-peak's money (machines and the tier's invocations together)
+        "ours-tier-budget": lambda: Ours(ScalingParams(min_workers=TIER_MIN, max_workers=CLOUD_MAX, latency_ms=objective_ms,
+                                                       budget_per_hour=peak_budget_per_hour),
+                                         name="ours-tier-budget", refuse_late=True, tier=True),
         "infaas": lambda: INFaaS(initial=CLOUD_MIN, max_workers=CLOUD_MAX),
         "clipper": lambda: Clipper(pick="floor"),
         "static": lambda: Static(pick="floor"),
@@ -128,8 +132,14 @@ def compare(name: str, *, mode: str = "cloud", seed: int = 0, duration_s: float 
         res, ser, sim = runner.run(w, with_tier if getattr(policy, "tier", False) else setup, policy, seed=seed)
         return res, ser, res.cost / max((sim.end_ms - w.t0_ms) / 3.6e6, 1e-12)
 
-    for pname in sorted(names, key=lambda n: n == "ours-budget"):
-        if pname == "ours-budget":
+    for pname in sorted(names, key=lambda n: n in ("ours-budget", "ours-tier-budget")):
+        if pname == "ours-tier-budget":
+            if "static-peak" not in runs:
+                runs["static-peak"] = run(table["static-peak"]())
+            budget = runs["static-peak"][2]
+            policy = cloud_policies(peak_budget_per_hour=budget)[pname]()
+            progress(f"  {pname:18} budget ${budget:.3f}/h (the spend of static-peak)")
+        elif pname == "ours-budget":
             for ref in BUDGET_FROM:
                 if ref not in runs:  # measured for the budget only, not reported
                     runs[ref] = run(table[ref]())
@@ -172,7 +182,7 @@ def markdown(c: Comparison) -> str:
         lines.append("| policy | violations | of which latency | of which refused | of which accuracy | cost $ | cost / lower bound | goodput req/s | mean accuracy | p99 ms | machine-hours | sim s |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in c.results:
-            bound = c.lower_bound_tier if r.policy.endswith("-tier") and c.lower_bound_tier else c.lower_bound
+            bound = c.lower_bound_tier if "-tier" in r.policy and c.lower_bound_tier else c.lower_bound
             ratio = r.cost / bound if bound else math.nan
             mh = sum(r.machine_seconds.values()) / 3600.0
             lines.append(f"| {r.policy} | {_pct(r.violation_rate)} | {r.latency_violations} | {r.refused} | {r.accuracy_violations} | "
@@ -272,7 +282,7 @@ def write_report(c: Comparison, doc: Path, img_dir: Path, *, plots: bool = True)
         text = text.rstrip("\n") + "\n\n" + new + "\n"
     doc.write_text(text)
     summary = {"workload": c.workload, "mode": c.mode, "seed": c.seed, "requests": c.requests, "command": c.command,
-               "wall_s": round(c.wall_s, 1), "lower_bound": c.lower_bound,
+               "wall_s": round(c.wall_s, 1), "lower_bound": c.lower_bound, "lower_bound_tier": c.lower_bound_tier,
                "results": [r.to_dict() for r in c.results]}
     (img_dir / f"sim-{c.workload}-{c.mode}.json").write_text(json.dumps(summary, indent=1, default=float))
 

@@ -116,6 +116,16 @@ def tier_moves(snap: Snapshot) -> list[tuple[str, str, float]]:
     return out
 
 
+def tier_spend(snap: Snapshot) -> float:
+    """Dollars per hour the tier's invocations cost at their recent rate (warm)."""
+    total = 0.0
+    for vid, rate in snap.tier_rps.items():
+        v = snap.variants.get(vid)
+        if v is not None and v.profile is not None and v.profile.memory_mb:
+            total += rate * 3600.0 * tier.function_profile_of(v.profile).cost_per_request()
+    return total
+
+
 # -- the policy ------------------------------------------------------------------
 def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ...]]) -> tuple[ScalingPlan, PolicyState]:
     """One control period. ``current`` is the previous plan's assignments."""
@@ -258,9 +268,12 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
         v = snap.variants.get(vid)
         if v is not None:
             planned_rows[v.hardware] = planned_rows.get(v.hardware, 0.0) + rate
-    budgeted = within_budget(desired, snap.hardware, p.budget_per_hour, p.min_workers, planned_rows)
+    budget = p.budget_per_hour
+    if budget is not None and snap.tier_rps:  # the budget covers the tier's invocations too
+        budget = max(0.0, budget - tier_spend(snap))
+    budgeted = within_budget(desired, snap.hardware, budget, p.min_workers, planned_rows)
     if budgeted != desired:
-        reasons.append(f"hourly budget {p.budget_per_hour} $ caps workers at {budgeted}")
+        reasons.append(f"hourly budget {p.budget_per_hour} $ ({budget:.3f} $ after the tier's) caps workers at {budgeted}")
     new_state = PolicyState(
         demand_rps=demand,
         replicas=targets,
