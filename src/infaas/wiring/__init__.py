@@ -70,11 +70,15 @@ def worker_secret(settings: Settings) -> str:
     return local_secret(settings.data_dir)
 
 
+LOCATION_MAX_BYTES = 900  # a location's key prefix: S3 keys are at most 1,024 bytes, file names need the rest
+
+
 def open_location(uri: str, settings: Settings, tenant: str, s3_client=None):
     """Where a tenant's offline job reads or writes (``app.offline.Location``): a folder in the
     tenant's own area under ``settings.offline_root_dir`` (``<root>/<tenant>/``), or, where the
     deployment allows S3 (``INFAAS_OFFLINE_S3_ROOT``), ``s3://bucket/prefix`` inside
-    ``<s3 root>/<tenant>/``. Anything else, another tenant's area included, is refused."""
+    ``<s3 root>/<tenant>/``. Anything else, another tenant's area included, is refused, and so is a
+    location whose path (the S3 key prefix) is over ``LOCATION_MAX_BYTES``."""
     from infaas.core.errors import Forbidden, InvalidInput
     from infaas.core.keys import tenant_folder
 
@@ -82,6 +86,11 @@ def open_location(uri: str, settings: Settings, tenant: str, s3_client=None):
         raise InvalidInput("a location is required (a folder in your offline area, or s3://bucket/prefix)",
                            field="location")
     area = tenant_folder(tenant)
+    key = uri[len("s3://"):].partition("/")[2] if uri.startswith("s3://") else uri
+    if len(key.encode("utf-8", "surrogatepass")) > LOCATION_MAX_BYTES:
+        raise InvalidInput(f"a location's path is at most {LOCATION_MAX_BYTES} bytes (S3 keys are at most 1,024, "
+                           f"with room for the file names); got {len(key.encode('utf-8', 'surrogatepass')):,}",
+                           field="location")
     if uri.startswith("s3://"):
         if not settings.offline_s3_root:
             raise InvalidInput("s3:// locations are not enabled here: set INFAAS_OFFLINE_S3_ROOT (the deployment does "
