@@ -120,6 +120,16 @@ def output_name(input_name: str) -> str:
 
 # -- the service ----------------------------------------------------------------------------
 QUEUED, EXPANDING, RUNNING, FAILED = "queued", "expanding", "running", "failed"  # a job record's phase
+_UPDATE_TRIES = 20  # conditional read-modify-write rounds on a job record before giving up (409)
+
+
+def request_digest(src: str, dst: str, target: Mapping[str, Any], objective: Mapping[str, Any],
+                   deadline_s: float | None) -> str:
+    """What a submission asked for, normalised (resolved locations, parsed objective): an idempotency key
+    used again with a different request is refused rather than answered with the first job."""
+    doc = {"input": src, "output": dst, "target": dict(target), "objective": dict(objective),
+           "deadline_s": None if deadline_s is None else float(deadline_s)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 @dataclass
@@ -137,7 +147,9 @@ class JobService:
 
         With an idempotency key (the ``Idempotency-Key`` header or the ``idempotency_key`` field), the
         job's id is derived from the tenant and the key, and the record is written only if absent: a
-        retried submission answers the job the first one made, whatever state it is in."""
+        retried submission of the same request answers the job the first one made, whatever state it is
+        in (and, while that job is still ``queued``, sends its expand message again: the first send may
+        have failed); the same key with a different request is refused (409, ``idempotency_key``)."""
         if not isinstance(doc, Mapping):
             raise InvalidInput("a job is a JSON object", field="body")
         src = self._location(doc, "input", tenant)
@@ -158,18 +170,21 @@ class JobService:
         candidates(Query(rows=1, tenant=tenant, **named), self.catalogue())  # the model exists, the tenant may use it
         job_id = hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()[:16] if key else uuid.uuid4().hex[:16]
         now = self.clock()
+        digest = request_digest(src.uri, dst.uri, named, objective.to_dict(), deadline_s)
         job = {"id": job_id, "tenant": tenant, "input": src.uri, "output": dst.uri, "variant": None,
                "target": named, "objective": objective.to_dict(), "deadline_s": deadline_s, "items": 0, "rows": 0,
-               "created_at": now, "cancelled": False, "dtype": None, "phase": QUEUED}
+               "created_at": now, "cancelled": False, "dtype": None, "phase": QUEUED, "request_digest": digest}
         if self.defer:
             if not self._create(job, tenant):
-                return self.status(job_id, tenant)
+                return self._again(job_id, tenant, key, digest)
             self.queue.send(LANE, {"expand": job_id})
             return self.status(job_id, tenant)
         # inline (local): everything is checked before the job exists, so a bad job is refused and leaves nothing
+        if key and self.store.table.get(f"JOB#{job_id}", "J") is not None:
+            return self._again(job_id, tenant, key, digest)
         plan = self._plan(job)
         if not self._create({**job, **plan, "phase": EXPANDING}, tenant):
-            return self.status(job_id, tenant)
+            return self._again(job_id, tenant, key, digest)
         self._fan_out(job_id, src)
         return self.status(job_id, tenant)
 
@@ -195,9 +210,57 @@ class JobService:
         except ConditionFailed:
             return False
 
-    def _save(self, job: Mapping[str, Any]) -> None:
-        self.store.table.put({"pk": f"JOB#{job['id']}", "sk": "J", "gsi1pk": f"JOBS#{job['tenant']}",
-                              "gsi1sk": f"{job['created_at']:017.6f}#{job['id']}", "body": dict(job)})
+    def _again(self, job_id: str, tenant: str, key: str | None, digest: str) -> dict[str, Any]:
+        """A submission whose key made a job already: the same request answers that job (sending its expand
+        message again while it is queued: expanding is idempotent); a different one is refused."""
+        job = self._job(job_id, tenant)
+        if job.get("request_digest") not in (None, digest):
+            raise ConditionFailed(f"idempotency key {key!r} was first used for a different job ({job_id}: input "
+                                  f"{job['input']!r}, output {job['output']!r}, {job['target']}); use a new key for "
+                                  "a new job", field="idempotency_key", job=job_id)
+        if self.defer and job.get("phase") == QUEUED and not job.get("cancelled"):
+            self.queue.send(LANE, {"expand": job_id})
+        return self.status(job_id, tenant)
+
+    def _record(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        return {"pk": f"JOB#{job['id']}", "sk": "J", "gsi1pk": f"JOBS#{job['tenant']}",
+                "gsi1sk": f"{job['created_at']:017.6f}#{job['id']}", "body": dict(job)}
+
+    def _update(self, job_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """Change the job's record from its current state, by a conditional write on its version (a
+        concurrent writer, e.g. a cancel during expansion, makes this read again and re-apply ``change``:
+        nothing is written back from a stale copy). ``change`` returns the new record, or None to leave it
+        as it is. Returns the record as it now is (None when there is no job)."""
+        for _ in range(_UPDATE_TRIES):
+            item = self.store.table.get(f"JOB#{job_id}", "J")
+            if item is None:
+                return None
+            new = change(item["body"])
+            if new is None:
+                return item["body"]
+            try:
+                self.store.table.put(self._record(new), expect_version=int(item["version"]))
+                return new
+            except ConditionFailed:
+                continue
+        raise ConditionFailed(f"job {job_id!r} kept changing under this write; try again", field="job")
+
+    def _expired(self, job: Mapping[str, Any], now: float) -> bool:
+        """Still not made into items ``offline_expand_timeout_s`` after its submission."""
+        return (job.get("phase") in (QUEUED, EXPANDING) and not job.get("cancelled")
+                and now - float(job["created_at"]) > self.settings.offline_expand_timeout_s)
+
+    def _timed_out(self, now: float) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+        limit = self.settings.offline_expand_timeout_s
+
+        def change(job: dict[str, Any]) -> dict[str, Any] | None:
+            if not self._expired(job, now):
+                return None
+            return {**job, "phase": FAILED, "error": (
+                f"the job was not made into work items within {limit:g} s of its submission "
+                "(INFAAS_OFFLINE_EXPAND_TIMEOUT_S): its expand message was lost or its inputs took too long to "
+                "read; submit it again (a new idempotency key), or split its inputs into smaller jobs")}
+        return change
 
     def _plan(self, job: Mapping[str, Any]) -> dict[str, Any]:
         """Read every input (shapes, dtypes, rows) and choose the variant: what the items need."""
@@ -230,23 +293,57 @@ class JobService:
     def expand(self, job_id: str) -> str:
         """Make the items of a recorded job (the expand message's work); returns the job's phase.
 
-        Any failure ends the job ``failed`` with its reason, never half-made and ``running``; an expand
-        delivered again (SQS is at least once) finds the job past ``queued`` and does nothing, or
-        finishes an expansion a crash cut short (every write is idempotent)."""
-        item = self.store.table.get(f"JOB#{job_id}", "J")
-        if item is None:
+        The worker takes the job by a conditional write (``queued`` -> ``expanding``): of expand messages
+        delivered again (SQS is at least once, or the expansion outlived the lane's visibility), only one
+        reads the inputs; the others find it taken and do nothing. One that finds the plan made but the
+        job not yet ``running`` (a crash cut the fan-out short) finishes it: every write there is
+        idempotent. Any failure ends the job ``failed`` with its reason, never half-made and ``running``;
+        and a job still not made into items ``offline_expand_timeout_s`` after its submission (its expand
+        message dead-lettered, its taker killed) ends ``failed`` when its status is read or an expand
+        message for it arrives. A cancel meanwhile is kept: every write re-reads the record."""
+        taken: list[bool] = []
+
+        def take(job: dict[str, Any]) -> dict[str, Any] | None:
+            taken.clear()
+            if self._expired(job, self.clock()):
+                return self._timed_out(self.clock())(job)
+            if job.get("cancelled") or job.get("phase") != QUEUED:
+                return None
+            taken.append(True)
+            return {**job, "phase": EXPANDING, "expand_started_at": self.clock()}
+
+        job = self._update(job_id, take)
+        if job is None:
             return "dropped"
-        job = item["body"]
-        if job.get("cancelled") or job.get("phase") not in (QUEUED, EXPANDING):
+        if job.get("cancelled"):
+            return "cancelled"
+        if job.get("phase") != EXPANDING:
             return job.get("phase", RUNNING)
+        if not taken and job.get("variant") is None:
+            return EXPANDING  # another worker is reading its inputs (bounded by offline_expand_timeout_s)
         try:
-            if job.get("phase") == QUEUED:
-                job = {**job, **self._plan(job), "phase": EXPANDING}
-                self._save(job)
+            if taken:
+                plan = self._plan(job)
+
+                def planned(cur: dict[str, Any]) -> dict[str, Any] | None:
+                    if self._expired(cur, self.clock()):
+                        return self._timed_out(self.clock())(cur)
+                    if cur.get("cancelled") or cur.get("phase") != EXPANDING:
+                        return None
+                    return {**cur, **plan}
+
+                job = self._update(job_id, planned)
+                if job is None:
+                    return "dropped"
+                if job.get("cancelled"):
+                    return "cancelled"
+                if job.get("phase") != EXPANDING:
+                    return job.get("phase", RUNNING)
             self._fan_out(job_id, self.locations(job["input"], job["tenant"]))
         except Exception as exc:  # noqa: BLE001 -- whatever stopped it, the job must not stay queued
             message = exc.message if isinstance(exc, InfaasError) else f"{type(exc).__name__}: {str(exc)[:300]}"
-            self._save({**job, "phase": FAILED, "error": message})
+            self._update(job_id, lambda cur: {**cur, "phase": FAILED, "error": message}
+                         if cur.get("phase") in (QUEUED, EXPANDING) else None)
             return FAILED
         return RUNNING
 
@@ -273,7 +370,7 @@ class JobService:
         else:
             for m in messages:
                 self.queue.send(LANE, m)
-        self._save({**job, "phase": RUNNING})
+        self._update(job_id, lambda cur: {**cur, "phase": RUNNING} if cur.get("phase") == EXPANDING else None)
 
     def _specs(self, architecture: str) -> tuple[TensorSpec, ...]:
         return self.store.get_architecture(architecture).inputs
@@ -286,6 +383,8 @@ class JobService:
 
     def status(self, job_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
         job = self._job(job_id, tenant)
+        if self._expired(job, self.clock()):  # its expand message was lost: it ends failed, with the reason
+            job = self._update(job_id, self._timed_out(self.clock())) or job
         items = [i["body"] for i in self.store.table.query(f"JOB#{job_id}", "I#")]
         done = [i for i in items if i["status"] == "done"]
         failed = [i for i in items if i["status"] == "failed"]
@@ -310,8 +409,8 @@ class JobService:
                 "failures": [{"name": i["name"], "error": i.get("error", "")} for i in failed]}
 
     def cancel(self, job_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
-        job = self._job(job_id, tenant)
-        self._save({**job, "cancelled": True})
+        self._job(job_id, tenant)
+        self._update(job_id, lambda cur: None if cur.get("cancelled") else {**cur, "cancelled": True})
         return self.status(job_id, tenant)
 
     def jobs(self, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:

@@ -194,6 +194,7 @@ class Settings:
     offline_s3_root: str = ""
     offline_max_files: int = 100_000  # input files per job
     offline_visibility_s: float = 30.0  # an item a worker took and did not finish is retried after this
+    offline_expand_timeout_s: float = 900.0  # a job not made into items this long after its submission ends failed
     offline_quiet_s: float = 0.2  # a worker runs offline items only after this long without online requests
     snapshot_s: float = 0.2  # how often the API refreshes its view of the cluster
     worker_memory_bytes: int = 2 << 30  # replica memory budget per worker
