@@ -26,7 +26,8 @@ _SUBMIT_DOC = {
                                                                "max_cost": {"type": "number"}}},
                 "deadline_s": {"type": "number"},
                 "idempotency_key": {"type": "string", "description": "makes a retried submission answer the "
-                                    "job the first one made (also the Idempotency-Key header)"},
+                                    "job the first one made (also the Idempotency-Key header); the same key with "
+                                    "a different request is a 409"},
             },
             "required": ["input", "output"],
         }}},
@@ -37,8 +38,9 @@ _SUBMIT_DOC = {
 @router.post("", summary="Submit an offline job; answers at once with its id (state queued until its items are "
                          "made)", openapi_extra=_SUBMIT_DOC,
              status_code=201,
-             responses=errors(403, 404, 422, s403="The key lacks the query scope, or a location is outside your "
-                                                  "offline area",
+             responses=errors(403, 404, 409, 422, s403="The key lacks the query scope, or a location is outside "
+                                                       "your offline area",
+                              s409="The idempotency key was first used for a different request",
                               s404="No model of that name that your tenant may use, or no input location",
                               s422="No variant meets the objective"))
 async def submit(request: Request, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
