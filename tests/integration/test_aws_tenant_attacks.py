@@ -1,4 +1,4 @@
-"""Attack round: tenant B (and a careless tenant A) against the AWS path, on moto only.
+"""Tenant B (and a careless tenant A) against the AWS path, on moto only.
 
 Everything runs in-process against the session's moto server (conftest ``deployment``): the
 frontend Lambda handler with the REQUEST authorizer's context (a key tenant, as API Gateway passes
@@ -7,7 +7,7 @@ handler, and ``judge_health``. No worker process is started and no model is trai
 is written straight into the table (``tests/fakes.py`` builders).
 
 Tests named ``test_refused_*`` / ``test_holds_*`` assert an attack that is correctly refused or has no
-effect; the others assert the fixed behaviour of a problem this round found (each docstring says which).
+effect; the others assert behaviour that once failed (each docstring says how).
 """
 
 from __future__ import annotations
