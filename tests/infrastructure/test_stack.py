@@ -1,4 +1,4 @@
-"""What the synthesised template must contain (acceptance 1 of the AWS issue)."""
+"""What the synthesised template must contain."""
 
 from __future__ import annotations
 
