@@ -187,6 +187,9 @@ class Settings:
     # A pinned fleet (a type whose min and max workers are equal, paid for whether used or not) is
     # filled with the most accurate replicas this latency objective allows (ms); 0 = off
     scale_fill_fleet_ms: float = 0.0
+    # the latency objective the service's queries ask for (ms): hardware moves keep to it, and
+    # replicas are sized for the typical sub-second clump answered within it; 0 = neither
+    scale_latency_ms: float = 0.0
     refuse_late: str = "off"  # "on": a query every replica would answer past its latency_ms gets 503 + Retry-After
     offline_root: str = ""  # local folders offline jobs may read and write; default <data_dir>/offline
     # s3://bucket/prefix under which each tenant's offline jobs read and write (<prefix>/<tenant>/...);
@@ -279,6 +282,7 @@ class Settings:
             budget_per_hour=self.budget_per_hour or None,
             worker_release_s=self.scale_worker_release_s,
             fill_fleet_ms=self.scale_fill_fleet_ms or None,
+            latency_ms=self.scale_latency_ms or None,
         )
 
     @property
