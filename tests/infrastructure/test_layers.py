@@ -1,4 +1,4 @@
-"""The docker-free layer build and Lambda's size limit."""
+"""The docker-free layer build and Lambda's size limit.
 
 The layer is built by ``layers/build.py`` (``make layers``); this module
 builds it when it is missing or stale (a few seconds with pip's cache, pip
