@@ -143,6 +143,23 @@ class Architecture:
         return Architecture(**d)
 
 
+def interpolate_latency(latency_ms: Mapping[int, tuple[float, float]], sizes: Sequence[int], batch: int,
+                        percentile: str = "p99") -> float:
+    """Latency of one run at ``batch`` rows from measured (p50, p99) per batch size (``sizes``,
+    ascending): measured, linearly interpolated between measured sizes, the smallest size's below
+    it, infinite beyond the largest (no run that large was measured)."""
+    if not sizes:
+        return math.inf
+    idx = 1 if percentile == "p99" else 0
+    if batch <= sizes[0]:
+        return latency_ms[sizes[0]][idx]
+    for lo, hi in zip(sizes, sizes[1:]):
+        if lo <= batch <= hi:
+            a, b = latency_ms[lo][idx], latency_ms[hi][idx]
+            return a + (b - a) * (batch - lo) / (hi - lo)
+    return math.inf
+
+
 @dataclass(frozen=True)
 class Profile:
     """What was measured for one variant on its hardware type.
@@ -188,15 +205,7 @@ class Profile:
         return hit
 
     def _interpolate(self, batch: int, percentile: str) -> float:
-        idx = 1 if percentile == "p99" else 0
-        sizes = self._sizes
-        if batch <= sizes[0]:
-            return self.latency_ms[sizes[0]][idx]
-        for lo, hi in zip(sizes, sizes[1:]):
-            if lo <= batch <= hi:
-                a, b = self.latency_ms[lo][idx], self.latency_ms[hi][idx]
-                return a + (b - a) * (batch - lo) / (hi - lo)
-        return math.inf
+        return interpolate_latency(self.latency_ms, self._sizes, batch, percentile)
 
     def throughput_rps(self, batch: int) -> float:
         """Rows per second one replica sustains when it runs batches of ``batch``."""

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from infaas.core.domain import Profile
+from infaas.core.domain import Profile, interpolate_latency
 
 HARDWARE = "lambda"  # the hardware type's name in the catalogue and in variant ids
 HOST = "cpu"  # the machine type whose files the tier runs (built on its lane; its steady load moves there)
@@ -112,17 +112,7 @@ class FunctionProfile:
     def latency_at(self, batch: int, percentile: str = "p99") -> float:
         """One warm run at ``batch`` rows: measured, linearly interpolated between measured batches,
         infinite beyond the largest (the variant does not run it)."""
-        idx = 1 if percentile == "p99" else 0
-        sizes = sorted(self.latency_ms)
-        if not sizes:
-            return math.inf
-        if batch <= sizes[0]:
-            return self.latency_ms[sizes[0]][idx]
-        for lo, hi in zip(sizes, sizes[1:]):
-            if lo <= batch <= hi:
-                a, b = self.latency_ms[lo][idx], self.latency_ms[hi][idx]
-                return a + (b - a) * (batch - lo) / (hi - lo)
-        return math.inf
+        return interpolate_latency(self.latency_ms, sorted(self.latency_ms), batch, percentile)
 
     def cost_per_request(self, batch: int = 1, cold: bool = False) -> float:
         """USD for one invocation of ``batch`` rows at the median run time (plus the cold start if cold)."""
