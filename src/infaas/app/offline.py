@@ -167,7 +167,6 @@ class JobService:
         key = idempotency_key if idempotency_key is not None else doc.get("idempotency_key")
         if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 128 or not key.isprintable()):
             raise InvalidInput("an idempotency key is 1 to 128 printable characters", field="idempotency_key")
-        candidates(Query(rows=1, tenant=tenant, **named), self.catalogue())  # the model exists, the tenant may use it
         job_id = hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()[:16] if key else uuid.uuid4().hex[:16]
         now = self.clock()
         digest = request_digest(src.uri, dst.uri, named, objective.to_dict(), deadline_s)
@@ -175,11 +174,13 @@ class JobService:
                "target": named, "objective": objective.to_dict(), "deadline_s": deadline_s, "items": 0, "rows": 0,
                "created_at": now, "cancelled": False, "dtype": None, "phase": QUEUED, "request_digest": digest}
         if self.defer:
+            candidates(Query(rows=1, tenant=tenant, **named), self.catalogue())  # the model exists, the tenant may use it
             if not self._create(job, tenant):
                 return self._again(job_id, tenant, key, digest)
             self.queue.send(LANE, {"expand": job_id})
             return self.status(job_id, tenant)
-        # inline (local): everything is checked before the job exists, so a bad job is refused and leaves nothing
+        # inline (local): everything is checked before the job exists (the inputs, then the model: ``_plan``),
+        # so a bad job is refused and leaves nothing
         if key and self.store.table.get(f"JOB#{job_id}", "J") is not None:
             return self._again(job_id, tenant, key, digest)
         plan = self._plan(job)

@@ -38,6 +38,13 @@ class FolderLocation:
             raise Forbidden(f"location {path!r} leaves your offline area ('..')", field="location")
         self.root, self.parts = root, parts
         self.uri = "/".join(parts) or "."
+        here = root
+        for part in parts:  # refused at once where the path goes through a link now (every use checks again)
+            here = os.path.join(here, part)
+            if os.path.islink(here):
+                raise Forbidden(f"location {path!r} goes through a link; links are not followed", field="location")
+            if not os.path.isdir(here):
+                break
 
     @contextmanager
     def _folder(self, *, create: bool = False, field: str = "input"):
