@@ -78,10 +78,17 @@ def test_an_output_folder_swapped_for_a_link_writes_nothing_of_theirs(areas):
 def test_a_link_higher_up_the_path_is_refused_too(areas):
     mine, theirs = areas
     os.symlink(theirs, mine / "elsewhere")
+    with pytest.raises(Forbidden):  # refused as the location is named
+        FolderLocation(str(mine), "elsewhere/in")
+    with pytest.raises(Forbidden):
+        FolderLocation(str(mine), "elsewhere/out")
+    # a link that appears after the location was named is refused when it is used
+    loc = FolderLocation(str(mine), "later/in")
+    os.symlink(theirs, mine / "later")
     with pytest.raises(InvalidInput):
-        FolderLocation(str(mine), "elsewhere/in").list()
+        loc.list()
     with pytest.raises(InvalidInput):
-        FolderLocation(str(mine), "elsewhere/out").write_atomic("x.out.npz", b"x")
+        loc.write_atomic("x.out.npz", b"x")
     assert sorted(os.listdir(theirs / "out")) == ["results.out.npz"]
 
 
