@@ -116,6 +116,7 @@ class DataPlane:
         self.unserved = Unserved(start=self.clock())
         self._tier_expired_at = -math.inf
         self._tier_published_at = -math.inf
+        self._tier_entry_until = -math.inf  # this process's published entry counts until then
         self._instance = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._catalogue = Catalogue.build([])
         self._catalogue_version = -1
@@ -372,6 +373,8 @@ class DataPlane:
         older than two windows are dropped), for an autoscaler in another process."""
         rates = self.tier_rates(now) if self.functions is not None else {}
         unserved = {vid: [round(rate, 4), peak] for vid, (rate, peak) in self.unserved.take(now).items()}
+        if not rates and not unserved and now >= self._tier_entry_until:
+            return  # nothing to say, and no entry of ours that readers still count: no store read
         try:
             doc, version = self.store.get_state(TIER_DEMAND)
             entries = {k: e for k, e in (doc.get("entries") or {}).items()
@@ -380,6 +383,7 @@ class DataPlane:
                 return
             entries[self._instance] = {"at": now, "window_s": TIER_RATE_WINDOW_S, "rates": rates, "unserved": unserved}
             self.store.put_state(TIER_DEMAND, {"entries": entries}, expect_version=version)
+            self._tier_entry_until = now + 2 * TIER_RATE_WINDOW_S
         except (ConditionFailed, InfaasError) as exc:  # another process wrote meanwhile, or the store is busy
             log.debug("tier demand not published: %s", exc)
         except Exception:  # best effort: a store that refuses it must not stop queries being answered

@@ -314,12 +314,8 @@ class JobService:
             return {**job, "phase": EXPANDING, "expand_started_at": self.clock()}
 
         job = self._update(job_id, take)
-        if job is None:
-            return "dropped"
-        if job.get("cancelled"):
-            return "cancelled"
-        if job.get("phase") != EXPANDING:
-            return job.get("phase", RUNNING)
+        if (stop := _stopped(job)) is not None:
+            return stop
         if not taken and job.get("variant") is None:
             return EXPANDING  # another worker is reading its inputs (bounded by offline_expand_timeout_s)
         try:
@@ -334,12 +330,8 @@ class JobService:
                     return {**cur, **plan}
 
                 job = self._update(job_id, planned)
-                if job is None:
-                    return "dropped"
-                if job.get("cancelled"):
-                    return "cancelled"
-                if job.get("phase") != EXPANDING:
-                    return job.get("phase", RUNNING)
+                if (stop := _stopped(job)) is not None:
+                    return stop
             self._fan_out(job_id, self.locations(job["input"], job["tenant"]))
         except Exception as exc:  # noqa: BLE001 -- whatever stopped it, the job must not stay queued
             message = exc.message if isinstance(exc, InfaasError) else f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -416,6 +408,17 @@ class JobService:
 
     def jobs(self, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
         return [i["body"] for i in self.store.table.query_index(f"JOBS#{tenant}")]
+
+
+def _stopped(job: Mapping[str, Any] | None) -> str | None:
+    """Why an expansion stops after a write of its job record (gone, cancelled, past expanding), or None."""
+    if job is None:
+        return "dropped"
+    if job.get("cancelled"):
+        return "cancelled"
+    if job.get("phase") != EXPANDING:
+        return job.get("phase", RUNNING)
+    return None
 
 
 def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, executor_for: Callable[[str], Any],
