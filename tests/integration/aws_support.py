@@ -16,6 +16,11 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
 
+# where ``model_files`` (conftest) puts the inference function's models in the model bucket
+MODEL_KEY = "variants/lr/0123456789abcdef/lr_ort-fp32_lambda_b8.onnx"
+OTHER_MODEL_KEY = "variants/lr/0123456789abcdef/lr_ort-int8_lambda_b8.onnx"
+
+
 def load_function(name: str, module_name: str | None = None):
     """Import ``functions/<name>/handler.py`` as Lambda does (its folder on
     ``sys.path``), under a module name of its own so handlers do not clash."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import pytest
-from aws_support import REGION
+from aws_support import MODEL_KEY, OTHER_MODEL_KEY, REGION
 
 # Fake credentials: nothing here may ever sign a request with real ones.
 FAKE_CREDENTIALS = {
@@ -102,3 +102,21 @@ def deployment(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield d
     finally:
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def model_files(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A digits model (fp32 and its int8 copy) in the model bucket under ``MODEL_KEY`` and
+    ``OTHER_MODEL_KEY``, for the serverless tier's inference function; key -> the local file."""
+    from infaas.cli import digits
+    from infaas.runtime.generate import _dynamic_int8
+
+    out = tmp_path_factory.mktemp("digits")
+    (trained,) = digits.train(str(out), names=["mlp-32"])
+    int8 = out / "int8.onnx"
+    int8.write_bytes(_dynamic_int8(trained.path))
+    s3 = deployment.client("s3")
+    files = {MODEL_KEY: trained.path, OTHER_MODEL_KEY: str(int8)}
+    for key, path in files.items():
+        s3.upload_file(path, deployment.bucket, key)
+    return files

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from aws_support import MODEL_KEY as KEY
+from aws_support import OTHER_MODEL_KEY as OTHER
 from lambda_harness import RUNTIME_PACKAGES, LambdaAssets, LambdaFunction
 
 from infaas.cli import digits
@@ -29,8 +31,6 @@ from infaas.core import tier
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_PACKAGES = ("numpy", "numpy.libs", "onnxruntime")
-KEY = "variants/lr/0123456789abcdef/lr_ort-fp32_lambda_b8.onnx"
-OTHER = "variants/lr/0123456789abcdef/lr_ort-int8_lambda_b8.onnx"
 
 
 def _link(folder: Path, site: Path, names) -> Path:
@@ -54,21 +54,6 @@ def assets(tmp_path_factory) -> LambdaAssets:
     runtime = _link(work / "runtime", Path(boto3.__file__).resolve().parents[1], RUNTIME_PACKAGES)
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     return LambdaAssets(sys.executable, version, layer, runtime, {"inference": task}, False, 0.0)
-
-
-@pytest.fixture(scope="module")
-def model_files(deployment, tmp_path_factory) -> dict[str, str]:
-    out = tmp_path_factory.mktemp("digits")
-    (trained,) = digits.train(str(out), names=["mlp-32"])
-    from infaas.runtime.generate import _dynamic_int8
-
-    int8 = out / "int8.onnx"
-    int8.write_bytes(_dynamic_int8(trained.path))
-    s3 = deployment.client("s3")
-    files = {KEY: trained.path, OTHER: str(int8)}
-    for key, path in files.items():
-        s3.upload_file(path, deployment.bucket, key)
-    return files
 
 
 def function(assets, deployment, tmp_path, **env) -> LambdaFunction:

@@ -10,28 +10,12 @@ import io
 import numpy as np
 import onnxruntime as ort
 import pytest
+from aws_support import MODEL_KEY as KEY
+from aws_support import OTHER_MODEL_KEY as OTHER
 from aws_support import load_function
 
 from infaas.cli import digits
 from infaas.core import tier
-
-KEY = "variants/lr-h/0123456789abcdef/lr_ort-fp32_lambda_b8.onnx"
-OTHER = "variants/lr-h/0123456789abcdef/lr_ort-int8_lambda_b8.onnx"
-
-
-@pytest.fixture(scope="module")
-def model_files(deployment, tmp_path_factory) -> dict[str, str]:
-    out = tmp_path_factory.mktemp("digits-h")
-    (trained,) = digits.train(str(out), names=["mlp-32"])
-    from infaas.runtime.generate import _dynamic_int8
-
-    int8 = out / "int8.onnx"
-    int8.write_bytes(_dynamic_int8(trained.path))
-    s3 = deployment.client("s3")
-    files = {KEY: trained.path, OTHER: str(int8)}
-    for key, path in files.items():
-        s3.upload_file(path, deployment.bucket, key)
-    return files
 
 
 def handler(monkeypatch, tmp_path, **env):
