@@ -104,7 +104,7 @@ def tier_moves(snap: Snapshot) -> list[tuple[str, str, float]]:
         v = snap.variants.get(vid)
         if v is None or rate <= 0 or v.profile is None or not v.profile.memory_mb:
             continue
-        on_tier = rate * 3600.0 * tier.function_profile_of(v.profile).cost_per_request()
+        on_tier = _tier_per_hour(v, rate)
         homes = [(running_cost(h, rate, snap.hardware, p.target_utilisation), h.id) for h in snap.variants.values()
                  if h.hardware == tier.HOST and h.architecture == v.architecture and h.format == v.format
                  and h.runtime == v.runtime and h.tenant == v.tenant and h.hardware in snap.hardware]
@@ -118,12 +118,13 @@ def tier_moves(snap: Snapshot) -> list[tuple[str, str, float]]:
 
 def tier_spend(snap: Snapshot) -> float:
     """Dollars per hour the tier's invocations cost at their recent rate (warm)."""
-    total = 0.0
-    for vid, rate in snap.tier_rps.items():
-        v = snap.variants.get(vid)
-        if v is not None and v.profile is not None and v.profile.memory_mb:
-            total += rate * 3600.0 * tier.function_profile_of(v.profile).cost_per_request()
-    return total
+    return sum(_tier_per_hour(v, rate) for vid, rate in snap.tier_rps.items()
+               if (v := snap.variants.get(vid)) is not None and v.profile is not None and v.profile.memory_mb)
+
+
+def _tier_per_hour(v, rate: float) -> float:
+    """Dollars per hour of ``rate`` warm invocations per second of the lambda variant ``v``."""
+    return rate * 3600.0 * tier.function_profile_of(v.profile).cost_per_request()
 
 
 # -- the policy ------------------------------------------------------------------
@@ -135,9 +136,9 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
     observed = observed_demand(up, p.period_s, state.queued_rows)
     for vid, (rate, _) in snap.unserved.items():  # turned away: no heartbeat shows it
         observed[vid] = observed.get(vid, 0.0) + rate
-    for vid, home, rate in tier_moves(snap):  # the tier's steady load, where machines serve it for less
+    for vid, home, rate in tier_moves(snap):  # the tier's overflow, and steady load machines serve for less
         observed[home] = observed.get(home, 0.0) + rate
-        reasons.append(f"tier: {rate:.1f} rows/s of {vid} cost less on machines as {home}")
+        reasons.append(f"tier: {rate:.1f} rows/s of {vid} counted as demand for {home}")
     demand = estimate_demand(observed, state.demand_rps, p.demand_decay)
     last_demand = {**state.last_demand_at, **{k: snap.now for k, v in observed.items() if v > 0}}
     up_types = {w.hardware for w in up}
