@@ -659,7 +659,7 @@ def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
         loaded=o.loaded,
         reason="; ".join(parts),
         fallback_workers=tuple((w.id, w.url) for w in others[:2]),
-        overhead_ms=round(cluster.overhead(o.worker.id) if o.tier != FUNCTION_TIER else cluster.default_overhead_ms, 4),
+        overhead_ms=round(cluster.overhead(o.worker.id), 4),  # the tier's pseudo-worker: the typical hop
     )
 
 
