@@ -33,7 +33,7 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as f:  # a zombie is not alive
             return not any(line.startswith("State:") and "Z" in line for line in f)
-    except FileNotFoundError:  # reaped meanwhile
+    except (FileNotFoundError, ProcessLookupError):  # reaped meanwhile (open or read)
         return False
 
 
