@@ -132,3 +132,28 @@ def test_a_throttled_tier_sends_the_query_back_to_selection(setup):
     with pytest.raises((NoFeasibleVariant, Unavailable)):
         asyncio.run(plane.infer(query(rows=1), {"X": x}))
     assert plane.tier_stats[v.id].invocations == 0
+
+
+def test_a_query_the_tier_answers_for_a_busy_replica_counts_as_that_replicas_demand(setup):
+    """The selector sends a query to the tier when the loaded machine replica would answer late: no
+    heartbeat shows that query, so the plane counts it for the machine variant (``Unserved``), as it
+    counts a refusal, and publishes it for the autoscaler."""
+    from fakes import make_profile, make_worker
+
+    from infaas.app.data import unserved_demand
+    from infaas.core.domain import ReplicaLoad
+
+    plane, store, _, clock, fn = setup
+    cpu = make_variant(ARCH, max_batch=8, profile=make_profile({1: (50.0, 60.0), 8: (90.0, 100.0)}))
+    store.put_variant(cpu)
+    # 64 rows queued: 8 batches of 100 ms, past a 700 ms objective the cold tier (500 ms) meets
+    store.heartbeat(make_worker("w0", replicas=[ReplicaLoad(cpu.id, queued_rows=64)], heartbeat_at=clock()), ttl_s=1e10)
+    clock.t += 0.5  # past the snapshot's refresh period: the plane reads the worker
+    x = digits.split().x_test[:2].astype(np.float32)
+    a = asyncio.run(plane.infer(query(rows=2, latency_ms=700.0), {"X": x}))
+    assert a.decision.worker == tier.HARDWARE and a.decision.variant == fn.id
+    assert a.decision.displaced == cpu.id
+    clock.t += 1.0
+    plane._publish_tier_demand(clock())
+    rate, peak = unserved_demand(store, clock())[cpu.id]
+    assert peak == 2 and rate > 0

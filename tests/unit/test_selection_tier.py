@@ -68,7 +68,7 @@ def test_a_loaded_machine_replica_that_meets_the_objective_wins_over_the_tier():
     w = make_worker("w1", replicas=[MACHINE])
     state = warm(tier.TierState(), FN.id, 1000.0)
     d = decide(q(latency_ms=100), [MACHINE, FN], [w], state)
-    assert d.worker == "w1" and d.variant == MACHINE.id
+    assert d.worker == "w1" and d.variant == MACHINE.id and d.displaced == ""
 
 
 def test_a_burst_past_the_replicas_goes_to_the_tier_when_it_answers_in_time():
@@ -76,6 +76,8 @@ def test_a_burst_past_the_replicas_goes_to_the_tier_when_it_answers_in_time():
     state = warm(tier.TierState(), FN.id, 1000.0)
     d = decide(q(latency_ms=100), [MACHINE, FN], [busy], state)
     assert d.worker == tier.HARDWARE and d.loaded
+    # the machine variant it would have queued on is named: its demand, as a refusal's would be
+    assert d.displaced == MACHINE.id and "displaced" not in d.to_dict()
     # a cold tier cannot answer within 100 ms: the query waits on the machine (tier 4), late
     d = decide(q(latency_ms=100), [MACHINE, FN], [busy], tier.TierState())
     assert d.worker == "w1" and "over capacity" in d.reason

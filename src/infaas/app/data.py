@@ -244,6 +244,8 @@ class DataPlane:
             if exc.details.get("variant"):  # turned away: demand all the same
                 self.unserved.add(str(exc.details["variant"]), self.clock(), rows)
             raise
+        if decision.displaced:  # the tier answers what no machine replica would in time: demand all the same
+            self.unserved.add(decision.displaced, self.clock(), rows)
         if decision.worker == tier.HARDWARE:
             try:
                 return await self._invoke_function(query, decision, catalogue, feed, rows, t0)

@@ -406,9 +406,14 @@ class Decision:
     # the part of ``predicted_latency_ms`` outside the worker's queue and compute: the API's own
     # work and the hop to the worker, as measured on recent answers (``Cluster.overhead_ms``)
     overhead_ms: float = 0.0
+    # an answer by the serverless tier because no machine replica would answer in time: the
+    # machine variant that would have (late, or after a cold start) -- demand the machines did not
+    # see, counted as a refusal is (``burst.Unserved``)
+    displaced: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("fallback_workers")
+        d.pop("displaced")
         d.pop("worker_url")
         return d

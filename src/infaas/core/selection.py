@@ -182,6 +182,7 @@ class Cluster:
     # and the time it is read at; None: no tier (``lambda`` variants are never chosen).
     tier: TierState | None = None
     now: float = 0.0
+    rounds: Mapping[str, float] = field(default_factory=dict)  # worker id -> ``round_ms``
 
     def overhead(self, worker_id: str) -> float:
         return self.overhead_ms.get(worker_id, self.default_overhead_ms)
@@ -202,9 +203,11 @@ class Cluster:
         roomiest = {k: tuple(sorted(v, key=_roomy)) for k, v in by_hw.items()}
         prices = price_key(hardware)
         backlog: dict[str, float] = {}
+        rounds: dict[str, float] = {}
         loaded: dict[tuple[str, str], tuple[tuple, ...]] = {}
         if catalogue is not None:
             backlog = {w.id: backlog_ms(w, catalogue.variants) for w in up}
+            rounds = {w.id: round_ms(w, catalogue.variants) for w in up}
             if catalogue.prices == prices:
                 keys = {k for vid in replicas if (v := catalogue.variants.get(vid)) is not None
                         for k in (("architecture", v.architecture), ("task", v.task))}
@@ -226,6 +229,7 @@ class Cluster:
             default_overhead_ms=_typical(overhead_ms),
             tier=tier,
             now=now,
+            rounds=rounds,
         )
 
     def with_workers(self, newer: Iterable[Worker]) -> "Cluster":
@@ -233,7 +237,7 @@ class Cluster:
         (their queues moved): only what those records touch is rebuilt. A record that is new,
         no longer up, or holds other replicas or memory than before makes a full ``build``."""
         workers, by_hw, replicas = dict(self.workers), dict(self.workers_by_hardware), dict(self.replicas)
-        backlog = dict(self.backlog)
+        backlog, rounds = dict(self.backlog), dict(self.rounds)
         newer = list(newer)
         for w in newer:
             old = workers.get(w.id)
@@ -249,12 +253,13 @@ class Cluster:
                 replicas[load.variant_id] = tuple((w, load) if x.id == w.id else (x, xl) for x, xl in replicas[load.variant_id])
             if self.catalogue is not None:
                 backlog[w.id] = backlog_ms(w, self.catalogue.variants)
+                rounds[w.id] = round_ms(w, self.catalogue.variants)
         idle = dict(self.idle_first)
         if self.catalogue is not None:
             idle.update(_idle_first({hw: by_hw[hw] for hw in {w.hardware for w in newer}}, backlog))
         return Cluster(workers, self.hardware, replicas, by_hw, self.held, self.pending, self.refuse_late,
                        self.prices, self.catalogue, backlog, idle, self.loaded_ranked, self.overhead_ms,
-                       self.default_overhead_ms, self.tier, self.now)
+                       self.default_overhead_ms, self.tier, self.now, rounds)
 
     def with_tier(self, tier: TierState | None, now: float) -> "Cluster":
         """The same snapshot with the tier's warm pool as of ``now``."""
@@ -408,14 +413,19 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         for worker, load in loads:
             mine = load.queued_rows
             queued = max(mine, pending.get((worker.id, v.id), 0)) if pending else mine
+            runs = 1
             if queued:
                 total = queued + rows
-                lat = math.ceil(total / top) * at(min(total, top))
+                runs = math.ceil(total / top)
+                lat = runs * at(min(total, top))
             else:
                 lat = steady
             ahead = _backlog(worker, cluster, catalogue)
-            if ahead:  # what the worker's other replicas have queued runs first
-                lat += ahead - (math.ceil(mine / top) * at(min(mine, top)) if mine else 0.0)
+            if ahead:  # what the worker's other replicas have queued runs first ...
+                others = ahead - (math.ceil(mine / top) * at(min(mine, top)) if mine else 0.0)
+                if runs > 1:  # ... and, while they stay busy, a batch of each between two of ours
+                    others = max(others, runs * (_round(worker, cluster, catalogue) - (at(min(mine, top)) if mine else 0.0)))
+                lat += others
             lat += overhead(worker.id)
             if lat <= limit:
                 key = (cost, acc, lat)
@@ -454,10 +464,11 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         # answer would be a refusal or none -- it leaves a warm environment behind for the queries
         # that follow.
         fn, late = _function_option(everything, query, cluster, limit, max_cost, floor, publisher)
+        displaced = best.variant.id if best is not None else ""
         if fn is not None:
-            return _decision(fn, query, cluster)
+            return _decision(fn, query, cluster, displaced)
         if late is not None and (best is None or (best.tier == 4 and refuse)):
-            return _decision(late, query, cluster)
+            return _decision(late, query, cluster, displaced)
     if best is not None and best.tier == 4 and refuse:
         # Every replica would answer late: queueing it would make the queries behind it late too.
         raise Unavailable(f"over capacity: the shortest wait for a variant meeting the objective is "
@@ -558,6 +569,25 @@ def backlog_ms(worker: Worker, variants: Mapping[str, Variant]) -> float:
     return total
 
 
+def round_ms(worker: Worker, variants: Mapping[str, Variant]) -> float:
+    """Time for one batch of every replica of ``worker`` with rows queued (at the profiled p99): a
+    worker runs its replicas' batches in turn, so each further batch a replica needs waits for about
+    one such round of the others while they stay busy."""
+    total = 0.0
+    for r in worker.replicas:
+        if r.queued_rows > 0:
+            v = variants.get(r.variant_id)
+            if v is not None and v.profile is not None:
+                total += v.profile.latency_at(min(r.queued_rows, v.batch_cap), "p99")
+    return total
+
+
+def _round(worker: Worker, cluster: Cluster, catalogue: Catalogue) -> float:
+    if cluster.catalogue is catalogue:
+        return cluster.rounds[worker.id]
+    return round_ms(worker, catalogue.variants) if worker.replicas else 0.0
+
+
 def _backlog(worker: Worker, cluster: Cluster, catalogue: Catalogue) -> float:
     """The worker's backlog from the snapshot's index, or computed when the snapshot has none."""
     if cluster.catalogue is catalogue:
@@ -627,7 +657,7 @@ _WHY = {
 }
 
 
-def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
+def _decision(o: _Option, query: Query, cluster: Cluster, displaced: str = "") -> Decision:
     obj = query.objective
     why = _WHY[o.tier]
     parts = [why, f"predicted {o.latency_ms:.2f} ms"]
@@ -660,6 +690,7 @@ def _decision(o: _Option, query: Query, cluster: Cluster) -> Decision:
         reason="; ".join(parts),
         fallback_workers=tuple((w.id, w.url) for w in others[:2]),
         overhead_ms=round(cluster.overhead(o.worker.id), 4),  # the tier's pseudo-worker: the typical hop
+        displaced=displaced,
     )
 
 

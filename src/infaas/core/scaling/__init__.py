@@ -108,10 +108,9 @@ def tier_moves(snap: Snapshot) -> list[tuple[str, str, float]]:
         homes = [(running_cost(h, rate, snap.hardware, p.target_utilisation), h.id) for h in snap.variants.values()
                  if h.hardware == tier.HOST and h.architecture == v.architecture and h.format == v.format
                  and h.runtime == v.runtime and h.tenant == v.tenant and h.hardware in snap.hardware]
-        running = sorted(h for _, h in homes if h in loaded)
-        if running:  # overflow of a variant machines serve already: their demand, as a refusal would be
-            out.append((vid, running[0], rate))
-        elif homes and min(homes)[0] < on_tier:
+        if any(h in loaded for _, h in homes):
+            continue  # its overflow: counted where the selector displaced it (``Snapshot.unserved``)
+        if homes and min(homes)[0] < on_tier:
             out.append((vid, min(homes)[1], rate))
     return out
 

@@ -132,6 +132,8 @@ class Ours(Policy):
             if isinstance(exc, Unavailable) and exc.details.get("variant"):  # turned away: demand all the same
                 self.unserved.add(exc.details["variant"], sim.now / 1000.0)
             raise Refused(type(exc).__name__) from None
+        if d.displaced:  # the tier answers what machines could not in time: their demand all the same
+            self.unserved.add(d.displaced, sim.now / 1000.0)
         return d.variant, d.worker
 
     # -- every period ----------------------------------------------------------------------------------
