@@ -423,3 +423,21 @@ def test_predictions_follow_the_live_in_flight_counts_of_one_snapshot():
     del pending[("w1", v.id)]  # answered: back to what the heartbeat said
     d = select(q, catalogue, cluster)
     assert (d.worker, d.predicted_latency_ms) == ("w1", 20.0)
+
+
+def test_on_a_shared_worker_each_further_batch_waits_for_a_batch_of_every_other_busy_replica():
+    """A worker runs its replicas' batches in turn. A replica with five batches to go behind a busy
+    neighbour waits for about five of the neighbour's batches, not only for what the neighbour has
+    queued now: while it stays busy it forms a new batch between two of ours."""
+    one = make_variant("one", max_batch=1, profile=make_profile({1: (8.0, 10.0)}))  # batch 1 only
+    other = make_variant("other", max_batch=4, profile=make_profile({1: (15.0, 20.0), 4: (30.0, 40.0)}))
+    w = make_worker("w1", replicas=[ReplicaLoad(one.id, queued_rows=4), ReplicaLoad(other.id, queued_rows=4)])
+    d = pick(q(rows=1, variant=one.id), [one, other], [w])
+    # five batches of 10 ms, and between them five batches of the neighbour (40 ms each)
+    assert d.predicted_latency_ms == pytest.approx(5 * 10.0 + 5 * 40.0)
+    # with an idle neighbour, its queue alone (none) is in the way
+    idle = make_worker("w1", replicas=[ReplicaLoad(one.id, queued_rows=4), ReplicaLoad(other.id, queued_rows=0)])
+    assert pick(q(rows=1, variant=one.id), [one, other], [idle]).predicted_latency_ms == pytest.approx(5 * 10.0)
+    # a row that runs in the replica's next batch waits for the neighbour's queue once, as before
+    short = make_worker("w1", replicas=[ReplicaLoad(one.id, queued_rows=0), ReplicaLoad(other.id, queued_rows=8)])
+    assert pick(q(rows=1, variant=one.id), [one, other], [short]).predicted_latency_ms == pytest.approx(10.0 + 2 * 40.0)

@@ -88,8 +88,12 @@ def test_the_scaling_policy_moves_a_steady_tier_load_to_machines_only_when_they_
     assert state.demand_rps[cpu.id] == pytest.approx(200.0) and any("tier:" in r for r in result.reasons)
     w = make_worker("w0", replicas=[ReplicaLoad(cpu.id, rate_rps=1.0)])
     assert tier_moves(dataclasses.replace(snap(0.0), workers=(w,))) == []
-    # with the machine variant loaded, the tier's load of it is its overflow: its demand at any price
-    assert tier_moves(dataclasses.replace(snap(1.0), workers=(w,))) == [(fn.id, cpu.id, 1.0)]
+    # with the machine variant loaded, the tier's load of it is its overflow, counted where the
+    # selector displaced it (``Snapshot.unserved``), not here
+    assert tier_moves(dataclasses.replace(snap(200.0), workers=(w,))) == []
+    unserved = dataclasses.replace(snap(1.0), workers=(w,), unserved={cpu.id: (40.0, 4)})
+    result, state = plan(unserved, PolicyState(), {})
+    assert state.demand_rps[cpu.id] >= 40.0
 
 
 def test_an_hourly_budget_covers_the_tiers_invocations_too():

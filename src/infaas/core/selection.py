@@ -19,8 +19,11 @@ would see:
 * plus the worker's *backlog*: a worker runs one batch at a time for all its
   replicas (its compute pool has one thread), so what its other replicas have
   queued runs first -- ``sum of ceil(q_o / B_o) * latency_p99(min(q_o, B_o))``
-  over them (``backlog_ms``). A cold start loads while that backlog runs:
-  ``max(load_ms, backlog) + steady``.
+  over them (``backlog_ms``). The worker takes its replicas' batches in turn, so
+  a query that needs ``k > 1`` batches of its replica waits, while the others
+  stay busy, for about one batch of each of them between two of its own: the
+  backlog is then at least ``k`` times that round (``round_ms``). A cold start
+  loads while the backlog runs: ``max(load_ms, backlog) + steady``.
 
 Cost per query is the machine time it takes, priced by the hardware type:
 ``price_per_hour / 3600 * latency_p50(b) / 1000 * r / b``.

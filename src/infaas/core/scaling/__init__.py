@@ -94,9 +94,11 @@ def tier_moves(snap: Snapshot) -> list[tuple[str, str, float]]:
     workers (``running_cost``) against the tier's invocations at their warm cost
     (``tier.FunctionProfile.cost_per_request``). Rare and spiky load stays on the tier, which bills
     nothing while idle; a steady load moves, and the selector then prefers the loaded replica. The
-    tier's load of a variant whose machine sibling is loaded already is that sibling's overflow
-    (the selector sends a query to the tier only when no replica answers in time): it counts as
-    the sibling's demand at any price, as a refused query would, so that the machines grow to it."""
+    tier's load of a variant whose machine sibling is loaded already is overflow (the selector
+    sends a query to the tier only when no replica answers in time): the selector names the
+    machine variant each such query was taken from (``Decision.displaced``), which the data plane
+    and the simulator count as that variant's demand at any price, as a refused query
+    (``Snapshot.unserved``), so it is not counted here again."""
     out = []
     p = snap.params
     loaded = {r.variant_id for w in snap.workers if w.state == WORKER_UP for r in w.replicas}
