@@ -114,3 +114,30 @@ def test_an_hourly_budget_covers_the_tiers_invocations_too():
     assert tier_spend(busy) == pytest.approx(0.08)
     result, _ = plan(busy, PolicyState(), {})
     assert result.desired_workers["cpu"] == 2 and any("after the tier's" in r for r in result.reasons)
+
+
+def test_the_budget_holds_a_spike_of_the_tiers_spend_and_lets_it_fade():
+    """The tier's rate follows sub-second clumps; the budget counts a period's spike for the periods
+    after it too, fading with half-life ``burst_halflife_s``, so the workers it leaves do not come and
+    go with each clump (each launch is billed a minute). Periods on a fake clock."""
+    from infaas.core.scaling import PolicyState, plan
+
+    cpu = make_variant("net", hardware="cpu", max_batch=4, profile=NET.profile)
+    fn = dataclasses.replace(FN, tenant=cpu.tenant)
+    hw = {"cpu": HardwareType("cpu", 0.085)}
+    ws = tuple(make_worker(f"w{i}", replicas=[ReplicaLoad(cpu.id, rate_rps=100.0)]) for i in range(3))
+    params = ScalingParams(min_workers={"cpu": 1}, max_workers={"cpu": 10}, budget_per_hour=3 * 0.085 + 0.01,
+                           period_s=2.0, burst_halflife_s=30.0)
+    rate = 0.08 / (3600 * tier.function_profile_of(fn.profile).cost_per_request())  # ~ one worker's price
+    state, t = PolicyState(), 0.0
+    counts = []
+    for k in range(60):
+        spike = {fn.id: rate} if k == 0 else {}
+        snap = Snapshot(t, ws, {cpu.id: cpu, fn.id: fn}, hw, {"cpu": 3}, params, tier_rps=spike)
+        result, state = plan(snap, state, {})
+        counts.append(result.desired_workers["cpu"])
+        t += params.period_s
+    assert counts[0] == 2  # the spike leaves two workers' money
+    assert counts[1:10] == [2] * 9  # held: the quiet periods right after it do not launch the third again
+    assert counts[-1] == 3  # faded (120 s: a sixteenth of it, under the 0.01 $ to spare), the third is back
+    assert state.tier_rps.get(fn.id, 0.0) < rate / 10

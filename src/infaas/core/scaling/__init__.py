@@ -117,9 +117,10 @@ def tier_moves(snap: Snapshot) -> list[tuple[str, str, float]]:
     return out
 
 
-def tier_spend(snap: Snapshot) -> float:
-    """Dollars per hour the tier's invocations cost at their recent rate (warm)."""
-    return sum(_tier_per_hour(v, rate) for vid, rate in snap.tier_rps.items()
+def tier_spend(snap: Snapshot, rates: Mapping[str, float] | None = None) -> float:
+    """Dollars per hour the tier's invocations cost at their recent rate (warm): ``snap.tier_rps``,
+    or ``rates`` per lambda variant."""
+    return sum(_tier_per_hour(v, rate) for vid, rate in (snap.tier_rps if rates is None else rates).items()
                if (v := snap.variants.get(vid)) is not None and v.profile is not None and v.profile.memory_mb)
 
 
@@ -271,8 +272,14 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
         if v is not None:
             planned_rows[v.hardware] = planned_rows.get(v.hardware, 0.0) + rate
     budget = p.budget_per_hour
-    if budget is not None and snap.tier_rps:  # the budget covers the tier's invocations too
-        budget = max(0.0, budget - tier_spend(snap))
+    # The tier's rate follows sub-second clumps: a period's spike is held, fading with half-life
+    # burst_halflife_s, so that the machines the budget leaves do not come and go with each clump
+    # (a machine launched is billed a minute whatever it does).
+    fade = 0.5 ** (p.period_s / p.burst_halflife_s)
+    tier_held = {vid: r for vid in sorted(set(snap.tier_rps) | set(state.tier_rps))
+                 if (r := max(snap.tier_rps.get(vid, 0.0), fade * state.tier_rps.get(vid, 0.0))) >= 1e-3}
+    if budget is not None and tier_held:  # the budget covers the tier's invocations too
+        budget = max(0.0, budget - tier_spend(snap, tier_held))
     budgeted = within_budget(desired, snap.hardware, budget, p.min_workers, planned_rows)
     if budgeted != desired:
         reasons.append(f"hourly budget {p.budget_per_hour} $ ({budget:.3f} $ after the tier's) caps workers at {budgeted}")
@@ -285,6 +292,7 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
         queued_rows=queued_rows(up),
         peak_rps=peak if pinned else {},
         burst_rows=typical_v,
+        tier_rps=tier_held,
     )
     return ScalingPlan(budgeted, assignments, tuple(drain), tuple(reasons)), new_state
 

@@ -54,6 +54,7 @@ class PolicyState:
     queued_rows: Mapping[str, int] = field(default_factory=dict)  # variant -> rows queued last period
     peak_rps: Mapping[str, float] = field(default_factory=dict)  # task -> remembered peak demand (pinned fleet)
     burst_rows: Mapping[str, float] = field(default_factory=dict)  # variant -> typical rows in its busiest sub-second window
+    tier_rps: Mapping[str, float] = field(default_factory=dict)  # lambda variant -> recent rate held (fading)
 
     def to_dict(self) -> dict:
         return {k: dict(getattr(self, k)) for k in self.__dataclass_fields__}
