@@ -76,6 +76,9 @@ def child_pids(pid: int) -> list[int]:
 
     out = []
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            out += [int(p) for p in f.read().split()]
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(p) for p in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+            continue
     return out

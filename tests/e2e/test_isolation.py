@@ -213,8 +213,11 @@ def _worker_pids(stack: Stack) -> dict[int, int]:
 
     out = {}
     for pid in child_pids(stack.process.proc.pid):
-        with open(f"/proc/{pid}/status") as f:
-            out[pid] = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                out[pid] = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (FileNotFoundError, ProcessLookupError, StopIteration):  # gone meanwhile (or a zombie): not a worker
+            continue
     return out
 
 
