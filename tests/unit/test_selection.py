@@ -438,6 +438,9 @@ def test_on_a_shared_worker_each_further_batch_waits_for_a_batch_of_every_other_
     # with an idle neighbour, its queue alone (none) is in the way
     idle = make_worker("w1", replicas=[ReplicaLoad(one.id, queued_rows=4), ReplicaLoad(other.id, queued_rows=0)])
     assert pick(q(rows=1, variant=one.id), [one, other], [idle]).predicted_latency_ms == pytest.approx(5 * 10.0)
+    # the same five batches for a query of five rows on an empty queue
+    empty = make_worker("w1", replicas=[ReplicaLoad(one.id, queued_rows=0), ReplicaLoad(other.id, queued_rows=4)])
+    assert pick(q(rows=5, variant=one.id), [one, other], [empty]).predicted_latency_ms == pytest.approx(5 * 10.0 + 5 * 40.0)
     # a row that runs in the replica's next batch waits for the neighbour's queue once, as before
     short = make_worker("w1", replicas=[ReplicaLoad(one.id, queued_rows=0), ReplicaLoad(other.id, queued_rows=8)])
     assert pick(q(rows=1, variant=one.id), [one, other], [short]).predicted_latency_ms == pytest.approx(10.0 + 2 * 40.0)

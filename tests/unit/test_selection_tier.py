@@ -52,6 +52,7 @@ def test_a_fleet_at_zero_is_answered_by_the_tier_cold_first_then_warm():
     state = tier.TierState()
     d = decide(q(latency_ms=1000), [MACHINE, FN], [], state, now=1000.0)
     assert d.worker == tier.HARDWARE and d.variant == FN.id and not d.loaded
+    assert d.displaced == ""  # no machine to take it from
     assert d.predicted_latency_ms == pytest.approx(8.0 + COLD_MS)  # warm p99 plus the cold start
     assert "cold start" in d.reason
     cold_cost = d.cost_per_query
@@ -123,3 +124,12 @@ def test_under_refuse_late_a_cold_invocation_is_preferred_to_a_refusal():
     assert d.worker == tier.HARDWARE and not d.loaded  # late (cold), not a 503
     with pytest.raises(Unavailable):  # without the tier: refused
         select(q(latency_ms=100), cat, Cluster.build([busy], HARDWARE, catalogue=cat, refuse_late=True))
+
+
+def test_a_query_the_tier_takes_instead_of_a_machine_cold_start_names_the_machine_variant():
+    # a worker is up with room, the machine variant not loaded and slow to load (5 s): the warm tier
+    # answers, and names the variant the machines would have cold-started
+    slow = dataclasses.replace(MACHINE, profile=dataclasses.replace(MACHINE.profile, load_ms=5000.0))
+    state = warm(tier.TierState(), FN.id, 1000.0)
+    d = decide(q(latency_ms=100), [slow, FN], [make_worker("w1")], state)
+    assert d.worker == tier.HARDWARE and d.displaced == slow.id

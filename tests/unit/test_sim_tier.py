@@ -94,6 +94,12 @@ def test_the_scaling_policy_moves_a_steady_tier_load_to_machines_only_when_they_
     unserved = dataclasses.replace(snap(1.0), workers=(w,), unserved={cpu.id: (40.0, 4)})
     result, state = plan(unserved, PolicyState(), {})
     assert state.demand_rps[cpu.id] >= 40.0
+    # nor when the selector displaced it from a machine cold start (the sibling not loaded): the
+    # displaced rows are its demand already, the tier's rate of it is not added again
+    displaced = dataclasses.replace(snap(200.0), unserved={cpu.id: (200.0, 4)})
+    assert tier_moves(displaced) == []
+    result, state = plan(displaced, PolicyState(), {})
+    assert state.demand_rps[cpu.id] == pytest.approx(200.0)
 
 
 def test_an_hourly_budget_covers_the_tiers_invocations_too():

@@ -244,11 +244,12 @@ class DataPlane:
             if exc.details.get("variant"):  # turned away: demand all the same
                 self.unserved.add(str(exc.details["variant"]), self.clock(), rows)
             raise
-        if decision.displaced:  # the tier answers what no machine replica would in time: demand all the same
-            self.unserved.add(decision.displaced, self.clock(), rows)
         if decision.worker == tier.HARDWARE:
             try:
-                return await self._invoke_function(query, decision, catalogue, feed, rows, t0)
+                answer = await self._invoke_function(query, decision, catalogue, feed, rows, t0)
+                if decision.displaced:  # what the machines could not answer in time: their demand all the same
+                    self.unserved.add(decision.displaced, self.clock(), rows)
+                return answer
             except (Unavailable, PayloadTooLarge) as exc:  # throttled, or too large for it: the machines
                 log.info("the function tier did not take %s (%s): deciding again without it", decision.variant,
                          exc.code)

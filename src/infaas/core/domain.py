@@ -407,8 +407,8 @@ class Decision:
     # work and the hop to the worker, as measured on recent answers (``Cluster.overhead_ms``)
     overhead_ms: float = 0.0
     # an answer by the serverless tier because no machine replica would answer in time: the
-    # machine variant that would have (late, or after a cold start) -- demand the machines did not
-    # see, counted as a refusal is (``burst.Unserved``)
+    # machine variant that would have (late, or after a cold start) -- demand no heartbeat shows,
+    # counted as a refusal is (``burst.Unserved``)
     displaced: str = ""
 
     def to_dict(self) -> dict[str, Any]:

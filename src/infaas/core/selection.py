@@ -416,10 +416,9 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         for worker, load in loads:
             mine = load.queued_rows
             queued = max(mine, pending.get((worker.id, v.id), 0)) if pending else mine
-            runs = 1
+            runs = math.ceil((queued + rows) / top)
             if queued:
                 total = queued + rows
-                runs = math.ceil(total / top)
                 lat = runs * at(min(total, top))
             else:
                 lat = steady
@@ -467,6 +466,7 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         # answer would be a refusal or none -- it leaves a warm environment behind for the queries
         # that follow.
         fn, late = _function_option(everything, query, cluster, limit, max_cost, floor, publisher)
+        # what the machines would have done instead (a late queue, a cold start): their demand
         displaced = best.variant.id if best is not None else ""
         if fn is not None:
             return _decision(fn, query, cluster, displaced)

@@ -96,9 +96,10 @@ def tier_moves(snap: Snapshot) -> list[tuple[str, str, float]]:
     nothing while idle; a steady load moves, and the selector then prefers the loaded replica. The
     tier's load of a variant whose machine sibling is loaded already is overflow (the selector
     sends a query to the tier only when no replica answers in time): the selector names the
-    machine variant each such query was taken from (``Decision.displaced``), which the data plane
-    and the simulator count as that variant's demand at any price, as a refused query
-    (``Snapshot.unserved``), so it is not counted here again."""
+    machine variant each such query was taken from (``Decision.displaced``: a late queue or a cold
+    start), which the data plane and the simulator count as that variant's demand at any price, as
+    a refused query (``Snapshot.unserved``); a sibling loaded or displaced is not counted here
+    again."""
     out = []
     p = snap.params
     loaded = {r.variant_id for w in snap.workers if w.state == WORKER_UP for r in w.replicas}
@@ -110,8 +111,8 @@ def tier_moves(snap: Snapshot) -> list[tuple[str, str, float]]:
         homes = [(running_cost(h, rate, snap.hardware, p.target_utilisation), h.id) for h in snap.variants.values()
                  if h.hardware == tier.HOST and h.architecture == v.architecture and h.format == v.format
                  and h.runtime == v.runtime and h.tenant == v.tenant and h.hardware in snap.hardware]
-        if any(h in loaded for _, h in homes):
-            continue  # its overflow: counted where the selector displaced it (``Snapshot.unserved``)
+        if any(h in loaded or h in snap.unserved for _, h in homes):
+            continue  # its overflow, or displaced: counted where the selector displaced it (``Snapshot.unserved``)
         if homes and min(homes)[0] < on_tier:
             out.append((vid, min(homes)[1], rate))
     return out
