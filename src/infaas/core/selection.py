@@ -416,11 +416,12 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         for worker, load in loads:
             mine = load.queued_rows
             queued = max(mine, pending.get((worker.id, v.id), 0)) if pending else mine
-            runs = math.ceil((queued + rows) / top)
             if queued:
                 total = queued + rows
+                runs = math.ceil(total / top)
                 lat = runs * at(min(total, top))
             else:
+                runs = 1 if rows <= top else math.ceil(rows / top)
                 lat = steady
             ahead = _backlog(worker, cluster, catalogue)
             if ahead:  # what the worker's other replicas have queued runs first ...
