@@ -122,6 +122,20 @@ def test_fill_fleet_keeps_what_runs_for_a_small_gain():
     assert out == {SMALL.id: 3, BIG.id: 1}  # nothing to gain by moving: nothing moves
 
 
+def test_fill_fleet_leaves_no_task_with_demand_without_a_replica():
+    # 600 rows/s of one task would take every worker (140 rows/s each); a second task's 1 row/s
+    # delivers less than any of them. Without a replica all of its queries would be refused until
+    # the next plan: it takes the place of the replica whose loss delivers least less
+    other = "classification/other"
+    rare = _slot_variant("rare", 0.90, {1: 10.0, 8: 40.0}, task=other)
+    out, short = fill_fleet({TASK: 600.0, other: 1.0}, {BIG.id: BIG, SMALL.id: SMALL, rare.id: rare}, FLEET, 300.0, 0.7)
+    assert out.get(rare.id) == 1 and out.get(SMALL.id) == 3 and other not in short
+    # the same from a fleet that runs four replicas of the busy task now
+    out, _ = fill_fleet({TASK: 600.0, other: 1.0}, {BIG.id: BIG, SMALL.id: SMALL, rare.id: rare}, FLEET, 300.0, 0.7,
+                        current={SMALL.id: 4})
+    assert out.get(rare.id) == 1
+
+
 def test_fill_fleet_never_uses_a_variant_that_cannot_batch_within_the_objective():
     slow = _slot_variant("slow", 0.99, {1: 200.0})  # 2 * 200 > 300
     out, _ = fill_fleet({TASK: 5.0}, {slow.id: slow, SMALL.id: SMALL}, FLEET, 300.0, 0.7)

@@ -179,11 +179,25 @@ def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], wor
                     and sum(out.get(o[0].id, 0) for o in opts[t]) > 1:
                 out[v.id] -= 1
                 left[v.hardware] += use(v.id)
-    for t in tasks:  # a task without a replica (no room at all) is short in full
+    for t in tasks:  # a task without a replica gets one: where a worker is free, else in place of the
+        # replica of another task (one with more than one) whose loss delivers least less; a task
+        # with no replica at all would have every query refused until the next plan
         if not any(out.get(o[0].id, 0) for o in opts[t]):
             room_any = [o for o in opts[t] if room(o[0].id)]
             if room_any:
                 apply(max(room_any, key=lambda o: (o[1], o[2]))[0].id, None)
+                continue
+            swaps = []
+            for o in opts[t]:
+                for d in by_hw.get(o[0].hardware, ()):
+                    other = task_of[d]
+                    if (other != t and out.get(d, 0) > 0 and room(o[0].id, d)
+                            and sum(out.get(x[0].id, 0) for x in opts[other]) > 1):
+                        swaps.append((base[other] - delivered(other, less=d), -o[1], o[0].id, d))
+            if swaps:
+                _, _, add, drop = min(swaps)
+                apply(add, drop)
+                base[task_of[drop]] = delivered(task_of[drop])
     cap = {t: sum(o[1] * out.get(o[0].id, 0) for o in opts[t]) for t in tasks}
     short = {t: demand[t] - cap[t] for t in tasks if cap[t] < demand[t] - 1e-9}
     while True:  # headroom on the workers left over
