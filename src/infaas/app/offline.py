@@ -251,17 +251,14 @@ class JobService:
         return (job.get("phase") in (QUEUED, EXPANDING) and not job.get("cancelled")
                 and now - float(job["created_at"]) > self.settings.offline_expand_timeout_s)
 
-    def _timed_out(self, now: float) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
-        limit = self.settings.offline_expand_timeout_s
-
-        def change(job: dict[str, Any]) -> dict[str, Any] | None:
-            if not self._expired(job, now):
-                return None
-            return {**job, "phase": FAILED, "error": (
-                f"the job was not made into work items within {limit:g} s of its submission "
-                "(INFAAS_OFFLINE_EXPAND_TIMEOUT_S): its expand message was lost or its inputs took too long to "
-                "read; submit it again (a new idempotency key), or split its inputs into smaller jobs")}
-        return change
+    def _timed_out(self, job: dict[str, Any], now: float) -> dict[str, Any] | None:
+        """The job ended ``failed`` when it has ``_expired``, else None (an ``_update`` change)."""
+        if not self._expired(job, now):
+            return None
+        return {**job, "phase": FAILED, "error": (
+            f"the job was not made into work items within {self.settings.offline_expand_timeout_s:g} s of its "
+            "submission (INFAAS_OFFLINE_EXPAND_TIMEOUT_S): its expand message was lost or its inputs took too long "
+            "to read; submit it again (a new idempotency key), or split its inputs into smaller jobs")}
 
     def _plan(self, job: Mapping[str, Any]) -> dict[str, Any]:
         """Read every input (shapes, dtypes, rows) and choose the variant: what the items need."""
@@ -306,8 +303,8 @@ class JobService:
 
         def take(job: dict[str, Any]) -> dict[str, Any] | None:
             taken.clear()
-            if self._expired(job, self.clock()):
-                return self._timed_out(self.clock())(job)
+            if (ended := self._timed_out(job, self.clock())) is not None:
+                return ended
             if job.get("cancelled") or job.get("phase") != QUEUED:
                 return None
             taken.append(True)
@@ -323,8 +320,8 @@ class JobService:
                 plan = self._plan(job)
 
                 def planned(cur: dict[str, Any]) -> dict[str, Any] | None:
-                    if self._expired(cur, self.clock()):
-                        return self._timed_out(self.clock())(cur)
+                    if (ended := self._timed_out(cur, self.clock())) is not None:
+                        return ended
                     if cur.get("cancelled") or cur.get("phase") != EXPANDING:
                         return None
                     return {**cur, **plan}
@@ -377,7 +374,7 @@ class JobService:
     def status(self, job_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
         job = self._job(job_id, tenant)
         if self._expired(job, self.clock()):  # its expand message was lost: it ends failed, with the reason
-            job = self._update(job_id, self._timed_out(self.clock())) or job
+            job = self._update(job_id, lambda cur: self._timed_out(cur, self.clock())) or job
         items = [i["body"] for i in self.store.table.query(f"JOB#{job_id}", "I#")]
         done = [i for i in items if i["status"] == "done"]
         failed = [i for i in items if i["status"] == "failed"]

@@ -209,8 +209,8 @@ class Cluster:
         rounds: dict[str, float] = {}
         loaded: dict[tuple[str, str], tuple[tuple, ...]] = {}
         if catalogue is not None:
-            backlog = {w.id: backlog_ms(w, catalogue.variants) for w in up}
-            rounds = {w.id: round_ms(w, catalogue.variants) for w in up}
+            for w in up:
+                backlog[w.id], rounds[w.id] = _queue_times(w, catalogue.variants)
             if catalogue.prices == prices:
                 keys = {k for vid in replicas if (v := catalogue.variants.get(vid)) is not None
                         for k in (("architecture", v.architecture), ("task", v.task))}
@@ -255,8 +255,7 @@ class Cluster:
             for load in w.replicas:
                 replicas[load.variant_id] = tuple((w, load) if x.id == w.id else (x, xl) for x, xl in replicas[load.variant_id])
             if self.catalogue is not None:
-                backlog[w.id] = backlog_ms(w, self.catalogue.variants)
-                rounds[w.id] = round_ms(w, self.catalogue.variants)
+                backlog[w.id], rounds[w.id] = _queue_times(w, self.catalogue.variants)
         idle = dict(self.idle_first)
         if self.catalogue is not None:
             idle.update(_idle_first({hw: by_hw[hw] for hw in {w.hardware for w in newer}}, backlog))
@@ -564,26 +563,26 @@ def _rank(o: _Option) -> tuple:
 
 def backlog_ms(worker: Worker, variants: Mapping[str, Variant]) -> float:
     """Time to run what every replica of ``worker`` has queued, in full batches at the profiled p99."""
-    total = 0.0
-    for r in worker.replicas:
-        if r.queued_rows > 0:
-            v = variants.get(r.variant_id)
-            if v is not None and v.profile is not None:
-                total += service_ms(v, 0, r.queued_rows)
-    return total
+    return _queue_times(worker, variants)[0]
 
 
 def round_ms(worker: Worker, variants: Mapping[str, Variant]) -> float:
     """Time for one batch of every replica of ``worker`` with rows queued (at the profiled p99): a
     worker runs its replicas' batches in turn, so each further batch a replica needs waits for about
     one such round of the others while they stay busy."""
-    total = 0.0
+    return _queue_times(worker, variants)[1]
+
+
+def _queue_times(worker: Worker, variants: Mapping[str, Variant]) -> tuple[float, float]:
+    """(``backlog_ms``, ``round_ms``) of ``worker``, in one pass over its replicas."""
+    backlog = round_ = 0.0
     for r in worker.replicas:
         if r.queued_rows > 0:
             v = variants.get(r.variant_id)
             if v is not None and v.profile is not None:
-                total += v.profile.latency_at(min(r.queued_rows, v.batch_cap), "p99")
-    return total
+                backlog += service_ms(v, 0, r.queued_rows)
+                round_ += v.profile.latency_at(min(r.queued_rows, v.batch_cap), "p99")
+    return backlog, round_
 
 
 def _round(worker: Worker, cluster: Cluster, catalogue: Catalogue) -> float:

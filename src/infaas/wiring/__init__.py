@@ -87,10 +87,10 @@ def open_location(uri: str, settings: Settings, tenant: str, s3_client=None):
                            field="location")
     area = tenant_folder(tenant)
     key = uri[len("s3://"):].partition("/")[2] if uri.startswith("s3://") else uri
-    if len(key.encode("utf-8", "surrogatepass")) > LOCATION_MAX_BYTES:
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > LOCATION_MAX_BYTES:
         raise InvalidInput(f"a location's path is at most {LOCATION_MAX_BYTES} bytes (S3 keys are at most 1,024, "
-                           f"with room for the file names); got {len(key.encode('utf-8', 'surrogatepass')):,}",
-                           field="location")
+                           f"with room for the file names); got {size:,}", field="location")
     if uri.startswith("s3://"):
         if not settings.offline_s3_root:
             raise InvalidInput("s3:// locations are not enabled here: set INFAAS_OFFLINE_S3_ROOT (the deployment does "
