@@ -4,14 +4,13 @@ used or not, filled with the most accurate replicas the objective allows. On whe
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 from infaas.core.burst import clump_capacity
 from infaas.core.domain import Variant, Worker
 from infaas.core.scaling.model import ScalingParams
 
-SERVE_WEIGHT = float(os.environ.get("SW", "0.5"))
+
 # -- step 4b: a pinned fleet ----------------------------------------------------------
 def pinned_types(params: ScalingParams) -> set[str]:
     if params.fill_fleet_ms is None:
