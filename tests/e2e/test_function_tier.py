@@ -95,6 +95,12 @@ def test_the_tier_answers_until_a_machine_holds_the_model(tmp_path):
         assert all(v.profile.memory_mb and v.profile.load_ms > 0 for v in functions)
         stop_worker(builder)
         wait_for(lambda: not store.workers(), 30.0, "the fleet at zero", logs)
+        # no worker is up, and the service is still ready: the tier answers (a health check would
+        # otherwise take a fleet whose minimum is zero out of service)
+        health = wait_for(lambda: (lambda r: r if r.json()["workers"] == 0 else None)(client.http.get("/v2/health/ready")),
+                          30.0, "the API's view of the fleet at zero", logs)
+        assert health.status_code == 200 and health.json() == {"ready": True, "workers": 0, "function_variants": len(functions)}, \
+            health.text
 
         x = data.x_test[:3].astype(np.float32)
         want = np.asarray(trained.model.predict(x)).astype(np.int64).tolist()

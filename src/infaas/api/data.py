@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from infaas.api.deps import Services, require, services
 from infaas.api.docs import errors
 from infaas.app.identity import Principal
-from infaas.core import oip
+from infaas.core import oip, tier
 from infaas.core.domain import Query
 from infaas.core.errors import InfaasError, InvalidInput, NotFound
 from infaas.core.signature import describe as describe_signature
@@ -337,11 +337,17 @@ def live():
 
 
 @router.get("/v2/health/ready", tags=["open inference protocol"],
-            responses=errors(503, s503="No worker is up (the body is {\"ready\": false, \"workers\": 0})"))
+            responses=errors(503, s503="Nothing can answer: no worker is up and the function tier has no ready variant "
+                                       "(the body is {\"ready\": false, \"workers\": 0, \"function_variants\": 0})"))
 def ready(svc: Services = Depends(services)):
-    _, cluster = svc.data.snapshot()
-    ok = bool(cluster.workers)
-    return JSONResponse({"ready": ok, "workers": len(cluster.workers)}, status_code=200 if ok else 503)
+    """Ready when something can answer a query: a worker is up, or the serverless tier is on and has a
+    ready variant (a fleet whose minimum is zero is ready while its workers are all gone)."""
+    catalogue, cluster = svc.data.snapshot()
+    functions = 0 if svc.data.tier_state is None else sum(
+        1 for v in catalogue.variants.values() if v.hardware == tier.HARDWARE)
+    ok = bool(cluster.workers) or functions > 0
+    return JSONResponse({"ready": ok, "workers": len(cluster.workers), "function_variants": functions},
+                        status_code=200 if ok else 503)
 
 
 @router.get("/v2", tags=["open inference protocol"])
