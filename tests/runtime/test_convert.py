@@ -16,7 +16,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from infaas.cli import digits
-from infaas.core.errors import NotApplicable
+from infaas.core.errors import InvalidInput, NotApplicable
 from infaas.runtime.convert import (
     example_inputs,
     graph_io,
@@ -195,3 +195,31 @@ def test_owner_torchscript_is_used_instead_of_the_onnx_conversion(models, rows, 
         label, prob = owner(torch.from_numpy(rows[:6]))
     np.testing.assert_array_equal(out["label"], label.numpy())
     np.testing.assert_allclose(out["probabilities"], prob.numpy(), atol=1e-6)
+
+
+def test_rows_a_torchscript_variant_refuses_are_the_callers_error_not_the_variants(models, rows, tmp_path):
+    """A module that fails on the values it is given (an index out of range) answers 400, as an ONNX
+    variant does: a 500 would count toward taking a shared variant out of service for every tenant."""
+    class Lookup(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.rand(10, 10))
+
+        def forward(self, x):
+            p = self.table[x[:, 0].long()]
+            return p.argmax(dim=1), p
+
+    owner_path = tmp_path / "lookup.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(Lookup().eval()), str(owner_path))
+    path = tmp_path / "variant.pt"
+    path.write_bytes(torchscript_variant(models["mlp-32"], 4, target="cpu", owner_torchscript=str(owner_path)))
+    ex = TorchScriptExecutor(str(path))
+    fine = np.zeros((2, 64), np.float32)
+    fine[:, 0] = [3, 9]
+    assert ex.run({"X": fine})["probabilities"].shape == (2, 10)
+    bad = fine.copy()
+    bad[1, 0] = 50
+    with pytest.raises(InvalidInput, match="model rejected the inputs"):
+        ex.run({"X": bad})

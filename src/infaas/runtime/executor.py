@@ -221,8 +221,12 @@ class TorchScriptExecutor:
             n = len(chunk[0])
             if n < self.batch:  # the model was traced at a fixed batch: pad with copies of the last row
                 chunk = [np.concatenate([c, np.repeat(c[-1:], self.batch - n, axis=0)]) for c in chunk]
-            with self._torch.no_grad():
-                outs = self.module(*(self._torch.from_numpy(c) for c in chunk))
+            try:
+                with self._torch.no_grad():
+                    outs = self.module(*(self._torch.from_numpy(c) for c in chunk))
+            except Exception as exc:  # an index out of range, say: as onnxruntime's refusals are
+                raise InvalidInput(f"model rejected the inputs: {str(exc).strip().splitlines()[-1][:300]}",
+                                   field="inputs") from None
             if not isinstance(outs, (tuple, list)):
                 outs = (outs,)
             parts.append([o.detach().cpu().numpy()[:n] for o in outs])

@@ -25,7 +25,7 @@ from infaas.core.batching import BatchLimits, replica_limits, wait_ms
 from infaas.core.burst import PeakMeter
 from infaas.core.calibration import observe
 from infaas.core.domain import ReplicaLoad, Variant
-from infaas.core.errors import NotFound, Unavailable, VariantFault
+from infaas.core.errors import InvalidInput, NotFound, Unavailable, VariantFault
 from infaas.core.eviction import Resident, choose_evictions
 from infaas.runtime.executor import Executor
 
@@ -201,6 +201,11 @@ class Replica:
                         r.future.set_exception(Unavailable(f"replica of {self.variant.id} unloaded; retry",
                                                            retry_after_s=0.5))
                 raise
+            except InvalidInput as exc:
+                if len(batch) > 1:  # one caller's rows may be what the model refused (an index out of
+                    await self._run_alone(batch)  # range, say): the others' rows are not theirs to fail for
+                elif not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
             except Exception as exc:  # hand the error to every caller of this batch
                 for r in batch:
                     if not r.future.done():
@@ -220,6 +225,25 @@ class Replica:
                 n = sum(r.rows for r in batch)
                 self.queued_rows -= n
                 self.served_rows += n
+
+    async def _run_alone(self, batch: list[_Request]) -> None:
+        """Each request of a batch the model refused, run again on its own: to its own answer or error."""
+        loop = asyncio.get_running_loop()
+        for k, r in enumerate(batch):
+            if r.future.done():
+                continue
+            try:
+                outputs, _ = await loop.run_in_executor(self.pool, self._timed_run, r.feed)
+            except asyncio.CancelledError:  # unloaded meanwhile: the rest retry elsewhere
+                for rest in batch[k:]:
+                    if not rest.future.done():
+                        rest.future.set_exception(Unavailable(f"replica of {self.variant.id} unloaded; retry",
+                                                              retry_after_s=0.5))
+                raise
+            except Exception as err:  # noqa: BLE001 - handed to its caller
+                r.future.done() or r.future.set_exception(err)
+            else:
+                r.future.done() or r.future.set_result(outputs)
 
     def _timed_run(self, feed: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
         t = time.perf_counter()
