@@ -4,7 +4,7 @@ API on loopback (``lambda_harness.LambdaService``), in front of the inference fu
 
 Each outcome the port names: an answer (cold, then warm, with what the function reported and what it
 costs), the function's own refusal (404 for a missing file), a function that failed (a timeout: 502
-``VariantFault``), a throttle (429: 503 ``Unavailable``), an unknown function, an unreachable endpoint,
+``VariantFault``), a throttle (429: 503 ``Unavailable``), an unknown function, an unreachable endpoint (502 ``WorkerFault``: not the variant's),
 an event over 6 MB (413); and ``INFAAS_FUNCTION_NAMES``' validation.
 """
 
@@ -26,7 +26,13 @@ from infaas.adapters.aws.functions import (
 )
 from infaas.cli import digits
 from infaas.core import tier
-from infaas.core.errors import NotFound, PayloadTooLarge, Unavailable, VariantFault
+from infaas.core.errors import (
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    VariantFault,
+    WorkerFault,
+)
 from infaas.core.settings import SettingsError
 
 KEY = "variants/tier/0123456789abcdef/tier_onnx-fp32_lambda_b8.onnx"
@@ -111,7 +117,7 @@ def test_the_functions_refusals_and_failures_are_the_products_errors(service, mo
     from infaas.adapters.local.processes import free_port
 
     gone = LambdaFunctionTier({512: "infaas-inference-512"}, client=client_for(f"http://127.0.0.1:{free_port()}"))
-    with pytest.raises(VariantFault, match="invoking infaas-inference-512 failed"):
+    with pytest.raises(WorkerFault, match="invoking infaas-inference-512 failed"):  # not the variant's fault
         run(gone.invoke(VID, KEY, {"X": x}, memory_mb=512))
 
 

@@ -26,7 +26,7 @@ from infaas.app.store import MetadataStore
 from infaas.cli import digits
 from infaas.core import tier
 from infaas.core.domain import Profile, Query, TensorSpec
-from infaas.core.errors import NoFeasibleVariant, Unavailable
+from infaas.core.errors import NoFeasibleVariant, Unavailable, WorkerFault
 from infaas.core.settings import Settings
 
 ARCH = "digits-fn"
@@ -157,3 +157,30 @@ def test_a_query_the_tier_answers_for_a_busy_replica_counts_as_that_replicas_dem
     plane._publish_tier_demand(clock())
     rate, peak = unserved_demand(store, clock())[cpu.id]
     assert peak == 2 and rate > 0
+
+
+class OutOfReach(LocalFunctionTier):
+    """The tier as seen while its endpoint is unreachable (the AWS adapter's ``WorkerFault``)."""
+
+    async def invoke(self, variant_id, model_key, arrays, **kw):
+        raise WorkerFault("invoking infaas-inference-512 failed: EndpointConnectionError: could not connect")
+
+
+def test_a_tier_out_of_reach_is_not_the_variants_fault(setup, tmp_path):
+    """A connection refused, reset or timed out on the way to the function is the tier's failure: the
+    query goes back to selection without the tier (no machine here: the tier's error is the answer), and
+    the variant stays in service however often it happens (a function that fails takes it out after
+    ``FAULTY_AFTER`` in a row)."""
+    from infaas.app.data import FAULTY_AFTER
+
+    plane, store, functions, clock, v = setup
+    plane.functions = OutOfReach(str(tmp_path), keep_warm_s=60.0, concurrency=2, clock=clock)
+    x = digits.split().x_test[:1].astype(np.float32)
+    for _ in range(FAULTY_AFTER + 2):
+        with pytest.raises(WorkerFault):
+            asyncio.run(plane.infer(query(rows=1), {"X": x}))
+        clock.t += 1
+    assert store.get_variant(v.id).status == "ready"
+    s = plane.tier_stats[v.id]
+    assert (s.errors, s.invocations, s.throttles) == (FAULTY_AFTER + 2, 0, 0)
+    assert plane.tier_state.pool(v.id).in_flight == 0

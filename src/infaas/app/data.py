@@ -250,7 +250,8 @@ class DataPlane:
                 if decision.displaced:  # what the machines could not answer in time: their demand all the same
                     self.unserved.add(decision.displaced, self.clock(), rows)
                 return answer
-            except (Unavailable, PayloadTooLarge) as exc:  # throttled, or too large for it: the machines
+            except (Unavailable, PayloadTooLarge, WorkerFault) as exc:  # throttled, too large for it, or
+                # out of reach: the machines
                 log.info("the function tier did not take %s (%s): deciding again without it", decision.variant,
                          exc.code)
                 try:
@@ -306,8 +307,9 @@ class DataPlane:
     async def _invoke_function(self, query: Query, decision: Decision, catalogue: Catalogue,
                                feed: Mapping[str, np.ndarray], rows: int, t0: float) -> Answer:
         """Answer with the ``lambda`` variant the selector chose: acquire an environment of the warm pool,
-        invoke the function, release it. Throttles and payloads it refuses are raised for the caller to
-        decide again without the tier; any other failure of the function is the variant's."""
+        invoke the function, release it. Throttles, payloads it refuses and a tier out of reach
+        (``WorkerFault``) are raised for the caller to decide again without the tier; a failure of the
+        function (``VariantFault``) counts against the variant; its refusals are the caller's."""
         v = catalogue.variants[decision.variant]
         stats = self.tier_stats.get(v.id) or self.tier_stats.setdefault(v.id, TierStats())
         now = self.clock()
@@ -330,7 +332,7 @@ class DataPlane:
             self.function_called(v.id, "error", None)
             self._variant_failed(v.id, exc)
             raise
-        except InfaasError:
+        except InfaasError:  # the function's refusals, and a tier out of reach (``WorkerFault``): not the variant's
             stats.errors += 1
             self.function_called(v.id, "error", None)
             raise

@@ -139,8 +139,10 @@ class FunctionTier:
     function ran it). Implementations raise the product's errors: ``Unavailable`` (503, with
     ``retry_after_s``) when the function is throttled (no concurrency left), ``PayloadTooLarge``
     (413) for a request or answer over the synchronous limit (``tier.MAX_PAYLOAD_BYTES``),
-    ``VariantFault`` (502) when the function failed (the model, the runtime, a timeout), and the
-    function's own refusals as themselves (``InvalidInput``, ``NotFound``)."""
+    ``VariantFault`` (502) when the function failed (the model, the runtime, a timeout),
+    ``WorkerFault`` (502) when the tier could not be reached (a connection refused or reset, a read
+    timeout of the call: the variant is not to blame), and the function's own refusals as themselves
+    (``InvalidInput``, ``NotFound``)."""
 
     # invocations that may run at once before the function throttles (the selector's ``TierState``
     # plans with it): the account's quota on AWS, the instances this machine runs locally

@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from infaas.adapters.aws._sdk import RETRYABLE_CODES, error_code
 from infaas.core import tier
-from infaas.core.errors import PayloadTooLarge, Unavailable, VariantFault
+from infaas.core.errors import PayloadTooLarge, Unavailable, VariantFault, WorkerFault
 from infaas.core.ports import FunctionTier
 from infaas.core.settings import SettingsError, env_json_object
 
@@ -102,8 +102,8 @@ class LambdaFunctionTier(FunctionTier):
                 raise PayloadTooLarge(f"the invocation is over Lambda's synchronous payload limit ({code})",
                                       field="inputs") from None
             raise VariantFault(f"invoking {name} failed: {code}: {message[:300]}", aws_code=code) from None
-        except BotoCoreError as exc:  # unreachable, reset, read timeout
-            raise VariantFault(f"invoking {name} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+        except BotoCoreError as exc:  # unreachable, reset, read timeout: the tier's, not the variant's
+            raise WorkerFault(f"invoking {name} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
         body = resp["Payload"].read()
         if resp.get("FunctionError"):
             try:
