@@ -199,7 +199,7 @@ def test_owner_torchscript_is_used_instead_of_the_onnx_conversion(models, rows, 
 
 def test_rows_a_torchscript_variant_refuses_are_the_callers_error_not_the_variants(models, rows, tmp_path):
     """A module that fails on the values it is given (an index out of range) answers 400, as an ONNX
-    variant does: a 500 would count toward taking a shared variant out of service for every tenant."""
+    variant does: a 500 would count toward taking a shared variant out of selection for every tenant."""
     class Lookup(torch.nn.Module):
         def __init__(self):
             super().__init__()

@@ -1,7 +1,9 @@
 """One tenant's broken model does not take the cluster away from everyone (issue: a model whose
 every query failed on the worker made the API suspect each worker in turn). A worker that
-answers "this variant failed" stays in selection; the variant is taken out of service after
-``FAULTY_AFTER`` failures in a row, with the reason in the catalogue.
+answers "this variant failed" stays in selection; the variant is suspended after ``FAULTY_AFTER``
+failures in a row (503 with ``Retry-After`` for queries that name it, the reason on the variant's
+record), for ``SUSPEND_S``, then for twice as long if it fails as often again: not taken away for
+good, since another tenant's inputs may be what made a shared variant fail.
 
 Real parts: the SQLite store, the data plane, the selector, the HTTP worker client over the
 frame socket; the worker is a stand-in frame server whose answer fails for one variant."""
@@ -21,7 +23,7 @@ from infaas.adapters import frames
 from infaas.adapters.local.secret import socket_dir, socket_path
 from infaas.adapters.local.sqlite import SqliteDatabase, SqliteItemTable
 from infaas.adapters.workerclient import HttpWorkerClient
-from infaas.app.data import FAULTY_AFTER, DataPlane
+from infaas.app.data import FAULTY_AFTER, SUSPEND_S, DataPlane
 from infaas.app.store import MetadataStore
 from infaas.core import errors, tensors
 from infaas.core.domain import Query, ReplicaLoad
@@ -40,6 +42,14 @@ async def answer(variant_id, objective, rid, body, model=None):
                                                                    + next(iter(feed.values())).sum()})
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+
 @pytest.fixture
 def plane(tmp_path):
     store = MetadataStore(SqliteItemTable(SqliteDatabase(str(tmp_path / "db.sqlite3"))))
@@ -54,33 +64,46 @@ def plane(tmp_path):
     worker = type(worker)(**{**worker.__dict__, "url": f"http://127.0.0.1:{port}"})
     store.heartbeat(worker, ttl_s=3600)
     settings = Settings(data_dir=str(tmp_path / "data"), suspect_s=60.0)
-    plane = DataPlane(store, HttpWorkerClient(socket_dir=directory, key=KEY), settings)
-    yield plane, store, sock
+    clock = Clock()
+    plane = DataPlane(store, HttpWorkerClient(socket_dir=directory, key=KEY), settings, clock=clock)
+    yield plane, store, sock, clock
     sock.close()
 
 
-def test_a_broken_variant_fails_alone_and_is_taken_out_of_service(plane):
-    plane, store, sock = plane
+def test_a_broken_variant_fails_alone_and_is_suspended_for_longer_each_time(plane):
+    plane, store, sock, clock = plane
     x = {"input": np.ones((1, 64), np.float32)}
 
-    async def main():
-        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, answer, 1 << 20, KEY), sock=sock)
+    async def attack(n):
         outcomes = []
-        for i in range(FAULTY_AFTER + 3):
+        for i in range(n):
             try:
                 await plane.infer(Query(1, architecture="broken-model", tenant="attacker"), x)
                 outcomes.append("ok")
             except errors.InfaasError as exc:
-                outcomes.append(type(exc).__name__)
+                outcomes.append((type(exc).__name__, exc.retry_after_s) if isinstance(exc, errors.Unavailable)
+                                else type(exc).__name__)
             # the victim, on the same worker, between every attack
             good = await plane.infer(Query(1, architecture="good-model", tenant="victim"), x)
             assert good.decision.worker == "w1"
-        server.close()
+            clock.t += 1
         return outcomes
 
-    outcomes = asyncio.run(main())
-    assert outcomes[:FAULTY_AFTER] == ["VariantFault"] * FAULTY_AFTER  # 502 for the broken model's owner ...
-    assert set(outcomes[FAULTY_AFTER:]) == {"NotFound"}  # ... then it is out of service
-    broken = store.get_variant(BROKEN.id)
-    assert broken.status == "failed" and "taken out of service" in broken.message and "ValueError" in broken.message
+    async def main():
+        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, answer, 1 << 20, KEY), sock=sock)
+        first = await attack(FAULTY_AFTER + 3)
+        clock.t += SUSPEND_S  # the suspension is over: the variant is tried again, and fails as often again
+        second = await attack(FAULTY_AFTER + 1)
+        server.close()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert first[:FAULTY_AFTER] == ["VariantFault"] * FAULTY_AFTER  # 502 for the broken model's owner ...
+    # ... then 503 while suspended, with the time left in Retry-After
+    assert first[FAULTY_AFTER:] == [("Unavailable", SUSPEND_S - 1 - k) for k in range(3)], first  # (1 s a round)
+    assert second[:FAULTY_AFTER] == ["VariantFault"] * FAULTY_AFTER
+    assert second[FAULTY_AFTER:] == [("Unavailable", 2 * SUSPEND_S - 1)]  # twice as long this time
+    broken = store.get_variant(BROKEN.id)  # suspended, not failed; its owner reads why
+    assert broken.status == "ready" and "suspended from selection for 120 s" in broken.message \
+        and "ValueError" in broken.message
     assert store.get_variant(GOOD.id).status == "ready"

@@ -23,7 +23,6 @@ from infaas.app.store import MetadataStore
 from infaas.core import tier
 from infaas.core.burst import Unserved
 from infaas.core.domain import (
-    FAILED,
     Decision,
     Query,
     TensorSpec,
@@ -45,7 +44,12 @@ from infaas.core.settings import Settings
 
 log = logging.getLogger("infaas.app.data")
 
-FAULTY_AFTER = 5  # failures in a row on workers that answered before a variant is taken out of service
+FAULTY_AFTER = 5  # failures in a row on workers that answered before a variant is suspended
+# A suspended variant is out of this process's selection this long, twice as long each time it is
+# suspended again without a query answered in between, up to SUSPEND_MAX_S: a broken build stays
+# out, a variant one tenant's inputs made fail (a run past its deadline) comes back.
+SUSPEND_S = 60.0
+SUSPEND_MAX_S = 3600.0
 
 # A snapshot older than this is refreshed before a query is decided on it (``fresh_snapshot``).
 STALE_S = 1.0
@@ -129,6 +133,9 @@ class DataPlane:
         self._refreshing: asyncio.Future | None = None  # the refresh under way in a thread
         self._pending: dict[tuple[str, str], int] = {}  # (worker, variant) -> rows sent, not yet answered
         self._faults: dict[str, int] = {}  # variant id -> failures in a row (``_variant_failed``)
+        self._suspended: dict[str, tuple[float, str]] = {}  # variant id -> (out of selection until, why)
+        self._suspend_s: dict[str, float] = {}  # variant id -> its next suspension's length
+        self._visible: tuple | None = None  # (catalogue, variants left out, the catalogue without them)
         self._overhead: dict[str, float] = {}  # worker id -> ms beyond queue and compute (``_observe``)
 
     def snapshot(self, *, force: bool = False) -> tuple[Catalogue, Cluster]:
@@ -146,7 +153,22 @@ class DataPlane:
             else:
                 self._refreshing = loop.run_in_executor(None, self._refresh, now)
                 self._refreshing.add_done_callback(self._refreshed)
-        return self._catalogue, self._cluster
+        return self._without_suspended(now), self._cluster
+
+    def _without_suspended(self, now: float) -> Catalogue:
+        """The catalogue less the variants suspended as of ``now`` (``_variant_failed``), made here on
+        the event loop's side at each read, so that a refresh running in a thread cannot bring back an
+        old view of the suspensions."""
+        if not self._suspended:
+            return self._catalogue
+        left_out = frozenset(vid for vid, (until, _) in self._suspended.items() if until > now)
+        if not left_out & self._catalogue.variants.keys():
+            return self._catalogue
+        c = self._catalogue
+        if self._visible is None or self._visible[0] is not c or self._visible[1] != left_out:
+            self._visible = c, left_out, Catalogue.build([v for v in c.variants.values() if v.id not in left_out],
+                                                         self.settings.hardware, c.task_owners)
+        return self._visible[2]
 
     async def fresh_snapshot(self) -> tuple[Catalogue, Cluster]:
         """The snapshot a query is decided on. One older than ``STALE_S`` (after a lull: at one
@@ -207,7 +229,11 @@ class DataPlane:
             arch = candidates(query, catalogue)[0].architecture
         except NotFound:
             catalogue, _ = self.snapshot(force=True)  # registered a moment ago?
-            arch = candidates(query, catalogue)[0].architecture
+            try:
+                arch = candidates(query, catalogue)[0].architecture
+            except NotFound:
+                self._raise_if_suspended(query)
+                raise
         specs = self._specs.get(arch)
         if specs is None:
             self.snapshot(force=True)
@@ -283,7 +309,7 @@ class DataPlane:
                     self._pending[key] = left
                 else:
                     del self._pending[key]
-        self._faults.pop(decision.variant, None)
+        self._variant_answered(decision.variant)
         latency_ms = (time.perf_counter() - t0) * 1000
         if retried:
             decision = _moved(decision, targets[1], retry_reason)
@@ -349,7 +375,7 @@ class DataPlane:
             stats.recent.popleft()
         info["duration_ms"] = duration_ms
         self.function_called(v.id, "ok", info)
-        self._faults.pop(v.id, None)
+        self._variant_answered(v.id)
         latency_ms = (time.perf_counter() - t0) * 1000
         cold = bool(info.get("cold"))
         if cold != (not decision.loaded):  # the pool's guess was wrong: say what happened
@@ -404,20 +430,45 @@ class DataPlane:
         self._overhead[decision.worker] = sample if old is None else old + OVERHEAD_WEIGHT * (sample - old)
 
     def _variant_failed(self, variant_id: str, exc: VariantFault) -> None:
-        """``FAULTY_AFTER`` failures in a row and the variant is marked failed in the catalogue (its
-        owner sees why in ``infaas models``); selection stops using it at the next refresh."""
+        """``FAULTY_AFTER`` failures in a row and the variant is suspended: out of this process's
+        selection for ``SUSPEND_S``, doubled each time it is suspended again with no query answered
+        in between (``_variant_answered`` resets it), up to ``SUSPEND_MAX_S``. Not marked failed for
+        good: a tenant whose inputs make a shared variant run past its deadline would otherwise take
+        it away from every other tenant for ever. Its owner sees why in ``infaas models``."""
         n = self._faults[variant_id] = self._faults.get(variant_id, 0) + 1
         if n < FAULTY_AFTER:
             return
         self._faults.pop(variant_id, None)
-        try:
+        now = self.clock()
+        length = self._suspend_s.get(variant_id, SUSPEND_S)
+        self._suspend_s[variant_id] = min(2 * length, SUSPEND_MAX_S)
+        why = f"{n} queries in a row failed on it: {exc.message}"[:1500]
+        self._suspended[variant_id] = (now + length, why)
+        log.warning("variant %s suspended for %g s: %s", variant_id, length, why)
+        try:  # (left out of the catalogue this process reads from now on: ``_without_suspended``)
             v = self.store.get_variant(variant_id)
-            self.store.put_variant(replace(v, status=FAILED, message=f"taken out of service after {n} queries in a "
-                                           f"row failed on workers: {exc.message}"[:2000]))
-            log.warning("variant %s taken out of service: %s", variant_id, exc.message)
-            self._refreshed_at = -math.inf  # the next query reads the catalogue again: it is gone at once
-        except InfaasError as err:  # the store is busy: the next failure tries again
-            log.warning("could not take variant %s out of service: %s", variant_id, err.message)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+            self.store.put_variant(replace(v, message=f"suspended from selection for {length:g} s from {stamp}: {why}"))
+        except InfaasError as err:  # the store is busy: the suspension holds in this process all the same
+            log.warning("could not record the suspension of variant %s: %s", variant_id, err.message)
+
+    def _variant_answered(self, variant_id: str) -> None:
+        """A query answered: its failures in a row, and the growth of its next suspension, start again."""
+        self._faults.pop(variant_id, None)
+        self._suspend_s.pop(variant_id, None)
+        if self._suspended:
+            self._suspended.pop(variant_id, None)
+
+    def _raise_if_suspended(self, query: Query) -> None:
+        """503 with ``Retry-After`` for a query that names a suspended variant, or an architecture whose
+        every variant is suspended (a 404 would tell its client the model is gone)."""
+        now = self.clock()
+        hits = [(until, vid, why) for vid, (until, why) in self._suspended.items() if until > now and (
+            vid == query.variant or (query.architecture and vid.startswith(f"{query.architecture}:")))]
+        if hits:
+            until, vid, why = max(hits)
+            raise Unavailable(f"variant {vid} is suspended for another {until - now:.0f} s: {why}",
+                              retry_after_s=max(1.0, round(until - now)), field="variant")
 
     def _coalescer(self, url: str, variant_id: str, max_rows: int, model: str | None = None) -> Coalescer:
         key = (url, variant_id, model)
