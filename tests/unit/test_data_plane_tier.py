@@ -26,7 +26,12 @@ from infaas.app.store import MetadataStore
 from infaas.cli import digits
 from infaas.core import tier
 from infaas.core.domain import Profile, Query, TensorSpec
-from infaas.core.errors import NoFeasibleVariant, Unavailable, WorkerFault
+from infaas.core.errors import (
+    NoFeasibleVariant,
+    PayloadTooLarge,
+    Unavailable,
+    WorkerFault,
+)
 from infaas.core.settings import Settings
 
 ARCH = "digits-fn"
@@ -184,3 +189,28 @@ def test_a_tier_out_of_reach_is_not_the_variants_fault(setup, tmp_path):
     s = plane.tier_stats[v.id]
     assert (s.errors, s.invocations, s.throttles) == (FAULTY_AFTER + 2, 0, 0)
     assert plane.tier_state.pool(v.id).in_flight == 0
+
+
+def test_a_query_naming_a_lambda_variant_the_tier_cannot_take_says_why(setup):
+    """Rows over the function's 6 MB payload are a 413 naming the limit, and a tier at its concurrency
+    limit a 503 saying so (not "no worker of hardware type lambda is up": a client would retry a
+    413 for ever); by architecture, with no machine up, the 503 names the tier too."""
+    from infaas.core.domain import Objective
+
+    plane, _, functions, _, v = setup
+    plane.settings = dataclasses.replace(plane.settings, max_rows=20_000)  # a deployment's larger row limit
+    wide = {"X": np.zeros((20_000, 64), np.float32)}  # 5.1 MB of rows: 6.8 MB as an invocation
+    named = Query(20_000, Objective(), variant=v.id)
+    with pytest.raises(PayloadTooLarge) as too_big:
+        asyncio.run(plane.infer(named, wide))
+    assert too_big.value.field == "inputs" and "6 MB" in too_big.value.message
+    assert too_big.value.details["limit_bytes"] == tier.MAX_PAYLOAD_BYTES
+    x = digits.split().x_test[:1].astype(np.float32)
+    plane.tier_state = dataclasses.replace(plane.tier_state, concurrency=0)
+    with pytest.raises(Unavailable) as busy:
+        asyncio.run(plane.infer(Query(1, Objective(), variant=v.id), {"X": x}))
+    assert "concurrency limit" in busy.value.message and busy.value.retry_after_s > 0
+    with pytest.raises(Unavailable) as by_name:
+        asyncio.run(plane.infer(query(rows=1), {"X": x}))
+    assert "the function tier cannot take this query now" in by_name.value.message
+    assert plane.tier_stats.get(v.id) is None  # nothing was invoked

@@ -264,6 +264,8 @@ class DataPlane:
         catalogue, cluster = await self.fresh_snapshot()
         if self.functions is not None:
             cluster = self._with_tier(cluster, feed)
+            if query.variant and query.variant.split(":")[2:3] == [tier.HARDWARE]:
+                self._check_tier_takes(query.variant, cluster, feed)
         try:
             decision = select(query, catalogue, cluster)
         except Unavailable as exc:
@@ -329,6 +331,19 @@ class DataPlane:
             self.tier_state = tier.expire(self.tier_state, now)
             self._tier_expired_at = now
         return cluster.with_tier(self.tier_state, now)
+
+    def _check_tier_takes(self, variant_id: str, cluster: Cluster, feed: Mapping[str, np.ndarray]) -> None:
+        """A query naming a ``lambda`` variant that the tier cannot take now: 413 for rows over the
+        function's payload limit, 503 with ``Retry-After`` at its concurrency limit (the selector
+        would only say that no worker runs it)."""
+        if cluster.tier is None:
+            size = sum(int(a.nbytes) for a in feed.values()) * 4 // 3 + TIER_PAYLOAD_OVERHEAD
+            raise PayloadTooLarge(f"these rows make an invocation of about {size:,} bytes, over the function tier's "
+                                  f"synchronous limit of {tier.MAX_PAYLOAD_BYTES:,} (6 MB): send fewer rows per query, "
+                                  f"or name a machine variant", field="inputs", limit_bytes=tier.MAX_PAYLOAD_BYTES)
+        if tier.available(cluster.tier, cluster.now) <= 0:
+            raise Unavailable(f"the function tier is at its concurrency limit ({cluster.tier.concurrency} invocations "
+                              f"in flight) and cannot take {variant_id} now; retry", retry_after_s=1.0, field="variant")
 
     async def _invoke_function(self, query: Query, decision: Decision, catalogue: Catalogue,
                                feed: Mapping[str, np.ndarray], rows: int, t0: float) -> Answer:

@@ -485,8 +485,12 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
         # query priced out by max_cost is unreachable (422), not unavailable.
         placeable = any(cluster.replicas.get(v.id) or cluster.workers_by_hardware.get(v.hardware) for v in accurate)
         if not placeable and accurate:
-            hw = sorted({v.hardware for v in accurate})
-            raise Unavailable(f"no worker of hardware type {', '.join(hw)} is up", retry_after_s=2.0)
+            hw = sorted({v.hardware for v in accurate} - {tier.HARDWARE})
+            why = [f"no worker of hardware type {', '.join(hw)} is up"] if hw else []
+            if any(v.hardware == tier.HARDWARE for v in accurate):
+                why.append("the function tier cannot take this query now (it is off, at its concurrency limit, "
+                           "or the rows are over its 6 MB payload)")
+            raise Unavailable("; ".join(why), retry_after_s=2.0)
         raise _unreachable(query, tuple(e[1] for e in everything if _visible(e[1], query.tenant, publisher)), cluster)
     return _decision(best, query, cluster)
 
