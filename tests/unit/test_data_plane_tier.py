@@ -214,3 +214,25 @@ def test_a_query_naming_a_lambda_variant_the_tier_cannot_take_says_why(setup):
         asyncio.run(plane.infer(query(rows=1), {"X": x}))
     assert "the function tier cannot take this query now" in by_name.value.message
     assert plane.tier_stats.get(v.id) is None  # nothing was invoked
+
+
+def test_one_tenant_holds_at_most_its_share_of_the_tiers_concurrency(setup):
+    """``function_tenant_share`` (0.5 of the 2 here: one): a tenant whose invocations run long holds at
+    most its share; its next query is refused by the tier (and, no machine being up, answered 503
+    saying so) while another tenant's query still finds room."""
+    from infaas.core.domain import Objective
+
+    plane, store, _, _, v = setup
+    store.put_variant(dataclasses.replace(v, visibility="shared"))  # published: both tenants query it
+    plane.snapshot(force=True)
+    x = digits.split().x_test[:1].astype(np.float32)
+    ask = lambda tenant: plane.infer(Query(1, Objective(latency_ms=2000.0), architecture=ARCH, tenant=tenant),  # noqa: E731
+                                     {"X": x})
+    plane._tier_by_tenant["attacker"] = 1  # one invocation of the attacker's in flight, running long
+    with pytest.raises(Unavailable) as refused:
+        asyncio.run(ask("attacker"))
+    assert "your share" in refused.value.message and refused.value.retry_after_s > 0
+    answered = asyncio.run(ask("victim"))
+    assert answered.decision.worker == tier.HARDWARE and answered.decision.variant == v.id
+    assert plane._tier_by_tenant == {"attacker": 1}  # the victim's slot was given back
+    assert plane.tier_stats[v.id].throttles == 1 and plane.tier_stats[v.id].invocations == 1

@@ -115,6 +115,7 @@ class DataPlane:
         self.tier_state: tier.TierState | None = None if functions is None else tier.TierState(
             concurrency=functions.concurrency, keep_warm_s=settings.function_keep_warm_s)
         self.tier_stats: dict[str, TierStats] = {}
+        self._tier_by_tenant: dict[str, int] = {}  # tenant -> its invocations in flight (``function_tenant_share``)
         # queries turned away (every replica late, INFAAS_REFUSE_LATE): demand no heartbeat shows,
         # published beside the tier's rate for the autoscaler (``unserved_demand``)
         self.unserved = Unserved(start=self.clock())
@@ -354,6 +355,13 @@ class DataPlane:
         v = catalogue.variants[decision.variant]
         stats = self.tier_stats.get(v.id) or self.tier_stats.setdefault(v.id, TierStats())
         now = self.clock()
+        share = self.settings.function_tenant_share
+        held, cap = self._tier_by_tenant.get(query.tenant, 0), max(1, int(self.tier_state.concurrency * share))
+        if held >= cap:  # its share of the tier: another tenant's queries still find room
+            stats.throttles += 1
+            self.function_called(v.id, "throttled", None)
+            raise Unavailable(f"your queries hold {held} of the function tier's {self.tier_state.concurrency} concurrent "
+                              f"invocations, your share (INFAAS_FUNCTION_TENANT_SHARE={share:g}); retry", retry_after_s=1.0)
         try:
             self.tier_state, _ = tier.acquire(self.tier_state, v.id, now)
         except tier.Throttled as exc:
@@ -361,6 +369,7 @@ class DataPlane:
             self.function_called(v.id, "throttled", None)
             raise Unavailable(f"the function tier is at its concurrency limit: {exc}", retry_after_s=1.0) from None
         started = time.perf_counter()
+        self._tier_by_tenant[query.tenant] = held + 1
         try:
             outputs, info = await self.functions.invoke(v.id, v.model_key, feed, memory_mb=v.profile.memory_mb,
                                                         timeout_s=min(tier.MAX_DURATION_S, 30.0))
@@ -379,6 +388,11 @@ class DataPlane:
             raise
         finally:
             self.tier_state = tier.release(self.tier_state, v.id, self.clock())
+            left = self._tier_by_tenant[query.tenant] - 1
+            if left:
+                self._tier_by_tenant[query.tenant] = left
+            else:
+                del self._tier_by_tenant[query.tenant]
         duration_ms = (time.perf_counter() - started) * 1000
         stats.invocations += 1
         stats.cold_starts += int(bool(info.get("cold")))

@@ -219,6 +219,9 @@ class Settings:
     function_tier: str = "off"
     function_keep_warm_s: float = 300.0  # an idle function instance is assumed warm this long (tier.KEEP_WARM_S)
     function_concurrency: int = 0  # invocations at once before throttling; 0: local 4, AWS tier.DEFAULT_CONCURRENCY
+    # the share of that concurrency one tenant's invocations may hold at once in one data-plane process
+    # (at least one): a tenant whose invocations run long cannot take the tier from the others (1: no limit)
+    function_tenant_share: float = 0.5
     hardware: Mapping[str, HardwareType] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -238,6 +241,8 @@ class Settings:
             raise SettingsError(f"INFAAS_BACKEND={self.backend!r}: expected 'local' or 'aws'")
         if self.function_tier not in ("on", "off"):
             raise SettingsError(f"INFAAS_FUNCTION_TIER={self.function_tier!r}: expected 'on' or 'off'")
+        if not 0 < self.function_tenant_share <= 1:
+            raise SettingsError(f"INFAAS_FUNCTION_TENANT_SHARE={self.function_tenant_share}: expected 0 < x <= 1")
         # the function tier (``lambda``) is priced per invocation (core/tier.py), not per hour
         unpriced = [h for h in self.build_hardware_types if h not in self.hardware and h != FUNCTION_HARDWARE]
         if unpriced:
