@@ -59,7 +59,7 @@ class DataRoutes:
         try:
             who = self.services.principal(authorization, "query").tenant
             info.tenant = who
-            body = data.request_body(self.services, body, encoding)
+            body = await data.request_body(self.services, body, encoding)
             if path == "/v1/infer":
                 reply = await data.answer_plain(self.services, body, who)
             else:

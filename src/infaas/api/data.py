@@ -7,6 +7,7 @@ Routes only decode, call ``DataPlane.infer`` and encode; each answer (or refusal
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,9 +261,12 @@ def _rows(arrays: dict) -> int:
     return first.shape[0] if first is not None and first.ndim else 1
 
 
-def request_body(svc: Services, body: bytes, encoding: str | None) -> bytes:
-    """The body as sent before its ``Content-Encoding`` (gzip, deflate), within the body limit."""
-    return oip.inflate(body, encoding, svc.settings.max_body_bytes)
+async def request_body(svc: Services, body: bytes, encoding: str | None) -> bytes:
+    """The body as sent before its ``Content-Encoding`` (gzip, deflate), within the body limit:
+    inflated on a thread (zlib lets the event loop run meanwhile)."""
+    if not encoding or encoding.strip().lower() == "identity" or not body:
+        return oip.inflate(body, encoding, svc.settings.max_body_bytes)
+    return await asyncio.to_thread(oip.inflate, body, encoding, svc.settings.max_body_bytes)
 
 
 async def answer_oip(svc: Services, name: str, body: bytes, header_len: str | None, who: str) -> Reply:
@@ -317,7 +321,7 @@ def _response(reply: Reply) -> Response:
 @router.post("/v1/infer", summary="Model-less query: name a task, architecture or variant and an objective",
              openapi_extra=_INFER_DOC, responses=_INFER_ERRORS)
 async def infer(request: Request, svc: Services = Depends(services), caller: Principal = Depends(require("query"))):
-    body = request_body(svc, await request.body(), request.headers.get("content-encoding"))
+    body = await request_body(svc, await request.body(), request.headers.get("content-encoding"))
     return _response(await answer_plain(svc, body, caller.tenant))
 
 
@@ -327,7 +331,7 @@ async def infer(request: Request, svc: Services = Depends(services), caller: Pri
              openapi_extra=_OIP_INFER_DOC, responses=_INFER_ERRORS)
 async def oip_infer(name: str, request: Request, svc: Services = Depends(services),
                     caller: Principal = Depends(require("query"))):
-    body = request_body(svc, await request.body(), request.headers.get("content-encoding"))
+    body = await request_body(svc, await request.body(), request.headers.get("content-encoding"))
     return _response(await answer_oip(svc, name, body, request.headers.get(oip.BINARY_HEADER), caller.tenant))
 
 
