@@ -18,7 +18,7 @@ from infaas.app.build import MAX_DEFERRALS, build_lane, queue_reprofile, run_bui
 from infaas.app.control import ControlPlane, describe_variant
 from infaas.cli import digits
 from infaas.core.calibration import NoisePolicy
-from infaas.core.domain import PENDING, READY, Profile
+from infaas.core.domain import PENDING, READY, SKIPPED, Profile
 from infaas.core.settings import Settings
 from infaas.runtime.executor import load_executor
 from infaas.runtime.profile import (
@@ -170,3 +170,30 @@ def test_a_replica_reports_its_served_run_time_against_the_profile_per_batch_siz
     assert batches == 40
     assert profiled == pytest.approx(fast.profile.latency_at(3, "p50"), rel=1e-3)
     assert observed > profiled  # the real run takes longer than a profile ten times too fast
+
+
+
+def test_a_variant_no_worker_could_load_is_skipped_saying_why(tmp_path):
+    """A profiled peak memory above the building worker's replica memory: no worker of that type could
+    load it, so it is skipped with the figures (not ready, then refused as "objective unreachable").
+    A real model with 10 MB of weights, a replica memory of 1 MiB."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((64, 40_000), 0.5, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "wide",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 40_000])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    settings = Settings(data_dir=str(tmp_path / "data"), build_hardware="cpu")
+    adapters = LocalAdapters(settings)
+    control = ControlPlane(adapters.store, adapters.models, adapters.queue, settings)
+    control.register(name="wide", task="t/wide", accuracy=0.5, data=model.SerializeToString())
+    _, body = adapters.queue.receive(build_lane("cpu"))
+    cache = str(tmp_path / "cache")
+    plant_quiet_time(os.path.join(cache, "calibration.json"), 1e9)
+    done = run_build_job(body, adapters.store, adapters.models, limits=QUIET, cache_dir=cache, queue=adapters.queue,
+                         clock=lambda: 1000.0, memory_budget_bytes=1 << 20)
+    assert done and all(v.status == SKIPPED for v in done), [(v.id, v.status, v.message) for v in done]
+    for v in done:
+        assert f"over a cpu worker's replica memory of {1 << 20:,}" in v.message and "no worker could load it" in v.message

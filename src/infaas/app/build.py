@@ -184,12 +184,17 @@ def run_build_job(
     cache_dir: str | None = None,
     queue: JobQueue | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    memory_budget_bytes: int | None = None,
 ) -> list[Variant]:
     """Build and profile the variants named by ``body`` ({architecture, hardware}; a deferred
     job also carries ``deferrals`` and ``not_before``, a re-profile ``reprofile``: {variant id:
     the measured_at of the profile to replace} and ``reason``). ``cache_dir`` keeps what
     runtimes build on first load (TensorRT engines). With ``queue``, a busy machine defers
-    the job (sent again to its lane); without one, busy figures are taken at once, flagged."""
+    the job (sent again to its lane); without one, busy figures are taken at once, flagged.
+    ``memory_budget_bytes``: the building worker's replica memory (its hardware type's workers are
+    alike): a machine variant whose profiled peak memory is above it is skipped, saying so -- no
+    worker could load it, and every query would otherwise be refused as if the objective were
+    out of reach."""
     wait = float(body.get("not_before", 0.0)) - clock()
     if wait > 0:
         sleep(min(wait, MAX_WAIT_S))
@@ -232,6 +237,10 @@ def run_build_job(
             result = measure_variant(v, models.local_path(key), arch, validation, original, limits, cache_dir,
                                      defer_busy, blog.add)
             profile = profile_of(v.hardware, result, clock())
+            if memory_budget_bytes and not profile.memory_mb and profile.peak_memory_bytes > memory_budget_bytes:
+                raise NotApplicable(f"it needs {profile.peak_memory_bytes:,} bytes of memory at batch {v.max_batch}, "
+                                    f"over a {v.hardware} worker's replica memory of {memory_budget_bytes:,} "
+                                    "(INFAAS_WORKER_MEMORY_BYTES): no worker could load it")
             measured = result["accuracy"]
             agree = result.get("agreement")
             v = store.put_variant(

@@ -304,9 +304,9 @@ class WorkerAgent:
             receipt, body = msg
             log.info("build job %s on %s", body.get("architecture"), self.hardware)
             try:
-                await loop.run_in_executor(None, lambda: run_build_job(body, self.store, self.adapters.models, limits=limits,
-                                                                         cache_dir=self.cache_dir,
-                                                                         queue=self.adapters.queue))
+                await loop.run_in_executor(None, lambda: run_build_job(
+                    body, self.store, self.adapters.models, limits=limits, cache_dir=self.cache_dir,
+                    queue=self.adapters.queue, memory_budget_bytes=self.cache.memory_budget_bytes))
                 await loop.run_in_executor(None, self.adapters.queue.ack, lane, receipt)
             except NotFound as exc:  # architecture deleted meanwhile: nothing to do
                 log.info("build job dropped: %s", exc.message)
