@@ -4,6 +4,7 @@ queries keep their latency, bad jobs fail at submit time."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -120,6 +121,12 @@ def test_job_survives_a_killed_worker_with_every_output_exactly_once(offline_sta
     assert during and before
 
 
+def npz_bytes(rows) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, rows=rows)
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("job,field", [
     ({"input": "does-not-exist", "output": "o", "task": digits.TASK}, "input"),
     ({"output": "o", "task": digits.TASK}, "location"),
@@ -131,6 +138,9 @@ def test_job_survives_a_killed_worker_with_every_output_exactly_once(offline_sta
     ({"input": "good", "output": "o", "task": digits.TASK, "objective": {"min_accuracy": 0.9999}}, "objective"),
     ({"input": "good", "output": "o", "task": digits.TASK, "deadline_s": -1}, "deadline_s"),
     ({"input": "empty", "output": "o", "task": digits.TASK}, "input"),
+    ({"input": "collide", "output": "o", "task": digits.TASK}, "input"),  # a.npy and a.npz: one a.out.npz
+    ({"input": "strings", "output": "o", "task": digits.TASK}, "input"),
+    ({"input": "deep", "output": "o", "task": digits.TASK}, "input"),  # JSON nested past the parser's depth
 ])
 def test_bad_jobs_fail_at_submit_time(offline_stack, job, field):
     stack, client, data, root = offline_stack
@@ -140,6 +150,9 @@ def test_bad_jobs_fail_at_submit_time(offline_stack, job, field):
         "mixed": {"a.npy": data.x_test[:3], "b.npy": data.x_test[:3, :32].copy()},
         "wrong-shape": {"a.npy": data.x_test[:3, :32].copy()},
         "empty": {},
+        "collide": {"a.npy": data.x_test[:3], "a.npz": npz_bytes(data.x_test[:5])},
+        "strings": {"a.npy": data.x_test[:3].astype(str)},
+        "deep": {"a.jsonl": b"[" * 100_000 + b"]" * 100_000 + b"\n"},
     }.items():
         folder = os.path.join(root, name)
         os.makedirs(folder, exist_ok=True)
@@ -154,6 +167,17 @@ def test_bad_jobs_fail_at_submit_time(offline_stack, job, field):
     assert 400 <= err.value.status < 500 and err.value.status != 500
     assert err.value.body.get("field") == field, err.value.body
     assert client.models()  # the server answers normally afterwards
+
+
+def test_a_deadline_that_is_not_finite_is_refused(offline_stack):
+    stack, client, data, root = offline_stack
+    os.makedirs(os.path.join(root, "good"), exist_ok=True)
+    np.save(os.path.join(root, "good", "a.npy"), data.x_test[:3])
+    for value in (b"Infinity", b"1e400", b"NaN"):  # JSON as Python writes it; no JSON library sends these
+        body = b'{"input": "good", "output": "o", "task": "%s", "deadline_s": %s}' % (digits.TASK.encode(), value)
+        resp = client.http.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+        assert resp.status_code == 400 and resp.json()["field"] == "deadline_s", (value, resp.text)
+    assert client.models()  # the same connection answers normally afterwards
 
 
 def test_cancel_drops_items_not_started(offline_stack):

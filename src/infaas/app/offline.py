@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ def read_rows(name: str, data: bytes) -> np.ndarray:
                 return z[z.files[0]]
         rows = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
         return np.asarray(rows, dtype=np.float32)
-    except (ValueError, OSError, EOFError, UnicodeDecodeError, TypeError) as exc:
+    except (ValueError, OSError, EOFError, UnicodeDecodeError, TypeError, RecursionError) as exc:  # (nested too deep)
         raise InvalidInput(f"input file {name!r} is not readable as {name.rsplit('.', 1)[-1]}: {str(exc)[:200]}",
                            field="input") from None
 
@@ -162,8 +163,9 @@ class JobService:
 
         objective = parse_objective(obj_doc)
         deadline_s = doc.get("deadline_s")
-        if deadline_s is not None and (not isinstance(deadline_s, (int, float)) or isinstance(deadline_s, bool) or deadline_s <= 0):
-            raise InvalidInput("deadline_s must be a positive number of seconds", field="deadline_s")
+        if deadline_s is not None and (not isinstance(deadline_s, (int, float)) or isinstance(deadline_s, bool)
+                                       or not math.isfinite(deadline_s) or deadline_s <= 0):
+            raise InvalidInput("deadline_s must be a positive, finite number of seconds", field="deadline_s")
         key = idempotency_key if idempotency_key is not None else doc.get("idempotency_key")
         if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 128 or not key.isprintable()):
             raise InvalidInput("an idempotency key is 1 to 128 printable characters", field="idempotency_key")
@@ -270,9 +272,20 @@ class JobService:
             raise InvalidInput(f"{len(names)} input files; the limit is {self.settings.offline_max_files}", field="input")
         pool = candidates(Query(rows=1, tenant=job["tenant"], **job["target"]), self.catalogue())
         specs = self._specs(pool[0].architecture)
+        if len(specs) != 1:
+            raise InvalidInput(f"an offline job runs a model with one input; {pool[0].architecture!r} takes "
+                               f"{[s.name for s in specs]}", field="target")
+        writes: dict[str, str] = {}
+        for name in names:  # one output file per input file: two inputs must not write the same one
+            other = writes.setdefault(output_name(name), name)
+            if other != name:
+                raise InvalidInput(f"input files {other!r} and {name!r} would both write {output_name(name)!r}; "
+                                   "rename one of them", field="input")
         shapes, total = set(), 0
         for name in names:
             rows = read_rows(name, src.read(name))
+            if rows.dtype.kind not in "biuf":
+                raise InvalidInput(f"{name!r} holds {rows.dtype} values; the model takes numbers", field="input")
             if rows.ndim != len(specs[0].shape) or any(d > 0 and d != s for d, s in zip(specs[0].shape[1:], rows.shape[1:])):
                 raise InvalidInput(f"{name!r} has rows of shape {list(rows.shape[1:])}; the model takes "
                                    f"{list(specs[0].shape[1:])}", field="input")
@@ -447,7 +460,13 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
     try:
         src = locations(job["input"], job["tenant"])  # checked again: the area is the job's tenant's
         dst = locations(job["output"], job["tenant"])
-        rows = read_rows(msg["name"], src.read(msg["name"])).astype(job["dtype"], copy=False)
+        raw = read_rows(msg["name"], src.read(msg["name"]))
+        try:  # (the file may have changed since the job was planned)
+            rows = raw.astype(job["dtype"], copy=False) if raw.dtype.kind in "biuf" else None
+        except (ValueError, TypeError):
+            rows = None
+        if rows is None:
+            raise InvalidInput(f"input file {msg['name']!r} holds {raw.dtype} values, not {job['dtype']}", field="input")
         executor = executor_for(job["variant"])
         name = executor.input_names[0]
         parts: dict[str, list[np.ndarray]] = {}
