@@ -106,4 +106,30 @@ def test_a_broken_variant_fails_alone_and_is_suspended_for_longer_each_time(plan
     broken = store.get_variant(BROKEN.id)  # suspended, not failed; its owner reads why
     assert broken.status == "ready" and "suspended from selection for 120 s" in broken.message \
         and "ValueError" in broken.message
+
+
+
+def test_a_suspended_variant_that_answers_again_loses_its_note(plane):
+    plane, store, sock, clock = plane
+    x = {"input": np.ones((1, 64), np.float32)}
+    plane._variant_failed(GOOD.id, errors.VariantFault("ran past its deadline"))
+    for _ in range(FAULTY_AFTER - 1):
+        plane._variant_failed(GOOD.id, errors.VariantFault("ran past its deadline"))
+    assert store.get_variant(GOOD.id).message.startswith("suspended from selection for 60 s")
+
+    async def main():
+        server = await asyncio.start_unix_server(lambda r, w: frames.serve(r, w, answer, 1 << 20, KEY), sock=sock)
+        with pytest.raises(errors.Unavailable):  # suspended
+            await plane.infer(Query(1, variant=GOOD.id, tenant="victim"), x)
+        clock.t += SUSPEND_S
+        answered = await plane.infer(Query(1, variant=GOOD.id, tenant="victim"), x)
+        await asyncio.sleep(0.2)  # the note is cleared in a thread
+        server.close()
+        return answered
+
+    assert asyncio.run(main()).decision.variant == GOOD.id
+    deadline = time.time() + 5
+    while store.get_variant(GOOD.id).message and time.time() < deadline:
+        time.sleep(0.05)
+    assert store.get_variant(GOOD.id).message == "" and store.get_variant(GOOD.id).status == "ready"
     assert store.get_variant(GOOD.id).status == "ready"

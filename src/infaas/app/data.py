@@ -482,11 +482,20 @@ class DataPlane:
             log.warning("could not record the suspension of variant %s: %s", variant_id, err.message)
 
     def _variant_answered(self, variant_id: str) -> None:
-        """A query answered: its failures in a row, and the growth of its next suspension, start again."""
+        """A query answered: its failures in a row, and the growth of its next suspension, start again;
+        after a suspension, the note on the variant's record goes (in a thread: it is a store write)."""
         self._faults.pop(variant_id, None)
-        self._suspend_s.pop(variant_id, None)
-        if self._suspended:
+        if self._suspend_s.pop(variant_id, None) is not None:
             self._suspended.pop(variant_id, None)
+            asyncio.get_running_loop().run_in_executor(None, self._clear_suspension_note, variant_id)
+
+    def _clear_suspension_note(self, variant_id: str) -> None:
+        try:
+            v = self.store.get_variant(variant_id)
+            if v.message.startswith("suspended from selection"):
+                self.store.put_variant(replace(v, message=""))
+        except InfaasError as err:  # the store is busy, or the variant is gone: the note stays
+            log.info("suspension note on %s not cleared: %s", variant_id, err.message)
 
     def _raise_if_suspended(self, query: Query) -> None:
         """503 with ``Retry-After`` for a query that names a suspended variant, or an architecture whose
