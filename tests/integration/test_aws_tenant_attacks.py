@@ -368,6 +368,46 @@ def test_an_item_whose_input_vanished_is_failed_naming_the_file(deployment, adap
     assert "x0.npy" in status["failures"][0]["error"], status["failures"]
 
 
+def test_an_item_that_fails_outside_the_checks_is_failed_and_the_job_ends(deployment, adapters):
+    """An input replaced after submit by one of strings (the submit checks no longer hold), and a model
+    that raises something no retry mends: each item is failed with its error, not retried until it is
+    dead-lettered with the job "running" for ever."""
+    from infaas.app.offline import LANE, run_item
+    from infaas.core.settings import Settings
+    from infaas.wiring import open_location
+
+    class Crashing:
+        input_names = ("x",)
+
+        def run(self, feed):
+            raise RuntimeError("the runtime crashed")
+
+    _drain_lane(adapters)
+    put_npy(deployment, f"offline/{B}/late/x0.npy", np.zeros((2, 64), np.float32))
+    put_npy(deployment, f"offline/{B}/late/x1.npy", np.zeros((2, 64), np.float32))
+    settings = Settings.from_env()
+    service = _service(adapters)
+    submitted = service.submit(job(deployment, B, sub="late", out="late-out"), B)
+    expand = adapters.queue.receive(LANE, visibility_s=30)
+    run_item(expand[1], adapters.store, settings, executor_for=None,
+             locations=lambda uri, t: open_location(uri, settings, t), queue=adapters.queue)
+    adapters.queue.ack(LANE, expand[0])
+    put_npy(deployment, f"offline/{B}/late/x0.npy", np.full((2, 64), "x"))
+    outcomes = {}
+    for _ in range(2):
+        msg = adapters.queue.receive(LANE, visibility_s=30)
+        try:
+            outcomes[msg[1]["name"]] = run_item(msg[1], adapters.store, settings, executor_for=lambda v: Crashing(),
+                                                locations=lambda uri, t: open_location(uri, settings, t))
+        finally:
+            adapters.queue.ack(LANE, msg[0])
+    assert outcomes == {"x0.npy": "failed", "x1.npy": "failed"}
+    status = service.status(submitted["id"], B)
+    assert status["state"] == "failed" and status["left"] == 0, status
+    errors = sorted(f["error"] for f in status["failures"])
+    assert "RuntimeError: the runtime crashed" in errors[0] and "x0.npy" in errors[1] and "<U1" in errors[1], errors
+
+
 # -- 2. per-tenant S3 areas -------------------------------------------------------------------------
 def _where(deployment):
     bkt, mine = deployment.bucket, f"offline/{B}"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import time
 import uuid
@@ -50,6 +51,8 @@ from infaas.core.errors import (
 from infaas.core.ports import JobQueue
 from infaas.core.selection import Catalogue, candidates, offline_variant
 from infaas.core.settings import Settings
+
+log = logging.getLogger("infaas.app.offline")
 
 LANE = "offline"
 INPUT_SUFFIXES = (".npy", ".npz", ".jsonl")
@@ -481,6 +484,15 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
         dst.write_atomic(output_name(msg["name"]), buf.getvalue())
     except (InvalidInput, Forbidden, NotFound) as exc:
         store.table.put({"pk": key[0], "sk": key[1], "body": {**record, "status": "failed", "error": exc.message, "at": clock()}})
+        return "failed"
+    except InfaasError:
+        raise  # the store, the queue or a location busy: the item is retried after the visibility timeout
+    except Exception as exc:  # noqa: BLE001 - what no retry mends (the item's data, a model's answer): the
+        # item fails with the error and the job goes on; retried, it would be dead-lettered and the job
+        # would wait for it for ever
+        log.exception("offline item %s/%s failed", msg["job"], msg["item"])
+        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        store.table.put({"pk": key[0], "sk": key[1], "body": {**record, "status": "failed", "error": error, "at": clock()}})
         return "failed"
     store.table.put({"pk": key[0], "sk": key[1], "body": {**record, "status": "done", "at": clock()}})
     return "done"
