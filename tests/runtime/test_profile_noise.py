@@ -176,14 +176,15 @@ def test_a_replica_reports_its_served_run_time_against_the_profile_per_batch_siz
 def test_a_variant_no_worker_could_load_is_skipped_saying_why(tmp_path):
     """A profiled peak memory above the building worker's replica memory: no worker of that type could
     load it, so it is skipped with the figures (not ready, then refused as "objective unreachable").
-    A real model with 10 MB of weights, a replica memory of 1 MiB."""
+    A real model whose answer is 1 MiB a row (a Tile), 32 MiB at its batch of 32, above anything
+    the profiling process holds before it loads the model; a replica memory of 64 MiB."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    w = numpy_helper.from_array(np.full((64, 40_000), 0.5, np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "wide",
+    reps = numpy_helper.from_array(np.array([1, 4096], np.int64), "reps")
+    graph = helper.make_graph([helper.make_node("Tile", ["x", "reps"], ["y"])], "wide",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 40_000])], [w])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64 * 4096])], [reps])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     settings = Settings(data_dir=str(tmp_path / "data"), build_hardware="cpu")
     adapters = LocalAdapters(settings)
@@ -192,8 +193,10 @@ def test_a_variant_no_worker_could_load_is_skipped_saying_why(tmp_path):
     _, body = adapters.queue.receive(build_lane("cpu"))
     cache = str(tmp_path / "cache")
     plant_quiet_time(os.path.join(cache, "calibration.json"), 1e9)
-    done = run_build_job(body, adapters.store, adapters.models, limits=QUIET, cache_dir=cache, queue=adapters.queue,
-                         clock=lambda: 1000.0, memory_budget_bytes=1 << 20)
-    assert done and all(v.status == SKIPPED for v in done), [(v.id, v.status, v.message) for v in done]
-    for v in done:
-        assert f"over a cpu worker's replica memory of {1 << 20:,}" in v.message and "no worker could load it" in v.message
+    budget = 64 << 20
+    done = {v.id: v for v in run_build_job(body, adapters.store, adapters.models, limits=QUIET, cache_dir=cache,
+                                           queue=adapters.queue, clock=lambda: 1000.0, memory_budget_bytes=budget)}
+    fp32 = done["wide:onnx-fp32:cpu:b32"]
+    assert fp32.status == SKIPPED, (fp32.status, fp32.message, fp32.profile)
+    assert f"over a cpu worker's replica memory of {budget:,}" in fp32.message and "no worker could load it" in fp32.message
+    assert all(v.status == SKIPPED for v in done.values()), [(v.id, v.status, v.message) for v in done.values()]
