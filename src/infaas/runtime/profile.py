@@ -2,8 +2,8 @@
 
 ``profile_in_subprocess`` runs this module as a child process with a time and
 a memory limit, so a hostile or broken model cannot take the worker down, and
-so that peak memory is the child's own (``ru_maxrss`` after the runs minus
-before loading). The child prints one JSON object:
+so that peak memory is the child's own (its peak resident size after the runs
+minus before loading: ``_peak_rss_kib``). The child prints one JSON object:
 
 ``{"latency_ms": {"1": [p50, p99], ...}, "spread_ms": {"1": [min, max], ...}, "noise": ..., "busy": ...,
 "load_ms": ..., "peak_memory_bytes": ..., "accuracy": ...}``
@@ -268,6 +268,24 @@ def measure_latency(ex, max_batch: int, specs: Sequence[TensorSpec], val_x: np.n
     return summarise(rounds, policy)
 
 
+def _peak_rss_kib(reset: bool = False) -> int:
+    """This process's peak resident memory in KiB: ``VmHWM`` of its own address space (with ``reset``,
+    first brought down to what it holds now), where Linux has it. Not ``ru_maxrss``: that keeps the
+    peak of the process it was forked from (a worker holding its replicas: hundreds of MB), so a
+    model's own growth under it was measured as nothing."""
+    if reset:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the peak to the current size
+        except OSError:
+            pass
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):  # not Linux: the rusage figure
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: str | None, limits: ProfileLimits,
             cache_dir: str | None = None, reference: str | None = None, calibration_file: str | None = None) -> dict:
     """Runs in the child process. Accuracy is measured for every variant, so
@@ -280,7 +298,7 @@ def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: s
     if validation:
         with np.load(validation) as z:
             val_x, val_y = z["inputs"], z["labels"]
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = _peak_rss_kib(reset=True)
     t0 = time.perf_counter()
     ex = load_executor(v, path, cache_dir=cache_dir)
     ex.run(sample_inputs(specs, 1, val_x))
@@ -294,10 +312,10 @@ def measure(path: str, variant: dict, specs: Sequence[TensorSpec], validation: s
             chunk = val_x[i : i + v.max_batch].astype(specs[0].dtype)
             preds.append(predicted_labels(ex.run({specs[0].name: chunk})))
         accuracy = float((np.concatenate(preds) == val_y).mean())
+    peak = max(0, _peak_rss_kib() - base_rss) * 1024  # the replica's: before the reference model is loaded
     quality = {}
     if val_x is None and reference:
         quality = measure_agreement(reference, ex, specs, v.max_batch)
-    peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024
     return {"latency_ms": latency, "spread_ms": {str(b): list(p) for b, p in summary.spread_ms.items()},
             "noise": round(summary.noise, 3), "rounds": summary.rounds, "busy": summary.busy,
             "busy_reason": summary.reason, "load_ms": load_ms, "peak_memory_bytes": peak, "accuracy": accuracy,
