@@ -76,6 +76,11 @@ TIER_EXPIRE_S = 1.0  # the warm pool's idle environments are aged out at most th
 TIER_PAYLOAD_OVERHEAD = 4096
 
 
+def invocation_bytes(feed: Mapping[str, np.ndarray]) -> int:
+    """About how large the function's invocation event for these rows is (a base64 ``.npz``)."""
+    return sum(int(a.nbytes) for a in feed.values()) * 4 // 3 + TIER_PAYLOAD_OVERHEAD
+
+
 @dataclass
 class TierStats:
     """One variant's invocations of the serverless tier, as this process made them."""
@@ -163,6 +168,8 @@ class DataPlane:
         if not self._suspended:
             return self._catalogue
         left_out = frozenset(vid for vid, (until, _) in self._suspended.items() if until > now)
+        if len(left_out) < len(self._suspended):  # the suspensions over are forgotten
+            self._suspended = {vid: s for vid, s in self._suspended.items() if vid in left_out}
         if not left_out & self._catalogue.variants.keys():
             return self._catalogue
         c = self._catalogue
@@ -265,8 +272,9 @@ class DataPlane:
         catalogue, cluster = await self.fresh_snapshot()
         if self.functions is not None:
             cluster = self._with_tier(cluster, feed)
-            if query.variant and query.variant.split(":")[2:3] == [tier.HARDWARE]:
-                self._check_tier_takes(query.variant, cluster, feed)
+            named = catalogue.variants.get(query.variant) if query.variant else None
+            if named is not None and named.hardware == tier.HARDWARE:
+                self._check_tier_takes(named.id, cluster, feed)
         try:
             decision = select(query, catalogue, cluster)
         except Unavailable as exc:
@@ -324,8 +332,7 @@ class DataPlane:
     def _with_tier(self, cluster: Cluster, feed: Mapping[str, np.ndarray]) -> Cluster:
         """The snapshot with the tier's warm pool as of now (aged out at most every ``TIER_EXPIRE_S``),
         or without the tier for rows the function cannot take (over its 6 MB payload)."""
-        size = sum(int(a.nbytes) for a in feed.values()) * 4 // 3 + TIER_PAYLOAD_OVERHEAD
-        if size > tier.MAX_PAYLOAD_BYTES:
+        if invocation_bytes(feed) > tier.MAX_PAYLOAD_BYTES:
             return cluster.with_tier(None, 0.0)
         now = self.clock()
         if now - self._tier_expired_at >= TIER_EXPIRE_S:
@@ -338,8 +345,7 @@ class DataPlane:
         function's payload limit, 503 with ``Retry-After`` at its concurrency limit (the selector
         would only say that no worker runs it)."""
         if cluster.tier is None:
-            size = sum(int(a.nbytes) for a in feed.values()) * 4 // 3 + TIER_PAYLOAD_OVERHEAD
-            raise PayloadTooLarge(f"these rows make an invocation of about {size:,} bytes, over the function tier's "
+            raise PayloadTooLarge(f"these rows make an invocation of about {invocation_bytes(feed):,} bytes, over the function tier's "
                                   f"synchronous limit of {tier.MAX_PAYLOAD_BYTES:,} (6 MB): send fewer rows per query, "
                                   f"or name a machine variant", field="inputs", limit_bytes=tier.MAX_PAYLOAD_BYTES)
         if tier.available(cluster.tier, cluster.now) <= 0:

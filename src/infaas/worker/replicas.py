@@ -81,7 +81,7 @@ class Replica:
         while self._queue:  # nobody will run them now: their callers retry elsewhere
             r = self._queue.popleft()
             if not r.future.done():
-                r.future.set_exception(Unavailable(f"replica of {self.variant.id} unloaded; retry", retry_after_s=0.5))
+                r.future.set_exception(self._unloaded())
         self.queued_rows = 0
         close = getattr(self.executor, "close", None)  # a replica process (runtime/sandbox.py) ends with it
         if close is not None:
@@ -198,8 +198,7 @@ class Replica:
             except asyncio.CancelledError:  # unloaded mid-run: its callers retry elsewhere
                 for r in batch:
                     if not r.future.done():
-                        r.future.set_exception(Unavailable(f"replica of {self.variant.id} unloaded; retry",
-                                                           retry_after_s=0.5))
+                        r.future.set_exception(self._unloaded())
                 raise
             except InvalidInput as exc:
                 if len(batch) > 1:  # one caller's rows may be what the model refused (an index out of
@@ -237,13 +236,16 @@ class Replica:
             except asyncio.CancelledError:  # unloaded meanwhile: the rest retry elsewhere
                 for rest in batch[k:]:
                     if not rest.future.done():
-                        rest.future.set_exception(Unavailable(f"replica of {self.variant.id} unloaded; retry",
-                                                              retry_after_s=0.5))
+                        rest.future.set_exception(self._unloaded())
                 raise
             except Exception as err:  # noqa: BLE001 - handed to its caller
                 r.future.done() or r.future.set_exception(err)
             else:
                 r.future.done() or r.future.set_result(outputs)
+
+    def _unloaded(self) -> Unavailable:
+        """What a query of this replica gets when the replica is unloaded under it: its caller retries elsewhere."""
+        return Unavailable(f"replica of {self.variant.id} unloaded; retry", retry_after_s=0.5)
 
     def _timed_run(self, feed: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
         t = time.perf_counter()
