@@ -159,6 +159,32 @@ def test_a_pinned_fleet_is_filled_and_a_busy_stale_replica_is_switched_by_draini
                          {"cpu"}) == ["w3"]
 
 
+def test_a_tasks_last_replica_is_not_drained_to_switch_it():
+    """Make before break: the fleet switches a task's only replica to a faster variant of the same
+    task, on the same worker. The replica is busy, so the switch would drain the worker -- and every
+    query of the task would be refused until the worker is back and has loaded the new variant. The
+    worker keeps what it runs instead; the switch is made once the replica is idle."""
+    other = "classification/other"
+    slow = _slot_variant("ob", 1.00, {1: 50.0}, task=other)  # 14 rows/s at 70 %
+    fast = _slot_variant("os", 0.80, {1: 10.0, 8: 40.0}, task=other)  # 140 rows/s at 70 %
+    variants = {v.id: v for v in (SMALL, slow, fast)}
+    params = ScalingParams(min_workers={"cpu": 2}, max_workers={"cpu": 2}, fill_fleet_ms=300.0, period_s=1.0)
+    busy = make_worker("w0", replicas=[ReplicaLoad(slow.id, rate_rps=14.0, queued_rows=60, memory_bytes=2 << 30)],
+                       memory_used_bytes=2 << 30)
+    w1 = make_worker("w1", replicas=[ReplicaLoad(SMALL.id, rate_rps=1.0, memory_bytes=2 << 30)], memory_used_bytes=2 << 30)
+    current = {"w0": (slow.id,), "w1": (SMALL.id,)}
+    result, state = plan(Snapshot(10.0, (busy, w1), variants, HARDWARE, {"cpu": 2}, params), PolicyState(), current)
+    # 14 + 60 queued rows/s of the other task: the fleet wants the fast variant for it, in w0's place ...
+    assert state.replicas == {fast.id: 1, SMALL.id: 1}
+    # ... but w0 holds the task's only replica, busy: it is kept, not drained
+    assert result.drain == () and result.assignments["w0"] == (slow.id,)
+    assert any(r.startswith("keep w0") for r in result.reasons)
+    # once the replica is idle at a plan, the switch is made in place (no drain: nothing queued is lost)
+    idle = make_worker("w0", replicas=[ReplicaLoad(slow.id, rate_rps=14.0, memory_bytes=2 << 30)], memory_used_bytes=2 << 30)
+    result, _ = plan(Snapshot(11.0, (idle, w1), variants, HARDWARE, {"cpu": 2}, params), state, result.assignments)
+    assert result.drain == () and result.assignments["w0"] == (fast.id,)
+
+
 # -- baselines, bound, data -------------------------------------------------------------------------------------
 SPEC = ClusterSpec(hardware={"cpu": HardwareType("cpu", 3.6)}, start_s={"cpu": 1.0}, memory_bytes={"cpu": 4 << 30},
                    jitter=False)

@@ -74,7 +74,12 @@ from infaas.core.scaling.demand import (  # noqa: F401
     replica_throughput,
     replicas_needed,
 )
-from infaas.core.scaling.fixed_fleet import fill_fleet, pinned_types, switch_drains  # noqa: F401
+from infaas.core.scaling.fixed_fleet import (  # noqa: F401
+    fill_fleet,
+    keep_last_replicas,
+    pinned_types,
+    switch_drains,
+)
 from infaas.core.scaling.model import PolicyState, ScalingParams, ScalingPlan, Snapshot  # noqa: F401
 from infaas.core.scaling.placement import (  # noqa: F401
     _idle_worker,
@@ -239,6 +244,10 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
 
     assignments, unplaced = place(targets, snap.variants, served_demand, up, current, p.target_utilisation)
     switched = switch_drains(up, assignments, snap.variants, pinned) if pinned else []
+    for wid, (kept, tasks) in keep_last_replicas(up, switched, snap.variants, p.fill_fleet_ms).items():
+        switched.remove(wid)
+        assignments[wid] = kept
+        reasons.append(f"keep {wid}: it holds the last replica of {', '.join(tasks)} (make before break)")
     for wid in switched:
         assignments.pop(wid, None)
         reasons.append(f"drain {wid} to switch its variant (busy replicas no longer assigned)")

@@ -4,6 +4,7 @@ used or not, filled with the most accurate replicas the objective allows. On whe
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 from infaas.core.burst import clump_capacity
@@ -16,6 +17,11 @@ def pinned_types(params: ScalingParams) -> set[str]:
     if params.fill_fleet_ms is None:
         return set()
     return {hw for hw, n in params.min_workers.items() if n > 0 and params.max_workers.get(hw) == n}
+
+
+def fits(v: Variant, objective_ms: float) -> bool:
+    """Whether the fleet uses ``v``: it can batch within the objective (``2 * p99(1) <= objective``)."""
+    return v.profile is not None and 2 * v.profile.latency_at(1, "p99") <= objective_ms
 
 
 def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], workers: tuple[Worker, ...],
@@ -63,7 +69,7 @@ def fill_fleet(demand: Mapping[str, float], variants: Mapping[str, Variant], wor
     opts: dict[str, list[tuple[Variant, float, float, float]]] = {}  # task -> (variant, thr, accuracy, worker share)
     clump_thr: dict[str, float] = {}  # a replica's clump capacity (``burst.clump_capacity``) per second of objective
     for v in variants.values():
-        if v.hardware not in slots or v.profile is None or 2 * v.profile.latency_at(1, "p99") > objective_ms:
+        if v.hardware not in slots or not fits(v, objective_ms):
             continue
         b = replica_limits(v, objective_ms).max_batch
         thr = b * 1000.0 / v.profile.latency_at(b, "p50") * target_utilisation
@@ -233,4 +239,26 @@ def switch_drains(workers: tuple[Worker, ...], assignments: Mapping[str, tuple[s
         need = sum(variants[v].profile.peak_memory_bytes for v in missing if variants[v].profile)
         if busy and kept + busy + need > w.memory_budget_bytes:
             out.append(w.id)
+    return out
+
+
+def keep_last_replicas(workers: tuple[Worker, ...], switched: list[str], variants: Mapping[str, Variant],
+                       objective_ms: float | None) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Make before break: of the workers ``switch_drains`` would drain, those that hold a task's last
+    loaded replica -- one the fleet uses (``fits``) -- keep what they run for now, one per task:
+    draining it would leave every query of the task refused until the worker is back and loaded.
+    The switch is made at a later plan, once the replica is idle or the task has another. Returns
+    ``{worker: (variants it keeps, tasks it is the last replica of)}``."""
+    task = lambda vid: variants[vid].task if vid in variants else None
+    drained = set(switched)
+    elsewhere = {task(r.variant_id) for w in workers if w.id not in drained for r in w.replicas}
+    out = {}
+    for w in workers:
+        if w.id not in drained:
+            continue
+        last = sorted({task(r.variant_id) for r in w.replicas if task(r.variant_id) not in elsewhere
+                       and fits(variants[r.variant_id], objective_ms or math.inf)})
+        if last:
+            out[w.id] = (tuple(sorted(r.variant_id for r in w.replicas)), tuple(last))
+            elsewhere.update(last)
     return out
