@@ -143,6 +143,11 @@ def test_a_running_batch_is_a_batch_of_its_own_in_the_prediction():
     busy = pick(q(rows=3, variant=v.id),
                 [v], [make_worker("w1", replicas=[ReplicaLoad(v.id, queued_rows=13, running_rows=8)])])
     assert busy.predicted_latency_ms == 16.0
+    # a query of 20 rows running whole (the worker does not split a query): ceil(20 / 8) = 3 batches
+    # of 8 ms ahead, then the new row's own, p99(1) = 2 ms -- not a latency beyond the profile
+    big = pick(q(rows=1, variant=v.id),
+               [v], [make_worker("w1", replicas=[ReplicaLoad(v.id, queued_rows=20, running_rows=20)])])
+    assert big.predicted_latency_ms == 26.0
 
 
 def test_the_less_queued_replica_wins():

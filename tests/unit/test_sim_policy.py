@@ -181,8 +181,20 @@ def test_a_tasks_last_replica_is_not_drained_to_switch_it():
     assert any(r.startswith("keep w0") for r in result.reasons)
     # once the replica is idle at a plan, the switch is made in place (no drain: nothing queued is lost)
     idle = make_worker("w0", replicas=[ReplicaLoad(slow.id, rate_rps=14.0, memory_bytes=2 << 30)], memory_used_bytes=2 << 30)
-    result, _ = plan(Snapshot(11.0, (idle, w1), variants, HARDWARE, {"cpu": 2}, params), state, result.assignments)
-    assert result.drain == () and result.assignments["w0"] == (fast.id,)
+    after, _ = plan(Snapshot(11.0, (idle, w1), variants, HARDWARE, {"cpu": 2}, params), state, result.assignments)
+    assert after.drain == () and after.assignments["w0"] == (fast.id,)
+    # busy at every plan, it waits keep_last_s (10 s) at most: then the worker is drained after all
+    assignments, waited = result.assignments, []
+    for t in range(11, 30):
+        result, state = plan(Snapshot(float(t), (busy, w1), variants, HARDWARE, {"cpu": 2}, params), state, assignments)
+        assignments = {**assignments, **result.assignments}
+        waited.append(result.drain)
+    assert waited[:9] == [()] * 9 and waited[9] == ("w0",)  # kept from t = 10 to 19, drained at t = 20
+    # a busy replica of a variant that is no longer ready (deleted) neither breaks the plan nor is kept
+    gone = make_worker("w0", replicas=[ReplicaLoad("deleted:onnx-fp32:cpu:b8", queued_rows=5, memory_bytes=2 << 30),
+                                       ReplicaLoad(slow.id, queued_rows=60, memory_bytes=2 << 30)], memory_used_bytes=4 << 30)
+    result, _ = plan(Snapshot(40.0, (gone, w1), variants, HARDWARE, {"cpu": 2}, params), PolicyState(), current)
+    assert "deleted:onnx-fp32:cpu:b8" not in result.assignments.get("w0", ())
 
 
 # -- baselines, bound, data -------------------------------------------------------------------------------------

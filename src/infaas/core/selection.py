@@ -13,7 +13,7 @@ would see:
   and the query itself, in full batches, at the profiled p99; where ``k`` of the
   ``q`` rows are in the batch running now (``ReplicaLoad.running_rows``), that
   batch is one of its own, however few its rows, and the rest wait for it:
-  ``latency_p99(k) + ceil((q - k + r) / B) * latency_p99(min(q - k + r, B))``
+  ``ceil(k / B) * latency_p99(min(k, B)) + ceil((q - k + r) / B) * latency_p99(min(q - k + r, B))``
   (a query behind a running batch of one row once counted it as a full batch's
   company and was answered a whole batch later than predicted);
 * on a worker that must load it first: ``load_ms`` plus the same with ``q = 0``;
@@ -426,8 +426,9 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
                 runs = math.ceil(total / top)
                 lat = runs * at(min(total, top))
                 if running:  # a batch is running: the rest wait for it, however few its rows
-                    lat += at(running)
-                    runs += 1
+                    ahead_runs = math.ceil(running / top)  # (a query of more rows than a batch runs whole)
+                    lat += ahead_runs * at(min(running, top))
+                    runs += ahead_runs
             else:
                 runs = 1 if rows <= top else math.ceil(rows / top)
                 lat = steady

@@ -278,10 +278,11 @@ class Replica:
         self.served.clear()
 
     def load_report(self, period_s: float, served_before: int) -> ReplicaLoad:
+        queued, running = self.queued_rows, self.running_rows  # read once: the batcher moves on meanwhile
         return ReplicaLoad(
             variant_id=self.variant.id,
-            queued_rows=self.queued_rows,
-            running_rows=min(self.running_rows, self.queued_rows),
+            queued_rows=queued,
+            running_rows=min(running, queued),
             rate_rps=(self.served_rows - served_before) / period_s if period_s > 0 else 0.0,
             peak_rows=self.peaks.peak(time.perf_counter()),
             memory_bytes=self.memory_bytes,

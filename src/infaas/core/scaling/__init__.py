@@ -244,10 +244,16 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
 
     assignments, unplaced = place(targets, snap.variants, served_demand, up, current, p.target_utilisation)
     switched = switch_drains(up, assignments, snap.variants, pinned) if pinned else []
+    kept_since: dict[str, float] = {}
     for wid, (kept, tasks) in keep_last_replicas(up, switched, snap.variants, p.fill_fleet_ms).items():
+        since = state.kept_since.get(wid, snap.now)
+        if snap.now - since >= p.keep_last_s:
+            continue  # busy all along: the switch is drained after all
+        kept_since[wid] = since
         switched.remove(wid)
+        reasons.append(f"keep {wid} on {', '.join(kept)} (the last replica of {', '.join(tasks)}) instead of "
+                       f"{', '.join(assignments.get(wid, ())) or 'nothing'}: make before break")
         assignments[wid] = kept
-        reasons.append(f"keep {wid}: it holds the last replica of {', '.join(tasks)} (make before break)")
     for wid in switched:
         assignments.pop(wid, None)
         reasons.append(f"drain {wid} to switch its variant (busy replicas no longer assigned)")
@@ -303,6 +309,7 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
         peak_rps=peak if pinned else {},
         burst_rows=typical_v,
         tier_rps=tier_held,
+        kept_since=kept_since,
     )
     return ScalingPlan(budgeted, assignments, tuple(drain), tuple(reasons)), new_state
 

@@ -247,18 +247,23 @@ def keep_last_replicas(workers: tuple[Worker, ...], switched: list[str], variant
     """Make before break: of the workers ``switch_drains`` would drain, those that hold a task's last
     loaded replica -- one the fleet uses (``fits``) -- keep what they run for now, one per task:
     draining it would leave every query of the task refused until the worker is back and loaded.
-    The switch is made at a later plan, once the replica is idle or the task has another. Returns
-    ``{worker: (variants it keeps, tasks it is the last replica of)}``."""
-    task = lambda vid: variants[vid].task if vid in variants else None
+    The switch is made at a later plan, once the replica is idle or the task has another (``plan``
+    bounds the wait: ``ScalingParams.keep_last_s``). Returns ``{worker: (variants it keeps, tasks it
+    is the last replica of)}``; replicas of variants not in ``variants`` (deleted, not ready) are
+    neither kept nor count as a task's replica."""
+    def task(vid: str) -> str | None:
+        return variants[vid].task if vid in variants else None
+
     drained = set(switched)
-    elsewhere = {task(r.variant_id) for w in workers if w.id not in drained for r in w.replicas}
+    elsewhere = {task(r.variant_id) for w in workers if w.id not in drained for r in w.replicas} - {None}
     out = {}
     for w in workers:
         if w.id not in drained:
             continue
-        last = sorted({task(r.variant_id) for r in w.replicas if task(r.variant_id) not in elsewhere
-                       and fits(variants[r.variant_id], objective_ms or math.inf)})
+        known = [r.variant_id for r in w.replicas if r.variant_id in variants]
+        last = sorted({task(vid) for vid in known if task(vid) not in elsewhere
+                       and fits(variants[vid], objective_ms or math.inf)})
         if last:
-            out[w.id] = (tuple(sorted(r.variant_id for r in w.replicas)), tuple(last))
+            out[w.id] = (tuple(sorted(known)), tuple(last))
             elsewhere.update(last)
     return out

@@ -27,6 +27,7 @@ class ScalingParams:
     burst_halflife_s: float = 30.0  # the typical clump is a moving mean of the busiest windows with this half-life
     serve_weight: float = 0.75  # pinned fleet: what a row answered in time is worth beside its accuracy (0-1)
     worker_release_s: float = 60.0  # a worker type shrinks only after asking for fewer this long
+    keep_last_s: float = 10.0  # pinned fleet: a task's last replica, busy, delays its worker's switch this long at most
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class PolicyState:
     peak_rps: Mapping[str, float] = field(default_factory=dict)  # task -> remembered peak demand (pinned fleet)
     burst_rows: Mapping[str, float] = field(default_factory=dict)  # variant -> typical rows in its busiest sub-second window
     tier_rps: Mapping[str, float] = field(default_factory=dict)  # lambda variant -> recent rate held (fading)
+    kept_since: Mapping[str, float] = field(default_factory=dict)  # worker -> since when its switch waits (pinned fleet)
 
     def to_dict(self) -> dict:
         return {k: dict(getattr(self, k)) for k in self.__dataclass_fields__}
