@@ -83,30 +83,3 @@ def test_without_a_deadline_a_query_waits_for_its_batch():
 
     assert asyncio.run(main())["y"].tolist() == [[1.0]]
     pool.shutdown(wait=True)
-
-
-def test_the_load_report_names_the_rows_of_the_running_batch():
-    """What the selector needs to predict a query's wait: of the rows queued, those that run now."""
-    variant = make_variant("slow", max_batch=2, profile=make_profile({1: (5.0, 5.0), 2: (6.0, 6.0)}))
-    executor = SlowExecutor(30.0)
-    pool = ThreadPoolExecutor(max_workers=1)
-
-    async def main():
-        replica = Replica(variant, executor, 0, pool)
-        replica.start()
-        calls = [asyncio.ensure_future(replica.infer({"x": np.ones((1, 1), np.float32)}, 1, None)) for _ in range(3)]
-        for _ in range(200):  # until the batcher has taken its first batch
-            await asyncio.sleep(0.01)
-            if replica.running_rows:
-                break
-        during = replica.load_report(1.0, 0)
-        executor.release.set()
-        await asyncio.gather(*calls)
-        after = replica.load_report(1.0, 0)
-        await replica.stop()
-        return during, after
-
-    during, after = asyncio.run(main())
-    pool.shutdown(wait=True)
-    assert (during.queued_rows, during.running_rows) == (3, 2)  # a batch of 2 runs, 1 row waits
-    assert (after.queued_rows, after.running_rows) == (0, 0)

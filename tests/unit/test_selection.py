@@ -128,28 +128,6 @@ def test_queued_rows_raise_the_predicted_latency():
     assert busy.loaded and busy.batch == 3
 
 
-def test_a_running_batch_is_a_batch_of_its_own_in_the_prediction():
-    """A query behind a batch that is running waits for it, however few its rows: the rows queued
-    beside it cannot join it."""
-    v = make_variant("q", profile=make_profile({1: (1.0, 2.0), 8: (6.0, 8.0)}), max_batch=8)
-    # 1 row queued and waiting for company: the query joins it, ceil(2 / 8) = 1 batch at p99(2) = 2 + 6 / 7 ms
-    waiting = pick(q(rows=1, variant=v.id), [v], [make_worker("w1", replicas=[ReplicaLoad(v.id, queued_rows=1)])])
-    assert waiting.predicted_latency_ms == pytest.approx(2 + 6 / 7, abs=1e-4)
-    # the same row running: its batch (p99(1) = 2 ms) and then the query's own (p99(1) = 2 ms)
-    running = pick(q(rows=1, variant=v.id),
-                   [v], [make_worker("w1", replicas=[ReplicaLoad(v.id, queued_rows=1, running_rows=1)])])
-    assert running.predicted_latency_ms == pytest.approx(4.0)
-    # 13 queued of which 8 run: p99(8) = 8 ms, then 5 + 3 = 8 rows in one batch at 8 ms
-    busy = pick(q(rows=3, variant=v.id),
-                [v], [make_worker("w1", replicas=[ReplicaLoad(v.id, queued_rows=13, running_rows=8)])])
-    assert busy.predicted_latency_ms == 16.0
-    # a query of 20 rows running whole (the worker does not split a query): ceil(20 / 8) = 3 batches
-    # of 8 ms ahead, then the new row's own, p99(1) = 2 ms -- not a latency beyond the profile
-    big = pick(q(rows=1, variant=v.id),
-               [v], [make_worker("w1", replicas=[ReplicaLoad(v.id, queued_rows=20, running_rows=20)])])
-    assert big.predicted_latency_ms == 26.0
-
-
 def test_the_less_queued_replica_wins():
     v = make_variant("q", profile=make_profile({1: (1.0, 2.0), 8: (6.0, 8.0)}), max_batch=8)
     workers = [

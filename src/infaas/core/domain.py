@@ -311,7 +311,6 @@ class ReplicaLoad:
 
     variant_id: str
     queued_rows: int = 0  # rows waiting or running right now
-    running_rows: int = 0  # of them, the rows of the batch running now (it finishes before the others start)
     rate_rps: float = 0.0  # rows per second over the last heartbeat period
     # rows that arrived in the busiest ``core.burst.WINDOW_S`` window of the last ``core.burst.SPAN_S``
     # seconds: the sub-second clumps a period's mean rate hides

@@ -10,12 +10,7 @@ would see:
 * on a loaded replica with ``q`` rows already queued, running batches of at
   most ``B`` rows, for a query of ``r`` rows:
   ``ceil((q + r) / B) * latency_p99(min(q + r, B))`` -- everything ahead of it
-  and the query itself, in full batches, at the profiled p99; where ``k`` of the
-  ``q`` rows are in the batch running now (``ReplicaLoad.running_rows``), that
-  batch is one of its own, however few its rows, and the rest wait for it:
-  ``ceil(k / B) * latency_p99(min(k, B)) + ceil((q - k + r) / B) * latency_p99(min(q - k + r, B))``
-  (a query behind a running batch of one row once counted it as a full batch's
-  company and was answered a whole batch later than predicted);
+  and the query itself, in full batches, at the profiled p99;
 * on a worker that must load it first: ``load_ms`` plus the same with ``q = 0``;
 * plus the *overhead* of reaching that worker (``Cluster.overhead_ms``): the API's own work
   and the hop there and back, measured on recent answers (the data plane's moving estimate of
@@ -421,14 +416,9 @@ def select(query: Query, catalogue: Catalogue, cluster: Cluster) -> Decision:
             mine = load.queued_rows
             queued = max(mine, pending.get((worker.id, v.id), 0)) if pending else mine
             if queued:
-                running = min(load.running_rows, queued)
-                total = queued - running + rows
+                total = queued + rows
                 runs = math.ceil(total / top)
                 lat = runs * at(min(total, top))
-                if running:  # a batch is running: the rest wait for it, however few its rows
-                    ahead_runs = math.ceil(running / top)  # (a query of more rows than a batch runs whole)
-                    lat += ahead_runs * at(min(running, top))
-                    runs += ahead_runs
             else:
                 runs = 1 if rows <= top else math.ceil(rows / top)
                 lat = steady

@@ -469,7 +469,6 @@ class Simulator:
         if self.spec.jitter and info.sigma > 0:
             dur *= math.exp(info.sigma * self.rng.gauss(0.0, 1.0))
         m.running = (r, batch, dur)
-        self.dirty.add(m)
         self._push(self.now + dur, _FINISH, m)
 
     def _finish(self, m: Machine) -> None:

@@ -52,7 +52,6 @@ class Replica:
     clock: Callable[[], float] = time.time
     last_used: float = 0.0
     queued_rows: int = 0
-    running_rows: int = 0  # of queued_rows, the rows of the batch being run
     served_rows: int = 0
     _queue: collections.deque = field(default_factory=collections.deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -186,7 +185,6 @@ class Replica:
                 await asyncio.sleep(delay / 1000)
             batch = self._take_batch()
             self._running = True
-            self.running_rows = sum(r.rows for r in batch)
             try:
                 if len(batch) == 1:
                     feed = batch[0].feed
@@ -223,7 +221,6 @@ class Replica:
                         r.future.set_result(part)
             finally:
                 self._running = False
-                self.running_rows = 0
                 n = sum(r.rows for r in batch)
                 self.queued_rows -= n
                 self.served_rows += n
@@ -278,11 +275,9 @@ class Replica:
         self.served.clear()
 
     def load_report(self, period_s: float, served_before: int) -> ReplicaLoad:
-        queued, running = self.queued_rows, self.running_rows  # read once: the batcher moves on meanwhile
         return ReplicaLoad(
             variant_id=self.variant.id,
-            queued_rows=queued,
-            running_rows=min(running, queued),
+            queued_rows=self.queued_rows,
             rate_rps=(self.served_rows - served_before) / period_s if period_s > 0 else 0.0,
             peak_rows=self.peaks.peak(time.perf_counter()),
             memory_bytes=self.memory_bytes,

@@ -91,8 +91,7 @@ class Ours(Policy):
             rate = 0.0
             if rate_period_s:
                 rate = r.served / rate_period_s
-            reps.append(ReplicaLoad(r.vid, queued_rows=r.queued, running_rows=r.queued - len(r.queue),  # in batches formed
-                                    rate_rps=rate, peak_rows=r.peaks.peak(now_s),
+            reps.append(ReplicaLoad(r.vid, queued_rows=r.queued, rate_rps=rate, peak_rows=r.peaks.peak(now_s),
                                     memory_bytes=r.info.memory,
                                     last_used=r.last_used / 1000.0))
         return Worker(id=m.id, hardware=m.hw, url=f"sim://{m.id}", state=WORKER_UP if m.state == UP else WORKER_DRAINING,
