@@ -413,11 +413,21 @@ def test_a_worker_whose_instance_is_gone_costs_a_retry_within_the_29_s_limit(api
     else:
         sink.listen(16)
     held = []
+    gone_id = f"i-0gone{failure[:3]}"
     try:
-        gone = dataclasses.replace(live, id=f"i-0gone{failure[:3]}", url=f"http://127.0.0.1:{port}",
-                                   memory_budget_bytes=live.memory_budget_bytes * 8, memory_used_bytes=0,
-                                   heartbeat_at=time.time())
-        store.heartbeat(gone, ttl_s=120)
+        # Both workers hold the variant with nothing queued: the selector's options are equal, and the
+        # first worker the table lists wins. The gone worker is given an id the table lists first.
+        for k in "0123456789abcdefghijklmnopqrstuvwxyz":
+            gone_id = f"i-0{k}gone{failure[:3]}"
+            gone = dataclasses.replace(live, id=gone_id, url=f"http://127.0.0.1:{port}",
+                                       memory_budget_bytes=live.memory_budget_bytes * 8, memory_used_bytes=0,
+                                       heartbeat_at=time.time())
+            store.heartbeat(gone, ttl_s=120)
+            order = [w.id for w in store.workers() if w.id in (gone_id, live.id)]
+            if order[0] == gone_id:
+                break
+            store.remove_worker(gone_id)
+        assert order[0] == gone_id, order
         functions["selector"].kill()  # a new container: the gone worker is in its first snapshot, cold start included
         log_before = len(functions["selector"].logs())
         doc = {"variant": registered, "inputs": data.x_test[:1].tolist()}
@@ -433,7 +443,7 @@ def test_a_worker_whose_instance_is_gone_costs_a_retry_within_the_29_s_limit(api
                 break
         assert tried, "the selector never chose the gone worker"
     finally:
-        store.remove_worker(f"i-0gone{failure[:3]}")
+        store.remove_worker(gone_id)
         sink.close()
         for c in held:
             c.close()
