@@ -507,8 +507,9 @@ class DataPlane:
         """503 with ``Retry-After`` for a query that names a suspended variant, or an architecture whose
         every variant is suspended (a 404 would tell its client the model is gone)."""
         now = self.clock()
+        every = self._catalogue.variants  # (the catalogue with the suspended variants in it)
         hits = [(until, vid, why) for vid, (until, why) in self._suspended.items() if until > now and (
-            vid == query.variant or (query.architecture and vid.startswith(f"{query.architecture}:")))]
+            vid == query.variant or (query.architecture and vid in every and every[vid].architecture == query.architecture))]
         if hits:
             until, vid, why = max(hits)
             raise Unavailable(f"variant {vid} is suspended for another {until - now:.0f} s: {why}",

@@ -118,6 +118,13 @@ def read_rows(name: str, data: bytes) -> np.ndarray:
                            field="input") from None
 
 
+def numeric(name: str, rows: np.ndarray) -> np.ndarray:
+    """``rows`` if they are numbers (booleans, integers, floats), else 400 naming the file."""
+    if rows.dtype.kind not in "biuf":
+        raise InvalidInput(f"input file {name!r} holds {rows.dtype} values; the model takes numbers", field="input")
+    return rows
+
+
 def output_name(input_name: str) -> str:
     return input_name.rsplit(".", 1)[0] + OUTPUT_SUFFIX
 
@@ -286,9 +293,7 @@ class JobService:
                                    "rename one of them", field="input")
         shapes, total = set(), 0
         for name in names:
-            rows = read_rows(name, src.read(name))
-            if rows.dtype.kind not in "biuf":
-                raise InvalidInput(f"{name!r} holds {rows.dtype} values; the model takes numbers", field="input")
+            rows = numeric(name, read_rows(name, src.read(name)))
             if rows.ndim != len(specs[0].shape) or any(d > 0 and d != s for d, s in zip(specs[0].shape[1:], rows.shape[1:])):
                 raise InvalidInput(f"{name!r} has rows of shape {list(rows.shape[1:])}; the model takes "
                                    f"{list(specs[0].shape[1:])}", field="input")
@@ -463,13 +468,8 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
     try:
         src = locations(job["input"], job["tenant"])  # checked again: the area is the job's tenant's
         dst = locations(job["output"], job["tenant"])
-        raw = read_rows(msg["name"], src.read(msg["name"]))
-        try:  # (the file may have changed since the job was planned)
-            rows = raw.astype(job["dtype"], copy=False) if raw.dtype.kind in "biuf" else None
-        except (ValueError, TypeError):
-            rows = None
-        if rows is None:
-            raise InvalidInput(f"input file {msg['name']!r} holds {raw.dtype} values, not {job['dtype']}", field="input")
+        # (numbers checked again: the file may have changed since the job was planned)
+        rows = numeric(msg["name"], read_rows(msg["name"], src.read(msg["name"]))).astype(job["dtype"], copy=False)
         executor = executor_for(job["variant"])
         name = executor.input_names[0]
         parts: dict[str, list[np.ndarray]] = {}
