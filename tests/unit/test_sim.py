@@ -73,6 +73,22 @@ def test_queueing_batching_latency_and_cost_by_hand():
     assert res.violations == 0 and res.mean_accuracy == pytest.approx(90.0)
 
 
+def test_a_clump_after_a_lull_runs_as_one_batch_not_its_first_row_alone():
+    """Fake clock: rows that arrive together after a lull. The first clump has no history (its
+    first row runs alone, the rest wait behind it); by the second, most gaps the replica has seen
+    were close, so its first row waits the 2 ms window and the clump runs as full batches."""
+    clump = [0.0] * 8
+    sim, res = run(clump + [500.0 + t for t in clump], OneReplica())
+    first, second = sim.finish[:8], sim.finish[8:]
+    # first clump: row 0 alone 0 -> 10 ms; then the other 7 at the batch cap 4: 10 -> 34, and the
+    # last 3 (not a full batch: by now the gaps were close, so it waits 2 ms) 36 -> 56 ms
+    assert first == [10.0] + [34.0] * 4 + [56.0] * 3
+    # second clump: waits 2 ms, then two full batches of 4: 502 -> 526 -> 550 ms
+    assert second == [526.0] * 4 + [550.0] * 4
+    assert max(f - a for f, a in zip(second, sim.arrival[8:])) < max(f - a for f, a in zip(first, sim.arrival[:8]))
+    assert res.violations == 0
+
+
 def test_latency_objective_and_billing_minimum():
     spec = ClusterSpec(hardware=SPEC.hardware, start_s=SPEC.start_s, memory_bytes=SPEC.memory_bytes, jitter=False)
     sim, res = run([0.0, 1.0, 2.0], OneReplica(), spec=spec, latency_ms=20.0)

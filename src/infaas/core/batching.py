@@ -47,14 +47,29 @@ def batch_limits(
     return BatchLimits(b, round(min(delay_cap_ms, slack / 4), 4))
 
 
-def wait_ms(limits: BatchLimits, queued_rows: int, mean_gap_ms: float) -> float:
+CLOSE_GAP_MS = 2.0  # a gap between arrivals this short counts as "close" (``close_share``)
+
+
+def close_share(share: float, gap_ms: float, weight: float = 0.2) -> float:
+    """A moving share of the gaps between arrivals that are close (at most ``CLOSE_GAP_MS``)."""
+    return (1.0 - weight) * share + weight * (1.0 if gap_ms <= CLOSE_GAP_MS else 0.0)
+
+
+def wait_ms(limits: BatchLimits, queued_rows: int, mean_gap_ms: float, close: float = 0.0) -> float:
     """How long a batch that is not full should wait for company.
 
     Waiting only pays when another request is likely to arrive within the
     window: with a mean gap between arrivals longer than ``max_delay_ms`` a
-    lone request would wait for nothing, so it runs at once.
+    lone request would wait for nothing, so it runs at once -- unless most
+    gaps are close (``close``, the moving share of gaps of at most
+    ``CLOSE_GAP_MS``, is at least a half): traffic that arrives in clumps has
+    a long mean gap (the lulls between clumps) but its requests come
+    together, and a batch that starts on a clump's first request would make
+    the rest of the clump wait for all of it.
     """
-    if queued_rows >= limits.max_batch or limits.max_delay_ms <= 0 or mean_gap_ms > limits.max_delay_ms:
+    if queued_rows >= limits.max_batch or limits.max_delay_ms <= 0:
+        return 0.0
+    if mean_gap_ms > limits.max_delay_ms and close < 0.5:
         return 0.0
     return limits.max_delay_ms
 

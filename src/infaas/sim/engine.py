@@ -44,7 +44,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from infaas.core import tier as tier_mod
-from infaas.core.batching import BatchLimits, replica_limits, wait_ms
+from infaas.core.batching import BatchLimits, close_share, replica_limits, wait_ms
 from infaas.core.burst import PeakMeter
 from infaas.core.domain import HardwareType, Variant
 from infaas.core.eviction import Resident, choose_evictions
@@ -118,7 +118,7 @@ class VariantInfo:
 
 class Replica:
     __slots__ = ("info", "vid", "machine", "queue", "queued", "ready", "pending", "served", "served_total", "last_used",
-                 "mean_gap", "last_arrival", "objective", "cap", "loaded_at", "busy_ms", "lat_sum", "lat_n", "peaks")
+                 "mean_gap", "close", "last_arrival", "objective", "cap", "loaded_at", "busy_ms", "lat_sum", "lat_n", "peaks")
 
     def __init__(self, info: VariantInfo, machine: "Machine", now: float) -> None:
         self.info, self.vid, self.machine = info, info.id, machine
@@ -130,6 +130,7 @@ class Replica:
         self.served_total = 0
         self.last_used = now
         self.mean_gap = 1e9
+        self.close = 0.0  # moving share of close gaps between arrivals (``batching.close_share``)
         self.last_arrival = -1.0
         self.objective = math.inf  # tightest objective queued
         self.cap: int | None = None  # batch cap set by a policy (Clipper's AIMD); None: the production rule
@@ -422,6 +423,7 @@ class Simulator:
         if r.last_arrival >= 0:
             gap = now - r.last_arrival
             r.mean_gap = gap if r.mean_gap >= 1e9 else 0.8 * r.mean_gap + 0.2 * gap
+            r.close = close_share(r.close, gap)
         r.last_arrival = now
         r.peaks.add(now / 1000.0)
         r.queue.append(i)
@@ -443,7 +445,7 @@ class Simulator:
     def _kick(self, r: Replica) -> None:
         r.pending = True
         lim = self._limit(r)
-        delay = wait_ms(lim, r.queued, r.mean_gap)
+        delay = wait_ms(lim, r.queued, r.mean_gap, r.close)
         if delay > 0:
             self._push(self.now + delay, _FORM, r)
         else:

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from infaas.core.batching import BatchLimits, replica_limits, wait_ms
+from infaas.core.batching import BatchLimits, close_share, replica_limits, wait_ms
 from infaas.core.burst import PeakMeter
 from infaas.core.calibration import observe
 from infaas.core.domain import ReplicaLoad, Variant
@@ -59,6 +59,7 @@ class Replica:
     _limits: dict = field(default_factory=dict)
     _last_arrival: float = 0.0
     mean_gap_ms: float = 1e9  # moving average of the time between arrivals
+    close_gaps: float = 0.0  # moving share of those gaps that are close (``batching.close_share``): clumps
     _running: bool = False  # a batch is being run
     _quick: dict = field(default_factory=dict)  # rows -> whether such a batch runs inline
     served: dict = field(default_factory=dict)  # profiled batch size -> Served (core.calibration): run time seen
@@ -98,6 +99,7 @@ class Replica:
         if self._last_arrival:
             gap = (now - self._last_arrival) * 1000
             self.mean_gap_ms = gap if self.mean_gap_ms >= 1e9 else 0.8 * self.mean_gap_ms + 0.2 * gap
+            self.close_gaps = close_share(self.close_gaps, gap)
         self._last_arrival = now
         self.peaks.add(now, rows)
         if not self._queue and not self._running and self._inline(rows):
@@ -180,7 +182,7 @@ class Replica:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            delay = wait_ms(self.limits(self._queue[0].objective_ms), self.queued_rows, self.mean_gap_ms)
+            delay = wait_ms(self.limits(self._queue[0].objective_ms), self.queued_rows, self.mean_gap_ms, self.close_gaps)
             if delay > 0:
                 await asyncio.sleep(delay / 1000)
             batch = self._take_batch()
