@@ -70,28 +70,41 @@ def test_wait_only_when_company_is_likely():
 
 
 def test_clumped_traffic_waits_for_company_though_its_mean_gap_is_long():
-    from infaas.core.batching import CLOSE_GAP_MS, BatchLimits, close_share, wait_ms
+    from infaas.core.batching import BatchLimits, close_share, wait_ms
 
     limits = BatchLimits(max_batch=8, max_delay_ms=2.0)
-    # clumps: 40 rows a microsecond apart, then 500 ms of nothing, again and again -- a mean gap
-    # of 12 ms, yet nearly every request has company within the window
+    window = limits.max_delay_ms
+    # clumps: 40 rows a microsecond apart, then 500 ms of nothing, again and again
     share, mean = 0.0, 1e9
     for _ in range(5):
         for gap in [500.0] + [0.001] * 39:
-            share = close_share(share, gap)
+            share = close_share(share, gap, window)
             mean = gap if mean >= 1e9 else 0.8 * mean + 0.2 * gap
-    share_after_lull = close_share(share, 500.0)
-    assert share_after_lull >= 0.5
-    # the first request of the next clump: the mean gap alone says run now ...
-    assert wait_ms(limits, queued_rows=1, mean_gap_ms=max(mean, 10.0)) == 0.0
-    # ... the share of close gaps says its clump is arriving: wait the window
-    assert wait_ms(limits, queued_rows=1, mean_gap_ms=max(mean, 10.0), close=share_after_lull) == 2.0
-    # steady traffic 10 ms apart has no close gaps: it never waits
-    steady = 0.0
-    for _ in range(50):
-        steady = close_share(steady, 10.0)
-    assert steady == 0.0 and wait_ms(limits, 1, 10.0, steady) == 0.0
+    # what the first row of the next clump sees, after the lull
+    share = close_share(share, 500.0, window)
+    mean = 0.8 * mean + 0.2 * 500.0
+    assert mean > 100.0 and share >= 0.5
+    # by the mean gap alone it would run at once; the share of close gaps says its clump is arriving
+    assert wait_ms(limits, queued_rows=1, mean_gap_ms=mean) == 0.0
+    assert wait_ms(limits, queued_rows=1, mean_gap_ms=mean, close=share) == window
     # a full batch or a policy with no delay never waits, whatever the gaps
-    assert wait_ms(limits, queued_rows=8, mean_gap_ms=100.0, close=1.0) == 0.0
-    assert wait_ms(BatchLimits(8, 0.0), queued_rows=1, mean_gap_ms=100.0, close=1.0) == 0.0
-    assert close_share(0.0, CLOSE_GAP_MS) > 0.0 and close_share(0.0, CLOSE_GAP_MS + 0.1) == 0.0
+    assert wait_ms(limits, queued_rows=8, mean_gap_ms=mean, close=1.0) == 0.0
+    assert wait_ms(BatchLimits(8, 0.0), queued_rows=1, mean_gap_ms=mean, close=1.0) == 0.0
+
+
+@pytest.mark.parametrize("gaps_ms, window_ms", [
+    ([1.5], 0.5),  # steady arrivals 1.5 ms apart against a 0.5 ms window: company never comes in time
+    ([1.1], 1.0),  # one client sending its next query as soon as the last is answered
+    ([3.0, 0.5, 4.0, 2.5], 2.0),  # irregular, but most gaps longer than the window
+])
+def test_traffic_that_is_not_clumped_does_not_wait(gaps_ms, window_ms):
+    from infaas.core.batching import BatchLimits, close_share, wait_ms
+
+    limits = BatchLimits(max_batch=8, max_delay_ms=window_ms)
+    share, mean = 0.0, 1e9
+    for k in range(200):
+        gap = gaps_ms[k % len(gaps_ms)]
+        share = close_share(share, gap, window_ms)
+        mean = gap if mean >= 1e9 else 0.8 * mean + 0.2 * gap
+    assert share < 0.5
+    assert wait_ms(limits, queued_rows=1, mean_gap_ms=mean, close=share) == 0.0

@@ -81,7 +81,7 @@ def test_a_clump_after_a_lull_runs_as_one_batch_not_its_first_row_alone():
     sim, res = run(clump + [500.0 + t for t in clump], OneReplica())
     first, second = sim.finish[:8], sim.finish[8:]
     # first clump: row 0 alone 0 -> 10 ms; then the other 7 at the batch cap 4: 10 -> 34, and the
-    # last 3 (not a full batch: by now the gaps were close, so it waits 2 ms) 36 -> 56 ms
+    # last 3 (not a full batch, and the gaps so far were close) after the 2 ms window, 36 -> 56 ms
     assert first == [10.0] + [34.0] * 4 + [56.0] * 3
     # second clump: waits 2 ms, then two full batches of 4: 502 -> 526 -> 550 ms
     assert second == [526.0] * 4 + [550.0] * 4

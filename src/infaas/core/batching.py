@@ -47,12 +47,10 @@ def batch_limits(
     return BatchLimits(b, round(min(delay_cap_ms, slack / 4), 4))
 
 
-CLOSE_GAP_MS = 2.0  # a gap between arrivals this short counts as "close" (``close_share``)
-
-
-def close_share(share: float, gap_ms: float, weight: float = 0.2) -> float:
-    """A moving share of the gaps between arrivals that are close (at most ``CLOSE_GAP_MS``)."""
-    return (1.0 - weight) * share + weight * (1.0 if gap_ms <= CLOSE_GAP_MS else 0.0)
+def close_share(share: float, gap_ms: float, window_ms: float, weight: float = 0.2) -> float:
+    """A moving share (weight ``weight``) of the gaps between arrivals that are close: no longer
+    than ``window_ms``, the wait a batch would make for company (``BatchLimits.max_delay_ms``)."""
+    return (1.0 - weight) * share + weight * (1.0 if gap_ms <= window_ms else 0.0)
 
 
 def wait_ms(limits: BatchLimits, queued_rows: int, mean_gap_ms: float, close: float = 0.0) -> float:
@@ -60,12 +58,12 @@ def wait_ms(limits: BatchLimits, queued_rows: int, mean_gap_ms: float, close: fl
 
     Waiting only pays when another request is likely to arrive within the
     window: with a mean gap between arrivals longer than ``max_delay_ms`` a
-    lone request would wait for nothing, so it runs at once -- unless most
-    gaps are close (``close``, the moving share of gaps of at most
-    ``CLOSE_GAP_MS``, is at least a half): traffic that arrives in clumps has
-    a long mean gap (the lulls between clumps) but its requests come
-    together, and a batch that starts on a clump's first request would make
-    the rest of the clump wait for all of it.
+    lone request would wait for nothing, so it runs at once -- unless at
+    least half of the recent gaps were within the window (``close``, the
+    moving share of ``close_share``): traffic that arrives in clumps has a
+    long mean gap (the lulls between clumps), yet its requests come
+    together, and a batch started on a clump's first request would make the
+    rest of the clump wait for all of it.
     """
     if queued_rows >= limits.max_batch or limits.max_delay_ms <= 0:
         return 0.0

@@ -130,7 +130,7 @@ class Replica:
         self.served_total = 0
         self.last_used = now
         self.mean_gap = 1e9
-        self.close = 0.0  # moving share of close gaps between arrivals (``batching.close_share``)
+        self.close = 0.0  # moving share of gaps between arrivals within the batch window (``batching.close_share``)
         self.last_arrival = -1.0
         self.objective = math.inf  # tightest objective queued
         self.cap: int | None = None  # batch cap set by a policy (Clipper's AIMD); None: the production rule
@@ -423,7 +423,7 @@ class Simulator:
         if r.last_arrival >= 0:
             gap = now - r.last_arrival
             r.mean_gap = gap if r.mean_gap >= 1e9 else 0.8 * r.mean_gap + 0.2 * gap
-            r.close = close_share(r.close, gap)
+            r.close = close_share(r.close, gap, r.info.limits(self.objective[i]).max_delay_ms)
         r.last_arrival = now
         r.peaks.add(now / 1000.0)
         r.queue.append(i)

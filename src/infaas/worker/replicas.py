@@ -59,7 +59,7 @@ class Replica:
     _limits: dict = field(default_factory=dict)
     _last_arrival: float = 0.0
     mean_gap_ms: float = 1e9  # moving average of the time between arrivals
-    close_gaps: float = 0.0  # moving share of those gaps that are close (``batching.close_share``): clumps
+    close_gaps: float = 0.0  # moving share of those gaps within the batch window (``batching.close_share``)
     _running: bool = False  # a batch is being run
     _quick: dict = field(default_factory=dict)  # rows -> whether such a batch runs inline
     served: dict = field(default_factory=dict)  # profiled batch size -> Served (core.calibration): run time seen
@@ -99,7 +99,7 @@ class Replica:
         if self._last_arrival:
             gap = (now - self._last_arrival) * 1000
             self.mean_gap_ms = gap if self.mean_gap_ms >= 1e9 else 0.8 * self.mean_gap_ms + 0.2 * gap
-            self.close_gaps = close_share(self.close_gaps, gap)
+            self.close_gaps = close_share(self.close_gaps, gap, self.limits(objective_ms).max_delay_ms)
         self._last_arrival = now
         self.peaks.add(now, rows)
         if not self._queue and not self._running and self._inline(rows):
