@@ -70,19 +70,17 @@ def test_wait_only_when_company_is_likely():
 
 
 def test_clumped_traffic_waits_for_company_though_its_mean_gap_is_long():
-    from infaas.core.batching import BatchLimits, close_share, wait_ms
+    from infaas.core.batching import BatchLimits, observe_gap, wait_ms
 
     limits = BatchLimits(max_batch=8, max_delay_ms=2.0)
     window = limits.max_delay_ms
     # clumps: 40 rows a microsecond apart, then 500 ms of nothing, again and again
-    share, mean = 0.0, 1e9
+    mean, share = 1e9, 0.0
     for _ in range(5):
         for gap in [500.0] + [0.001] * 39:
-            share = close_share(share, gap, window)
-            mean = gap if mean >= 1e9 else 0.8 * mean + 0.2 * gap
+            mean, share = observe_gap(mean, share, gap, window)
     # what the first row of the next clump sees, after the lull
-    share = close_share(share, 500.0, window)
-    mean = 0.8 * mean + 0.2 * 500.0
+    mean, share = observe_gap(mean, share, 500.0, window)
     assert mean > 100.0 and share >= 0.5
     # by the mean gap alone it would run at once; the share of close gaps says its clump is arriving
     assert wait_ms(limits, queued_rows=1, mean_gap_ms=mean) == 0.0
@@ -98,13 +96,11 @@ def test_clumped_traffic_waits_for_company_though_its_mean_gap_is_long():
     ([3.0, 0.5, 4.0, 2.5], 2.0),  # irregular, but most gaps longer than the window
 ])
 def test_traffic_that_is_not_clumped_does_not_wait(gaps_ms, window_ms):
-    from infaas.core.batching import BatchLimits, close_share, wait_ms
+    from infaas.core.batching import BatchLimits, observe_gap, wait_ms
 
     limits = BatchLimits(max_batch=8, max_delay_ms=window_ms)
-    share, mean = 0.0, 1e9
+    mean, share = 1e9, 0.0
     for k in range(200):
-        gap = gaps_ms[k % len(gaps_ms)]
-        share = close_share(share, gap, window_ms)
-        mean = gap if mean >= 1e9 else 0.8 * mean + 0.2 * gap
+        mean, share = observe_gap(mean, share, gaps_ms[k % len(gaps_ms)], window_ms)
     assert share < 0.5
     assert wait_ms(limits, queued_rows=1, mean_gap_ms=mean, close=share) == 0.0

@@ -53,6 +53,15 @@ def close_share(share: float, gap_ms: float, window_ms: float, weight: float = 0
     return (1.0 - weight) * share + weight * (1.0 if gap_ms <= window_ms else 0.0)
 
 
+def observe_gap(mean_gap_ms: float, close: float, gap_ms: float, window_ms: float) -> tuple[float, float]:
+    """A replica's two statistics of the gaps between its arrivals, after one more ``gap_ms``: the
+    moving mean gap (``1e9`` before the first gap) and the moving share of close gaps
+    (``close_share`` for the batch window ``window_ms``). The worker and the simulator both keep
+    them with this."""
+    mean = gap_ms if mean_gap_ms >= 1e9 else 0.8 * mean_gap_ms + 0.2 * gap_ms
+    return mean, close_share(close, gap_ms, window_ms)
+
+
 def wait_ms(limits: BatchLimits, queued_rows: int, mean_gap_ms: float, close: float = 0.0) -> float:
     """How long a batch that is not full should wait for company.
 

@@ -44,7 +44,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from infaas.core import tier as tier_mod
-from infaas.core.batching import BatchLimits, close_share, replica_limits, wait_ms
+from infaas.core.batching import BatchLimits, observe_gap, replica_limits, wait_ms
 from infaas.core.burst import PeakMeter
 from infaas.core.domain import HardwareType, Variant
 from infaas.core.eviction import Resident, choose_evictions
@@ -422,8 +422,7 @@ class Simulator:
         now = self.now
         if r.last_arrival >= 0:
             gap = now - r.last_arrival
-            r.mean_gap = gap if r.mean_gap >= 1e9 else 0.8 * r.mean_gap + 0.2 * gap
-            r.close = close_share(r.close, gap, r.info.limits(self.objective[i]).max_delay_ms)
+            r.mean_gap, r.close = observe_gap(r.mean_gap, r.close, gap, r.info.limits(self.objective[i]).max_delay_ms)
         r.last_arrival = now
         r.peaks.add(now / 1000.0)
         r.queue.append(i)

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from infaas.core.batching import BatchLimits, close_share, replica_limits, wait_ms
+from infaas.core.batching import BatchLimits, observe_gap, replica_limits, wait_ms
 from infaas.core.burst import PeakMeter
 from infaas.core.calibration import observe
 from infaas.core.domain import ReplicaLoad, Variant
@@ -98,8 +98,8 @@ class Replica:
         now = time.perf_counter()
         if self._last_arrival:
             gap = (now - self._last_arrival) * 1000
-            self.mean_gap_ms = gap if self.mean_gap_ms >= 1e9 else 0.8 * self.mean_gap_ms + 0.2 * gap
-            self.close_gaps = close_share(self.close_gaps, gap, self.limits(objective_ms).max_delay_ms)
+            self.mean_gap_ms, self.close_gaps = observe_gap(self.mean_gap_ms, self.close_gaps, gap,
+                                                            self.limits(objective_ms).max_delay_ms)
         self._last_arrival = now
         self.peaks.add(now, rows)
         if not self._queue and not self._running and self._inline(rows):
