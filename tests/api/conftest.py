@@ -32,6 +32,32 @@ from infaas.core.settings import Settings
 from infaas.wiring.local import LocalAdapters
 from infaas.worker.server import WorkerAgent
 
+_LOG_HANDLERS: list[logging.Handler] = []  # the session stack's log file, while it is up
+
+
+@pytest.fixture(autouse=True)
+def _stack_log_attached():
+    """What a test here reads from the stack's log file must not depend on which tests ran before
+    it in this process: a front end started in-process (``logs.configure``) replaces the root
+    logger's handlers, and a Lambda handler imported in-process gives the ``infaas`` loggers
+    Powertools' handlers and stops them propagating. For each test here, the stack's file is on
+    the root logger and the ``infaas`` loggers propagate to it; what they were is put back after."""
+    root = logging.getLogger()
+    for handler in _LOG_HANDLERS:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+            root.setLevel(logging.INFO)
+    ours = [logging.getLogger(name) for name in sorted(logging.root.manager.loggerDict)
+            if name == "infaas" or name.startswith("infaas.")]
+    saved = [(lg, lg.propagate, lg.handlers[:], lg.level) for lg in ours]
+    for lg in ours:
+        lg.propagate, lg.handlers[:] = True, []
+        lg.setLevel(logging.NOTSET)
+    yield
+    for lg, propagate, handlers, level in saved:
+        lg.propagate, lg.handlers[:] = propagate, handlers
+        lg.setLevel(level)
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
@@ -44,6 +70,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     saved_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    _LOG_HANDLERS.append(handler)
 
     settings = Settings(data_dir=data_dir)
     adapters = LocalAdapters(settings)
@@ -82,6 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
             finally:
                 http.portal.call(agent.stop)
     finally:
+        _LOG_HANDLERS.remove(handler)
         root.removeHandler(handler)
         root.setLevel(saved_level)
         handler.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,7 +23,31 @@ from infaas.core.settings import Settings
 log = logging.getLogger("infaas.local")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def ephemeral_ports(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> range:
+    """The ports the kernel hands to outgoing connections (Linux's default where it does not say)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            low, high = (int(x) for x in f.read().split()[:2])
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+def free_port(host: str = "127.0.0.1", rng: random.Random | None = None) -> int:
+    """A port free on ``host`` now, for a server about to start on it. Drawn outside the ephemeral
+    range: a port the kernel chose (bind to 0) can be taken, between this check and the server's
+    bind, as the source port of any outgoing connection on the machine (a busy machine makes many);
+    one outside it only by another server. Falls back to the kernel's choice."""
+    rng = rng or random.Random()
+    eph = ephemeral_ports()
+    pool = [p for p in range(10000, 65536) if p not in eph]
+    for port in rng.sample(pool, min(20, len(pool))):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -1,0 +1,38 @@
+"""``free_port``: a port for a local server, drawn where no outgoing connection can take it first."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+from infaas.adapters.local.processes import ephemeral_ports, free_port
+
+
+def test_the_port_is_free_and_outside_the_range_outgoing_connections_take_their_ports_from():
+    eph = ephemeral_ports()
+    for seed in range(20):
+        port = free_port(rng=random.Random(seed))
+        assert port not in eph
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free indeed
+
+
+def test_a_port_a_server_holds_is_passed_over():
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+
+        class First(random.Random):  # draws the held port first
+            def sample(self, population, k):
+                return [taken, *super().sample(population, k - 1)]
+
+        port = free_port(rng=First(0))
+        assert port != taken and port not in ephemeral_ports()
+
+
+def test_the_range_is_read_from_the_kernel_and_linuxs_default_stands_in(tmp_path):
+    f = tmp_path / "range"
+    f.write_text("40000\t40100\n")
+    assert ephemeral_ports(str(f)) == range(40000, 40101)
+    assert ephemeral_ports(str(tmp_path / "missing")) == range(32768, 61000)
