@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from stack_support import ARCHITECTURES, Stack
+from stack_support import ARCHITECTURES, READY_TIMEOUT_S, Stack
 
 from infaas.app.identity import create_key
 from infaas.cli import digits
@@ -23,7 +23,7 @@ def register(stack: Stack, path: str, key: str | None = None):
         resp = stack.http.post("/v1/models", headers=headers, files={"file": ("m.onnx", f.read())},
                                data={"name": NAME, "task": "reuse/digits", "accuracy": "0.9"})
     assert resp.status_code in (200, 201), resp.text
-    deadline = time.time() + 120
+    deadline = time.time() + READY_TIMEOUT_S
     while True:
         status = stack.http.get(f"/v1/models/{NAME}", headers=headers).json()
         if status.get("status") in ("ready", "failed"):

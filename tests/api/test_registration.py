@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 from fakes import npz_bomb
-from stack_support import ARCHITECTURES, Stack
+from stack_support import ARCHITECTURES, READY_TIMEOUT_S, Stack
 
 from infaas.app.build import BuildLog
 from infaas.app.control import ACCURACY_MARGIN
@@ -82,7 +82,7 @@ def test_declared_and_measured_accuracy_stand_side_by_side(stack: Stack):
     resp = upload(stack, "overclaimed", accuracy=min(1.0, honest["measured_accuracy"] + 0.3),
                   validation=open(stack.validation_path, "rb").read())
     assert resp.status_code == 201, resp.text
-    deadline = time.time() + 120
+    deadline = time.time() + READY_TIMEOUT_S
     while (m := stack.client.model("overclaimed"))["status"] == "building" or m["measured_accuracy"] is None:
         assert time.time() < deadline, m
         time.sleep(0.5)
@@ -94,7 +94,7 @@ def test_declared_and_measured_accuracy_stand_side_by_side(stack: Stack):
 def test_without_validation_data_every_figure_says_it_was_not_measured(stack: Stack):
     resp = upload(stack, "unmeasured", accuracy=0.9)
     assert resp.status_code == 201, resp.text
-    deadline = time.time() + 120
+    deadline = time.time() + READY_TIMEOUT_S
     while (m := stack.client.model("unmeasured"))["status"] == "building":
         assert time.time() < deadline, m
         time.sleep(0.5)
@@ -168,7 +168,7 @@ def test_delete_removes_every_artefact_of_the_model(stack: Stack):
 
     resp = upload(stack, "short-lived", accuracy=0.9, validation=open(stack.validation_path, "rb").read())
     assert resp.status_code == 201, resp.text
-    deadline = time.time() + 120
+    deadline = time.time() + READY_TIMEOUT_S
     while stack.client.model("short-lived")["status"] == "building":
         assert time.time() < deadline
         time.sleep(0.3)
@@ -184,7 +184,7 @@ def test_without_labels_a_reduced_precision_variant_is_rated_by_its_agreement(st
         resp = stack.http.post("/v1/models", files={"file": ("m.onnx", f.read(), "application/octet-stream")},
                                data={"name": "mlp-unlabelled", "task": digits.TASK, "accuracy": "0.95"})
     assert resp.status_code == 201, resp.text
-    deadline = time.time() + 120
+    deadline = time.time() + READY_TIMEOUT_S
     while (m := stack.client.model("mlp-unlabelled"))["status"] == "building":
         assert time.time() < deadline, m
         time.sleep(0.3)

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from fakes import memory_growing_model, npz_bomb
-from stack_support import ARCHITECTURES, Stack
+from stack_support import ARCHITECTURES, READY_TIMEOUT_S, Stack
 
 from infaas.adapters.local.secret import SECRET_FILE, SOCKET_DIR
 from infaas.adapters.workerclient import KEY_HEADER
@@ -104,7 +104,7 @@ def register(client: httpx.Client, path: str, name: str, task: str, accuracy: fl
                        data={"name": name, "task": task, "accuracy": str(accuracy), "visibility": visibility})
 
 
-def wait_ready(client: httpx.Client, name: str, timeout_s: float = 120.0) -> dict:
+def wait_ready(client: httpx.Client, name: str, timeout_s: float = READY_TIMEOUT_S) -> dict:
     deadline = time.time() + timeout_s
     while (m := client.get(f"/v1/models/{name}").json())["status"] not in ("ready", "failed"):
         assert time.time() < deadline, m
