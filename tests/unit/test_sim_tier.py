@@ -108,9 +108,10 @@ def test_an_hourly_budget_covers_the_tiers_invocations_too():
     cpu = make_variant("net", hardware="cpu", max_batch=4, profile=NET.profile)
     fn = dataclasses.replace(FN, tenant=cpu.tenant)
     hw = {"cpu": HardwareType("cpu", 0.085)}
-    # 3 workers hold 3 loaded replicas of cpu with 100 rows/s each; the budget pays for 3 workers
+    # 3 workers hold 3 loaded replicas of cpu with 100 rows/s each; the budget, less its headroom, pays for 3 workers
     ws = tuple(make_worker(f"w{i}", replicas=[ReplicaLoad(cpu.id, rate_rps=100.0)]) for i in range(3))
-    params = ScalingParams(min_workers={"cpu": 1}, max_workers={"cpu": 10}, budget_per_hour=3 * 0.085)
+    params = ScalingParams(min_workers={"cpu": 1}, max_workers={"cpu": 10}, budget_per_hour=3 * 0.085 / 0.95,
+                           budget_headroom=0.05)
     quiet = Snapshot(0.0, ws, {cpu.id: cpu, fn.id: fn}, hw, {"cpu": 3}, params)
     result, _ = plan(quiet, PolicyState(), {})
     assert result.desired_workers["cpu"] == 3
@@ -120,6 +121,23 @@ def test_an_hourly_budget_covers_the_tiers_invocations_too():
     assert tier_spend(busy) == pytest.approx(0.08)
     result, _ = plan(busy, PolicyState(), {})
     assert result.desired_workers["cpu"] == 2 and any("after the tier's" in r for r in result.reasons)
+
+
+def test_the_machines_are_planned_within_the_budget_less_its_headroom():
+    """A budget that pays for exactly 3 workers: with no headroom the plan keeps 3; with the
+    default headroom (5 %, for the tier's swings and the minute each launch is billed) it keeps 2."""
+    from infaas.core.scaling import PolicyState, plan
+
+    cpu = make_variant("net", hardware="cpu", max_batch=4, profile=NET.profile)
+    hw = {"cpu": HardwareType("cpu", 0.085)}
+    ws = tuple(make_worker(f"w{i}", replicas=[ReplicaLoad(cpu.id, rate_rps=100.0)]) for i in range(3))
+    exact = ScalingParams(min_workers={"cpu": 1}, max_workers={"cpu": 10}, budget_per_hour=3 * 0.085)
+    counts = {}
+    for headroom in (0.0, ScalingParams().budget_headroom):
+        params = dataclasses.replace(exact, budget_headroom=headroom)
+        result, _ = plan(Snapshot(0.0, ws, {cpu.id: cpu}, hw, {"cpu": 3}, params), PolicyState(), {})
+        counts[headroom] = result.desired_workers["cpu"]
+    assert counts == {0.0: 3, 0.05: 2}
 
 
 def test_the_budget_holds_a_spike_of_the_tiers_spend_and_lets_it_fade():
@@ -133,7 +151,7 @@ def test_the_budget_holds_a_spike_of_the_tiers_spend_and_lets_it_fade():
     hw = {"cpu": HardwareType("cpu", 0.085)}
     ws = tuple(make_worker(f"w{i}", replicas=[ReplicaLoad(cpu.id, rate_rps=100.0)]) for i in range(3))
     params = ScalingParams(min_workers={"cpu": 1}, max_workers={"cpu": 10}, budget_per_hour=3 * 0.085 + 0.01,
-                           period_s=2.0, burst_halflife_s=30.0)
+                           period_s=2.0, burst_halflife_s=30.0, budget_headroom=0.0)
     rate = 0.08 / (3600 * tier.function_profile_of(fn.profile).cost_per_request())  # ~ one worker's price
     state, t = PolicyState(), 0.0
     counts = []

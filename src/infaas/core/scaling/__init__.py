@@ -287,7 +287,10 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
         v = snap.variants.get(vid)
         if v is not None:
             planned_rows[v.hardware] = planned_rows.get(v.hardware, 0.0) + rate
-    budget = p.budget_per_hour
+    # The machines are planned within the budget less ``budget_headroom`` of it: what the tier
+    # spends follows sub-second clumps and is known a period late, and a machine launched is billed
+    # a minute whatever it does, so a plan that spends the whole budget on machines overruns it.
+    budget = None if p.budget_per_hour is None else p.budget_per_hour * (1.0 - p.budget_headroom)
     # The tier's rate follows sub-second clumps: a period's spike is held, fading with half-life
     # burst_halflife_s, so that the machines the budget leaves do not come and go with each clump
     # (a machine launched is billed a minute whatever it does).

@@ -19,7 +19,8 @@ class ScalingParams:
     move_ratio: float = 1.5  # move to other hardware when it is this many times cheaper
     min_workers: Mapping[str, int] = field(default_factory=dict)
     max_workers: Mapping[str, int] = field(default_factory=dict)
-    budget_per_hour: float | None = None  # dollars per hour for all workers together
+    budget_per_hour: float | None = None  # dollars per hour for all workers together (and the tier's invocations)
+    budget_headroom: float = 0.05  # share of the budget the plan leaves off its machines: the tier's overflow swings
     latency_ms: float | None = None  # the latency objective queries ask for; hardware moves keep to it
     fill_fleet_ms: float | None = None  # fill pinned types (min == max workers) for this objective; None: off
     peak_halflife_s: float = 300.0  # pinned fleet: how slowly a task's remembered peak demand fades
