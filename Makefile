@@ -29,11 +29,12 @@ up: $(STAMP)
 
 # pytest exits 5 when it collects nothing: that is a failure of the suite here,
 # so it is reported as such rather than passed through silently.
-# The suite runs in TEST_WORKERS processes (pytest-xdist), each taking whole files: most of its
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each taking whole groups (a file; the suites that
+# build the Lambda bundles and layers, one group: tests/conftest.py): most of its
 # time is spent waiting on servers, builds and child processes, so two keep a 2-core machine busy.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi; exit $$rc
 
 # The suite while other processes keep every core busy, as on a shared CI machine.

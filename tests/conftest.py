@@ -61,3 +61,18 @@ def proteus_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     root = proteus_data.write(tmp_path_factory.mktemp("proteus"))
     monkeypatch.setattr(data, "DEFAULT_DATA_DIR", root)
     return root
+
+
+# `make test` runs the suite in several processes (pytest-xdist, `--dist loadgroup`). Each file is
+# one group, so its module fixtures are built once; the suites that build the Lambda bundles and
+# layers into the repository's shared build folders (tests/infrastructure, tests/integration) are
+# one group together, so that two processes never write those folders at once.
+_SHARED_BUILD = ("infrastructure", "integration")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        rel = Path(str(item.path)).relative_to(root)
+        group = "shared-build" if rel.parts[0] in _SHARED_BUILD else str(rel)
+        item.add_marker(pytest.mark.xdist_group(group))

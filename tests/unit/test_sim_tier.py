@@ -120,7 +120,7 @@ def test_an_hourly_budget_covers_the_tiers_invocations_too():
     busy = dataclasses.replace(quiet, tier_rps={fn.id: rate})
     assert tier_spend(busy) == pytest.approx(0.08)
     result, _ = plan(busy, PolicyState(), {})
-    assert result.desired_workers["cpu"] == 2 and any("after the tier's" in r for r in result.reasons)
+    assert result.desired_workers["cpu"] == 2 and any("after its headroom and the tier's" in r for r in result.reasons)
 
 
 def test_the_machines_are_planned_within_the_budget_less_its_headroom():
@@ -138,6 +138,9 @@ def test_the_machines_are_planned_within_the_budget_less_its_headroom():
         result, _ = plan(Snapshot(0.0, ws, {cpu.id: cpu}, hw, {"cpu": 3}, params), PolicyState(), {})
         counts[headroom] = result.desired_workers["cpu"]
     assert counts == {0.0: 3, 0.05: 2}
+    for wrong in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="budget_headroom"):
+            ScalingParams(budget_headroom=wrong)
 
 
 def test_the_budget_holds_a_spike_of_the_tiers_spend_and_lets_it_fade():

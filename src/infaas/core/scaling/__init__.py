@@ -301,7 +301,8 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
         budget = max(0.0, budget - tier_spend(snap, tier_held))
     budgeted = within_budget(desired, snap.hardware, budget, p.min_workers, planned_rows)
     if budgeted != desired:
-        reasons.append(f"hourly budget {p.budget_per_hour} $ ({budget:.3f} $ after the tier's) caps workers at {budgeted}")
+        reasons.append(f"hourly budget {p.budget_per_hour} $ ({budget:.3f} $ after its headroom and the tier's) "
+                       f"caps workers at {budgeted}")
     new_state = PolicyState(
         demand_rps=demand,
         replicas=targets,

@@ -30,6 +30,11 @@ class ScalingParams:
     worker_release_s: float = 60.0  # a worker type shrinks only after asking for fewer this long
     keep_last_s: float = 10.0  # pinned fleet: a task's last replica, busy, delays its worker's switch this long at most
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.budget_headroom < 1.0:
+            raise ValueError(f"budget_headroom must be at least 0 and under 1 (a share of the budget), "
+                             f"not {self.budget_headroom}")
+
 
 @dataclass(frozen=True)
 class Snapshot:
