@@ -40,7 +40,7 @@ def free_port(host: str = "127.0.0.1", rng: random.Random | None = None) -> int:
     one outside it only by another server. Falls back to the kernel's choice."""
     rng = rng or random.Random()
     eph = ephemeral_ports()
-    pool = [p for p in range(10000, 65536) if p not in eph]
+    pool = [p for p in range(10000, 49152) if p not in eph]  # 49152 up: the ephemeral range of macOS, BSD, Windows
     for port in rng.sample(pool, min(20, len(pool))):
         with socket.socket() as s:
             try:
