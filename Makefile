@@ -34,7 +34,10 @@ up: $(STAMP)
 # time is spent waiting on servers, builds and child processes, so two keep a 2-core machine busy.
 # The README's deploy block, as written, reinstalls this project into $(VENV), which every other
 # test runs from: that file runs alone, after them.
-TEST_WORKERS ?= 2
+# One process by default: under two, tests/integration/test_lambda_harness.py's drain-then-retry tests
+# found both workers up on a clean clone (not understood yet); `make test TEST_WORKERS=2` runs the rest in
+# two processes (about 430 s against 620 s on a 2-core machine).
+TEST_WORKERS ?= 0
 ALONE := tests/infrastructure/test_readme_deploy.py
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --ignore=$(ALONE); rc=$$?; \
