@@ -29,14 +29,12 @@ up: $(STAMP)
 
 # pytest exits 5 when it collects nothing: that is a failure of the suite here,
 # so it is reported as such rather than passed through silently.
-# The suite runs in TEST_WORKERS processes (pytest-xdist), each taking whole groups (a file; the suites that
-# build the Lambda bundles and layers, one group: tests/conftest.py): most of its
-# time is spent waiting on servers, builds and child processes, so two keep a 2-core machine busy.
-# The README's deploy block, as written, reinstalls this project into $(VENV), which every other
-# test runs from: that file runs alone, after them.
-# One process by default: under two, tests/integration/test_lambda_harness.py's drain-then-retry tests
-# found both workers up on a clean clone (not understood yet); `make test TEST_WORKERS=2` runs the rest in
-# two processes (about 430 s against 620 s on a 2-core machine).
+# TEST_WORKERS > 0 runs the suite in that many processes (pytest-xdist, whole groups to each: a file,
+# or tests/infrastructure with tests/integration, which build into shared folders: tests/conftest.py).
+# The default is one process: under two, tests/integration/test_lambda_harness.py's drain-then-retry
+# tests found both workers up on a clean clone (not understood yet); two took about 430 s against 620 s
+# on a 2-core machine. $(ALONE) runs the README's deploy block as written, which reinstalls this
+# project into $(VENV), which every other test runs from: it runs alone, after them.
 TEST_WORKERS ?= 0
 ALONE := tests/infrastructure/test_readme_deploy.py
 test: $(STAMP)
