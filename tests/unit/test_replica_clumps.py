@@ -52,3 +52,37 @@ def test_the_batcher_waits_for_a_clump_after_a_lull(tmp_path, monkeypatch):
     assert window > 0 and mean_gap > window
     assert close >= 0.5
     assert waited == window
+
+
+def test_a_batch_that_fills_while_it_waits_runs_at_once(tmp_path, monkeypatch):
+    """The wait for company ends when the batch is full, not when the window ends: here the window
+    is a minute (``wait_ms`` made to say so), and a clump of a full batch is answered long before."""
+    embedding_model(tmp_path / "m.onnx")
+    executor = OnnxRuntimeExecutor(str(tmp_path / "m.onnx"), ["CPUExecutionProvider"])
+    variant = make_variant("emb", max_batch=8, profile=make_profile({1: (5.0, 5.0), 8: (10.0, 10.0)}))
+    pool = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(replicas_module, "wait_ms", lambda limits, queued_rows, mean_gap_ms, close=0.0:
+                        0.0 if queued_rows >= limits.max_batch else 60_000.0)
+    sizes = []
+    run = executor.run
+    monkeypatch.setattr(executor, "run", lambda feed: sizes.append(len(next(iter(feed.values())))) or run(feed))
+
+    async def main():
+        replica = Replica(variant, executor, 0, pool)
+        replica.start()
+        try:
+            # 8 rows (the batch the objective allows): the first alone, the batcher waits for company;
+            # then seven more, the eighth fills the batch
+            first = asyncio.ensure_future(replica.infer(ids(0), 1, 300.0))
+            await asyncio.sleep(0.05)
+            assert not first.done()  # waiting for company
+            rest = [replica.infer(ids(k), 1, 300.0) for k in range(1, 8)]
+            return await asyncio.wait_for(asyncio.gather(first, *rest), 30)
+        finally:
+            await replica.stop()
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        pool.shutdown(wait=True)
+    assert len(answers) == 8 and sizes == [8]  # one batch of all eight, run when the eighth arrived

@@ -55,6 +55,8 @@ class Replica:
     served_rows: int = 0
     _queue: collections.deque = field(default_factory=collections.deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _full: asyncio.Event = field(default_factory=asyncio.Event)  # the batch waited for is full: run it now
+    _fill_rows: int = 0  # rows that fill the batch being waited for (0: none is)
     _task: asyncio.Task | None = None
     _limits: dict = field(default_factory=dict)
     _last_arrival: float = 0.0
@@ -121,6 +123,8 @@ class Replica:
         self.queued_rows += rows
         self.last_used = self.clock()
         self._wakeup.set()
+        if self._fill_rows and self.queued_rows >= self._fill_rows:
+            self._full.set()
         if self.deadline_s is None:
             return await fut
         timer = loop.call_later(self.deadline_s, self._expire, req)
@@ -182,9 +186,17 @@ class Replica:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            delay = wait_ms(self.limits(self._queue[0].objective_ms), self.queued_rows, self.mean_gap_ms, self.close_gaps)
-            if delay > 0:
-                await asyncio.sleep(delay / 1000)
+            limits = self.limits(self._queue[0].objective_ms)
+            delay = wait_ms(limits, self.queued_rows, self.mean_gap_ms, self.close_gaps)
+            if delay > 0:  # wait for company, until the batch is full at the latest
+                self._full.clear()
+                self._fill_rows = limits.max_batch  # nothing runs now: every queued row is waiting
+                try:
+                    await asyncio.wait_for(self._full.wait(), delay / 1000)
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    self._fill_rows = 0
             batch = self._take_batch()
             self._running = True
             try:
