@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import socket
 
+import pytest
+
 from infaas.adapters.local.processes import ephemeral_ports, free_port
 
 
@@ -36,3 +38,18 @@ def test_the_range_is_read_from_the_kernel_and_linuxs_default_stands_in(tmp_path
     f.write_text("40000\t40100\n")
     assert ephemeral_ports(str(f)) == range(40000, 40101)
     assert ephemeral_ports(str(tmp_path / "missing")) == range(32768, 61000)
+
+
+def test_a_worker_binds_its_own_port_so_no_other_process_can_take_it_first():
+    """``python -m infaas.worker`` without ``--port`` binds port 0 and serves on the socket it holds:
+    the port is its own from the moment it is chosen."""
+    from infaas.worker.server import listen_socket
+
+    tcp = listen_socket("127.0.0.1", 0)
+    try:
+        port = tcp.getsockname()[1]
+        assert port > 0
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))  # already the worker's
+    finally:
+        tcp.close()

@@ -36,7 +36,6 @@ from typing import Any
 
 from infaas.adapters import frames, logs
 from infaas.adapters.http.asgi import send_bytes, serve_asgi
-from infaas.adapters.local.processes import free_port
 from infaas.adapters.local.secret import socket_dir, socket_path
 from infaas.adapters.workerclient import KEY_HEADER, MODEL_HEADER
 from infaas.app import offline
@@ -421,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m infaas.worker", description="Run one INFaaS worker process.")
     parser.add_argument("--hardware", default="cpu", help="hardware type this worker declares (default: cpu)")
     parser.add_argument("--host", default=None)
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port", type=int, default=0, help="0 (the default): a port the kernel picks, held from the start")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--worker-id", default=None)
     parser.add_argument("--local-socket", action="store_true",
@@ -433,7 +432,11 @@ def main(argv: list[str] | None = None) -> None:
     # Offline work runs in a thread beside the event loop that answers online
     # queries: hand the interpreter over every 0.5 ms rather than every 5 ms.
     sys.setswitchinterval(0.0005)
-    port = args.port or free_port(settings.host)
+    # The worker binds its port itself (0: the kernel picks one) and hands the socket to uvicorn, so
+    # no other process can take the port between the choice and the bind; the heartbeat tells the
+    # table the address.
+    tcp = listen_socket(settings.host, args.port)
+    port = tcp.getsockname()[1]
     worker_id = args.worker_id or f"{args.hardware}-{uuid.uuid4().hex[:8]}"
     agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{settings.host}:{port}")
     config = uvicorn.Config(agent, host=settings.host, port=port, log_level="warning", lifespan="on",
@@ -442,9 +445,9 @@ def main(argv: list[str] | None = None) -> None:
                             http=guard.from_settings(f"worker {worker_id}", settings).protocol())
     server = uvicorn.Server(config)
     log.info("worker %s (%s) listening on %s:%d", worker_id, args.hardware, settings.host, port)
-    sockets = local_sockets(settings.host, port, socket_dir(settings.data_dir)) if args.local_socket else None
-    if sockets and len(sockets) == 2:  # HTTP on TCP for everyone, frames on the local socket for the API here
-        agent.frame_socket = sockets.pop()
+    sockets = [tcp]
+    if args.local_socket:  # HTTP on TCP for everyone, frames on the local socket for the API here
+        agent.frame_socket = local_socket(port, socket_dir(settings.data_dir))
     if args.hardware == "cpu":
         limit_memory(settings.worker_memory_bytes)
         if settings.replica_isolation == "process":
@@ -483,16 +486,26 @@ def limit_memory(budget_bytes: int) -> int | None:
     return limit
 
 
-def local_sockets(host: str, port: int, directory: str) -> list[socket.socket] | None:
-    """The worker's TCP socket and beside it a Unix stream socket in ``directory`` (0700: no other
-    local user can connect): between processes of one machine a Unix socket costs a fraction of
-    a loopback TCP round trip. None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The worker's TCP socket, bound to ``host`` (IPv4 or IPv6) at ``port``, or at a port the
+    kernel picks when ``port`` is 0."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     tcp = socket.socket(family, socket.SOCK_STREAM)
-    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    tcp.bind((host, port))
+    try:
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((host, port))
+    except OSError:
+        tcp.close()
+        raise
+    return tcp
+
+
+def local_socket(port: int, directory: str) -> socket.socket | None:
+    """A Unix stream socket in ``directory`` (0700: no other local user can connect) beside the
+    worker's TCP ``port``: between processes of one machine a Unix socket costs a fraction of a
+    loopback TCP round trip. None where there is none (not Linux, or the path cannot be bound)."""
+    if not sys.platform.startswith("linux"):
+        return None
     local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path = socket_path(directory, port)
     try:
@@ -503,8 +516,8 @@ def local_sockets(host: str, port: int, directory: str) -> list[socket.socket] |
     except OSError as exc:  # taken, or the path is too long for a Unix socket: serve TCP only
         log.warning("no local socket for port %d: %s", port, exc)
         local.close()
-        return [tcp]
-    return [tcp, local]
+        return None
+    return local
 
 
 if __name__ == "__main__":

@@ -37,18 +37,20 @@ def free_port(host: str = "127.0.0.1", rng: random.Random | None = None) -> int:
     """A port free on ``host`` now, for a server about to start on it. Drawn outside the ephemeral
     range: a port the kernel chose (bind to 0) can be taken, between this check and the server's
     bind, as the source port of any outgoing connection on the machine (a busy machine makes many);
-    one outside it only by another server. Falls back to the kernel's choice."""
+    one outside it only by another server. Falls back to the kernel's choice. For tests and tools
+    that must know a server's port before it starts; the workers bind their own (port 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     rng = rng or random.Random()
     eph = ephemeral_ports()
     pool = [p for p in range(10000, 49152) if p not in eph]  # 49152 up: the ephemeral range of macOS, BSD, Windows
     for port in rng.sample(pool, min(20, len(pool))):
-        with socket.socket() as s:
+        with socket.socket(family) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
             return port
-    with socket.socket() as s:
+    with socket.socket(family) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
@@ -67,11 +69,9 @@ class WorkerProcesses:
     def start(self, hardware: str = "cpu", worker_id: str | None = None) -> str:
         worker_id = worker_id or self._next_id(hardware)
         self.hardware[worker_id] = hardware
-        port = free_port(self.settings.host)
         env = dict(os.environ, INFAAS_DATA_DIR=self.settings.data_dir, INFAAS_HOST=self.settings.host, OMP_NUM_THREADS="1")
         self.procs[worker_id] = subprocess.Popen(
-            [sys.executable, "-m", "infaas.worker", "--hardware", hardware, "--port", str(port), "--worker-id", worker_id,
-             "--local-socket"],
+            [sys.executable, "-m", "infaas.worker", "--hardware", hardware, "--worker-id", worker_id, "--local-socket"],
             env=env,
         )
         return worker_id
