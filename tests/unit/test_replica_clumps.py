@@ -86,3 +86,33 @@ def test_a_batch_that_fills_while_it_waits_runs_at_once(tmp_path, monkeypatch):
     finally:
         pool.shutdown(wait=True)
     assert len(answers) == 8 and sizes == [8]  # one batch of all eight, run when the eighth arrived
+
+
+def test_rows_still_in_time_run_before_a_row_already_late(tmp_path, monkeypatch):
+    """``batching.next_batch`` in the live batcher: a query that would be late even if it ran at
+    once (a 1 ms objective against a 5 ms profile) waits behind the queries still in time, then
+    runs too: answered, not dropped."""
+    embedding_model(tmp_path / "m.onnx")
+    executor = OnnxRuntimeExecutor(str(tmp_path / "m.onnx"), ["CPUExecutionProvider"])
+    variant = make_variant("emb", max_batch=8, profile=make_profile({1: (5.0, 5.0), 8: (10.0, 10.0)}))
+    pool = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(replicas_module, "wait_ms", lambda *a, **k: 0.0)
+    runs = []
+    run = executor.run
+    monkeypatch.setattr(executor, "run", lambda feed: runs.append(feed["ids"].ravel().tolist()) or run(feed))
+
+    async def main():
+        replica = Replica(variant, executor, 0, pool)
+        replica.start()
+        try:  # all queued before the batcher looks: the late one first
+            return await asyncio.gather(replica.infer(ids(7), 1, 1.0),
+                                        *(replica.infer(ids(k), 1, 300.0) for k in range(1, 4)))
+        finally:
+            await replica.stop()
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        pool.shutdown(wait=True)
+    assert runs == [[1, 2, 3], [7]]
+    assert [a["vectors"].shape[0] for a in answers] == [1, 1, 1, 1]

@@ -286,7 +286,8 @@ def test_proteus_traces_with_tenants_and_warmup(proteus_dir):
 
 def test_refusing_late_queries_keeps_the_rest_on_time_under_a_budget():
     """A budget that holds one machine (800 rows/s: 8 rows per 10 ms) and twice that offered:
-    queued late, every query waits behind the growing queue and nearly all miss 300 ms;
+    queued late, the queue grows and most miss 300 ms (the batcher answers the rows still in
+    time first, ``batching.next_batch``, but fewer and fewer are);
     refused when every replica would answer late (``refuse_late``), about half are refused
     and the rest are on time -- at the same cost."""
     from infaas.sim.policies.ours import Ours
@@ -298,6 +299,6 @@ def test_refusing_late_queries_keeps_the_rest_on_time_under_a_budget():
         sim = Simulator(w, [A], Ours(params, refuse_late=refuse), SPEC).run()
         out[refuse] = evaluate(sim, "ours")[0]
     late, refusing = out[False], out[True]
-    assert late.violation_rate > 0.8, late.violation_rate
-    assert refusing.violation_rate < 0.6 and refusing.refused > 0, refusing.violation_rate
+    assert late.violation_rate > 0.7, late.violation_rate
+    assert refusing.violation_rate < 0.6 and refusing.refused > 0, (refusing.violation_rate, late.violation_rate)
     assert refusing.cost == pytest.approx(late.cost)  # one machine either way

@@ -17,6 +17,7 @@ capped at ``delay_cap_ms``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from infaas.core.domain import Profile, Variant
 
@@ -117,3 +118,46 @@ def replica_limits(variant: Variant, objective_ms: float | None, max_batch: int 
     hit = batch_limits(variant.profile, limit, objective_ms)
     knee = variant.batch_cap
     return BatchLimits(knee, hit.max_delay_ms) if hit.max_batch > knee else hit
+
+
+def next_batch(queue: Iterable[tuple[float, int]], now_ms: float, latency_ms: Callable[[int], float],
+               max_batch: int) -> list[int]:
+    """The queued requests the next batch runs: positions in ``queue``, the ``(deadline ms, rows)``
+    of each request in arrival order (its arrival plus its objective; ``inf`` without one).
+
+    Requests that can still be answered in time go first: one that would be late even if it ran
+    now on its own (``now + latency(its rows) > deadline``) waits behind them, and runs -- late,
+    never dropped -- once none is left. The batch is the in-time requests in arrival order up to
+    ``max_batch`` rows, cut to the largest whose predicted ``latency_ms`` still answers the oldest
+    of them in time. Under a clump both rules keep a replica's lateness from spreading: a full
+    batch of rows already late, or one too long for the oldest row, would make the rows behind it
+    late too. With no request in time, the oldest run, as many as ``max_batch`` rows allows. A
+    request of more rows than ``max_batch`` runs alone. Reads ``queue`` only as far as it needs.
+    The worker's batcher (``worker/replicas.py``) and the simulator both call this."""
+    live: list[int] = []
+    sizes: list[int] = []
+    total = 0
+    first = 0.0  # the oldest in-time request's deadline
+    oldest: list[int] = []  # the fallback: the oldest requests, up to max_batch rows
+    held, full = 0, False
+    for k, (deadline, n) in enumerate(queue):
+        if not full:
+            if oldest and held + n > max_batch:
+                full = True
+            else:
+                oldest.append(k)
+                held += n
+        if now_ms + latency_ms(n) <= deadline:
+            if live and total + n > max_batch:
+                break
+            if not live:
+                first = deadline
+            live.append(k)
+            sizes.append(n)
+            total += n
+    if not live:
+        return oldest
+    while len(live) > 1 and now_ms + latency_ms(total) > first:
+        live.pop()
+        total -= sizes.pop()
+    return live

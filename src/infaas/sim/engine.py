@@ -20,8 +20,9 @@ What is modelled, and how the product does the same thing:
   batch in flight per replica; the next batch takes everything queued up to
   ``batching.replica_limits`` for the tightest objective queued (the
   objective's ``batch_limits``, never past ``Variant.batch_cap``, the batch
-  whose rows cost least); a batch that is not full waits ``batching.wait_ms``
-  for company. A machine runs one batch
+  whose rows cost least), rows that can still be answered in time first and
+  no more than the oldest of them can wait for (``batching.next_batch``); a
+  batch that is not full waits ``batching.wait_ms`` for company. A machine runs one batch
   at a time (the worker's compute pool has one thread), batches of its
   replicas in the order they were formed.
 * **Batch latency** is the profile's p50 at that batch size (interpolated),
@@ -44,7 +45,13 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from infaas.core import tier as tier_mod
-from infaas.core.batching import BatchLimits, observe_gap, replica_limits, wait_ms
+from infaas.core.batching import (
+    BatchLimits,
+    next_batch,
+    observe_gap,
+    replica_limits,
+    wait_ms,
+)
 from infaas.core.burst import PeakMeter
 from infaas.core.domain import HardwareType, Variant
 from infaas.core.eviction import Resident, choose_evictions
@@ -454,9 +461,13 @@ class Simulator:
         if not r.queue or r.machine.replicas.get(r.vid) is not r:
             r.pending = False
             return
-        n = min(len(r.queue), self._limit(r).max_batch)
         q = r.queue
-        batch = [q.popleft() for _ in range(n)]
+        arrival, objective, p50, top = self.arrival, self.objective, r.info.p50, r.info.top_batch
+        take = next_batch(((arrival[i] + objective[i], 1) for i in q), self.now, lambda b: p50[min(b, top)],
+                          self._limit(r).max_batch)
+        batch = [q[k] for k in take]
+        for k in reversed(take):
+            del q[k]
         m = r.machine
         m.fifo.append((r, batch))
         if m.running is None:

@@ -21,7 +21,13 @@ from typing import Callable
 
 import numpy as np
 
-from infaas.core.batching import BatchLimits, observe_gap, replica_limits, wait_ms
+from infaas.core.batching import (
+    BatchLimits,
+    next_batch,
+    observe_gap,
+    replica_limits,
+    wait_ms,
+)
 from infaas.core.burst import PeakMeter
 from infaas.core.calibration import observe
 from infaas.core.domain import ReplicaLoad, Variant
@@ -41,6 +47,7 @@ class _Request:
     rows: int
     objective_ms: float | None
     future: asyncio.Future
+    deadline_ms: float = math.inf  # arrival plus objective, on ``time.perf_counter`` in ms
 
 
 @dataclass
@@ -118,7 +125,7 @@ class Replica:
             return outputs
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        req = _Request(feed, rows, objective_ms, fut)
+        req = _Request(feed, rows, objective_ms, fut, math.inf if objective_ms is None else now * 1000.0 + objective_ms)
         self._queue.append(req)
         self.queued_rows += rows
         self.last_used = self.clock()
@@ -169,14 +176,20 @@ class Replica:
         return hit
 
     def _take_batch(self) -> list[_Request]:
-        objective = min((r.objective_ms for r in self._queue if r.objective_ms is not None), default=None)
-        limit = self.limits(objective).max_batch
-        batch = [self._queue.popleft()]
-        rows = batch[0].rows
-        while self._queue and rows + self._queue[0].rows <= limit:
-            req = self._queue.popleft()
-            batch.append(req)
-            rows += req.rows
+        profile = self.variant.profile
+        latency = (lambda b: profile.latency_at(b, "p50")) if profile is not None else (lambda b: 0.0)
+        queue = self._queue
+        now = time.perf_counter() * 1000.0
+        # the batch limit for the tightest objective of the queries still in time: one already late
+        # does not shrink the others' batches (with none in time, the largest batch clears them)
+        objective = min((r.objective_ms for r in queue if r.objective_ms is not None
+                         and now + latency(r.rows) <= r.deadline_ms), default=None)
+        take = next_batch(((r.deadline_ms, r.rows) for r in queue), now, latency, self.limits(objective).max_batch)
+        if take[-1] == len(take) - 1:  # the oldest, in order: the usual case
+            return [queue.popleft() for _ in take]
+        batch = [queue[k] for k in take]
+        for k in reversed(take):
+            del queue[k]
         return batch
 
     async def _loop(self) -> None:
