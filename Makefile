@@ -31,9 +31,9 @@ up: $(STAMP)
 # so it is reported as such rather than passed through silently.
 # TEST_WORKERS > 0 runs the suite in that many processes (pytest-xdist, whole groups to each: a file,
 # or tests/infrastructure with tests/integration, which build into shared folders: tests/conftest.py).
-# The default is one process: under two, tests/integration/test_lambda_harness.py's drain-then-retry
-# tests found both workers up on a clean clone (not understood yet); two took about 430 s against 620 s
-# on a 2-core machine. $(ALONE) runs the README's deploy block as written, which reinstalls this
+# The default is one process: the groups hold under two since tests/conftest.py gives them to xdist's
+# scheduler itself, but how much two save with the shared-build group on one process is not measured
+# on a quiet machine yet. $(ALONE) runs the README's deploy block as written, which reinstalls this
 # project into $(VENV), which every other test runs from: it runs alone, after them.
 TEST_WORKERS ?= 0
 ALONE := tests/infrastructure/test_readme_deploy.py

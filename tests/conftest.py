@@ -67,12 +67,27 @@ def proteus_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 # one group, so its module fixtures are built once; the suites that build the Lambda bundles and
 # layers into the repository's shared build folders (tests/infrastructure, tests/integration) are
 # one group together, so that two processes never write those folders at once.
+# The groups go to xdist's scheduler from each test's path, not as xdist_group marks: xdist's worker
+# copies those marks into the test ids in a collection hook that runs before this file's (hooks run
+# last-registered first), and under pytest 9.2 its change to the id is lost (ids are structured now);
+# the marks were ignored, each test scheduled on its own and a module's tests split between processes.
 _SHARED_BUILD = ("infrastructure", "integration")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
     root = Path(__file__).parent
-    for item in items:
-        rel = Path(str(item.path)).relative_to(root)
-        group = "shared-build" if rel.parts[0] in _SHARED_BUILD else str(rel)
-        item.add_marker(pytest.mark.xdist_group(group))
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = config.rootpath / nodeid.split("::", 1)[0]
+            if root not in path.parents:
+                return str(path)
+            rel = path.relative_to(root)
+            return "shared-build" if rel.parts[0] in _SHARED_BUILD else rel.as_posix()
+
+    return ByGroup(config, log)
