@@ -53,3 +53,20 @@ def test_a_worker_binds_its_own_port_so_no_other_process_can_take_it_first():
             other.bind(("127.0.0.1", port))  # already the worker's
     finally:
         tcp.close()
+
+
+def test_a_worker_given_a_port_another_process_holds_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    from infaas.worker.server import listen_socket
+
+    held = listen_socket("127.0.0.1", 0)
+    try:
+        port = held.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "infaas.worker", "--port", str(port), "--data-dir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        held.close()
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -87,3 +87,15 @@ def test_a_clump_behind_rows_already_late_is_answered_in_time():
         on_time[name] = [f - a <= 300.0 for f, a in zip(finish, arrivals)]
     assert sum(on_time["next_batch"][64:]) == 12 and sum(on_time["fifo"][64:]) == 0
     assert sum(on_time["next_batch"][:64]) == sum(on_time["fifo"][:64]) == 40  # the first clump loses nothing
+
+
+def test_the_cut_keeps_every_request_taken_in_time_not_only_the_oldest():
+    # the oldest has no objective; the second must be answered within 45 ms: 4 rows, not 8
+    queue = [(math.inf, 1), (45.0, 1)] + [(300.0, 1)] * 6
+    assert next_batch(queue, 0.0, per_row(10), 8) == [0, 1, 2, 3]
+
+
+def test_a_request_long_overdue_runs_first_so_none_waits_for_ever():
+    queue = [(5.0, 1)] + [(10_000.0, 1)] * 3
+    assert next_batch(queue, 100.0, per_row(10), 8) == [1, 2, 3]  # late, not yet overdue: behind
+    assert next_batch(queue, 100.0, per_row(10), 8, overdue_ms=50.0) == [0, 1, 2, 3]  # overdue: oldest first

@@ -116,3 +116,30 @@ def test_rows_still_in_time_run_before_a_row_already_late(tmp_path, monkeypatch)
         pool.shutdown(wait=True)
     assert runs == [[1, 2, 3], [7]]
     assert [a["vectors"].shape[0] for a in answers] == [1, 1, 1, 1]
+
+
+def test_a_request_larger_than_any_profiled_batch_is_not_taken_for_late(tmp_path, monkeypatch):
+    """The profile stops at 8 rows; a query of 20 with a minute to go is in time (its run time is
+    the largest profiled batch's per row), so it runs first, as the oldest."""
+    embedding_model(tmp_path / "m.onnx")
+    executor = OnnxRuntimeExecutor(str(tmp_path / "m.onnx"), ["CPUExecutionProvider"])
+    variant = make_variant("emb", max_batch=8, profile=make_profile({1: (5.0, 5.0), 8: (10.0, 10.0)}))
+    pool = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(replicas_module, "wait_ms", lambda *a, **k: 0.0)
+    runs = []
+    run = executor.run
+    monkeypatch.setattr(executor, "run", lambda feed: runs.append(len(feed["ids"])) or run(feed))
+
+    async def main():
+        replica = Replica(variant, executor, 0, pool)
+        replica.start()
+        try:
+            return await asyncio.gather(replica.infer(ids(*([3] * 20)), 20, 60_000.0), replica.infer(ids(1), 1, 300.0))
+        finally:
+            await replica.stop()
+
+    try:
+        big, small = asyncio.run(main())
+    finally:
+        pool.shutdown(wait=True)
+    assert runs == [20, 1] and big["vectors"].shape[0] == 20

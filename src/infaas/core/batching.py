@@ -16,6 +16,7 @@ capped at ``delay_cap_ms``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -121,43 +122,52 @@ def replica_limits(variant: Variant, objective_ms: float | None, max_batch: int 
 
 
 def next_batch(queue: Iterable[tuple[float, int]], now_ms: float, latency_ms: Callable[[int], float],
-               max_batch: int) -> list[int]:
+               max_batch: int, overdue_ms: float = math.inf) -> list[int]:
     """The queued requests the next batch runs: positions in ``queue``, the ``(deadline ms, rows)``
     of each request in arrival order (its arrival plus its objective; ``inf`` without one).
 
     Requests that can still be answered in time go first: one that would be late even if it ran
     now on its own (``now + latency(its rows) > deadline``) waits behind them, and runs -- late,
     never dropped -- once none is left. The batch is the in-time requests in arrival order up to
-    ``max_batch`` rows, cut to the largest whose predicted ``latency_ms`` still answers the oldest
-    of them in time. Under a clump both rules keep a replica's lateness from spreading: a full
+    ``max_batch`` rows, cut to the largest whose predicted ``latency_ms`` still answers each of
+    them in time. Under a clump both rules keep a replica's lateness from spreading: a full
     batch of rows already late, or one too long for the oldest row, would make the rows behind it
     late too. With no request in time, the oldest run, as many as ``max_batch`` rows allows. A
-    request of more rows than ``max_batch`` runs alone. Reads ``queue`` only as far as it needs.
-    The worker's batcher (``worker/replicas.py``) and the simulator both call this."""
+    request of more rows than ``max_batch`` runs alone. A request more than ``overdue_ms`` past its
+    deadline runs first, with the oldest (first come, first served): under steady load a late
+    request is not passed over for ever. Reads ``queue`` only as far as it needs. The worker's
+    batcher (``worker/replicas.py``, overdue after 1 s) and the simulator (never, its late rows
+    are answered once the load falls) both call this."""
     live: list[int] = []
     sizes: list[int] = []
+    deadlines: list[float] = []
     total = 0
-    first = 0.0  # the oldest in-time request's deadline
-    oldest: list[int] = []  # the fallback: the oldest requests, up to max_batch rows
-    held, full = 0, False
+    oldest: list[int] = []  # the oldest requests, up to max_batch rows
+    held, full, overdue = 0, False, False
     for k, (deadline, n) in enumerate(queue):
+        if k == 0:
+            overdue = now_ms - deadline > overdue_ms
         if not full:
             if oldest and held + n > max_batch:
                 full = True
             else:
                 oldest.append(k)
                 held += n
+        if overdue:
+            if full:
+                break
+            continue
         if now_ms + latency_ms(n) <= deadline:
             if live and total + n > max_batch:
                 break
-            if not live:
-                first = deadline
             live.append(k)
             sizes.append(n)
+            deadlines.append(deadline)
             total += n
-    if not live:
+    if overdue or not live:
         return oldest
-    while len(live) > 1 and now_ms + latency_ms(total) > first:
+    while len(live) > 1 and now_ms + latency_ms(total) > min(deadlines):
         live.pop()
+        deadlines.pop()
         total -= sizes.pop()
     return live

@@ -38,10 +38,11 @@ from infaas.runtime.executor import Executor
 log = logging.getLogger("infaas.worker")
 
 
+OVERDUE_MS = 1000.0  # a query this far past its deadline runs first (``batching.next_batch``): none waits for ever
 INLINE_MS = 0.5  # batches predicted to run within this (profiled p99) run on the event loop
 
 
-@dataclass
+@dataclass(eq=False)  # one request is itself only (``_expire`` removes it from the queue by identity)
 class _Request:
     feed: dict[str, np.ndarray]
     rows: int
@@ -88,6 +89,8 @@ class Replica:
                 await self._task
             except asyncio.CancelledError:
                 pass
+            except Exception:  # the batcher died: still fail its queue and close the executor
+                log.exception("batcher of %s had stopped", self.variant.id)
         while self._queue:  # nobody will run them now: their callers retry elsewhere
             r = self._queue.popleft()
             if not r.future.done():
@@ -175,16 +178,31 @@ class Replica:
                 self._quick[rows] = hit
         return hit
 
-    def _take_batch(self) -> list[_Request]:
+    def _latency(self, rows: int) -> float:
+        """Predicted run time (ms, profiled p50) of a batch of ``rows``; past the largest profiled
+        batch, that batch's time per row."""
         profile = self.variant.profile
-        latency = (lambda b: profile.latency_at(b, "p50")) if profile is not None else (lambda b: 0.0)
+        if profile is None or not profile.latency_ms:
+            return 0.0
+        top = max(profile.batch_sizes())
+        if rows > top:
+            return profile.latency_at(top, "p50") * rows / top
+        return profile.latency_at(rows, "p50")
+
+    def _objective(self, now_ms: float) -> float | None:
+        """The tightest objective of the queued queries still in time: the batch limits and the wait
+        for company follow it. One already late does not shrink the others' batches; with none in
+        time, the largest batch clears them."""
+        return min((r.objective_ms for r in self._queue if r.objective_ms is not None
+                    and now_ms + self._latency(r.rows) <= r.deadline_ms), default=None)
+
+    def _take_batch(self) -> list[_Request]:
         queue = self._queue
         now = time.perf_counter() * 1000.0
-        # the batch limit for the tightest objective of the queries still in time: one already late
-        # does not shrink the others' batches (with none in time, the largest batch clears them)
-        objective = min((r.objective_ms for r in queue if r.objective_ms is not None
-                         and now + latency(r.rows) <= r.deadline_ms), default=None)
-        take = next_batch(((r.deadline_ms, r.rows) for r in queue), now, latency, self.limits(objective).max_batch)
+        take = next_batch(((r.deadline_ms, r.rows) for r in queue), now, self._latency,
+                          self.limits(self._objective(now)).max_batch, overdue_ms=OVERDUE_MS)
+        if not take:
+            return []
         if take[-1] == len(take) - 1:  # the oldest, in order: the usual case
             return [queue.popleft() for _ in take]
         batch = [queue[k] for k in take]
@@ -199,7 +217,7 @@ class Replica:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            limits = self.limits(self._queue[0].objective_ms)
+            limits = self.limits(self._objective(time.perf_counter() * 1000.0))
             delay = wait_ms(limits, self.queued_rows, self.mean_gap_ms, self.close_gaps)
             if delay > 0:  # wait for company, until the batch is full at the latest
                 self._full.clear()
@@ -211,6 +229,8 @@ class Replica:
                 finally:
                     self._fill_rows = 0
             batch = self._take_batch()
+            if not batch:  # every query expired while the batch waited (``_expire``)
+                continue
             self._running = True
             try:
                 if len(batch) == 1:

@@ -435,10 +435,14 @@ def main(argv: list[str] | None = None) -> None:
     # The worker binds its port itself (0: the kernel picks one) and hands the socket to uvicorn, so
     # no other process can take the port between the choice and the bind; the heartbeat tells the
     # table the address.
-    tcp = listen_socket(settings.host, args.port)
+    try:
+        tcp = listen_socket(settings.host, args.port)
+    except OSError as exc:
+        parser.exit(1, f"python -m infaas.worker: cannot listen on {settings.host}:{args.port}: {exc.strerror} "
+                       "(another process holds it? leave --port out, and the worker takes a free one)\n")
     port = tcp.getsockname()[1]
     worker_id = args.worker_id or f"{args.hardware}-{uuid.uuid4().hex[:8]}"
-    agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{settings.host}:{port}")
+    agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{f'[{settings.host}]' if ':' in settings.host else settings.host}:{port}")
     config = uvicorn.Config(agent, host=settings.host, port=port, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65,
                             log_config=None,  # uvicorn's lines as JSON lines too (adapters.logs)
@@ -494,6 +498,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
     try:
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         tcp.bind((host, port))
+        tcp.listen(2048)  # listening at once: no other socket can bind the port meanwhile (SO_REUSEADDR)
     except OSError:
         tcp.close()
         raise
