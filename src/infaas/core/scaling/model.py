@@ -23,7 +23,7 @@ class ScalingParams:
     budget_headroom: float = 0.05  # share of the budget the plan leaves off its machines: the tier's overflow swings
     latency_ms: float | None = None  # the latency objective queries ask for; hardware moves keep to it
     fill_fleet_ms: float | None = None  # fill pinned types (min == max workers) for this objective; None: off
-    peak_halflife_s: float = 300.0  # pinned fleet: how slowly a task's remembered peak demand fades
+    peak_halflife_s: float = 120.0  # pinned fleet: how slowly a task's remembered peak demand fades
     size_for_bursts: bool = True  # replicas (and a pinned fleet) sized for the typical sub-second clump too
     burst_halflife_s: float = 30.0  # the typical clump is a moving mean of the busiest windows with this half-life
     serve_weight: float = 0.5  # pinned fleet: what a row answered in time is worth beside its accuracy (0-1)
