@@ -54,49 +54,15 @@ def test_the_batcher_waits_for_a_clump_after_a_lull(tmp_path, monkeypatch):
     assert waited == window
 
 
-def test_a_batch_that_fills_while_it_waits_runs_at_once(tmp_path, monkeypatch):
-    """The wait for company ends when the batch is full, not when the window ends: here the window
-    is a minute (``wait_ms`` made to say so), and a clump of a full batch is answered long before."""
+def on_replica(tmp_path, monkeypatch, body, wait=lambda *a, **k: 0.0):
+    """``body(replica)`` on a started replica of the embedding model (profiled at 5 ms for 1 row,
+    10 ms for 8; batches up to 8), ``wait_ms`` replaced by ``wait``. Returns (what ``body``
+    returned, the ids of every batch run, in order)."""
     embedding_model(tmp_path / "m.onnx")
     executor = OnnxRuntimeExecutor(str(tmp_path / "m.onnx"), ["CPUExecutionProvider"])
     variant = make_variant("emb", max_batch=8, profile=make_profile({1: (5.0, 5.0), 8: (10.0, 10.0)}))
     pool = ThreadPoolExecutor(max_workers=1)
-    monkeypatch.setattr(replicas_module, "wait_ms", lambda limits, queued_rows, mean_gap_ms, close=0.0:
-                        0.0 if queued_rows >= limits.max_batch else 60_000.0)
-    sizes = []
-    run = executor.run
-    monkeypatch.setattr(executor, "run", lambda feed: sizes.append(len(next(iter(feed.values())))) or run(feed))
-
-    async def main():
-        replica = Replica(variant, executor, 0, pool)
-        replica.start()
-        try:
-            # 8 rows (the batch the objective allows): the first alone, the batcher waits for company;
-            # then seven more, the eighth fills the batch
-            first = asyncio.ensure_future(replica.infer(ids(0), 1, 300.0))
-            await asyncio.sleep(0.05)
-            assert not first.done()  # waiting for company
-            rest = [replica.infer(ids(k), 1, 300.0) for k in range(1, 8)]
-            return await asyncio.wait_for(asyncio.gather(first, *rest), 30)
-        finally:
-            await replica.stop()
-
-    try:
-        answers = asyncio.run(main())
-    finally:
-        pool.shutdown(wait=True)
-    assert len(answers) == 8 and sizes == [8]  # one batch of all eight, run when the eighth arrived
-
-
-def test_rows_still_in_time_run_before_a_row_already_late(tmp_path, monkeypatch):
-    """``batching.next_batch`` in the live batcher: a query that would be late even if it ran at
-    once (a 1 ms objective against a 5 ms profile) waits behind the queries still in time, then
-    runs too: answered, not dropped."""
-    embedding_model(tmp_path / "m.onnx")
-    executor = OnnxRuntimeExecutor(str(tmp_path / "m.onnx"), ["CPUExecutionProvider"])
-    variant = make_variant("emb", max_batch=8, profile=make_profile({1: (5.0, 5.0), 8: (10.0, 10.0)}))
-    pool = ThreadPoolExecutor(max_workers=1)
-    monkeypatch.setattr(replicas_module, "wait_ms", lambda *a, **k: 0.0)
+    monkeypatch.setattr(replicas_module, "wait_ms", wait)
     runs = []
     run = executor.run
     monkeypatch.setattr(executor, "run", lambda feed: runs.append(feed["ids"].ravel().tolist()) or run(feed))
@@ -104,16 +70,43 @@ def test_rows_still_in_time_run_before_a_row_already_late(tmp_path, monkeypatch)
     async def main():
         replica = Replica(variant, executor, 0, pool)
         replica.start()
-        try:  # all queued before the batcher looks: the late one first
-            return await asyncio.gather(replica.infer(ids(7), 1, 1.0),
-                                        *(replica.infer(ids(k), 1, 300.0) for k in range(1, 4)))
+        try:
+            return await body(replica)
         finally:
             await replica.stop()
 
     try:
-        answers = asyncio.run(main())
+        return asyncio.run(main()), runs
     finally:
         pool.shutdown(wait=True)
+
+
+def test_a_batch_that_fills_while_it_waits_runs_at_once(tmp_path, monkeypatch):
+    """The wait for company ends when the batch is full, not when the window ends: here the window
+    is a minute (``wait_ms`` made to say so), and a clump of a full batch is answered long before."""
+    async def body(replica):
+        # 8 rows (the batch the objective allows): the first alone, the batcher waits for company;
+        # then seven more, the eighth fills the batch
+        first = asyncio.ensure_future(replica.infer(ids(0), 1, 300.0))
+        await asyncio.sleep(0.05)
+        assert not first.done()  # waiting for company
+        rest = [replica.infer(ids(k), 1, 300.0) for k in range(1, 8)]
+        return await asyncio.wait_for(asyncio.gather(first, *rest), 30)
+
+    answers, runs = on_replica(tmp_path, monkeypatch, body, wait=lambda limits, queued_rows, mean_gap_ms, close=0.0:
+                               0.0 if queued_rows >= limits.max_batch else 60_000.0)
+    assert len(answers) == 8 and runs == [list(range(8))]  # one batch of all eight, run when the eighth arrived
+
+
+def test_rows_still_in_time_run_before_a_row_already_late(tmp_path, monkeypatch):
+    """``batching.next_batch`` in the live batcher: a query that would be late even if it ran at
+    once (a 1 ms objective against a 5 ms profile) waits behind the queries still in time, then
+    runs too: answered, not dropped."""
+    async def body(replica):  # all queued before the batcher looks: the late one first
+        return await asyncio.gather(replica.infer(ids(7), 1, 1.0),
+                                    *(replica.infer(ids(k), 1, 300.0) for k in range(1, 4)))
+
+    answers, runs = on_replica(tmp_path, monkeypatch, body)
     assert runs == [[1, 2, 3], [7]]
     assert [a["vectors"].shape[0] for a in answers] == [1, 1, 1, 1]
 
@@ -121,25 +114,8 @@ def test_rows_still_in_time_run_before_a_row_already_late(tmp_path, monkeypatch)
 def test_a_request_larger_than_any_profiled_batch_is_not_taken_for_late(tmp_path, monkeypatch):
     """The profile stops at 8 rows; a query of 20 with a minute to go is in time (its run time is
     the largest profiled batch's per row), so it runs first, as the oldest."""
-    embedding_model(tmp_path / "m.onnx")
-    executor = OnnxRuntimeExecutor(str(tmp_path / "m.onnx"), ["CPUExecutionProvider"])
-    variant = make_variant("emb", max_batch=8, profile=make_profile({1: (5.0, 5.0), 8: (10.0, 10.0)}))
-    pool = ThreadPoolExecutor(max_workers=1)
-    monkeypatch.setattr(replicas_module, "wait_ms", lambda *a, **k: 0.0)
-    runs = []
-    run = executor.run
-    monkeypatch.setattr(executor, "run", lambda feed: runs.append(len(feed["ids"])) or run(feed))
+    async def body(replica):
+        return await asyncio.gather(replica.infer(ids(*([3] * 20)), 20, 60_000.0), replica.infer(ids(1), 1, 300.0))
 
-    async def main():
-        replica = Replica(variant, executor, 0, pool)
-        replica.start()
-        try:
-            return await asyncio.gather(replica.infer(ids(*([3] * 20)), 20, 60_000.0), replica.infer(ids(1), 1, 300.0))
-        finally:
-            await replica.stop()
-
-    try:
-        big, small = asyncio.run(main())
-    finally:
-        pool.shutdown(wait=True)
-    assert runs == [20, 1] and big["vectors"].shape[0] == 20
+    (big, _), runs = on_replica(tmp_path, monkeypatch, body)
+    assert [len(r) for r in runs] == [20, 1] and big["vectors"].shape[0] == 20
