@@ -17,6 +17,7 @@ capped at ``delay_cap_ms``.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -171,3 +172,14 @@ def next_batch(queue: Iterable[tuple[float, int]], now_ms: float, latency_ms: Ca
         deadlines.pop()
         total -= sizes.pop()
     return live
+
+
+def pop_batch(queue: deque, take: list[int]) -> list:
+    """The items of ``queue`` at the positions ``take`` (ascending, as ``next_batch`` gives them),
+    removed from it. The worker's batcher and the simulator both call this."""
+    if take and take[-1] == len(take) - 1:  # the oldest, in order: the usual case
+        return [queue.popleft() for _ in take]
+    out = [queue[k] for k in take]
+    for k in reversed(take):
+        del queue[k]
+    return out

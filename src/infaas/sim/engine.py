@@ -49,6 +49,7 @@ from infaas.core.batching import (
     BatchLimits,
     next_batch,
     observe_gap,
+    pop_batch,
     replica_limits,
     wait_ms,
 )
@@ -463,11 +464,8 @@ class Simulator:
             return
         q = r.queue
         arrival, objective, p50, top = self.arrival, self.objective, r.info.p50, r.info.top_batch
-        take = next_batch(((arrival[i] + objective[i], 1) for i in q), self.now, lambda b: p50[min(b, top)],
-                          self._limit(r).max_batch)
-        batch = [q[k] for k in take]
-        for k in reversed(take):
-            del q[k]
+        batch = pop_batch(q, next_batch(((arrival[i] + objective[i], 1) for i in q), self.now,
+                                        lambda b: p50[min(b, top)], self._limit(r).max_batch))
         m = r.machine
         m.fifo.append((r, batch))
         if m.running is None:

@@ -25,6 +25,7 @@ from infaas.core.batching import (
     BatchLimits,
     next_batch,
     observe_gap,
+    pop_batch,
     replica_limits,
     wait_ms,
 )
@@ -184,7 +185,7 @@ class Replica:
         profile = self.variant.profile
         if profile is None or not profile.latency_ms:
             return 0.0
-        top = max(profile.batch_sizes())
+        top = profile.batch_sizes()[-1]
         if rows > top:
             return profile.latency_at(top, "p50") * rows / top
         return profile.latency_at(rows, "p50")
@@ -196,19 +197,10 @@ class Replica:
         return min((r.objective_ms for r in self._queue if r.objective_ms is not None
                     and now_ms + self._latency(r.rows) <= r.deadline_ms), default=None)
 
-    def _take_batch(self) -> list[_Request]:
+    def _take_batch(self, now_ms: float, limits: BatchLimits) -> list[_Request]:
         queue = self._queue
-        now = time.perf_counter() * 1000.0
-        take = next_batch(((r.deadline_ms, r.rows) for r in queue), now, self._latency,
-                          self.limits(self._objective(now)).max_batch, overdue_ms=OVERDUE_MS)
-        if not take:
-            return []
-        if take[-1] == len(take) - 1:  # the oldest, in order: the usual case
-            return [queue.popleft() for _ in take]
-        batch = [queue[k] for k in take]
-        for k in reversed(take):
-            del queue[k]
-        return batch
+        return pop_batch(queue, next_batch(((r.deadline_ms, r.rows) for r in queue), now_ms, self._latency,
+                                           limits.max_batch, overdue_ms=OVERDUE_MS))
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -217,7 +209,8 @@ class Replica:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            limits = self.limits(self._objective(time.perf_counter() * 1000.0))
+            now = time.perf_counter() * 1000.0
+            limits = self.limits(self._objective(now))
             delay = wait_ms(limits, self.queued_rows, self.mean_gap_ms, self.close_gaps)
             if delay > 0:  # wait for company, until the batch is full at the latest
                 self._full.clear()
@@ -228,7 +221,9 @@ class Replica:
                     pass
                 finally:
                     self._fill_rows = 0
-            batch = self._take_batch()
+                now = time.perf_counter() * 1000.0  # company came: the limits follow the queue as it is now
+                limits = self.limits(self._objective(now))
+            batch = self._take_batch(now, limits)
             if not batch:  # every query expired while the batch waited (``_expire``)
                 continue
             self._running = True

@@ -442,7 +442,8 @@ def main(argv: list[str] | None = None) -> None:
                        "(another process holds it? leave --port out, and the worker takes a free one)\n")
     port = tcp.getsockname()[1]
     worker_id = args.worker_id or f"{args.hardware}-{uuid.uuid4().hex[:8]}"
-    agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{f'[{settings.host}]' if ':' in settings.host else settings.host}:{port}")
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # an IPv6 address in a URL
+    agent = WorkerAgent(settings, hardware=args.hardware, worker_id=worker_id, url=f"http://{host}:{port}")
     config = uvicorn.Config(agent, host=settings.host, port=port, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=10, access_log=False, timeout_keep_alive=65,
                             log_config=None,  # uvicorn's lines as JSON lines too (adapters.logs)
