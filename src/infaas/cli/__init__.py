@@ -504,11 +504,16 @@ def cmd_demo(args) -> int:
 
 def cmd_sim(args) -> int:
     """``infaas sim compare``: replay recorded traces against a simulated cluster, once per policy;
+    ``infaas sim static-split``: the best fixed split of the Proteus cluster in hindsight;
     ``infaas sim data fetch``: download the Proteus data set it replays."""
     if args.action == "data":
         from infaas.sim.fetch import fetch_main
 
         return fetch_main(args)
+    if args.action == "static-split":
+        from infaas.sim.cli import static_split_main
+
+        return static_split_main(args)
     from infaas.sim.cli import compare_main
 
     return compare_main(args)
@@ -640,6 +645,17 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--img", default="docs/img", help="folder for the plots")
     cmp_.add_argument("--no-report", action="store_true", help="print the table only")
     cmp_.add_argument("--no-plots", action="store_true", help="write the report's tables without plots")
+    split = sim_sub.add_parser("static-split", help="the fixed cluster's best split among the tasks, chosen in "
+                               "hindsight for a workload (a yardstick for the policies; needs the sim extra)")
+    split.add_argument("--workload", required=True, help="as for compare, e.g. zipf_exponential_bursty-cv12")
+    split.add_argument("--min-accuracy", type=float, required=True, metavar="A",
+                       help="effective accuracy (0-100) the split must reach on the rows it answers in time")
+    split.add_argument("--busy-above", type=float, default=None, metavar="R",
+                       help="model only the seconds with more than R arrivals (the busy phases of a swinging load)")
+    split.add_argument("--replay", action="store_true",
+                       help="then run the split, pinned, through the simulator with the product's selector and batcher")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--data", default=None, help="the Proteus data folder (as for compare)")
     dat = sim_sub.add_parser("data", help="the Proteus data set the simulator replays")
     fetch = dat.add_subparsers(dest="data_action", required=True).add_parser(
         "fetch", help="download the Proteus profiles and traces (pinned, SHA-256 checked) into a local cache")

@@ -1,4 +1,4 @@
-"""``infaas sim compare`` (wired in ``infaas.cli``)."""
+"""``infaas sim compare`` and ``infaas sim static-split`` (wired in ``infaas.cli``)."""
 
 from __future__ import annotations
 
@@ -34,4 +34,34 @@ def compare_main(args) -> int:
             print(f"  ({c.wall_s:.0f} s)", flush=True)
     if not args.no_report:
         print(f"report: {args.doc} (plots in {args.img}/), {time.perf_counter() - t0:.0f} s in all")
+    return 0
+
+
+def static_split_main(args) -> int:
+    from infaas.sim import runner, static_split
+
+    if not 0 <= args.min_accuracy <= 100:
+        print(f"error: --min-accuracy must be within 0-100, got {args.min_accuracy:g}", file=sys.stderr)
+        return 2
+    setup = runner.fixed_setup(objective_ms=compare.OBJECTIVE_MS, path=args.data)
+    w = compare.load_workload(args.workload, "fixed", seed=args.seed, duration_s=None, path=args.data)
+    print(f"{args.workload}: the best static split of {setup.devices} at effective accuracy >= {args.min_accuracy:g}",
+          flush=True)
+    split = static_split.find(w, setup.variants, setup.devices, args.min_accuracy, objective_ms=compare.OBJECTIVE_MS,
+                              busy_above=args.busy_above, progress=lambda line: print(line, flush=True))
+    if split.configs is None:
+        print(f"no split of the devices reaches effective accuracy {args.min_accuracy:g} in the queue model")
+        return 1
+    print(f"queue model: {split.late} late of {split.rows} scored rows ({split.late / split.rows:.2%}) at effective "
+          f"accuracy {split.accuracy:.2f}" + ("" if split.rows_modelled == split.rows else
+                                              f" (of the {split.rows_modelled} rows in the busy seconds)"))
+    for c in split.configs:
+        print(f"  {c.task:24} {c.label}  late {c.outcome.late}")
+    if args.replay:
+        from infaas.sim.static_split import FixedSplit
+
+        res, _, _ = runner.run(w, setup, FixedSplit(split.replicas(), setup.devices, hardware=compare.PINNED_PRICES),
+                               seed=args.seed)
+        print(f"replayed in the simulator: strict violations {res.strict_violation_rate:.2%} at effective accuracy "
+              f"{res.mean_accuracy:.2f}")
     return 0

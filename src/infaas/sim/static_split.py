@@ -1,0 +1,294 @@
+"""The best static split of the fixed cluster, chosen in hindsight: a yardstick for the policies.
+
+``infaas sim static-split --workload W --min-accuracy A`` asks: if an operator knew the whole
+scored trace in advance and split the fixed cluster's devices among the tasks once, for good,
+how few late answers could they get at an effective accuracy of at least ``A``?
+
+1. For each task, candidate configurations -- ``n`` replicas of one variant, or ``n`` of an
+   accurate variant beside ``m`` of a faster one -- are replayed against the task's scored
+   arrivals in a queue model (``queue_model``). Only variants that can batch within the
+   objective (``fixed_fleet.fits``) and are not dominated on their device class (another as
+   accurate and at least as fast) are tried.
+2. A MILP (``scipy.optimize.milp``, HiGHS) picks one configuration per task, within the devices
+   of each class, that misses the fewest objectives while the accuracy of what is answered in
+   time averages at least ``A`` (``best_split``).
+
+The queue model is kinder than the cluster: one central FIFO queue per task that every device of
+the configuration pulls from when free (a row is never bound early to a replica whose queue
+turns out long), batches as large as the oldest row's deadline allows at the profiled p50, no
+jitter, no model loads, and a row that no device can still answer in time is dropped at once
+(counted late) instead of holding a device. It is neither an upper nor a lower bound on what a
+policy can reach -- a policy may also change its split as the load moves, which this one may
+not -- but where the best split in hindsight misses a target, a policy that meets it has to
+win it from adapting. ``--high-load-above R`` keeps only the seconds with more than ``R``
+arrivals in all: the split for the busy phases of a trace whose load swings, which a policy
+could run there while it answers the quiet seconds at full accuracy.
+
+``--replay`` then runs the chosen split, pinned for the whole run, through the simulator with
+the product's selector and batcher (``FixedSplit``): the same split, without the model's
+kindnesses.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from infaas.core.domain import Variant
+from infaas.core.scaling.fixed_fleet import fits
+from infaas.sim.engine import UP, VariantInfo
+from infaas.sim.policies.ours import Ours
+
+# Hardware types that run another type's profile count as that type's devices ("vpu": the
+# Proteus artifact's VPUs run the CPU profile; ``sim.data``).
+SAME_AS = {"vpu": "cpu"}
+MAX_ACCURATE = 6  # replicas of the accurate variant tried beside a faster one
+MAX_FAST = 8  # replicas of the faster one
+
+
+@dataclass(frozen=True)
+class Device:
+    """One replica of a variant in the queue model."""
+
+    variant_id: str
+    p50: tuple[float, ...]  # milliseconds by batch size (index 0 unused)
+    max_batch: int
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    late: int  # rows no device answered in time
+    served: int  # rows answered in time
+    accuracy_sum: float  # sum of the accuracy (0-1) of the rows answered in time
+
+
+@dataclass(frozen=True)
+class Config:
+    task: str
+    devices: Mapping[str, int]  # device class -> devices taken
+    replicas: Mapping[str, int]  # variant -> replicas
+    outcome: Outcome
+
+    @property
+    def label(self) -> str:
+        return " + ".join(f"{vid} x{n}" for vid, n in self.replicas.items())
+
+
+def queue_model(arrivals_ms: Sequence[float], devices: Sequence[Device], objective_ms: float,
+                wait_ms: float = 2.0) -> Outcome:
+    """Replay one task's arrivals (sorted, ms) on ``devices`` sharing one FIFO queue.
+
+    A free device takes, from the oldest row it can still answer in time, the largest batch (up to
+    its ``max_batch``) whose p50 ends within the oldest taken row's deadline; rows that no device
+    can answer in time even at batch 1 are dropped as late. A device with nothing to do waits for
+    the next arrival and ``wait_ms`` for company. Devices free at the same time are taken most
+    accurate first."""
+    if not devices:
+        return Outcome(len(arrivals_ms), 0, 0.0)
+    fastest = min(d.p50[1] for d in devices)
+    free = [(0.0, -d.accuracy, k) for k, d in enumerate(devices)]  # (time free, -accuracy, device)
+    heapq.heapify(free)
+    queue: list[float] = []
+    i, n = 0, len(arrivals_ms)
+    late = served = 0
+    acc_sum = 0.0
+    while i < n or queue:
+        now, key, k = heapq.heappop(free)
+        if not queue and i < n and arrivals_ms[i] > now:
+            heapq.heappush(free, (arrivals_ms[i] + wait_ms, key, k))
+            continue
+        while i < n and arrivals_ms[i] <= now:
+            queue.append(arrivals_ms[i])
+            i += 1
+        gone = 0
+        while gone < len(queue) and now + fastest > queue[gone] + objective_ms:
+            gone += 1
+        late += gone
+        del queue[:gone]
+        d = devices[k]
+        start = 0
+        while start < len(queue) and now + d.p50[1] > queue[start] + objective_ms:
+            start += 1
+        if start >= len(queue):  # nothing this device can answer in time now: wait for more work
+            nxt = arrivals_ms[i] if i < n else math.inf
+            if nxt == math.inf and not queue:
+                break
+            heapq.heappush(free, (max(nxt, now + 1.0) if queue else nxt, key, k))
+            continue
+        best_start, best = start, 0
+        for s in range(start, min(len(queue), start + 4 * d.max_batch)):
+            b = min(d.max_batch, len(queue) - s)
+            while b > 1 and now + d.p50[b] > queue[s] + objective_ms:
+                b -= 1
+            if b > best:
+                best_start, best = s, b
+            if b >= d.max_batch:
+                break
+        del queue[best_start:best_start + best]
+        served += best
+        acc_sum += d.accuracy * best
+        heapq.heappush(free, (now + d.p50[best], key, k))
+    return Outcome(late, served, acc_sum)
+
+
+def _device(v: Variant) -> Device:
+    info = VariantInfo(v, 0)
+    return Device(v.id, tuple(info.p50), min(info.max_batch, info.top_batch), info.accuracy)
+
+
+def task_configs(task: str, arrivals_ms: Sequence[float], variants: Sequence[Variant], capacity: Mapping[str, int],
+                 objective_ms: float) -> list[Config]:
+    """The candidate configurations of one task, each replayed in the queue model. More replicas of
+    a configuration are tried only while the fewer still leave rows late."""
+    opts = [(v, _device(v)) for v in variants
+            if v.task == task and v.hardware in capacity and fits(v, objective_ms)]
+
+    def speed(d: Device) -> float:
+        return d.max_batch / d.p50[d.max_batch]
+
+    opts = [(v, d) for v, d in opts if not any(
+        w.hardware == v.hardware and e.accuracy >= d.accuracy and speed(e) >= speed(d) and e != d for w, e in opts)]
+    out = []
+    for v, d in opts:
+        for n in range(1, capacity[v.hardware] + 1):
+            o = queue_model(arrivals_ms, [d] * n, objective_ms)
+            out.append(Config(task, {v.hardware: n}, {v.id: n}, o))
+            if o.late == 0:
+                break
+    for (a, da), (f, df) in itertools.permutations(opts, 2):
+        if da.accuracy <= df.accuracy or speed(df) <= speed(da):
+            continue
+        for n1 in range(1, MAX_ACCURATE + 1):
+            for n2 in range(1, MAX_FAST + 1):
+                need = {a.hardware: n1}
+                need[f.hardware] = need.get(f.hardware, 0) + n2
+                if any(need[c] > capacity[c] for c in need):
+                    continue
+                o = queue_model(arrivals_ms, [da] * n1 + [df] * n2, objective_ms)
+                out.append(Config(task, need, {a.id: n1, f.id: n2}, o))
+                if o.late == 0:
+                    break
+    return out
+
+
+def best_split(configs: Sequence[Config], tasks: Sequence[str], capacity: Mapping[str, int],
+               min_accuracy: float) -> list[Config] | None:
+    """One configuration per task within ``capacity`` (devices per class) with the fewest late rows
+    at a mean accuracy (0-100) of at least ``min_accuracy`` over the rows answered in time, and of
+    those the fewest devices; None when no choice of the configurations reaches it."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    rows, lo, hi = [], [], []
+    for t in tasks:
+        rows.append([1.0 if c.task == t else 0.0 for c in configs])
+        lo.append(1)
+        hi.append(1)
+    for cls, n in capacity.items():
+        rows.append([c.devices.get(cls, 0) for c in configs])
+        lo.append(0)
+        hi.append(n)
+    rows.append([c.outcome.accuracy_sum - min_accuracy / 100.0 * c.outcome.served for c in configs])
+    lo.append(0)
+    hi.append(np.inf)
+    devices = 1e-3  # per device: below one late row however many devices (ties only)
+    res = milp(np.array([c.outcome.late + devices * sum(c.devices.values()) for c in configs], float), constraints=LinearConstraint(np.array(rows), lo, hi),
+               integrality=np.ones(len(configs)), bounds=Bounds(0, 1))
+    if res.status != 0 or res.x is None:
+        return None
+    return [c for c, x in zip(configs, res.x) if x > 0.5]
+
+
+@dataclass
+class Split:
+    workload: str
+    min_accuracy: float
+    rows: int  # scored rows of the whole trace
+    rows_modelled: int  # rows in the seconds modelled (all, or the busy ones)
+    configs: list[Config] | None
+
+    @property
+    def late(self) -> int:
+        return sum(c.outcome.late for c in self.configs or ())
+
+    @property
+    def accuracy(self) -> float:
+        served = sum(c.outcome.served for c in self.configs or ())
+        return sum(c.outcome.accuracy_sum for c in self.configs or ()) / served * 100.0 if served else math.nan
+
+    def replicas(self) -> dict[str, int]:
+        return {vid: n for c in self.configs or () for vid, n in c.replicas.items()}
+
+
+def device_classes(devices: Mapping[str, int]) -> dict[str, int]:
+    """Devices per class: a type that runs another's profile (``SAME_AS``) counts as that type."""
+    out: dict[str, int] = {}
+    for hw, n in devices.items():
+        cls = SAME_AS.get(hw, hw)
+        out[cls] = out.get(cls, 0) + n
+    return out
+
+
+def find(workload, variants: Sequence[Variant], devices: Mapping[str, int], min_accuracy: float, *,
+         objective_ms: float = 300.0, busy_above: float | None = None,
+         progress: Callable[[str], None] = lambda line: None) -> Split:
+    """The best static split of ``devices`` for the scored part of ``workload`` (``sim.data.Workload``)."""
+    k0 = workload.warmup
+    arrivals = workload.arrival_ms[k0:] - workload.t0_ms
+    task = workload.task[k0:]
+    keep = np.ones(len(arrivals), bool)
+    if busy_above is not None:
+        second = (arrivals // 1000).astype(int)
+        per_s = np.bincount(second) if len(second) else np.zeros(0, int)
+        keep = per_s[second] > busy_above
+        progress(f"busy seconds (more than {busy_above:g} arrivals): {int(np.sum(per_s > busy_above))} of "
+                 f"{len(per_s)}, {int(keep.sum())} of {len(arrivals)} rows")
+    capacity = device_classes(devices)
+    configs: list[Config] = []
+    t0 = time.perf_counter()
+    for ti, t in enumerate(workload.tasks):
+        mine = arrivals[(task == ti) & keep].tolist()
+        found = task_configs(t, mine, variants, capacity, objective_ms)
+        configs.extend(found)
+        progress(f"  {t}: {len(mine)} rows, {len(found)} configurations ({time.perf_counter() - t0:.0f} s)")
+    tasks = [t for ti, t in enumerate(workload.tasks) if np.any((task == ti) & keep)]
+    return Split(workload.name, min_accuracy, len(arrivals), int(keep.sum()),
+                 best_split(configs, tasks, capacity, min_accuracy))
+
+
+class FixedSplit(Ours):
+    """The product's selector and batcher on a split pinned for the whole run: every device loads
+    one replica of the split before the first request (a class's devices of each hardware type
+    first, then those of the types that share its profile, ``SAME_AS``) and never changes."""
+
+    def __init__(self, replicas: Mapping[str, int], devices: Mapping[str, int], **kw) -> None:
+        from infaas.core.scaling import ScalingParams
+
+        super().__init__(ScalingParams(min_workers=devices, max_workers=devices), name="static-split", **kw)
+        self.split = dict(replicas)
+        self.period_s = None
+
+    def start(self, sim) -> None:
+        super().start(sim)
+        machines = sorted((m for ms in sim.alive.values() for m in ms if m.state == UP), key=lambda m: m.id)
+        free = {hw: [m for m in machines if m.hw == hw] for hw in {m.hw for m in machines}}
+        self.assignments = {}
+        for vid, n in sorted(self.split.items()):
+            v = self.variants[vid]
+            for _ in range(n):
+                hw = next((h for h in [v.hardware, *sorted(h for h, c in SAME_AS.items() if c == v.hardware)]
+                           if free.get(h)), None)
+                if hw is None:
+                    raise ValueError(f"the split has more replicas of {v.hardware} than devices")
+                twin = vid if hw == v.hardware else vid.replace(f":{v.hardware}:", f":{hw}:")
+                if twin not in self.variants:
+                    raise ValueError(f"no {hw} variant {twin} for {vid}")
+                m = free[hw].pop(0)
+                self.assignments[m.id] = (twin,)
+                sim._loaded(sim.load(m, twin))
