@@ -37,9 +37,11 @@ It is built from small steps, each a function tested alone:
 A *pinned* fleet (``fill_fleet_ms`` set, and hardware types whose
 ``min_workers`` equals ``max_workers``: machines paid for whether used or
 not) replaces steps 2-4 for those types with ``fill_fleet``. Each task's
-demand (the sum over its variants, sized for its recent peak, remembered
-with a half-life of ``peak_halflife_s`` so that the fleet does not switch
-variants at every burst edge) is served by replicas at the batch the
+demand (the sum over its variants, sized for its recent peak -- the mean
+rate, or the clump that recurs: ``clump_margin`` times the typical clump or
+``outlier_share`` of the busiest recent one --, remembered with a half-life
+of ``peak_halflife_s`` so that the fleet does not switch variants at every
+burst edge) is served by replicas at the batch the
 objective ``fill_fleet_ms`` allows, as accurate as the fleet can hold: the
 selector fills a task's most accurate replicas first (on a fleet priced at
 zero, equal cost goes to accuracy), and a local search that starts from what
@@ -183,9 +185,15 @@ def plan(snap: Snapshot, state: PolicyState, current: Mapping[str, tuple[str, ..
                     if v is not None and v.hardware in pinned:
                         into[v.task] = into.get(v.task, 0.0) + rows * per_s
         fleet = tuple(w for w in up if w.hardware in pinned)
+        # Sized for the clump that recurs, not for the busiest one: where clumps are heavy-tailed, the
+        # busiest window of the last seconds keeps setting new highs, and a fleet sized for it gives
+        # up accuracy on every row for a few clumps (the selector still sends a clump's rows that the
+        # accurate replicas would answer late to the fast ones, which the typical clump keeps loaded).
+        recurring = {t: max(p.clump_margin * typical.get(t, 0.0), p.outlier_share * burst.get(t, 0.0))
+                     for t in sorted(set(typical) | set(burst))}
         fade = 0.5 ** (p.period_s / p.peak_halflife_s)
-        peak = {t: max(by_task.get(t, 0.0), burst.get(t, 0.0), fade * state.peak_rps.get(t, 0.0))
-                for t in sorted(set(by_task) | set(burst) | set(state.peak_rps))}
+        peak = {t: max(by_task.get(t, 0.0), recurring.get(t, 0.0), fade * state.peak_rps.get(t, 0.0))
+                for t in sorted(set(by_task) | set(recurring) | set(state.peak_rps))}
         peak = {t: r for t, r in peak.items() if r >= 0.01}
         held: dict[str, int] = {}
         for w in fleet:

@@ -27,6 +27,8 @@ class ScalingParams:
     size_for_bursts: bool = True  # replicas (and a pinned fleet) sized for the typical sub-second clump too
     burst_halflife_s: float = 30.0  # the typical clump is a moving mean of the busiest windows with this half-life
     serve_weight: float = 0.5  # pinned fleet: what a row answered in time is worth beside its accuracy (0-1)
+    clump_margin: float = 1.5  # pinned fleet: sized for this many times the typical clump ...
+    outlier_share: float = 0.5  # ... or this share of the busiest recent one, if more (not the busiest itself)
     worker_release_s: float = 60.0  # a worker type shrinks only after asking for fewer this long
     keep_last_s: float = 10.0  # pinned fleet: a task's last replica, busy, delays its worker's switch this long at most
 
