@@ -19,6 +19,7 @@ from infaas.sim.static_split import (
     device_classes,
     find,
     queue_model,
+    task_configs,
 )
 
 FAST = Device("fast", (0.0, 10.0, 15.0), 2, 0.8)
@@ -87,3 +88,36 @@ def test_light_load_gets_the_accurate_variant_and_a_clump_a_fast_one_beside_it()
     res, _, sim = runner.run(w, runner.Setup("fixed", SPEC, [GOOD, QUICK], {"cpu": 2}),
                              FixedSplit(clump.replicas(), {"cpu": 2}))
     assert res.requests == 40 and sorted({sim.info_by_index[k].id for k in sim.served_by}) == sorted([GOOD.id, QUICK.id])
+
+
+def test_the_replay_runs_the_split_alone_on_the_devices_it_uses():
+    # a fast but poor gpu variant beside: the split at accuracy 100 holds GOOD only, and the replay
+    # neither starts the empty gpu nor loads the poor variant on it for the rows GOOD answers late
+    poor = make_variant("poor", accuracy=0.5, hardware="gpu-pascal", max_batch=4, visibility="shared",
+                        profile=make_profile({1: (4.0, 4.4), 4: (10.0, 11.0)}, hardware="gpu-pascal", load_ms=10.0))
+    spec = ClusterSpec(hardware={"cpu": HardwareType("cpu", 0.0), "gpu-pascal": HardwareType("gpu-pascal", 0.0)},
+                       start_s={"cpu": 1.0, "gpu-pascal": 1.0}, memory_bytes={"cpu": 2 << 30, "gpu-pascal": 2 << 30},
+                       max_machines={"cpu": 1, "gpu-pascal": 1}, jitter=False)
+    devices = {"cpu": 1, "gpu-pascal": 1}
+    w = data.explicit_workload([(0.0, TASK)] * 40)
+    split = find(w, [GOOD, poor], devices, 100.0)
+    assert split.replicas() == {GOOD.id: 1} and split.late == 28  # 3 batches of 4 within 300 ms
+    res, _, sim = runner.run(w, runner.Setup("fixed", spec, [GOOD, poor], devices), FixedSplit(split.replicas(), devices))
+    assert list(sim.machines) == ["cpu-1"]
+    assert {sim.info_by_index[k].id for k in sim.served_by if k >= 0} == {GOOD.id}
+    assert res.mean_accuracy == pytest.approx(100.0) and res.strict_violation_rate > 0.5
+
+
+def test_equal_variants_keep_one_of_them():
+    twin = make_variant("twin", accuracy=1.0, max_batch=4, visibility="shared", profile=GOOD.profile)
+    configs = task_configs(TASK, [0.0] * 4, [GOOD, twin], {"cpu": 2}, 300.0)
+    assert configs and {vid for c in configs for vid in c.replicas} == {GOOD.id}  # "good" sorts first
+
+
+def test_nothing_to_model_is_an_error_not_an_empty_split():
+    w = data.explicit_workload([(t * 10.0, TASK) for t in range(5)])
+    with pytest.raises(ValueError, match="no second has more than 10 arrivals"):
+        find(w, [GOOD, QUICK], {"cpu": 2}, 90.0, busy_above=10)
+    slow = make_variant("slow", accuracy=1.0, max_batch=1, visibility="shared", profile=make_profile({1: (200.0, 200.0)}))
+    with pytest.raises(ValueError, match=f"no variant of {TASK} can batch within the 300 ms objective"):
+        find(w, [slow], {"cpu": 2}, 90.0)

@@ -654,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model only the seconds with more than R arrivals (the busy phases of a swinging load)")
     split.add_argument("--replay", action="store_true",
                        help="then run the split, pinned, through the simulator with the product's selector and batcher")
-    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--seed", type=int, default=0, help="the burst workloads' and the replay's seed (default 0)")
     split.add_argument("--data", default=None, help="the Proteus data folder (as for compare)")
     dat = sim_sub.add_parser("data", help="the Proteus data set the simulator replays")
     fetch = dat.add_subparsers(dest="data_action", required=True).add_parser(

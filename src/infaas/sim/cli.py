@@ -38,23 +38,45 @@ def compare_main(args) -> int:
 
 
 def static_split_main(args) -> int:
+    import math
+    import re
+
     from infaas.sim import runner, static_split
 
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
     if not 0 <= args.min_accuracy <= 100:
-        print(f"error: --min-accuracy must be within 0-100, got {args.min_accuracy:g}", file=sys.stderr)
-        return 2
+        return fail(f"--min-accuracy must be within 0-100, got {args.min_accuracy:g}")
+    if args.busy_above is not None and not (math.isfinite(args.busy_above) and args.busy_above >= 0):
+        return fail(f"--busy-above must be a number of arrivals per second, at least 0, got {args.busy_above:g}")
+    folder = data.data_dir(args.data)
+    known = data.list_workloads(args.data)
+    base = re.sub(r"-cv[0-9.]+$", "", args.workload)
+    if base not in known:
+        where = f"{folder / 'traces'}" + (" (--data)" if args.data else "")
+        return fail(f"--workload: no workload {args.workload!r} under {where}; "
+                    f"have: {', '.join(known) or 'none'} (and <name>-cv<c>)")
     setup = runner.fixed_setup(objective_ms=compare.OBJECTIVE_MS, path=args.data)
     w = compare.load_workload(args.workload, "fixed", seed=args.seed, duration_s=None, path=args.data)
     print(f"{args.workload}: the best static split of {setup.devices} at effective accuracy >= {args.min_accuracy:g}",
           flush=True)
-    split = static_split.find(w, setup.variants, setup.devices, args.min_accuracy, objective_ms=compare.OBJECTIVE_MS,
-                              busy_above=args.busy_above, progress=lambda line: print(line, flush=True))
+    try:
+        split = static_split.find(w, setup.variants, setup.devices, args.min_accuracy, objective_ms=compare.OBJECTIVE_MS,
+                                  busy_above=args.busy_above, progress=lambda line: print(line, flush=True))
+    except ValueError as exc:
+        return fail(str(exc))
     if split.configs is None:
         print(f"no split of the devices reaches effective accuracy {args.min_accuracy:g} in the queue model")
         return 1
-    print(f"queue model: {split.late} late of {split.rows} scored rows ({split.late / split.rows:.2%}) at effective "
-          f"accuracy {split.accuracy:.2f}" + ("" if split.rows_modelled == split.rows else
-                                              f" (of the {split.rows_modelled} rows in the busy seconds)"))
+    line = f"queue model: {split.late} late"
+    if split.rows_modelled != split.rows:
+        line += f", {split.late / split.rows_modelled:.2%} of the {split.rows_modelled} rows in the busy seconds and"
+    print(f"{line} {split.late / split.rows:.2%} of all {split.rows} scored rows (the quiet seconds counted in "
+          f"time), at effective accuracy {split.accuracy:.2f} on the rows modelled"
+          if split.rows_modelled != split.rows else
+          f"{line} of {split.rows} scored rows ({split.late / split.rows:.2%}) at effective accuracy {split.accuracy:.2f}")
     for c in split.configs:
         print(f"  {c.task:24} {c.label}  late {c.outcome.late}")
     if args.replay:
@@ -62,6 +84,6 @@ def static_split_main(args) -> int:
 
         res, _, _ = runner.run(w, setup, FixedSplit(split.replicas(), setup.devices, hardware=compare.PINNED_PRICES),
                                seed=args.seed)
-        print(f"replayed in the simulator: strict violations {res.strict_violation_rate:.2%} at effective accuracy "
-              f"{res.mean_accuracy:.2f}")
+        print(f"replayed in the simulator (the whole trace): strict violations {res.strict_violation_rate:.2%} at "
+              f"effective accuracy {res.mean_accuracy:.2f}")
     return 0

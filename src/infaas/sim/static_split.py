@@ -20,13 +20,13 @@ jitter, no model loads, and a row that no device can still answer in time is dro
 (counted late) instead of holding a device. It is neither an upper nor a lower bound on what a
 policy can reach -- a policy may also change its split as the load moves, which this one may
 not -- but where the best split in hindsight misses a target, a policy that meets it has to
-win it from adapting. ``--high-load-above R`` keeps only the seconds with more than ``R``
+win it from adapting. ``--busy-above R`` keeps only the seconds with more than ``R``
 arrivals in all: the split for the busy phases of a trace whose load swings, which a policy
 could run there while it answers the quiet seconds at full accuracy.
 
 ``--replay`` then runs the chosen split, pinned for the whole run, through the simulator with
 the product's selector and batcher (``FixedSplit``): the same split, without the model's
-kindnesses.
+kindnesses. Devices the split leaves empty are not started, and only the split's replicas answer.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import numpy as np
 
 from infaas.core.domain import Variant
 from infaas.core.scaling.fixed_fleet import fits
-from infaas.sim.engine import UP, VariantInfo
+from infaas.sim.engine import Refused, VariantInfo
 from infaas.sim.policies.ours import Ours
 
 # Hardware types that run another type's profile count as that type's devices ("vpu": the
@@ -85,9 +85,10 @@ def queue_model(arrivals_ms: Sequence[float], devices: Sequence[Device], objecti
                 wait_ms: float = 2.0) -> Outcome:
     """Replay one task's arrivals (sorted, ms) on ``devices`` sharing one FIFO queue.
 
-    A free device takes, from the oldest row it can still answer in time, the largest batch (up to
-    its ``max_batch``) whose p50 ends within the oldest taken row's deadline; rows that no device
-    can answer in time even at batch 1 are dropped as late. A device with nothing to do waits for
+    A free device takes the largest batch (up to its ``max_batch``) whose p50 ends within the
+    deadline of the oldest row taken, starting from the oldest row it can still answer in time or,
+    if a larger batch fits that way, from one of the next ``4 * max_batch`` rows; rows that no
+    device can answer in time even at batch 1 are dropped as late. A device with nothing to do waits for
     the next arrival and ``wait_ms`` for company. Devices free at the same time are taken most
     accurate first."""
     if not devices:
@@ -153,8 +154,11 @@ def task_configs(task: str, arrivals_ms: Sequence[float], variants: Sequence[Var
     def speed(d: Device) -> float:
         return d.max_batch / d.p50[d.max_batch]
 
-    opts = [(v, d) for v, d in opts if not any(
-        w.hardware == v.hardware and e.accuracy >= d.accuracy and speed(e) >= speed(d) and e != d for w, e in opts)]
+    def dominates(e: Device, d: Device) -> bool:  # as accurate and as fast, and better or first by id
+        return e.accuracy >= d.accuracy and speed(e) >= speed(d) and (
+            e.accuracy > d.accuracy or speed(e) > speed(d) or e.variant_id < d.variant_id)
+
+    opts = [(v, d) for v, d in opts if not any(w.hardware == v.hardware and dominates(e, d) for w, e in opts)]
     out = []
     for v, d in opts:
         for n in range(1, capacity[v.hardware] + 1):
@@ -185,6 +189,8 @@ def best_split(configs: Sequence[Config], tasks: Sequence[str], capacity: Mappin
     those the fewest devices; None when no choice of the configurations reaches it."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
+    if not tasks:
+        return []
     rows, lo, hi = [], [], []
     for t in tasks:
         rows.append([1.0 if c.task == t else 0.0 for c in configs])
@@ -211,7 +217,7 @@ class Split:
     min_accuracy: float
     rows: int  # scored rows of the whole trace
     rows_modelled: int  # rows in the seconds modelled (all, or the busy ones)
-    configs: list[Config] | None
+    configs: list[Config] | None  # one per task; None: no split reaches ``min_accuracy``
 
     @property
     def late(self) -> int:
@@ -238,7 +244,9 @@ def device_classes(devices: Mapping[str, int]) -> dict[str, int]:
 def find(workload, variants: Sequence[Variant], devices: Mapping[str, int], min_accuracy: float, *,
          objective_ms: float = 300.0, busy_above: float | None = None,
          progress: Callable[[str], None] = lambda line: None) -> Split:
-    """The best static split of ``devices`` for the scored part of ``workload`` (``sim.data.Workload``)."""
+    """The best static split of ``devices`` for the scored part of ``workload`` (``sim.data.Workload``).
+    Raises ``ValueError`` when ``busy_above`` keeps no second, or a task has no variant that can
+    batch within the objective on these devices (every split would leave all its rows late)."""
     k0 = workload.warmup
     arrivals = workload.arrival_ms[k0:] - workload.t0_ms
     task = workload.task[k0:]
@@ -247,6 +255,9 @@ def find(workload, variants: Sequence[Variant], devices: Mapping[str, int], min_
         second = (arrivals // 1000).astype(int)
         per_s = np.bincount(second) if len(second) else np.zeros(0, int)
         keep = per_s[second] > busy_above
+        if not keep.any():
+            raise ValueError(f"no second has more than {busy_above:g} arrivals (the busiest has "
+                             f"{int(per_s.max()) if len(per_s) else 0})")
         progress(f"busy seconds (more than {busy_above:g} arrivals): {int(np.sum(per_s > busy_above))} of "
                  f"{len(per_s)}, {int(keep.sum())} of {len(arrivals)} rows")
     capacity = device_classes(devices)
@@ -255,6 +266,9 @@ def find(workload, variants: Sequence[Variant], devices: Mapping[str, int], min_
     for ti, t in enumerate(workload.tasks):
         mine = arrivals[(task == ti) & keep].tolist()
         found = task_configs(t, mine, variants, capacity, objective_ms)
+        if mine and not found:
+            raise ValueError(f"no variant of {t} can batch within the {objective_ms:g} ms objective on "
+                             f"{', '.join(sorted(capacity))}")
         configs.extend(found)
         progress(f"  {t}: {len(mine)} rows, {len(found)} configurations ({time.perf_counter() - t0:.0f} s)")
     tasks = [t for ti, t in enumerate(workload.tasks) if np.any((task == ti) & keep)]
@@ -263,32 +277,56 @@ def find(workload, variants: Sequence[Variant], devices: Mapping[str, int], min_
 
 
 class FixedSplit(Ours):
-    """The product's selector and batcher on a split pinned for the whole run: every device loads
-    one replica of the split before the first request (a class's devices of each hardware type
-    first, then those of the types that share its profile, ``SAME_AS``) and never changes."""
+    """The product's selector and batcher on a split pinned for the whole run: one device per
+    replica of the split, loaded before the first request (a class's devices of the variant's own
+    hardware type first, then those of the types that share its profile, ``SAME_AS``), and nothing
+    else -- devices the split leaves empty are not started, the selector sees only the split's
+    variants, and a query it would send to a replica not loaded (a cold start) is refused."""
 
     def __init__(self, replicas: Mapping[str, int], devices: Mapping[str, int], **kw) -> None:
         from infaas.core.scaling import ScalingParams
 
-        super().__init__(ScalingParams(min_workers=devices, max_workers=devices), name="static-split", **kw)
+        super().__init__(ScalingParams(min_workers=devices, max_workers=devices), initial={}, name="static-split", **kw)
         self.split = dict(replicas)
+        self.devices = dict(devices)
         self.period_s = None
 
-    def start(self, sim) -> None:
-        super().start(sim)
-        machines = sorted((m for ms in sim.alive.values() for m in ms if m.state == UP), key=lambda m: m.id)
-        free = {hw: [m for m in machines if m.hw == hw] for hw in {m.hw for m in machines}}
-        self.assignments = {}
+    def placement(self, known: Mapping[str, Variant]) -> list[tuple[str, str]]:
+        """``(hardware type, variant)`` per device."""
+        free = dict(self.devices)
+        out = []
         for vid, n in sorted(self.split.items()):
-            v = self.variants[vid]
+            v = known[vid]
+            types = [v.hardware, *sorted(h for h, c in SAME_AS.items() if c == v.hardware)]
             for _ in range(n):
-                hw = next((h for h in [v.hardware, *sorted(h for h, c in SAME_AS.items() if c == v.hardware)]
-                           if free.get(h)), None)
+                hw = next((h for h in types if free.get(h, 0) > 0), None)
                 if hw is None:
-                    raise ValueError(f"the split has more replicas of {v.hardware} than devices")
+                    raise ValueError(f"the split has more replicas on {'/'.join(types)} than devices")
                 twin = vid if hw == v.hardware else vid.replace(f":{v.hardware}:", f":{hw}:")
-                if twin not in self.variants:
+                if twin not in known:
                     raise ValueError(f"no {hw} variant {twin} for {vid}")
-                m = free[hw].pop(0)
-                self.assignments[m.id] = (twin,)
-                sim._loaded(sim.load(m, twin))
+                free[hw] -= 1
+                out.append((hw, twin))
+        return out
+
+    def start(self, sim) -> None:
+        from infaas.core import selection
+
+        super().start(sim)  # no machines (``initial={}``)
+        placed = self.placement({v.id: v for v in sim.variant_list})
+        used = {vid for _, vid in placed}
+        self.catalogue = selection.Catalogue.build([v for v in sim.variant_list if v.id in used], self.hardware)
+        self.variants = dict(self.catalogue.variants)
+        self.task_vids = {t: tuple(v.id for v in vs) for t, vs in self.catalogue.by_task.items()}
+        self.assignments = {}
+        for hw, vid in placed:
+            m = sim.launch(hw, ready=True)
+            self.assignments[m.id] = (vid,)
+            sim._loaded(sim.load(m, vid))
+
+    def route(self, sim, i: int) -> tuple[str, str]:
+        vid, wid = super().route(sim, i)
+        m = sim.machines.get(wid)
+        if m is None or vid not in m.replicas:
+            raise Refused("a cold start outside the split")
+        return vid, wid
