@@ -51,6 +51,9 @@ def test_queries_behind_a_slow_batch_are_answered_at_the_deadline_not_when_it_en
     pool.shutdown(wait=True)
     assert all(isinstance(r, VariantFault) for r in results), results
     assert "did not answer within 0.5 s" in results[0].message
+    # each says why: the first was in the batch that ran long, the others never left the queue
+    assert "the batch it is in ran long" in results[0].message
+    assert all("it was still queued" in r.message for r in results[1:])
     assert took < 10.0  # answered at the deadline, not after the 30 s batch
     assert executor.runs == 1 and queued_after <= 1  # the three behind it never ran; only the running one is counted
 

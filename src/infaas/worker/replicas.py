@@ -152,11 +152,13 @@ class Replica:
         try:
             self._queue.remove(req)
             self.queued_rows -= req.rows
-        except ValueError:
-            pass  # in the batch being run: that batch accounts for its rows
+            why = ("it was still queued: the replica was busy, and runs the queries still within their objective "
+                   "before those already late")
+        except ValueError:  # in the batch being run: that batch accounts for its rows
+            why = "the batch it is in ran long"
         req.future.set_exception(VariantFault(
-            f"variant {self.variant.id} did not answer within {self.deadline_s:g} s on this worker (its batches "
-            "ahead of this query ran long); the worker and its other replicas are unaffected", field="variant"))
+            f"variant {self.variant.id} did not answer within {self.deadline_s:g} s on this worker ({why}); "
+            "the worker and its other replicas are unaffected", field="variant"))
 
     def limits(self, objective_ms: float | None) -> BatchLimits:
         hit = self._limits.get(objective_ms)
