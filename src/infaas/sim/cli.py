@@ -39,7 +39,6 @@ def compare_main(args) -> int:
 
 def static_split_main(args) -> int:
     import math
-    import re
 
     from infaas.sim import runner, static_split
 
@@ -53,8 +52,8 @@ def static_split_main(args) -> int:
         return fail(f"--busy-above must be a number of arrivals per second, at least 0, got {args.busy_above:g}")
     folder = data.data_dir(args.data)
     known = data.list_workloads(args.data)
-    base = re.sub(r"-cv[0-9.]+$", "", args.workload)
-    if base not in known:
+    burst = compare.BURST.match(args.workload)
+    if args.workload not in known and not (burst and burst["base"] in known):
         where = f"{folder / 'traces'}" + (" (--data)" if args.data else "")
         return fail(f"--workload: no workload {args.workload!r} under {where}; "
                     f"have: {', '.join(known) or 'none'} (and <name>-cv<c>)")
@@ -63,20 +62,21 @@ def static_split_main(args) -> int:
     print(f"{args.workload}: the best static split of {setup.devices} at effective accuracy >= {args.min_accuracy:g}",
           flush=True)
     try:
-        split = static_split.find(w, setup.variants, setup.devices, args.min_accuracy, objective_ms=compare.OBJECTIVE_MS,
-                                  busy_above=args.busy_above, progress=lambda line: print(line, flush=True))
+        split = static_split.find(w, setup.variants, setup.devices, args.min_accuracy,
+                                  objective_ms=compare.OBJECTIVE_MS, busy_above=args.busy_above,
+                                  progress=lambda line: print(line, flush=True))
     except ValueError as exc:
         return fail(str(exc))
     if split.configs is None:
         print(f"no split of the devices reaches effective accuracy {args.min_accuracy:g} in the queue model")
         return 1
-    line = f"queue model: {split.late} late"
-    if split.rows_modelled != split.rows:
-        line += f", {split.late / split.rows_modelled:.2%} of the {split.rows_modelled} rows in the busy seconds and"
-    print(f"{line} {split.late / split.rows:.2%} of all {split.rows} scored rows (the quiet seconds counted in "
-          f"time), at effective accuracy {split.accuracy:.2f} on the rows modelled"
-          if split.rows_modelled != split.rows else
-          f"{line} of {split.rows} scored rows ({split.late / split.rows:.2%}) at effective accuracy {split.accuracy:.2f}")
+    if split.rows_modelled == split.rows:
+        print(f"queue model: {split.late} late of {split.rows} scored rows ({split.late / split.rows:.2%}) "
+              f"at effective accuracy {split.accuracy:.2f}")
+    else:
+        print(f"queue model: {split.late} late, {split.late / split.rows_modelled:.2%} of the {split.rows_modelled} "
+              f"rows in the busy seconds and {split.late / split.rows:.2%} of all {split.rows} scored rows (the quiet "
+              f"seconds counted in time), at effective accuracy {split.accuracy:.2f} on the rows modelled")
     for c in split.configs:
         print(f"  {c.task:24} {c.label}  late {c.outcome.late}")
     if args.replay:

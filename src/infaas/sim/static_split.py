@@ -203,9 +203,10 @@ def best_split(configs: Sequence[Config], tasks: Sequence[str], capacity: Mappin
     rows.append([c.outcome.accuracy_sum - min_accuracy / 100.0 * c.outcome.served for c in configs])
     lo.append(0)
     hi.append(np.inf)
-    devices = 1e-3  # per device: below one late row however many devices (ties only)
-    res = milp(np.array([c.outcome.late + devices * sum(c.devices.values()) for c in configs], float), constraints=LinearConstraint(np.array(rows), lo, hi),
-               integrality=np.ones(len(configs)), bounds=Bounds(0, 1))
+    per_device = 1e-3  # below one late row however many devices: it breaks ties only
+    cost = np.array([c.outcome.late + per_device * sum(c.devices.values()) for c in configs], float)
+    res = milp(cost, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(len(configs)),
+               bounds=Bounds(0, 1))
     if res.status != 0 or res.x is None:
         return None
     return [c for c, x in zip(configs, res.x) if x > 0.5]
@@ -315,9 +316,7 @@ class FixedSplit(Ours):
         super().start(sim)  # no machines (``initial={}``)
         placed = self.placement({v.id: v for v in sim.variant_list})
         used = {vid for _, vid in placed}
-        self.catalogue = selection.Catalogue.build([v for v in sim.variant_list if v.id in used], self.hardware)
-        self.variants = dict(self.catalogue.variants)
-        self.task_vids = {t: tuple(v.id for v in vs) for t, vs in self.catalogue.by_task.items()}
+        self.use_catalogue(selection.Catalogue.build([v for v in sim.variant_list if v.id in used], self.hardware))
         self.assignments = {}
         for hw, vid in placed:
             m = sim.launch(hw, ready=True)

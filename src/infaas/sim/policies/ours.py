@@ -69,15 +69,19 @@ class Ours(Policy):
     # -- setup -----------------------------------------------------------------------------------------
     def start(self, sim: Simulator) -> None:
         self.hardware = dict(self.hardware_view or sim.spec.hardware)
-        self.catalogue = selection.Catalogue.build(sim.variant_list, self.hardware)
-        self.variants = dict(self.catalogue.variants)
-        self.task_vids = {t: tuple(v.id for v in vs) for t, vs in self.catalogue.by_task.items()}
+        self.use_catalogue(selection.Catalogue.build(sim.variant_list, self.hardware))
         self.queries: dict[tuple, Query] = {}
         self._cluster: selection.Cluster | None = None
         self._version = -1
         for hw, n in sorted(self.initial.items()):
             for _ in range(n):
                 sim.launch(hw, ready=True)
+
+    def use_catalogue(self, catalogue: selection.Catalogue) -> None:
+        """The variants the selector and the plan see."""
+        self.catalogue = catalogue
+        self.variants = dict(catalogue.variants)
+        self.task_vids = {t: tuple(v.id for v in vs) for t, vs in catalogue.by_task.items()}
 
     # -- snapshots -------------------------------------------------------------------------------------
     @staticmethod
