@@ -481,7 +481,7 @@ def test_a_query_on_a_model_whose_build_failed_answers_with_the_reason(zoo: Zoo,
     path = tmp_path / "broken.onnx"
     path.write_bytes(blob)
     zoo.client.register(str(path), name="zoo-broken", task="zoo/broken", accuracy=0.9)
-    final = zoo.client.wait_ready(["zoo-broken"], timeout_s=120.0)["zoo-broken"]
+    final = zoo.client.wait_ready(["zoo-broken"], timeout_s=READY_TIMEOUT_S)["zoo-broken"]
     assert final["status"] == "failed", final
     failed = [v for v in final["variants"] if v["status"] == "failed"]
     assert failed and all(v["message"] for v in failed), final

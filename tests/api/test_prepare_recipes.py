@@ -16,7 +16,7 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from stack_support import Stack
+from stack_support import READY_TIMEOUT_S, Stack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREPARE = os.path.join(ROOT, "examples", "prepare")
@@ -30,7 +30,7 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess:
 
 def serve(stack: Stack, name: str, path: str, validation: str | None, accuracy: float) -> dict:
     stack.client.register(path, name=name, task=f"recipes/{name}", accuracy=accuracy, validation=validation)
-    status = stack.client.wait_ready([name], timeout_s=180)[name]
+    status = stack.client.wait_ready([name], timeout_s=READY_TIMEOUT_S)[name]
     assert status["status"] == "ready", status
     return status
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import time
 
-from stack_support import ARCHITECTURES, Stack
+from stack_support import ARCHITECTURES, READY_TIMEOUT_S, Stack
 
 from infaas.app.data import STALE_S
 
 
 def test_a_query_after_a_lull_knows_the_replica_the_last_one_loaded(stack: Stack):
     stack.client.register(stack.paths[ARCHITECTURES[0]], name="after-lull", task="lull/digits", accuracy=0.9)
-    assert stack.client.wait_ready(["after-lull"], timeout_s=120)["after-lull"]["status"] == "ready"
+    assert stack.client.wait_ready(["after-lull"], timeout_s=READY_TIMEOUT_S)["after-lull"]["status"] == "ready"
     variant = "after-lull:onnx-fp32:cpu:b32"
     x = stack.data.x_test[:1].astype("float32")
     deadline = time.time() + 30

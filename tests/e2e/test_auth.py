@@ -13,7 +13,7 @@ import json
 import httpx
 import numpy as np
 import pytest
-from stack_support import Stack
+from stack_support import READY_TIMEOUT_S, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -150,7 +150,7 @@ def test_shared_model_serves_every_tenant_but_only_its_owner_deletes(stack, keys
         assert r.status_code in (200, 201), r.text
     from infaas.client import Client
 
-    Client(stack.url, api_key=keys["a"]).wait_ready(["shared-mlp"], timeout_s=120)
+    Client(stack.url, api_key=keys["a"]).wait_ready(["shared-mlp"], timeout_s=READY_TIMEOUT_S)
     x = stack.data.x_test[:5]
     outputs, decision = Client(stack.url, api_key=keys["b"]).infer(x, architecture="shared-mlp")
     assert decision["variant"].startswith("shared-mlp:")

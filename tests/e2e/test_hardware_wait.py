@@ -18,6 +18,7 @@ import sys
 import time
 
 import pytest
+from stack_support import READY_TIMEOUT_S
 
 from infaas.adapters.local.processes import free_port
 from infaas.app.build import build_lane
@@ -81,7 +82,7 @@ def test_gpu_build_job_waits_for_a_worker_with_cuda(tmp_path):
 
         # the cpu variants are built and profiled meanwhile
         wait_for(lambda: all(v.status in ("ready", "skipped", "failed") for v in store.variants_of(ARCH)
-                             if v.hardware == "cpu"), 90.0, "the cpu variants", logs)
+                             if v.hardware == "cpu"), READY_TIMEOUT_S, "the cpu variants", logs)
         time.sleep(1.0)  # several job-loop periods of the gpu worker (0.25 s each)
 
         variants = {v.id: v for v in store.variants_of(ARCH)}

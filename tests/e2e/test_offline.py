@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from stack_support import child_pids
+from stack_support import READY_TIMEOUT_S, child_pids
 
 from infaas.cli import digits
 from infaas.client import ApiError, Client
@@ -38,7 +38,7 @@ def offline_stack(tmp_path_factory):
         val = base / "val.npz"
         val.write_bytes(digits.validation_npz(data))
         client.register(trained.path, name="mlp-32", task=digits.TASK, accuracy=0.95, validation=str(val))
-        client.wait_ready(["mlp-32"], timeout_s=180)
+        client.wait_ready(["mlp-32"], timeout_s=READY_TIMEOUT_S)
         yield stack, client, data, os.path.join(stack.data_dir, "offline", "local")  # the local tenant's area
 
 

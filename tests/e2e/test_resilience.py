@@ -15,7 +15,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from stack_support import child_pids
+from stack_support import READY_TIMEOUT_S, child_pids
 
 from infaas.cli import digits
 from infaas.client import Client
@@ -46,7 +46,7 @@ def test_killing_a_worker_under_load_fails_no_request(lr_model, tmp_path):
     with StackProcess(workers=2, data_dir=str(tmp_path / "data")) as stack:
         client = Client(stack.url, api_key=stack.api_key)
         client.register(trained.path, name="lr", task=digits.TASK, accuracy=0.95)
-        client.wait_ready(["lr"], timeout_s=120)
+        client.wait_ready(["lr"], timeout_s=READY_TIMEOUT_S)
         x = data.x_test[:1]
         client.infer(x, architecture="lr")  # load a replica somewhere
         expected = int(trained.model.predict(x)[0])
