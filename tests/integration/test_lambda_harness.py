@@ -350,8 +350,8 @@ def _answers_from(api, doc: dict, n: int) -> list[dict]:
     return [_query(api, doc).json()["decision"] for _ in range(n)]
 
 
-def test_a_drained_worker_serves_no_query_once_its_drain_is_recorded(api, registered, workers, store, trained,
-                                                                     functions, deployment):
+def test_a_drained_worker_serves_no_query_once_its_drain_is_recorded(registered, workers, store, trained,
+                                                                     functions, deployment, tmp_path):
     """The drain is recorded in the table (the worker heartbeats ``draining`` on SIGUSR1, as the drain
     watcher sends it). From then on the worker refuses new queries (503 ``worker_draining``): a warm
     selector, frozen since its last query with a view that still has the worker up, sends a query
@@ -359,13 +359,26 @@ def test_a_drained_worker_serves_no_query_once_its_drain_is_recorded(api, regist
     the worker from its view; a selector started after the drain routes nothing there. Every query
     is answered, none by the drained worker (each answer names the worker that served it, and the
     drained worker's own heartbeat says when its replicas last served)."""
-    from infaas.core import tensors
-
     _, data = trained
     doc = {"variant": registered, "inputs": data.x_test[:1].tolist()}
+    # a warm container of its own whose view is refreshed only every 600 s, so that it is still frozen
+    # when the queries after the drain arrive, however long a busy machine takes to get there (the
+    # shared one refreshes every second)
+    shared = functions["selector"]
+    warm = LambdaFunction("selector", shared.assets, {**shared.env, "INFAAS_SNAPSHOT_S": "600"},
+                          tmp_path / "warm-selector.log")
+    try:
+        _drain_while_a_selector_is_warm(warm, functions, doc, workers, store, deployment, registered, data)
+    finally:
+        warm.kill()
+
+
+def _drain_while_a_selector_is_warm(warm, functions, doc, workers, store, deployment, registered, data):
+    from infaas.core import tensors
+
+    api = ApiGateway({**functions, "selector": warm})
     drained = _answers_from(api, doc, 3)[-1]["worker"]  # where the warm selector sends queries now
     (other,) = set(workers) - {drained}
-    warm = functions["selector"]
     log_before = len(warm.logs())
     workers[drained].send_signal(signal.SIGUSR1)  # what the drain watcher sends
     deadline = time.time() + 10
