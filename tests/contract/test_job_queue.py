@@ -130,3 +130,38 @@ def test_several_messages_are_each_delivered_once_while_invisible(job_queue, clo
     redelivered = [job_queue.receive(LANE), job_queue.receive(LANE), job_queue.receive(LANE)]
     assert redelivered[2] is None
     assert sorted(m[1]["i"] for m in redelivered[:2]) == sorted(body["i"] for _, body in got[3:])
+
+
+def test_extend_keeps_a_message_from_a_second_consumer_and_from_the_dlq(job_queue, clock, max_receives):
+    job_queue.send(LANE, {"long": True})
+    receipt, _ = job_queue.receive(LANE, visibility_s=30)
+    # the consumer is still at it well past max_receives visibility timeouts: extending each 20 s,
+    # nobody else receives it, and it is never dead-lettered
+    for _ in range(max_receives + 2):
+        clock.advance(20)
+        assert job_queue.extend(LANE, receipt, 30) is True
+        assert job_queue.receive(LANE, visibility_s=30) is None
+    job_queue.ack(LANE, receipt)
+    clock.advance(31)
+    assert job_queue.receive(LANE) is None
+    assert job_queue.depth(LANE) == 0 and job_queue.depth(f"{LANE}-dlq") == 0
+
+
+def test_a_consumer_that_stops_extending_loses_the_message_and_cannot_extend_it_back(job_queue, clock):
+    job_queue.send(LANE, {"n": 1})
+    first, _ = job_queue.receive(LANE, visibility_s=30)
+    clock.advance(20)
+    assert job_queue.extend(LANE, first, 30)
+    clock.advance(31)  # 31 s after the extension: visible again, and another consumer takes it
+    second, body = job_queue.receive(LANE, visibility_s=30)
+    assert body == {"n": 1} and second != first
+    # (the first receipt no longer holds it: SQLite says so; SQS may accept a stale receipt, and then
+    # the first consumer's run goes on beside the second's, as after any redelivery)
+    assert isinstance(job_queue.extend(LANE, first, 30), bool)
+    clock.advance(20)
+    assert job_queue.extend(LANE, second, 30) is True
+    clock.advance(20)
+    assert job_queue.receive(LANE, visibility_s=30) is None  # the second consumer's extension held
+    job_queue.ack(LANE, second)
+    assert job_queue.extend(LANE, second, 30) is False  # acknowledged: nothing to extend
+    assert job_queue.depth(LANE) == 0

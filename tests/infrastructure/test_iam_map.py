@@ -78,7 +78,7 @@ RUNS: dict[str, set[str]] = {
     "worker": TABLE_ITEMS | QUEUE_LOOKUP | {
         "S3ModelStore.get", "S3ModelStore.local_path", "S3ModelStore.put", "S3ModelStore._etag",
         "S3Location.list", "S3Location.read", "S3Location.exists", "S3Location.write_atomic",
-        "SqsJobQueue.receive", "SqsJobQueue.ack", "read_secret", "AsgFleet.complete_drain",
+        "SqsJobQueue.receive", "SqsJobQueue.ack", "SqsJobQueue.extend", "read_secret", "AsgFleet.complete_drain",
         # an offline job's items, made on its expand message (JobService.expand)
         "DynamoItemTable.put_many", "SqsJobQueue.send_many",
         "LogShipper._stream", "LogShipper.ship"},

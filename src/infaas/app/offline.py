@@ -439,11 +439,48 @@ def _stopped(job: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+class Lease:
+    """Keeps a received message invisible while its worker is still at it: called between batches
+    (and while the item waits for online work), it extends the message's visibility by
+    ``visibility_s`` once half of the last extension has gone, so an item that runs or waits longer
+    than the visibility timeout is neither handed to a second worker nor dead-lettered after
+    ``max_receives`` deliveries while it is running. A worker that dies stops extending, and its
+    item reappears within ``visibility_s`` as before."""
+
+    def __init__(self, queue: JobQueue, lane: str, receipt: str, visibility_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.queue, self.lane, self.receipt, self.visibility_s, self.clock = queue, lane, receipt, visibility_s, clock
+        self.extended_at = clock()  # the receive
+        self.held = True  # False once the queue said the receipt no longer holds the message
+
+    def __call__(self) -> None:
+        if not self.held or self.clock() - self.extended_at < self.visibility_s / 2:
+            return
+        now = self.clock()
+        try:
+            self.held = self.queue.extend(self.lane, self.receipt, self.visibility_s)
+        except InfaasError as exc:  # the queue briefly unavailable: tried again a quarter of the visibility on
+            log.warning("could not extend offline item message %s in lane %s: %s", self.receipt, self.lane, exc)
+            self.extended_at = now - self.visibility_s / 4
+            return
+        self.extended_at = now
+        if not self.held:  # redelivered already: the other run writes the same output, so this one goes on
+            log.warning("offline item message %s in lane %s is no longer held by this worker", self.receipt, self.lane)
+
+
+class ItemTooLong(Exception):
+    """An item ran past ``Settings.offline_item_limit_s``."""
+
+
 def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, executor_for: Callable[[str], Any],
              locations: Locations, may_run: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.time,
-             wait: Callable[[float], None] = time.sleep, queue: JobQueue | None = None) -> str:
+             wait: Callable[[float], None] = time.sleep, queue: JobQueue | None = None,
+             keep_alive: Callable[[], None] = lambda: None) -> str:
     """Run one work item; returns its final status. ``may_run`` is asked before
     every batch: while it says no (online work is queued), the item waits.
+    ``keep_alive`` (a ``Lease``) is called between batches and while waiting. An item
+    that has run (waits not counted) longer than ``settings.offline_item_limit_s`` fails
+    with that reason, its batches so far discarded.
 
     An expand message (``{"expand": job id}``, sent by ``JobService.submit`` on AWS) makes the job's
     items instead (``JobService.expand``), sending them to ``queue`` (the worker passes its own)."""
@@ -473,10 +510,19 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
         executor = executor_for(job["variant"])
         name = executor.input_names[0]
         parts: dict[str, list[np.ndarray]] = {}
+        limit_s, ran_s = settings.offline_item_limit_s, 0.0
         for start in range(0, len(rows), BATCH_ROWS):
+            keep_alive()
             while not may_run():
                 wait(0.005)
+                keep_alive()
+            if ran_s > limit_s:
+                raise ItemTooLong(f"the item ran {ran_s:.0f} s, over the limit of {limit_s:g} s "
+                                  f"(INFAAS_OFFLINE_ITEM_LIMIT_S) with {start} of its {len(rows)} rows done: "
+                                  "split its input into smaller files")
+            began = clock()
             out = executor.run({name: np.ascontiguousarray(rows[start : start + BATCH_ROWS])})
+            ran_s += clock() - began
             for k, v in out.items():
                 parts.setdefault(k, []).append(v)
         buf = io.BytesIO()
@@ -484,6 +530,9 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
         dst.write_atomic(output_name(msg["name"]), buf.getvalue())
     except (InvalidInput, Forbidden, NotFound) as exc:
         store.table.put({"pk": key[0], "sk": key[1], "body": {**record, "status": "failed", "error": exc.message, "at": clock()}})
+        return "failed"
+    except ItemTooLong as exc:
+        store.table.put({"pk": key[0], "sk": key[1], "body": {**record, "status": "failed", "error": str(exc), "at": clock()}})
         return "failed"
     except InfaasError:
         raise  # the store, the queue or a location busy: the item is retried after the visibility timeout

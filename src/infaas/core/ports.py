@@ -78,7 +78,8 @@ class ModelStore(Protocol):
 class JobQueue(Protocol):
     """At-least-once queue of background work, one lane per ``lane`` name.
 
-    A received message is invisible for ``visibility_s``; ``ack`` removes it;
+    A received message is invisible for ``visibility_s`` (``extend`` restarts that from now);
+    ``ack`` removes it;
     after ``max_receives`` deliveries without ack it moves to the dead-letter
     lane ``<lane>-dlq``.
     """
@@ -90,6 +91,13 @@ class JobQueue(Protocol):
         ...
 
     def ack(self, lane: str, receipt: str) -> None: ...
+
+    def extend(self, lane: str, receipt: str, visibility_s: float) -> bool:
+        """The message received with ``receipt`` stays invisible ``visibility_s`` from now: a
+        consumer still at it says so. False when the message is gone (acknowledged or
+        dead-lettered) or, where the queue can tell (SQLite; SQS may accept a stale receipt),
+        received again by another consumer since."""
+        ...
 
     def depth(self, lane: str) -> int: ...
 

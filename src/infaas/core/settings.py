@@ -196,7 +196,8 @@ class Settings:
     # unset: s3:// locations are refused (on AWS the deployment sets it)
     offline_s3_root: str = ""
     offline_max_files: int = 100_000  # input files per job
-    offline_visibility_s: float = 30.0  # an item a worker took and did not finish is retried after this
+    offline_visibility_s: float = 30.0  # an item a worker took and stopped extending is retried after this
+    offline_item_limit_s: float = 3600.0  # an item that has run this long (waits for online work not counted) fails
     offline_expand_timeout_s: float = 900.0  # a job not made into items this long after its submission ends failed
     offline_quiet_s: float = 0.2  # a worker runs offline items only after this long without online requests
     snapshot_s: float = 0.2  # how often the API refreshes its view of the cluster

@@ -18,6 +18,8 @@ Why the choices below:
   the job may already have been redone elsewhere.
 * Bodies travel as ASCII JSON: SQS refuses some characters (control
   characters, lone surrogates) in a message body, and escapes carry them all.
+* ``extend`` is ``ChangeMessageVisibility``; a receipt SQS no longer accepts, or a
+  message no longer in flight under it, answers False, as the SQLite queue does.
 * ``depth`` is ``ApproximateNumberOfMessages``: the visible backlog, the number
   autoscaling wants. In-flight messages are not counted.
 * The adapter checks once per lane that the queue's redrive policy really
@@ -48,6 +50,8 @@ DLQ_RETENTION_S = 14 * 24 * 3600  # the maximum; longer than the lane's, so noth
 
 # Error codes SQS answers DeleteMessage with when the receipt no longer counts.
 _STALE_RECEIPT_CODES = frozenset({"ReceiptHandleIsInvalid", "AWS.SimpleQueueService.ReceiptHandleIsInvalid"})
+# ... and ChangeMessageVisibility, when the message is no longer in flight under that receipt.
+_NOT_IN_FLIGHT_CODES = frozenset({"MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight"})
 
 QueueUrls = Mapping[str, str] | Callable[[str], str]
 
@@ -125,6 +129,18 @@ class SqsJobQueue:
             raise translate(exc, f"acking a job in lane {lane}") from exc
         except BotoCoreError as exc:
             raise translate(exc, f"acking a job in lane {lane}") from exc
+
+    def extend(self, lane: str, receipt: str, visibility_s: float) -> bool:
+        try:
+            self.client.change_message_visibility(QueueUrl=self._url(lane), ReceiptHandle=receipt,
+                                                  VisibilityTimeout=_visibility(visibility_s))
+        except ClientError as exc:
+            if error_code(exc) in _STALE_RECEIPT_CODES | _NOT_IN_FLIGHT_CODES:
+                return False
+            raise translate(exc, f"extending a job's visibility in lane {lane}") from exc
+        except BotoCoreError as exc:
+            raise translate(exc, f"extending a job's visibility in lane {lane}") from exc
+        return True
 
     def depth(self, lane: str) -> int:
         with sdk_errors(f"reading the depth of lane {lane}"):

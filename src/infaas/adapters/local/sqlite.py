@@ -232,6 +232,12 @@ class SqliteJobQueue:
         with self.db.transaction() as c:
             c.execute("DELETE FROM jobs WHERE lane=? AND receipt=?", (lane, receipt))
 
+    def extend(self, lane: str, receipt: str, visibility_s: float) -> bool:
+        with self.db.transaction() as c:
+            cur = c.execute("UPDATE jobs SET visible_at=? WHERE lane=? AND receipt=?",
+                            (self.db.clock() + visibility_s, lane, receipt))
+            return cur.rowcount > 0
+
     def depth(self, lane: str) -> int:
         (n,) = self.db.connection().execute("SELECT COUNT(*) FROM jobs WHERE lane=?", (lane,)).fetchone()
         return int(n)
