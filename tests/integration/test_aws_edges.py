@@ -96,12 +96,22 @@ def test_stale_receipts_are_acknowledged_and_jobs_that_are_not_json_refused(depl
     assert body == {"a": 1}
     queue.ack(lane, receipt)
     queue.ack(lane, receipt)  # acknowledged twice (a redelivery's old receipt): no error
+    queue.send(lane, {"b": 2})
+    held, body = queue.receive(lane, visibility_s=30)
+    assert body == {"b": 2}
+    assert queue.extend(lane, held, 60) is True
+    # 12 hours from its sending is the most SQS holds a message in flight: past it, no longer held
+    assert queue.extend(lane, held, 43_200) is False
+    queue.ack(lane, held)
+    assert queue.extend(lane, held, 60) is False  # acknowledged: nothing to extend
     sqs.send_message(QueueUrl=urls[lane], MessageBody="not json")
     with pytest.raises(InfaasError, match="not JSON"):
         queue.receive(lane)
     sqs.delete_queue(QueueUrl=urls[lane])
-    with pytest.raises(InfaasError):  # any other failure of an ack is reported
+    with pytest.raises(InfaasError):  # any other failure of an ack (or an extension) is reported
         queue.ack(lane, receipt)
+    with pytest.raises(InfaasError):
+        queue.extend(lane, receipt, 30)
     with pytest.raises(InfaasError, match="no SQS queue"):
         queue.depth("unknown-lane")
 

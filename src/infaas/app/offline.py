@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -440,47 +441,85 @@ def _stopped(job: Mapping[str, Any] | None) -> str | None:
 
 
 class Lease:
-    """Keeps a received message invisible while its worker is still at it: called between batches
-    (and while the item waits for online work), it extends the message's visibility by
-    ``visibility_s`` once half of the last extension has gone, so an item that runs or waits longer
-    than the visibility timeout is neither handed to a second worker nor dead-lettered after
-    ``max_receives`` deliveries while it is running. A worker that dies stops extending, and its
-    item reappears within ``visibility_s`` as before."""
+    """Holds a received message while its worker is at it: from the receive on, a thread extends
+    the message's visibility by ``visibility_s`` every third of it (``beat``) until the ``with``
+    block ends, whatever the item is doing (loading its model, reading, running, writing). So an
+    item that takes longer than the visibility timeout is neither handed to a second worker nor
+    dead-lettered after ``max_receives`` deliveries while it runs; a worker that dies stops
+    extending, and its item reappears within ``visibility_s`` as before. The thread stops once
+    the queue says the receipt no longer holds the message (acknowledged, redelivered, or past
+    SQS's 12 hours in flight); a queue briefly unavailable is tried again at the next beat."""
 
-    def __init__(self, queue: JobQueue, lane: str, receipt: str, visibility_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.queue, self.lane, self.receipt, self.visibility_s, self.clock = queue, lane, receipt, visibility_s, clock
-        self.extended_at = clock()  # the receive
-        self.held = True  # False once the queue said the receipt no longer holds the message
+    def __init__(self, queue: JobQueue, lane: str, receipt: str, visibility_s: float) -> None:
+        self.queue, self.lane, self.receipt, self.visibility_s = queue, lane, receipt, visibility_s
+        self.held = visibility_s > 0  # a message with no visibility timeout is nobody's to hold
+        self.beats = 0  # extensions made
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="offline-lease", daemon=True)
 
-    def __call__(self) -> None:
-        if not self.held or self.clock() - self.extended_at < self.visibility_s / 2:
-            return
-        now = self.clock()
+    def beat(self) -> None:
+        """One extension of the message's visibility, from now."""
         try:
             self.held = self.queue.extend(self.lane, self.receipt, self.visibility_s)
-        except InfaasError as exc:  # the queue briefly unavailable: tried again a quarter of the visibility on
-            log.warning("could not extend offline item message %s in lane %s: %s", self.receipt, self.lane, exc)
-            self.extended_at = now - self.visibility_s / 4
+        except InfaasError as exc:
+            log.warning("could not extend offline message %s in lane %s: %s", self.receipt, self.lane, exc)
             return
-        self.extended_at = now
-        if not self.held:  # redelivered already: the other run writes the same output, so this one goes on
-            log.warning("offline item message %s in lane %s is no longer held by this worker", self.receipt, self.lane)
+        self.beats += 1
+        if not self.held:  # redelivered or past the limit: the other run writes the same output, so this one goes on
+            log.warning("offline message %s in lane %s is no longer held by this worker", self.receipt, self.lane)
+
+    def _run(self) -> None:
+        while self.held and not self._stop.wait(self.visibility_s / 3):
+            self.beat()
+
+    def __enter__(self) -> "Lease":
+        if self.held:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 class ItemTooLong(Exception):
     """An item ran past ``Settings.offline_item_limit_s``."""
 
 
+class ItemReleased(Exception):
+    """An item waited behind online work longer than the visibility timeout: it goes back to the lane."""
+
+
+def run_received(receipt: str, msg: Mapping[str, Any], store: MetadataStore, settings: Settings,
+                 executor_for: Callable[[str], Any], locations: Locations, queue: JobQueue, *,
+                 may_run: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.time,
+                 wait: Callable[[float], None] = time.sleep) -> str:
+    """What a worker does with a message it received from the offline lane: runs it (``run_item``)
+    under a ``Lease``, then acknowledges it; returns the item's status. An item that waited behind
+    online work longer than the visibility timeout is ``released``: a fresh copy goes back to the
+    lane for an idle worker (a copy, so that the release is not one of its deliveries). Whatever
+    ``run_item`` raises leaves the message unacknowledged: it is retried after the visibility
+    timeout, then dead-lettered."""
+    with Lease(queue, LANE, receipt, settings.offline_visibility_s):
+        try:
+            status = run_item(msg, store, settings, executor_for, locations, may_run=may_run, clock=clock,
+                              wait=wait, queue=queue)
+        except ItemReleased:
+            queue.send(LANE, dict(msg))
+            status = "released"
+    queue.ack(LANE, receipt)
+    return status
+
+
 def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, executor_for: Callable[[str], Any],
              locations: Locations, may_run: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.time,
-             wait: Callable[[float], None] = time.sleep, queue: JobQueue | None = None,
-             keep_alive: Callable[[], None] = lambda: None) -> str:
+             wait: Callable[[float], None] = time.sleep, queue: JobQueue | None = None) -> str:
     """Run one work item; returns its final status. ``may_run`` is asked before
-    every batch: while it says no (online work is queued), the item waits.
-    ``keep_alive`` (a ``Lease``) is called between batches and while waiting. An item
-    that has run (waits not counted) longer than ``settings.offline_item_limit_s`` fails
-    with that reason, its batches so far discarded.
+    every batch: while it says no (online work is queued), the item waits, and after
+    ``settings.offline_visibility_s`` of waiting at once it raises ``ItemReleased``. An item
+    that has run (waits not counted) longer than ``settings.offline_item_limit_s`` when its
+    next batch is due fails with that reason, writing nothing.
 
     An expand message (``{"expand": job id}``, sent by ``JobService.submit`` on AWS) makes the job's
     items instead (``JobService.expand``), sending them to ``queue`` (the worker passes its own)."""
@@ -512,10 +551,12 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
         parts: dict[str, list[np.ndarray]] = {}
         limit_s, ran_s = settings.offline_item_limit_s, 0.0
         for start in range(0, len(rows), BATCH_ROWS):
-            keep_alive()
-            while not may_run():
-                wait(0.005)
-                keep_alive()
+            if not may_run():
+                waiting_since = clock()
+                while not may_run():
+                    if clock() - waiting_since > settings.offline_visibility_s:
+                        raise ItemReleased
+                    wait(0.005)
             if ran_s > limit_s:
                 raise ItemTooLong(f"the item ran {ran_s:.0f} s, over the limit of {limit_s:g} s "
                                   f"(INFAAS_OFFLINE_ITEM_LIMIT_S) with {start} of its {len(rows)} rows done: "
@@ -534,7 +575,7 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
     except ItemTooLong as exc:
         store.table.put({"pk": key[0], "sk": key[1], "body": {**record, "status": "failed", "error": str(exc), "at": clock()}})
         return "failed"
-    except InfaasError:
+    except (InfaasError, ItemReleased):
         raise  # the store, the queue or a location busy: the item is retried after the visibility timeout
     except Exception as exc:  # noqa: BLE001 - what no retry mends (the item's data, a model's answer): the
         # item fails with the error and the job goes on; retried, it would be dead-lettered and the job

@@ -238,6 +238,9 @@ class Settings:
             raise SettingsError(f"INFAAS_REPLICA_ISOLATION={self.replica_isolation!r}: expected 'process' or 'thread'")
         if self.auth not in ("keys", "off"):
             raise SettingsError(f"INFAAS_AUTH={self.auth!r}: expected 'keys' or 'off'")
+        if not self.offline_item_limit_s > 0:
+            raise SettingsError(f"INFAAS_OFFLINE_ITEM_LIMIT_S={self.offline_item_limit_s}: expected more than 0 seconds "
+                                "(inf for no limit)")
         if self.backend not in ("local", "aws"):
             raise SettingsError(f"INFAAS_BACKEND={self.backend!r}: expected 'local' or 'aws'")
         if self.function_tier not in ("on", "off"):

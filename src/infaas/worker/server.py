@@ -267,13 +267,11 @@ class WorkerAgent:
             if msg is None:
                 continue
             receipt, body = msg
-            lease = offline.Lease(self.adapters.queue, offline.LANE, receipt, self.settings.offline_visibility_s)
             try:
-                await loop.run_in_executor(pool, lambda: offline.run_item(
-                    body, self.store, self.settings, executor_for,
-                    locations=lambda uri, tenant: open_location(uri, self.settings, tenant), may_run=self._online_idle,
-                    queue=self.adapters.queue, keep_alive=lease))
-                await loop.run_in_executor(pool, self.adapters.queue.ack, offline.LANE, receipt)
+                await loop.run_in_executor(pool, lambda: offline.run_received(
+                    receipt, body, self.store, self.settings, executor_for,
+                    lambda uri, tenant: open_location(uri, self.settings, tenant), self.adapters.queue,
+                    may_run=self._online_idle))
             except Exception:  # not acknowledged: retried after the visibility timeout, then dead-lettered
                 log.exception("offline item %s/%s failed; it will be retried", body.get("job"), body.get("item"))
 

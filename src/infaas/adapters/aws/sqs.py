@@ -18,8 +18,9 @@ Why the choices below:
   the job may already have been redone elsewhere.
 * Bodies travel as ASCII JSON: SQS refuses some characters (control
   characters, lone surrogates) in a message body, and escapes carry them all.
-* ``extend`` is ``ChangeMessageVisibility``; a receipt SQS no longer accepts, or a
-  message no longer in flight under it, answers False, as the SQLite queue does.
+* ``extend`` is ``ChangeMessageVisibility``; a receipt SQS no longer accepts, a
+  message no longer in flight under it, or one 12 hours in flight (SQS's limit)
+  answers False, as the SQLite queue does for a message it no longer holds.
 * ``depth`` is ``ApproximateNumberOfMessages``: the visible backlog, the number
   autoscaling wants. In-flight messages are not counted.
 * The adapter checks once per lane that the queue's redrive policy really
@@ -137,6 +138,9 @@ class SqsJobQueue:
         except ClientError as exc:
             if error_code(exc) in _STALE_RECEIPT_CODES | _NOT_IN_FLIGHT_CODES:
                 return False
+            if error_code(exc) == "InvalidParameterValue" and "Total VisibilityTimeout" in str(exc):
+                return False  # 12 hours in flight, the most SQS allows: it cannot be held longer
+
             raise translate(exc, f"extending a job's visibility in lane {lane}") from exc
         except BotoCoreError as exc:
             raise translate(exc, f"extending a job's visibility in lane {lane}") from exc
