@@ -188,18 +188,51 @@ def test_waits_for_online_work_do_not_count_towards_the_limit(tmp_path):
     assert status == "done"  # 20 s waited and 20 s run; counted together, it would stop before batch 2
 
 
+def test_the_lease_stops_extending_once_held_longer_than_an_item_may_take(tmp_path):
+    # an item stuck in a call that never returns is left to be redelivered (then dead-lettered)
+    clock, store, queue, settings, *_ = make_job(tmp_path)
+    receipt, _ = queue.receive(LANE, visibility_s=VISIBILITY_S)
+    lease = Lease(queue, LANE, receipt, VISIBILITY_S, max_hold_s=100.0, clock=clock)
+    for _ in range(10):  # 0 to 100 s after the receive: extended every 10 s
+        clock.advance(10)
+        lease.beat()
+        assert lease.held
+    assert lease.beats == 10
+    clock.advance(10)  # 110 s: held longer than max_hold_s
+    lease.beat()
+    assert not lease.held and lease.beats == 10
+    clock.advance(19)
+    assert queue.receive(LANE, visibility_s=VISIBILITY_S) is None  # the last extension (at 100 s) still holds
+    clock.advance(2)
+    assert queue.receive(LANE, visibility_s=VISIBILITY_S) is not None  # 131 s: redelivered
+
+
 def test_an_item_kept_waiting_by_online_work_goes_back_to_the_lane_for_an_idle_worker(tmp_path):
     clock, store, queue, settings, service, job, rows, locations = make_job(tmp_path, files={"a.npy": 2 * BATCH_ROWS})
 
     def wait(_s):
         clock.advance(10.0)
 
+    began = clock()
     status, msg, model = take(queue, clock, store, settings, locations, poll=False, may_run=lambda: False, wait=wait)
-    assert status == "released"
+    assert status == "released" and clock() - began == 40.0  # at the first check past the 30 s visibility
     assert queue.depth(LANE) == 1 and queue.depth(f"{LANE}-dlq") == 0
     assert service.status(job["id"], TENANT)["left"] == 1  # not failed, not done: waiting for a worker
     status, again, _ = take(queue, clock, store, settings, locations, poll=False)  # an idle worker
     assert again == msg and status == "done" and service.status(job["id"], TENANT)["state"] == "done"
+    np.testing.assert_allclose(outputs(locations, "a.npy")[:, 0], rows["a.npy"].sum(axis=1), rtol=1e-5)
+
+
+def test_once_a_batch_has_run_an_item_waits_for_online_work_however_long_its_work_kept(tmp_path):
+    clock, store, queue, settings, service, job, rows, locations = make_job(tmp_path, files={"a.npy": 2 * BATCH_ROWS})
+    checks = iter([True] + [False] * 20)  # the first batch runs; then 200 s of online work before the second
+
+    def wait(_s):
+        clock.advance(10.0)
+
+    status, _, _ = take(queue, clock, store, settings, locations, poll=False, may_run=lambda: next(checks, True),
+                        wait=wait)
+    assert status == "done" and queue.depth(LANE) == 0
     np.testing.assert_allclose(outputs(locations, "a.npy")[:, 0], rows["a.npy"].sum(axis=1), rtol=1e-5)
 
 

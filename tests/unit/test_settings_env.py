@@ -65,6 +65,9 @@ def test_env_str_required_and_json_object():
     ("INFAAS_SCALE_TARGET_UTILISATION", "1.5"),
     ("INFAAS_AUTOSCALE", "maybe"),
     ("INFAAS_SCALE_FILL_FLEET_MS", "fast"),
+    ("INFAAS_OFFLINE_VISIBILITY_S", "0"),  # an item's lease beats every third of it: at least 1 s
+    ("INFAAS_OFFLINE_VISIBILITY_S", "50000"),  # over SQS's 12 hours
+    ("INFAAS_OFFLINE_ITEM_LIMIT_S", "0"),
 ])
 def test_a_bad_settings_value_names_its_variable(var, raw):
     with pytest.raises(SettingsError, match=var):

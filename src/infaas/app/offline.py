@@ -446,19 +446,28 @@ class Lease:
     block ends, whatever the item is doing (loading its model, reading, running, writing). So an
     item that takes longer than the visibility timeout is neither handed to a second worker nor
     dead-lettered after ``max_receives`` deliveries while it runs; a worker that dies stops
-    extending, and its item reappears within ``visibility_s`` as before. The thread stops once
-    the queue says the receipt no longer holds the message (acknowledged, redelivered, or past
-    SQS's 12 hours in flight); a queue briefly unavailable is tried again at the next beat."""
+    extending, and its item reappears within ``visibility_s`` as before. The extensions stop
+    after ``max_hold_s`` from the receive (the item limit and a visibility timeout: an item stuck
+    in a call that never returns is redelivered, then dead-lettered, as before), or once the
+    queue says the receipt no longer holds the message (redelivered, or past SQS's 12 hours in
+    flight); a queue briefly unavailable is tried again at the next beat."""
 
-    def __init__(self, queue: JobQueue, lane: str, receipt: str, visibility_s: float) -> None:
+    def __init__(self, queue: JobQueue, lane: str, receipt: str, visibility_s: float, max_hold_s: float = math.inf,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.queue, self.lane, self.receipt, self.visibility_s = queue, lane, receipt, visibility_s
-        self.held = visibility_s > 0  # a message with no visibility timeout is nobody's to hold
+        self.max_hold_s, self.clock, self.since = max_hold_s, clock, clock()
+        self.held = True
         self.beats = 0  # extensions made
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="offline-lease", daemon=True)
 
     def beat(self) -> None:
-        """One extension of the message's visibility, from now."""
+        """One extension of the message's visibility, from now (none once held ``max_hold_s``)."""
+        if self.clock() - self.since > self.max_hold_s:
+            self.held = False
+            log.warning("offline message %s in lane %s held %.0f s, longer than an item may take: it is left to be "
+                        "redelivered", self.receipt, self.lane, self.clock() - self.since)
+            return
         try:
             self.held = self.queue.extend(self.lane, self.receipt, self.visibility_s)
         except InfaasError as exc:
@@ -473,8 +482,7 @@ class Lease:
             self.beat()
 
     def __enter__(self) -> "Lease":
-        if self.held:
-            self._thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -488,7 +496,8 @@ class ItemTooLong(Exception):
 
 
 class ItemReleased(Exception):
-    """An item waited behind online work longer than the visibility timeout: it goes back to the lane."""
+    """An item waited behind online work, before its first batch, longer than the visibility
+    timeout: it goes back to the lane."""
 
 
 def run_received(receipt: str, msg: Mapping[str, Any], store: MetadataStore, settings: Settings,
@@ -497,11 +506,13 @@ def run_received(receipt: str, msg: Mapping[str, Any], store: MetadataStore, set
                  wait: Callable[[float], None] = time.sleep) -> str:
     """What a worker does with a message it received from the offline lane: runs it (``run_item``)
     under a ``Lease``, then acknowledges it; returns the item's status. An item that waited behind
-    online work longer than the visibility timeout is ``released``: a fresh copy goes back to the
-    lane for an idle worker (a copy, so that the release is not one of its deliveries). Whatever
+    online work before its first batch longer than the visibility timeout is ``released``: a fresh
+    copy goes back to the lane for an idle worker (a copy, so that the release is not one of its
+    deliveries); once a batch has run, it waits instead, its work kept. Whatever
     ``run_item`` raises leaves the message unacknowledged: it is retried after the visibility
     timeout, then dead-lettered."""
-    with Lease(queue, LANE, receipt, settings.offline_visibility_s):
+    hold_s = settings.offline_item_limit_s + settings.offline_visibility_s
+    with Lease(queue, LANE, receipt, settings.offline_visibility_s, max_hold_s=hold_s):
         try:
             status = run_item(msg, store, settings, executor_for, locations, may_run=may_run, clock=clock,
                               wait=wait, queue=queue)
@@ -516,8 +527,8 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
              locations: Locations, may_run: Callable[[], bool] = lambda: True, clock: Callable[[], float] = time.time,
              wait: Callable[[float], None] = time.sleep, queue: JobQueue | None = None) -> str:
     """Run one work item; returns its final status. ``may_run`` is asked before
-    every batch: while it says no (online work is queued), the item waits, and after
-    ``settings.offline_visibility_s`` of waiting at once it raises ``ItemReleased``. An item
+    every batch: while it says no (online work is queued), the item waits; before its first batch,
+    after ``settings.offline_visibility_s`` of waiting it raises ``ItemReleased``. An item
     that has run (waits not counted) longer than ``settings.offline_item_limit_s`` when its
     next batch is due fails with that reason, writing nothing.
 
@@ -554,8 +565,8 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
             if not may_run():
                 waiting_since = clock()
                 while not may_run():
-                    if clock() - waiting_since > settings.offline_visibility_s:
-                        raise ItemReleased
+                    if start == 0 and clock() - waiting_since > settings.offline_visibility_s:
+                        raise ItemReleased  # nothing done yet: an idle worker may take it
                     wait(0.005)
             if ran_s > limit_s:
                 raise ItemTooLong(f"the item ran {ran_s:.0f} s, over the limit of {limit_s:g} s "

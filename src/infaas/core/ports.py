@@ -95,8 +95,9 @@ class JobQueue(Protocol):
     def extend(self, lane: str, receipt: str, visibility_s: float) -> bool:
         """The message received with ``receipt`` stays invisible ``visibility_s`` from now: a
         consumer still at it says so. False when the message is gone (acknowledged or
-        dead-lettered) or, where the queue can tell (SQLite; SQS may accept a stale receipt),
-        received again by another consumer since."""
+        dead-lettered), past the most time a queue holds a message in flight (SQS: 12 hours), or,
+        where the queue can tell (SQLite; SQS may accept a stale receipt), received again by
+        another consumer since."""
         ...
 
     def depth(self, lane: str) -> int: ...

@@ -238,6 +238,9 @@ class Settings:
             raise SettingsError(f"INFAAS_REPLICA_ISOLATION={self.replica_isolation!r}: expected 'process' or 'thread'")
         if self.auth not in ("keys", "off"):
             raise SettingsError(f"INFAAS_AUTH={self.auth!r}: expected 'keys' or 'off'")
+        if not 1 <= self.offline_visibility_s <= 43_200:
+            raise SettingsError(f"INFAAS_OFFLINE_VISIBILITY_S={self.offline_visibility_s}: expected 1 to 43200 seconds "
+                                "(SQS's range; a worker extends it while it runs an item)")
         if not self.offline_item_limit_s > 0:
             raise SettingsError(f"INFAAS_OFFLINE_ITEM_LIMIT_S={self.offline_item_limit_s}: expected more than 0 seconds "
                                 "(inf for no limit)")
