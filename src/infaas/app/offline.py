@@ -587,7 +587,7 @@ def run_item(msg: Mapping[str, Any], store: MetadataStore, settings: Settings, e
         store.table.put({"pk": key[0], "sk": key[1], "body": {**record, "status": "failed", "error": str(exc), "at": clock()}})
         return "failed"
     except (InfaasError, ItemReleased):
-        raise  # the store, the queue or a location busy: the item is retried after the visibility timeout
+        raise  # the store, the queue or a location busy: retried after the visibility timeout (released: run_received)
     except Exception as exc:  # noqa: BLE001 - what no retry mends (the item's data, a model's answer): the
         # item fails with the error and the job goes on; retried, it would be dead-lettered and the job
         # would wait for it for ever

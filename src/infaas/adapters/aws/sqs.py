@@ -140,7 +140,6 @@ class SqsJobQueue:
                 return False
             if error_code(exc) == "InvalidParameterValue" and "Total VisibilityTimeout" in str(exc):
                 return False  # 12 hours in flight, the most SQS allows: it cannot be held longer
-
             raise translate(exc, f"extending a job's visibility in lane {lane}") from exc
         except BotoCoreError as exc:
             raise translate(exc, f"extending a job's visibility in lane {lane}") from exc
