@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
 import statistics
 import time
@@ -64,6 +65,40 @@ def _online_probe(stack: StackProcess, x: np.ndarray, seconds: float) -> list[fl
 
     asyncio.run(main())
     return out
+
+
+def test_an_item_that_outlives_the_visibility_timeout_runs_once_on_one_worker(offline_stack, tmp_path):
+    """The stack's visibility timeout is 3 s and it has two workers. One item of twelve batches,
+    each about a second of the slow model's loop, runs for several timeouts while the other
+    worker is idle: the running worker's lease holds the message, so the item runs once and
+    nothing is dead-lettered (before the lease, the idle worker took it again every 3 s)."""
+    from fakes import slow_model
+
+    stack, client, data, root = offline_stack
+    path = tmp_path / "slow.onnx"
+    slow_model(path)
+    client.register(str(path), name="slow-loop", task="offline/slow", accuracy=0.5)
+    assert client.wait_ready(["slow-loop"], timeout_s=READY_TIMEOUT_S)["slow-loop"]["status"] == "ready"
+    src = os.path.join(root, "slow-in")
+    os.makedirs(src)
+    x = np.full((12 * 64, 1), 7e5, np.float32)  # 700,000 trips of the loop per batch
+    np.save(os.path.join(src, "long.npy"), x)
+
+    job = client.submit_job(input="slow-in", output="slow-out", architecture="slow-loop")
+    final = client.wait_job(job["id"], timeout_s=240)
+    assert final["state"] == "done" and final["done"] == 1 and final["failed"] == 0, final
+    with np.load(os.path.join(root, "slow-out", "long.out.npz")) as got:
+        np.testing.assert_array_equal(got["y"], x + 7e5)
+    with open(stack.log_path, encoding="utf-8", errors="replace") as f:
+        runs = [line for line in f if f"offline item {job['id']}/0: " in line]
+    assert len(runs) == 1, runs  # one run, by one worker
+    extended = int(re.search(r"extended (\d+) times", runs[0]).group(1))
+    assert "done after" in runs[0] and extended >= 3, runs  # held past one 3 s timeout (extended every 1 s)
+    from infaas.core.settings import Settings
+    from infaas.wiring.local import LocalAdapters
+
+    queue = LocalAdapters(Settings(data_dir=stack.data_dir)).queue
+    assert queue.depth("offline") == 0 and queue.depth("offline-dlq") == 0
 
 
 def test_job_survives_a_killed_worker_with_every_output_exactly_once(offline_stack):

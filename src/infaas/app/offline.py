@@ -512,7 +512,8 @@ def run_received(receipt: str, msg: Mapping[str, Any], store: MetadataStore, set
     ``run_item`` raises leaves the message unacknowledged: it is retried after the visibility
     timeout, then dead-lettered."""
     hold_s = settings.offline_item_limit_s + settings.offline_visibility_s
-    with Lease(queue, LANE, receipt, settings.offline_visibility_s, max_hold_s=hold_s):
+    began = time.monotonic()
+    with Lease(queue, LANE, receipt, settings.offline_visibility_s, max_hold_s=hold_s) as lease:
         try:
             status = run_item(msg, store, settings, executor_for, locations, may_run=may_run, clock=clock,
                               wait=wait, queue=queue)
@@ -520,6 +521,9 @@ def run_received(receipt: str, msg: Mapping[str, Any], store: MetadataStore, set
             queue.send(LANE, dict(msg))
             status = "released"
     queue.ack(LANE, receipt)
+    what = f"expansion of job {msg['expand']}" if "expand" in msg else f"item {msg.get('job')}/{msg.get('item')}"
+    log.info("offline %s: %s after %.1f s, its message extended %d times", what, status, time.monotonic() - began,
+             lease.beats)
     return status
 
 
