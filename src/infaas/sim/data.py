@@ -84,6 +84,8 @@ HARDWARE = {
     "gpu-ampere": HardwareType("gpu-ampere", 1.006, 24 * GIB),
     "vpu": HardwareType("vpu", 0.085, 4 * GIB),
 }
+# Hardware types that run another type's profile: the fixed cluster's "VPU" devices run the CPU one.
+SAME_PROFILE = {"vpu": "cpu"}
 # Launch of a machine until its worker takes work (boot of a prepared image, runtime start).
 START_S = {"cpu": 30.0, "vpu": 30.0, "gpu-pascal": 60.0, "gpu-ampere": 60.0}
 # What a worker may use for models: RAM less the OS and worker on CPU, device memory on GPU.
@@ -218,8 +220,8 @@ def proteus_variants(
     out = []
     for (model, accel), lat in sorted(grouped.items()):
         hws = [ACCEL_TO_HW[accel]]
-        if fixed_cluster and hws[0] == "cpu":
-            hws.append("vpu")
+        if fixed_cluster:
+            hws += sorted(h for h, of in SAME_PROFILE.items() if of == hws[0])
         for hw in hws:
             mem = MEMORY_BUDGET[hw] if fixed_cluster else peak_memory(model)
             profile = Profile(hardware=hw, latency_ms=dict(sorted(lat.items())), load_ms=load_ms(model, hw), peak_memory_bytes=mem)

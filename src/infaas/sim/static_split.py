@@ -42,12 +42,10 @@ import numpy as np
 
 from infaas.core.domain import Variant
 from infaas.core.scaling.fixed_fleet import fits
+from infaas.sim.data import SAME_PROFILE
 from infaas.sim.engine import Refused, VariantInfo
 from infaas.sim.policies.ours import Ours
 
-# Hardware types that run another type's profile count as that type's devices ("vpu": the
-# Proteus artifact's VPUs run the CPU profile; ``sim.data``).
-SAME_AS = {"vpu": "cpu"}
 MAX_ACCURATE = 6  # replicas of the accurate variant tried beside a faster one
 MAX_FAST = 8  # replicas of the faster one
 
@@ -234,10 +232,10 @@ class Split:
 
 
 def device_classes(devices: Mapping[str, int]) -> dict[str, int]:
-    """Devices per class: a type that runs another's profile (``SAME_AS``) counts as that type."""
+    """Devices per class: a type that runs another's profile (``SAME_PROFILE``) counts as that type."""
     out: dict[str, int] = {}
     for hw, n in devices.items():
-        cls = SAME_AS.get(hw, hw)
+        cls = SAME_PROFILE.get(hw, hw)
         out[cls] = out.get(cls, 0) + n
     return out
 
@@ -280,7 +278,7 @@ def find(workload, variants: Sequence[Variant], devices: Mapping[str, int], min_
 class FixedSplit(Ours):
     """The product's selector and batcher on a split pinned for the whole run: one device per
     replica of the split, loaded before the first request (a class's devices of the variant's own
-    hardware type first, then those of the types that share its profile, ``SAME_AS``), and nothing
+    hardware type first, then those of the types that share its profile, ``SAME_PROFILE``), and nothing
     else -- devices the split leaves empty are not started, the selector sees only the split's
     variants, and a query it would send to a replica not loaded (a cold start) is refused."""
 
@@ -298,7 +296,7 @@ class FixedSplit(Ours):
         out = []
         for vid, n in sorted(self.split.items()):
             v = known[vid]
-            types = [v.hardware, *sorted(h for h, c in SAME_AS.items() if c == v.hardware)]
+            types = [v.hardware, *sorted(h for h, c in SAME_PROFILE.items() if c == v.hardware)]
             for _ in range(n):
                 hw = next((h for h in types if free.get(h, 0) > 0), None)
                 if hw is None:
